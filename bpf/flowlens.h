@@ -1,0 +1,119 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Types shared between the eBPF programs and the Go agent. bpf2go generates
+ * the Go side from these definitions (-type), so there is one source of truth
+ * and no hand-copied struct layouts.
+ */
+#ifndef FLOWLENS_H
+#define FLOWLENS_H
+
+#define COMM_LEN 16
+
+/* One end of an L4 conversation as the kernel sees it from one socket:
+ * local is the socket's own address, remote its peer. Addresses are IPv6 or
+ * IPv4 stored in the first 4 bytes; family says which. */
+struct l4_tuple {
+	__u8 local_addr[16];
+	__u8 remote_addr[16];
+	__u16 local_port;  /* host byte order */
+	__u16 remote_port; /* host byte order */
+	__u16 family;      /* AF_INET or AF_INET6 */
+	__u8 protocol;     /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 _pad;
+};
+
+/* Who owns a socket: the process that opened it (client), called listen()
+ * (server, until a process does I/O on the accepted socket), or did I/O. */
+struct owner {
+	__u32 pid; /* thread-group id in the initial pid namespace */
+	__u32 netns;
+	__u64 cgroup;
+	char comm[COMM_LEN];
+};
+
+enum role {
+	ROLE_UNKNOWN = 0,
+	ROLE_CLIENT = 1, /* this socket opened the connection */
+	ROLE_SERVER = 2, /* this socket was accepted */
+};
+
+enum owner_source {
+	OWNER_NONE = 0,
+	OWNER_SELF = 1,     /* taken in the owning process's own context */
+	OWNER_LISTENER = 2, /* inherited from the listener; replaced on first I/O */
+};
+
+/* Per-socket state for a TCP socket, keyed by its struct sock address. All
+ * counters are cumulative since the socket was first seen; userspace turns
+ * them into per-interval deltas. */
+struct tcp_state {
+	struct l4_tuple tuple;
+	struct owner owner;
+	__u64 cookie;     /* socket cookie: unique for the boot, unlike the address */
+	__u64 start_ns;   /* first seen (connect, accept or first I/O), CLOCK_MONOTONIC */
+	__u64 bytes_sent; /* application payload handed to sendmsg */
+	__u64 bytes_recv; /* application payload returned by recvmsg */
+	__u32 segs_out;   /* TCP segments, from tcp_sock */
+	__u32 segs_in;
+	__u32 retrans;    /* retransmitted segments, from tcp_sock */
+	__u32 srtt_us;    /* latest smoothed RTT, from tcp_sock */
+	__u32 rst_sent;
+	__u32 rst_recv;
+	__u8 role;
+	__u8 owner_source;
+	__u8 established; /* handshake completed */
+	__u8 _pad[5];
+};
+
+enum event_kind {
+	EVENT_CLOSE = 1,       /* an established connection ended */
+	EVENT_CONNECT_FAIL = 2 /* an active open never got established */
+};
+
+/* Ring-buffer record: lifecycle only, one per socket, never per packet. */
+struct conn_event {
+	struct tcp_state state;
+	__u64 end_ns;
+	__s32 sk_err; /* errno the kernel recorded on the socket, e.g. ECONNREFUSED */
+	__u8 kind;
+	__u8 _pad[3];
+};
+
+/* UDP is connectionless: the kernel aggregates datagrams per (socket,
+ * local, remote) in a hash map that userspace reads and expires. */
+struct udp_key {
+	__u64 cookie;
+	struct l4_tuple tuple;
+};
+
+struct udp_stats {
+	struct owner owner;
+	__u64 first_ns;
+	__u64 last_ns;
+	__u64 tx_bytes;
+	__u64 rx_bytes;
+	__u32 tx_datagrams;
+	__u32 rx_datagrams;
+	__u8 initiator; /* 1 when this socket sent the first datagram */
+	__u8 _pad[7];
+};
+
+struct listener_key {
+	__u32 netns;
+	__u16 port;
+	__u16 _pad;
+};
+
+/* Indexes into the per-CPU counters map; every place the kernel side cannot
+ * record something bumps one, so userspace exports what was lost and where. */
+enum counter {
+	CNT_RINGBUF_FULL = 0, /* close/fail event not delivered */
+	CNT_TCP_MAP_FULL,     /* socket not tracked: tcp_socks full */
+	CNT_UDP_MAP_FULL,     /* datagram not counted: udp_flows full */
+	CNT_LISTENER_MAP_FULL,
+	CNT_UDP_UNPARSED,     /* IPv6 extension headers or truncated packets */
+	CNT_EVENTS,           /* events submitted */
+	CNT_MAX,
+};
+
+#endif /* FLOWLENS_H */

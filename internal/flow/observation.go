@@ -1,0 +1,69 @@
+package flow
+
+import "net/netip"
+
+// Role says which side of a conversation a socket is.
+type Role uint8
+
+const (
+	RoleUnknown Role = iota
+	RoleClient       // opened the connection / sent the first datagram
+	RoleServer       // accepted the connection / answered
+)
+
+func (r Role) String() string {
+	switch r {
+	case RoleClient:
+		return "client"
+	case RoleServer:
+		return "server"
+	}
+	return "unknown"
+}
+
+// Owner is the process a socket belongs to, as seen by the kernel.
+type Owner struct {
+	PID      uint32 // in the initial pid namespace
+	Netns    uint32 // network namespace inode
+	CgroupID uint64 // cgroup v2 id of the socket
+	Command  string
+}
+
+// TCPSocket is one TCP socket's cumulative state at the time it was read.
+type TCPSocket struct {
+	Cookie      uint64 // unique per boot; identity across reads
+	Local       netip.AddrPort
+	Remote      netip.AddrPort
+	Owner       Owner
+	Role        Role
+	Established bool
+	StartNS     uint64 // CLOCK_MONOTONIC
+
+	BytesSent, BytesRecv uint64 // application payload
+	SegsOut, SegsIn      uint32
+	Retrans              uint32
+	RSTSent, RSTRecv     uint32
+	SRTTMicros           uint32
+}
+
+// TCPEnd is the last word on a TCP socket: closed, or its connect failed.
+type TCPEnd struct {
+	Socket TCPSocket
+	EndNS  uint64
+	Failed bool  // an active open that never got established
+	Errno  int32 // sk_err at the end: ECONNREFUSED, ETIMEDOUT, ...
+}
+
+// UDPConversation is what one UDP socket exchanged with one peer.
+type UDPConversation struct {
+	Cookie    uint64
+	Local     netip.AddrPort
+	Remote    netip.AddrPort
+	Owner     Owner
+	Initiator bool // this socket sent the first datagram
+	FirstNS   uint64
+	LastNS    uint64
+
+	TxBytes, RxBytes         uint64
+	TxDatagrams, RxDatagrams uint32
+}

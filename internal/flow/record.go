@@ -1,0 +1,91 @@
+package flow
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Protocol is the L4 protocol of a flow.
+type Protocol string
+
+const (
+	TCP Protocol = "tcp"
+	UDP Protocol = "udp"
+)
+
+// Verdict summarises how a flow's interval ended.
+type Verdict string
+
+const (
+	VerdictEstablished Verdict = "established" // open at the end of the interval
+	VerdictClosed      Verdict = "closed"      // closed without a reset
+	VerdictReset       Verdict = "reset"       // closed, and a reset was sent or received
+	VerdictRefused     Verdict = "refused"     // connect answered by RST
+	VerdictTimeout     Verdict = "timeout"     // connect never answered (kernel timeout or caller gave up)
+	VerdictUnreachable Verdict = "unreachable" // connect failed with host/net unreachable
+	VerdictFailed      Verdict = "failed"      // connect failed for another reason
+	VerdictAnswered    Verdict = "answered"    // UDP: datagrams went both ways
+	VerdictUnanswered  Verdict = "unanswered"  // UDP: datagrams only from the source
+)
+
+// Verdicts lists every verdict, for validating filters.
+var Verdicts = []Verdict{VerdictEstablished, VerdictClosed, VerdictReset, VerdictRefused,
+	VerdictTimeout, VerdictUnreachable, VerdictFailed, VerdictAnswered, VerdictUnanswered}
+
+// Endpoint is one end of a flow. Process fields are set on the side the
+// record was observed from; the other side carries its address only until a
+// later stage (the hub) joins both observations.
+type Endpoint struct {
+	IP          netip.Addr `json:"ip"`
+	Port        uint16     `json:"port"`
+	Netns       uint32     `json:"netns,omitempty"`
+	PID         uint32     `json:"pid,omitempty"`
+	Command     string     `json:"command,omitempty"`
+	CgroupID    uint64     `json:"cgroup_id,omitempty"`
+	ContainerID string     `json:"container_id,omitempty"`
+}
+
+// RTT is the smoothed round-trip time over the sockets of a record in one
+// interval, in microseconds.
+type RTT struct {
+	MinMicros uint32 `json:"min_us"`
+	AvgMicros uint32 `json:"avg_us"`
+	MaxMicros uint32 `json:"max_us"`
+}
+
+// Record is one flow for one interval: a single connection (or UDP
+// conversation) as seen from one side, with the deltas of that interval.
+// Source is always the side that opened the connection.
+type Record struct {
+	Time      time.Time `json:"time"`       // end of the interval
+	Start     time.Time `json:"start"`      // start of the interval
+	Node      string    `json:"node"`       // host that observed it
+	Observer  string    `json:"observer"`   // "client" or "server": the socket that saw it
+	Protocol  Protocol  `json:"protocol"`   // tcp or udp
+	IPVersion int       `json:"ip_version"` // 4 or 6
+	Verdict   Verdict   `json:"verdict"`
+
+	Source      Endpoint `json:"source"`
+	Destination Endpoint `json:"destination"`
+
+	// TCP connection lifecycle in this interval.
+	Opened      uint32 `json:"connections_opened,omitempty"`
+	Closed      uint32 `json:"connections_closed,omitempty"`
+	Refused     uint32 `json:"connections_refused,omitempty"`
+	TimedOut    uint32 `json:"connections_timed_out,omitempty"`
+	FailedOther uint32 `json:"connections_failed_other,omitempty"`
+	ResetsBySrc uint32 `json:"resets_from_source,omitempty"`
+	ResetsByDst uint32 `json:"resets_from_destination,omitempty"`
+	Retransmits uint32 `json:"retransmits,omitempty"` // segments the observer retransmitted
+	RTT         *RTT   `json:"rtt,omitempty"`
+
+	// Traffic in this interval, by direction.
+	BytesToDst     uint64 `json:"bytes_to_destination"`
+	BytesToSrc     uint64 `json:"bytes_to_source"`
+	SegmentsToDst  uint32 `json:"segments_to_destination,omitempty"` // TCP
+	SegmentsToSrc  uint32 `json:"segments_to_source,omitempty"`
+	DatagramsToDst uint32 `json:"datagrams_to_destination,omitempty"` // UDP
+	DatagramsToSrc uint32 `json:"datagrams_to_source,omitempty"`
+	RetransToDst   uint32 `json:"retransmits_to_destination,omitempty"` // TCP segments sent again
+	RetransToSrc   uint32 `json:"retransmits_to_source,omitempty"`
+}
