@@ -1,0 +1,168 @@
+// Package filter selects flow records. The same named parameters serve the
+// HTTP API (query parameters), the CLI (flags of the same names) and, later,
+// metrics: one definition, parsed once, applied as plain functions.
+//
+// Semantics follow hubble observe: repeated values of one parameter match if
+// any matches; different parameters must all match.
+package filter
+
+import (
+	"fmt"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/flowlens/flowlens/internal/flow"
+)
+
+// Filter reports whether a record is selected.
+type Filter func(*flow.Record) bool
+
+// All matches when every filter matches (and when there are none).
+func All(fs ...Filter) Filter {
+	return func(r *flow.Record) bool {
+		for _, f := range fs {
+			if !f(r) {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+// Any matches when at least one filter matches.
+func Any(fs ...Filter) Filter {
+	return func(r *flow.Record) bool {
+		for _, f := range fs {
+			if f(r) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// Param is one filter parameter: its name (query key and CLI flag) and how
+// one value becomes a filter.
+type Param struct {
+	Name  string
+	Usage string
+	parse func(string) (Filter, error)
+}
+
+// Params lists every parameter, in the order the CLI shows them.
+var Params = []Param{
+	{"from-ip", "source IP or CIDR", ipParam(func(r *flow.Record) netip.Addr { return r.Source.IP })},
+	{"to-ip", "destination IP or CIDR", ipParam(func(r *flow.Record) netip.Addr { return r.Destination.IP })},
+	{"ip", "source or destination IP or CIDR", ipParam(func(r *flow.Record) netip.Addr { return r.Source.IP },
+		func(r *flow.Record) netip.Addr { return r.Destination.IP })},
+	{"port", "source or destination port", uintParam(16, func(r *flow.Record) []uint64 {
+		return []uint64{uint64(r.Source.Port), uint64(r.Destination.Port)}
+	})},
+	{"to-port", "destination port", uintParam(16, func(r *flow.Record) []uint64 { return []uint64{uint64(r.Destination.Port)} })},
+	{"protocol", "tcp or udp", protocolParam},
+	{"verdict", "established, closed, reset, refused, timeout, unreachable, failed, answered, unanswered", verdictParam},
+	{"from-pid", "source process id", uintParam(32, func(r *flow.Record) []uint64 { return []uint64{uint64(r.Source.PID)} })},
+	{"to-pid", "destination process id", uintParam(32, func(r *flow.Record) []uint64 { return []uint64{uint64(r.Destination.PID)} })},
+	{"from-netns", "source network namespace inode", uintParam(32, func(r *flow.Record) []uint64 { return []uint64{uint64(r.Source.Netns)} })},
+	{"to-netns", "destination network namespace inode", uintParam(32, func(r *flow.Record) []uint64 { return []uint64{uint64(r.Destination.Netns)} })},
+	{"from-command", "source process command", stringParam(func(r *flow.Record) string { return r.Source.Command })},
+	{"to-command", "destination process command", stringParam(func(r *flow.Record) string { return r.Destination.Command })},
+	{"observer", "client or server: which side observed the flow", stringParam(func(r *flow.Record) string { return r.Observer })},
+	{"node", "node that observed the flow", stringParam(func(r *flow.Record) string { return r.Node })},
+}
+
+// Parse builds the filter selected by the known parameters in q; other keys
+// are ignored so that callers can mix in their own (last, follow).
+func Parse(q url.Values) (Filter, error) {
+	var all []Filter
+	for _, p := range Params {
+		vals := split(q[p.Name])
+		if len(vals) == 0 {
+			continue
+		}
+		var anyOf []Filter
+		for _, v := range vals {
+			f, err := p.parse(v)
+			if err != nil {
+				return nil, fmt.Errorf("filter %s=%q: %w", p.Name, v, err)
+			}
+			anyOf = append(anyOf, f)
+		}
+		all = append(all, Any(anyOf...))
+	}
+	return All(all...), nil
+}
+
+// split accepts both repeated parameters and comma-separated lists.
+func split(vals []string) []string {
+	var out []string
+	for _, v := range vals {
+		for _, s := range strings.Split(v, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+func ipParam(fields ...func(*flow.Record) netip.Addr) func(string) (Filter, error) {
+	return func(v string) (Filter, error) {
+		var pfx netip.Prefix
+		var err error
+		if strings.Contains(v, "/") {
+			pfx, err = netip.ParsePrefix(v)
+		} else {
+			var a netip.Addr
+			a, err = netip.ParseAddr(v)
+			pfx = netip.PrefixFrom(a, a.BitLen())
+		}
+		if err != nil {
+			return nil, err
+		}
+		pfx = pfx.Masked()
+		return func(r *flow.Record) bool {
+			for _, f := range fields {
+				if pfx.Contains(f(r)) {
+					return true
+				}
+			}
+			return false
+		}, nil
+	}
+}
+
+func uintParam(bits int, field func(*flow.Record) []uint64) func(string) (Filter, error) {
+	return func(v string) (Filter, error) {
+		n, err := strconv.ParseUint(v, 10, bits)
+		if err != nil {
+			return nil, fmt.Errorf("not a %d-bit unsigned number", bits)
+		}
+		return func(r *flow.Record) bool { return slices.Contains(field(r), n) }, nil
+	}
+}
+
+func stringParam(field func(*flow.Record) string) func(string) (Filter, error) {
+	return func(v string) (Filter, error) {
+		return func(r *flow.Record) bool { return field(r) == v }, nil
+	}
+}
+
+func protocolParam(v string) (Filter, error) {
+	p := flow.Protocol(strings.ToLower(v))
+	if p != flow.TCP && p != flow.UDP {
+		return nil, fmt.Errorf("protocol must be tcp or udp")
+	}
+	return func(r *flow.Record) bool { return r.Protocol == p }, nil
+}
+
+func verdictParam(v string) (Filter, error) {
+	want := flow.Verdict(strings.ToLower(v))
+	if !slices.Contains(flow.Verdicts, want) {
+		return nil, fmt.Errorf("unknown verdict")
+	}
+	return func(r *flow.Record) bool { return r.Verdict == want }, nil
+}
