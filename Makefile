@@ -1,0 +1,41 @@
+# flowlens — `make help` lists the targets. CI runs `make test`.
+SHELL := /usr/bin/env bash
+GO ?= go
+FUZZTIME ?= 10s
+
+.PHONY: help setup generate build up test unit fuzz bench validate
+help: ## Show this help
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+setup: ## Install Debian packages the tests need (idempotent)
+	@./hack/setup.sh
+
+generate: ## Rebuild the eBPF objects from bpf/ (needs clang)
+	$(GO) generate ./internal/datapath
+
+build: ## Build bin/flowlens
+	$(GO) build -o bin/flowlens ./cmd/flowlens
+
+up: ## Run flowlens up on this host (root)
+	$(GO) run ./cmd/flowlens up
+
+validate: setup ## gofmt, go vet, generated files up to date
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+	$(GO) vet ./...
+	./hack/check-generated.sh
+
+unit: ## Tests that need no root
+	$(GO) test -count=1 ./internal/...
+
+fuzz: ## Run each fuzz target for FUZZTIME
+	@set -e; for pkg in $$($(GO) list ./... ); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; done
+
+test: validate ## Everything CI runs: validate, all tests (privileged ones as root), fuzz
+	$(GO) test -count=1 -timeout 20m ./...
+	$(MAKE) --no-print-directory fuzz
+
+bench: setup ## Benchmarks: results in bench/results/
+	$(GO) run ./bench -o bench/results

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Regenerates the committed eBPF objects from bpf/ with Debian's clang and
+# fails if they differ from what is committed: `go build` needs no clang
+# only as long as the committed output is exactly what the source makes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+go generate ./internal/datapath
+if ! git diff --quiet -- internal/datapath; then
+  git --no-pager diff --stat -- internal/datapath
+  echo "generated eBPF files are stale: run 'make generate' and commit the result" >&2
+  exit 1
+fi
+echo "generated eBPF files match bpf/"

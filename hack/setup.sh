@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what building, testing and benchmarking flowlens need on a Debian
+# machine, only what is missing: safe to run every time.
+set -euo pipefail
+
+packages=(
+  clang llvm libbpf-dev   # regenerate the eBPF objects (bpf2go) to check they match bpf/
+  bpftool                 # tests check that nothing stays attached
+  iptables iproute2       # namespaces, veths, DROP rules, Service DNAT in tests
+  dnsutils                # dig: real DNS clients in tests
+  procps                  # sysctl inside test namespaces
+)
+missing=()
+for p in "${packages[@]}"; do
+  [[ $p == \#* ]] && continue
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+echo "setup: ok"
