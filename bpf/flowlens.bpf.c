@@ -88,10 +88,12 @@ static __always_inline void count(__u32 idx)
 		*v += 1;
 }
 
+/* The local port comes from inet_sport, not skc_num: tcp_set_state() fires
+ * the tracepoint for TCP_CLOSE after inet_put_port() has zeroed inet_num. */
 static __always_inline void read_tuple(const struct sock *sk, struct l4_tuple *t)
 {
 	t->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	t->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	t->local_port = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
 	t->remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	if (t->family == AF_INET) {
 		__be32 *l = (__be32 *)t->local_addr, *r = (__be32 *)t->remote_addr;
@@ -198,7 +200,31 @@ static __always_inline void on_listen(const struct sock *sk, int listening)
 		count(CNT_LISTENER_MAP_FULL);
 }
 
+/* TCP_CLOSE settles the verdict: the error and the final tuple are read
+ * here, while they are still there (the caller of connect() clears sk_err
+ * when it reads it). The socket may still hold unread data. */
 static __always_inline void on_close(const struct sock *sk, int oldstate)
+{
+	__u64 key = (__u64)sk;
+	struct tcp_state *st = bpf_map_lookup_elem(&tcp_socks, &key);
+
+	if (!st)
+		return;
+	snapshot_tcp(sk, st);
+	/* An active open's local port is chosen after SYN_SENT is set, so
+	 * read the tuple again, keeping what we had if the socket has already
+	 * let go of its port. */
+	if (BPF_CORE_READ((const struct inet_sock *)sk, inet_sport))
+		read_tuple(sk, &st->tuple);
+	st->end_ns = bpf_ktime_get_ns();
+	st->sk_err = BPF_CORE_READ(sk, sk_err);
+	st->failed = oldstate == TCP_SYN_SENT;
+}
+
+/* Hand a socket's whole story to userspace and forget it. The entry is
+ * deleted before the event is submitted, so a reader that has consumed the
+ * event can no longer find the socket in the map. */
+static __always_inline void finish(const struct sock *sk)
 {
 	__u64 key = (__u64)sk;
 	struct tcp_state *st = bpf_map_lookup_elem(&tcp_socks, &key);
@@ -209,20 +235,20 @@ static __always_inline void on_close(const struct sock *sk, int oldstate)
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count(CNT_RINGBUF_FULL);
-		goto out;
+		bpf_map_delete_elem(&tcp_socks, &key);
+		return;
 	}
-	snapshot_tcp(sk, st);
-	/* The local port of an active open is chosen after SYN_SENT is set,
-	 * and the tuple is still intact here: unhash runs after this hook. */
-	read_tuple(sk, &st->tuple);
+	if (!st->end_ns) {
+		/* Destroyed without passing TCP_CLOSE (not expected for a
+		 * tracked socket): end it now. */
+		snapshot_tcp(sk, st);
+		st->end_ns = bpf_ktime_get_ns();
+	}
 	e->state = *st;
-	e->end_ns = bpf_ktime_get_ns();
-	e->sk_err = BPF_CORE_READ(sk, sk_err);
-	e->kind = (oldstate == TCP_SYN_SENT) ? EVENT_CONNECT_FAIL : EVENT_CLOSE;
+	e->kind = st->failed ? EVENT_CONNECT_FAIL : EVENT_CLOSE;
+	bpf_map_delete_elem(&tcp_socks, &key);
 	bpf_ringbuf_submit(e, 0);
 	count(CNT_EVENTS);
-out:
-	bpf_map_delete_elem(&tcp_socks, &key);
 }
 
 /*
@@ -247,12 +273,15 @@ int BPF_PROG(on_set_state, const struct sock *sk, const int oldstate, const int 
 
 	switch (newstate) {
 	case TCP_LISTEN:
-		if (!is_self())
-			on_listen(sk, 1);
+		/* The agent's own listeners are recorded too, so that the
+		 * connections they accept can be recognised and skipped. */
+		on_listen(sk, 1);
 		return 0;
 	case TCP_SYN_SENT:
 		if (oldstate != TCP_CLOSE || is_self())
 			return 0;
+		/* connect() again on a socket whose last connect failed. */
+		finish(sk);
 		owner_current(sk, &o);
 		track(sk, ROLE_CLIENT, &o, OWNER_SELF);
 		return 0;
@@ -282,6 +311,17 @@ int BPF_PROG(on_set_state, const struct sock *sk, const int oldstate, const int 
 			on_close(sk, oldstate);
 		return 0;
 	}
+	return 0;
+}
+
+/* tcp:tcp_destroy_sock fires from tcp_v4_destroy_sock() when the socket is
+ * released: after the application's last read, whichever side closed first.
+ * Ending the record here, not at TCP_CLOSE, counts the bytes an application
+ * reads after the peer's FIN moved the socket to TCP_CLOSE. */
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(on_destroy, struct sock *sk)
+{
+	finish(sk);
 	return 0;
 }
 
@@ -315,6 +355,19 @@ static __always_inline void note_udp_owner(struct sock *sk)
  * included), in the calling process: exact application bytes with the process
  * that moved them, at a cost per call rather than per packet.
  */
+static __always_inline void account_io(const struct sock *sk, struct tcp_state *st, int ret, int send)
+{
+	if (st->owner_source != OWNER_SELF) {
+		owner_current(sk, &st->owner);
+		st->owner_source = OWNER_SELF;
+	}
+	if (send)
+		__sync_fetch_and_add(&st->bytes_sent, ret);
+	else
+		__sync_fetch_and_add(&st->bytes_recv, ret);
+	snapshot_tcp(sk, st);
+}
+
 static __always_inline void on_io(struct sock *sk, int ret, int flags, int send)
 {
 	__u16 family, proto;
@@ -331,7 +384,23 @@ static __always_inline void on_io(struct sock *sk, int ret, int flags, int send)
 		note_udp_owner(sk);
 		return;
 	}
-	if (proto != IPPROTO_TCP || is_self())
+	if (is_self())
+		return;
+	/* Go (1.24+) listens with MPTCP by default: the application reads and
+	 * writes the MPTCP socket while a TCP subflow carries the connection.
+	 * Account to the first subflow, which is the only one unless the peer
+	 * speaks MPTCP too (then the other subflows' bytes land on it). The
+	 * subflow was tracked from its own handshake. */
+	if (proto == IPPROTO_MPTCP) {
+		const struct sock *sub = BPF_CORE_READ((struct mptcp_sock *)sk, first);
+
+		key = (__u64)sub;
+		st = key ? bpf_map_lookup_elem(&tcp_socks, &key) : NULL;
+		if (st)
+			account_io(sub, st, ret, send);
+		return;
+	}
+	if (proto != IPPROTO_TCP)
 		return;
 
 	st = bpf_map_lookup_elem(&tcp_socks, &key);
@@ -340,15 +409,7 @@ static __always_inline void on_io(struct sock *sk, int ret, int flags, int send)
 		if (!st)
 			return;
 	}
-	if (st->owner_source != OWNER_SELF) {
-		owner_current(sk, &st->owner);
-		st->owner_source = OWNER_SELF;
-	}
-	if (send)
-		__sync_fetch_and_add(&st->bytes_sent, ret);
-	else
-		__sync_fetch_and_add(&st->bytes_recv, ret);
-	snapshot_tcp(sk, st);
+	account_io(sk, st, ret, send);
 }
 
 SEC("tp_btf/sock_send_length")

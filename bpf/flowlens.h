@@ -59,10 +59,12 @@ struct tcp_state {
 	__u32 srtt_us;    /* latest smoothed RTT, from tcp_sock */
 	__u32 rst_sent;
 	__u32 rst_recv;
+	__u64 end_ns;     /* when it reached TCP_CLOSE; 0 while open */
+	__s32 sk_err;     /* errno the kernel recorded at TCP_CLOSE, e.g. ECONNREFUSED */
 	__u8 role;
 	__u8 owner_source;
 	__u8 established; /* handshake completed */
-	__u8 _pad[5];
+	__u8 failed;      /* reached TCP_CLOSE from SYN_SENT: the connect failed */
 };
 
 enum event_kind {
@@ -73,10 +75,8 @@ enum event_kind {
 /* Ring-buffer record: lifecycle only, one per socket, never per packet. */
 struct conn_event {
 	struct tcp_state state;
-	__u64 end_ns;
-	__s32 sk_err; /* errno the kernel recorded on the socket, e.g. ECONNREFUSED */
 	__u8 kind;
-	__u8 _pad[3];
+	__u8 _pad[7];
 };
 
 /* UDP is connectionless: the kernel aggregates datagrams per (socket,

@@ -132,9 +132,14 @@ func (t *Table) SyncTCP(live []flow.TCPSocket) {
 			t.socks[s.Cookie] = e
 		}
 		e.synced = t.syncs
-		opening := s.Established && !e.opened
+		if !s.Established {
+			// Still in its handshake: SYN retransmits are accounted when
+			// it is established or fails, under the verdict it ends with.
+			continue
+		}
+		opening := !e.opened
 		if p := t.accountTCP(s, &e.last, opening); p != nil {
-			p.open = s.Established
+			p.open = !s.Closed
 			if opening {
 				e.opened = true
 				p.rec.Opened++

@@ -281,3 +281,19 @@ func TestIPv6Version(t *testing.T) {
 		t.Errorf("ip_version %d", r.IPVersion)
 	}
 }
+
+func TestHandshakeRetransmitsGoWithTheFailure(t *testing.T) {
+	tb := New(Config{})
+	s := clientSock(1)
+	s.Established, s.SegsOut, s.Retrans = false, 2, 1 // SYN sent twice
+	tb.SyncTCP([]flow.TCPSocket{s})
+	if recs := tb.Flush(t0, t1); len(recs) != 0 {
+		t.Fatalf("socket in handshake produced %+v", recs)
+	}
+	s.SegsOut, s.Retrans = 3, 2
+	tb.EndTCP(flow.TCPEnd{Socket: s, Failed: true, Errno: int32(syscall.ETIMEDOUT)})
+	r := flushOne(t, tb)
+	if r.Verdict != flow.VerdictTimeout || r.TimedOut != 1 || r.RetransToDst != 2 || r.SegmentsToDst != 3 {
+		t.Errorf("verdict %s timed_out %d retrans %d segs %d, want timeout 1 2 3", r.Verdict, r.TimedOut, r.RetransToDst, r.SegmentsToDst)
+	}
+}

@@ -37,6 +37,7 @@ type TCPSocket struct {
 	Owner       Owner
 	Role        Role
 	Established bool
+	Closed      bool   // reached TCP_CLOSE; ends when the socket is released
 	StartNS     uint64 // CLOCK_MONOTONIC
 
 	BytesSent, BytesRecv uint64 // application payload

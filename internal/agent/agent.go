@@ -1,0 +1,240 @@
+// Package agent runs a node's data path: it reads socket end events and the
+// kernel's socket maps, feeds them to the connection table, names containers,
+// and hands each interval's flow records to a sink.
+//
+//	datapath.ReadEnd ──▶ conntable.EndTCP ┐
+//	every interval:                        ├─▶ Flush ─▶ enrich ─▶ sink (ring, hub)
+//	datapath.TCPSockets ─▶ SyncTCP         │
+//	datapath.UDPConversations ─▶ SyncUDP ──┘
+//
+// One goroutine owns the table; the ring buffer is read with a deadline at
+// the next interval, so there is no lock on the hot path.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	flag "github.com/spf13/pflag"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+
+	"github.com/flowlens/flowlens/internal/conntable"
+	"github.com/flowlens/flowlens/internal/datapath"
+	"github.com/flowlens/flowlens/internal/flow"
+)
+
+// Config is the agent's configuration.
+type Config struct {
+	Node     string
+	Interval time.Duration
+	Datapath datapath.Config
+	Table    conntable.Config
+}
+
+// DefaultConfig returns the defaults `flowlens up` starts with.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{Node: host, Interval: time.Second, Datapath: datapath.DefaultConfig()}
+}
+
+// Flags registers the agent's flags on fs.
+func (c *Config) Flags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Node, "node", c.Node, "node name written on every flow")
+	fs.DurationVar(&c.Interval, "interval", c.Interval, "flow record interval")
+	fs.IntVar(&c.Datapath.TCPSockets, "max-tcp-sockets", c.Datapath.TCPSockets, "TCP sockets tracked in the kernel")
+	fs.IntVar(&c.Datapath.UDPFlows, "max-udp-flows", c.Datapath.UDPFlows, "UDP conversations counted in the kernel")
+	fs.IntVar(&c.Datapath.RingBytes, "ring-buffer-bytes", c.Datapath.RingBytes, "kernel ring buffer for socket end events (power of two)")
+}
+
+// Validate reports an unusable configuration.
+func (c *Config) Validate() error {
+	if c.Interval < 100*time.Millisecond {
+		return fmt.Errorf("interval %s is below 100ms", c.Interval)
+	}
+	return c.Datapath.Validate()
+}
+
+// Sink receives each interval's records. It must not keep the slice.
+type Sink func([]flow.Record)
+
+// ContainerNamer names the container a cgroup belongs to ("" if none).
+type ContainerNamer interface {
+	ContainerID(cgroupID uint64) string
+}
+
+// Agent is one node's data path.
+type Agent struct {
+	cfg   Config
+	log   *slog.Logger
+	dp    *datapath.Datapath
+	table *conntable.Table
+	names ContainerNamer
+	sink  Sink
+
+	stats statCounters
+	mu    sync.Mutex // guards snap
+	snap  Stats
+	ready atomic.Bool
+}
+
+type statCounters struct {
+	eventsRead   atomic.Uint64
+	decodeErrors atomic.Uint64
+	readErrors   atomic.Uint64
+	ticks        atomic.Uint64
+}
+
+// Stats is a snapshot of the agent's health for metrics.
+type Stats struct {
+	EventsRead, DecodeErrors, ReadErrors uint64
+	Kernel                               datapath.Counters
+	Table                                conntable.Stats
+	TCPSockets, UDPConversations         int // kernel map entries at the last tick
+	TCPCapacity, UDPCapacity             uint32
+	Hooks                                []datapath.Hook
+}
+
+// New loads and attaches the data path. names may be nil.
+func New(cfg Config, log *slog.Logger, names ContainerNamer, sink Sink) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	dp, err := datapath.Open(cfg.Datapath, log)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Table.Node = cfg.Node
+	a := &Agent{cfg: cfg, log: log, dp: dp, table: conntable.New(cfg.Table), names: names, sink: sink}
+	for _, h := range dp.Hooks() {
+		log.Info("hook", "program", h.Program, "target", h.Target, "attached", h.Attached, "reason", h.Reason)
+	}
+	return a, nil
+}
+
+// Ready reports whether the agent has completed its first interval.
+func (a *Agent) Ready() bool { return a.ready.Load() }
+
+// Stats returns the health snapshot taken at the last interval.
+func (a *Agent) Stats() Stats {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := a.snap
+	s.EventsRead = a.stats.eventsRead.Load()
+	s.DecodeErrors = a.stats.decodeErrors.Load()
+	s.ReadErrors = a.stats.readErrors.Load()
+	return s
+}
+
+// Run processes events until ctx ends, then detaches everything.
+func (a *Agent) Run(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { _ = a.dp.Close() })
+	defer stop()
+	defer a.dp.Close()
+
+	var (
+		socks []flow.TCPSocket
+		convs []flow.UDPConversation
+	)
+	start := time.Now()
+	next := start.Add(a.cfg.Interval)
+	for {
+		ev, err := a.dp.ReadEnd(next)
+		switch {
+		case err == nil:
+			a.stats.eventsRead.Add(1)
+			a.table.EndTCP(ev)
+		case errors.Is(err, datapath.ErrTimeout):
+		case errors.Is(err, ringbuf.ErrClosed):
+			return nil
+		default:
+			// A malformed record is counted and skipped; the reader goes on.
+			a.stats.decodeErrors.Add(1)
+			a.log.Debug("ring buffer record", "err", err)
+		}
+		if now := time.Now(); !now.Before(next) {
+			if ctx.Err() != nil {
+				return nil
+			}
+			socks, convs = a.tick(socks[:0], convs[:0], start, now)
+			start, next = now, now.Add(a.cfg.Interval)
+		}
+	}
+}
+
+// tick closes an interval: drain what the ring buffer holds, read the maps,
+// flush records. Draining first matters: the kernel deletes a socket from
+// the map before it submits the socket's end event, so any event consumed
+// here can no longer appear as live in the map read that follows.
+func (a *Agent) tick(socks []flow.TCPSocket, convs []flow.UDPConversation, start, now time.Time) ([]flow.TCPSocket, []flow.UDPConversation) {
+	for {
+		ev, err := a.dp.ReadEnd(now)
+		if err != nil {
+			break
+		}
+		a.stats.eventsRead.Add(1)
+		a.table.EndTCP(ev)
+	}
+	var err error
+	if socks, err = a.dp.TCPSockets(socks); err != nil {
+		a.stats.readErrors.Add(1)
+		a.log.Warn("read TCP sockets", "err", err)
+	} else {
+		a.table.SyncTCP(socks)
+	}
+	if convs, err = a.dp.UDPConversations(convs); err != nil {
+		a.stats.readErrors.Add(1)
+		a.log.Warn("read UDP conversations", "err", err)
+	} else if err := a.dp.DeleteUDP(a.table.SyncUDP(convs, monotonicNow())); err != nil {
+		a.stats.readErrors.Add(1)
+		a.log.Warn("release UDP conversations", "err", err)
+	}
+	recs := a.table.Flush(start, now)
+	a.enrich(recs)
+	a.sink(recs)
+	a.ticks(len(socks), len(convs))
+	return socks, convs
+}
+
+func (a *Agent) ticks(tcp, udp int) {
+	kc, err := a.dp.Counters()
+	if err != nil {
+		a.log.Warn("read kernel counters", "err", err)
+	}
+	tcpCap, udpCap := a.dp.MapCapacity()
+	s := Stats{
+		Kernel: kc, Table: a.table.Stats(), Hooks: a.dp.Hooks(),
+		TCPSockets: tcp, UDPConversations: udp, TCPCapacity: tcpCap, UDPCapacity: udpCap,
+	}
+	a.mu.Lock()
+	a.snap = s
+	a.mu.Unlock()
+	a.stats.ticks.Add(1)
+	a.ready.Store(true)
+}
+
+// enrich names the container of each observed endpoint from its cgroup.
+func (a *Agent) enrich(recs []flow.Record) {
+	if a.names == nil {
+		return
+	}
+	for i := range recs {
+		for _, ep := range []*flow.Endpoint{&recs[i].Source, &recs[i].Destination} {
+			if ep.CgroupID != 0 {
+				ep.ContainerID = a.names.ContainerID(ep.CgroupID)
+			}
+		}
+	}
+}
+
+func monotonicNow() uint64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
+}

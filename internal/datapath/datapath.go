@@ -1,0 +1,356 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/flowlens/flowlens/internal/flow"
+)
+
+// Config sizes the kernel side. Zero values take the defaults.
+type Config struct {
+	TCPSockets  int    // live TCP sockets tracked in the kernel
+	UDPFlows    int    // UDP conversations counted in the kernel
+	RingBytes   int    // ring buffer for socket end events; a power of two
+	CgroupMount string // cgroup2 mount for the UDP programs; "" skips them
+}
+
+// DefaultConfig is what `flowlens up` uses unless told otherwise.
+func DefaultConfig() Config {
+	return Config{TCPSockets: 65536, UDPFlows: 16384, RingBytes: 4 << 20}
+}
+
+func (c *Config) defaults() {
+	d := DefaultConfig()
+	if c.TCPSockets <= 0 {
+		c.TCPSockets = d.TCPSockets
+	}
+	if c.UDPFlows <= 0 {
+		c.UDPFlows = d.UDPFlows
+	}
+	if c.RingBytes <= 0 {
+		c.RingBytes = d.RingBytes
+	}
+}
+
+// Validate reports a configuration the kernel would refuse.
+func (c Config) Validate() error {
+	if c.RingBytes > 0 && c.RingBytes&(c.RingBytes-1) != 0 {
+		return fmt.Errorf("ring buffer size %d is not a power of two", c.RingBytes)
+	}
+	return nil
+}
+
+// Hook is one program and where it is attached.
+type Hook struct {
+	Program  string
+	Target   string // tracepoint name or cgroup path
+	Attached bool
+	Reason   string // why not attached
+}
+
+// Datapath owns the loaded programs, their links and the ring buffer reader.
+type Datapath struct {
+	log   *slog.Logger
+	coll  *ebpf.Collection
+	maps  flowlensMaps
+	links []link.Link
+	ring  *ringbuf.Reader
+	hooks []Hook
+	comms comms
+
+	rec       ringbuf.Record
+	tcpKeys   []uint64
+	tcpVals   []flowlensTcpState
+	udpKeys   []flowlensUdpKey
+	udpVals   []flowlensUdpStats
+	udpLoaded []flowlensUdpKey // keys of the last UDPConversations result
+}
+
+// Open loads, configures and attaches the programs. Hooks the kernel lacks
+// are skipped and logged; the datapath fails only if nothing useful attaches.
+func Open(cfg Config, log *slog.Logger) (*Datapath, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.defaults()
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("remove memlock limit: %w", err)
+	}
+	spec, err := loadFlowlens()
+	if err != nil {
+		return nil, fmt.Errorf("load eBPF spec: %w", err)
+	}
+	spec.Maps["tcp_socks"].MaxEntries = uint32(cfg.TCPSockets)
+	spec.Maps["udp_flows"].MaxEntries = uint32(cfg.UDPFlows)
+	spec.Maps["events"].MaxEntries = uint32(cfg.RingBytes)
+	if err := spec.Variables["self_pid"].Set(uint32(os.Getpid())); err != nil {
+		return nil, fmt.Errorf("set self_pid: %w", err)
+	}
+
+	d := &Datapath{log: log}
+	d.hooks = plan(spec, cfg.CgroupMount, kernelHasTracepoint)
+	for _, h := range d.hooks {
+		if !h.Attached {
+			delete(spec.Programs, h.Program)
+		}
+	}
+
+	d.coll, err = ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{})
+	if err != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			log.Error("verifier rejected a program", "log", fmt.Sprintf("%+v", verr))
+		}
+		return nil, fmt.Errorf("load eBPF objects: %w", err)
+	}
+	if err := d.coll.Assign(&d.maps); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("assign maps: %w", err)
+	}
+	if err := d.attach(cfg.CgroupMount); err != nil {
+		d.Close()
+		return nil, err
+	}
+	d.ring, err = ringbuf.NewReader(d.maps.Events)
+	if err != nil {
+		d.Close()
+		return nil, fmt.Errorf("open ring buffer reader: %w", err)
+	}
+	return d, nil
+}
+
+func (d *Datapath) attach(cgroupMount string) error {
+	for i := range d.hooks {
+		h := &d.hooks[i]
+		if !h.Attached {
+			d.log.Warn("hook not available on this kernel", "program", h.Program, "target", h.Target, "reason", h.Reason)
+			continue
+		}
+		prog := d.coll.Programs[h.Program]
+		var (
+			l   link.Link
+			err error
+		)
+		switch prog.Type() {
+		case ebpf.Tracing:
+			l, err = link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
+		case ebpf.CGroupSKB:
+			at := ebpf.AttachCGroupInetIngress
+			if h.Program == "udp_egress" {
+				at = ebpf.AttachCGroupInetEgress
+			}
+			l, err = link.AttachCgroup(link.CgroupOptions{Path: cgroupMount, Attach: at, Program: prog})
+		default:
+			err = fmt.Errorf("unexpected program type %s", prog.Type())
+		}
+		if err != nil {
+			return fmt.Errorf("attach %s to %s: %w", h.Program, h.Target, err)
+		}
+		d.links = append(d.links, l)
+	}
+	if len(d.links) == 0 {
+		return errors.New("no eBPF hook could be attached")
+	}
+	return nil
+}
+
+// Hooks reports what was attached and what was skipped.
+func (d *Datapath) Hooks() []Hook { return d.hooks }
+
+// Close detaches every program and frees the maps. Links are not pinned, so
+// nothing stays attached after the agent exits, even if Close never runs.
+func (d *Datapath) Close() error {
+	var errs []error
+	if d.ring != nil {
+		errs = append(errs, d.ring.Close())
+	}
+	for _, l := range d.links {
+		errs = append(errs, l.Close())
+	}
+	d.links = nil
+	if d.coll != nil {
+		d.coll.Close()
+	}
+	return errors.Join(errs...)
+}
+
+// ErrTimeout is returned by ReadEnd when the deadline passes with no event.
+var ErrTimeout = os.ErrDeadlineExceeded
+
+// ReadEnd blocks until a TCP socket end event arrives or deadline passes.
+func (d *Datapath) ReadEnd(deadline time.Time) (flow.TCPEnd, error) {
+	d.ring.SetDeadline(deadline)
+	if err := d.ring.ReadInto(&d.rec); err != nil {
+		return flow.TCPEnd{}, err
+	}
+	return d.decodeEnd(d.rec.RawSample)
+}
+
+// Pending reports the bytes waiting in the ring buffer.
+func (d *Datapath) Pending() int { return d.ring.AvailableBytes() }
+
+func (d *Datapath) decodeEnd(raw []byte) (flow.TCPEnd, error) {
+	var ev flowlensConnEvent
+	if len(raw) < int(unsafe.Sizeof(ev)) {
+		return flow.TCPEnd{}, fmt.Errorf("short ring buffer record: %d bytes", len(raw))
+	}
+	ev = *(*flowlensConnEvent)(unsafe.Pointer(&raw[0]))
+	return flow.TCPEnd{
+		Socket: d.tcpSocket(&ev.State),
+		EndNS:  ev.State.EndNs,
+		Failed: flowlensEventKind(ev.Kind) == flowlensEventKindEVENT_CONNECT_FAIL,
+		Errno:  ev.State.SkErr,
+	}, nil
+}
+
+func (d *Datapath) tcpSocket(s *flowlensTcpState) flow.TCPSocket {
+	local, remote := tuple(&s.Tuple)
+	return flow.TCPSocket{
+		Cookie:      s.Cookie,
+		Local:       local,
+		Remote:      remote,
+		Owner:       d.owner(&s.Owner),
+		Role:        flow.Role(s.Role),
+		Established: s.Established != 0,
+		Closed:      s.EndNs != 0,
+		StartNS:     s.StartNs,
+		BytesSent:   s.BytesSent,
+		BytesRecv:   s.BytesRecv,
+		SegsOut:     s.SegsOut,
+		SegsIn:      s.SegsIn,
+		Retrans:     s.Retrans,
+		RSTSent:     s.RstSent,
+		RSTRecv:     s.RstRecv,
+		SRTTMicros:  s.SrttUs,
+	}
+}
+
+func (d *Datapath) owner(o *flowlensOwner) flow.Owner {
+	return flow.Owner{PID: o.Pid, Netns: o.Netns, CgroupID: o.Cgroup, Command: d.comms.intern(o.Comm)}
+}
+
+// batchSize bounds each batch syscall; hash maps need room for a bucket.
+const batchSize = 4096
+
+// TCPSockets appends every TCP socket the kernel tracks to dst.
+func (d *Datapath) TCPSockets(dst []flow.TCPSocket) ([]flow.TCPSocket, error) {
+	if d.tcpKeys == nil {
+		d.tcpKeys = make([]uint64, batchSize)
+		d.tcpVals = make([]flowlensTcpState, batchSize)
+	}
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := d.maps.TcpSocks.BatchLookup(&cursor, d.tcpKeys, d.tcpVals, nil)
+		for i := range n {
+			dst = append(dst, d.tcpSocket(&d.tcpVals[i]))
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return dst, nil
+		}
+		if err != nil {
+			return dst, fmt.Errorf("read tcp_socks: %w", err)
+		}
+	}
+}
+
+// UDPConversations appends every UDP conversation the kernel counts to dst.
+// DeleteUDP takes indexes into the slice it returned.
+func (d *Datapath) UDPConversations(dst []flow.UDPConversation) ([]flow.UDPConversation, error) {
+	if d.udpKeys == nil {
+		d.udpKeys = make([]flowlensUdpKey, batchSize)
+		d.udpVals = make([]flowlensUdpStats, batchSize)
+	}
+	d.udpLoaded = d.udpLoaded[:0]
+	base := len(dst)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := d.maps.UdpFlows.BatchLookup(&cursor, d.udpKeys, d.udpVals, nil)
+		for i := range n {
+			k, v := &d.udpKeys[i], &d.udpVals[i]
+			local, remote := tuple(&k.Tuple)
+			dst = append(dst, flow.UDPConversation{
+				Cookie: k.Cookie, Local: local, Remote: remote,
+				Owner:     d.owner(&v.Owner),
+				Initiator: v.Initiator != 0,
+				FirstNS:   v.FirstNs, LastNS: v.LastNs,
+				TxBytes: v.TxBytes, RxBytes: v.RxBytes,
+				TxDatagrams: v.TxDatagrams, RxDatagrams: v.RxDatagrams,
+			})
+			d.udpLoaded = append(d.udpLoaded, *k)
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return dst, fmt.Errorf("read udp_flows: %w", err)
+		}
+	}
+	if base != 0 {
+		return dst, errors.New("UDPConversations needs an empty dst to index deletions")
+	}
+	return dst, nil
+}
+
+// DeleteUDP releases the kernel entries of the conversations at the given
+// indexes of the last UDPConversations result.
+func (d *Datapath) DeleteUDP(idx []int) error {
+	if len(idx) == 0 {
+		return nil
+	}
+	keys := make([]flowlensUdpKey, 0, len(idx))
+	for _, i := range idx {
+		keys = append(keys, d.udpLoaded[i])
+	}
+	if _, err := d.maps.UdpFlows.BatchDelete(keys, nil); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete udp_flows: %w", err)
+	}
+	return nil
+}
+
+// Counters are the kernel side's own loss and activity counters.
+type Counters struct {
+	RingbufFull     uint64 // end events not delivered
+	TCPMapFull      uint64 // sockets not tracked
+	UDPMapFull      uint64 // datagrams not counted
+	ListenerMapFull uint64
+	UDPUnparsed     uint64
+	Events          uint64 // end events submitted
+}
+
+// Counters sums the per-CPU counters.
+func (d *Datapath) Counters() (Counters, error) {
+	var c Counters
+	fields := map[flowlensCounter]*uint64{
+		flowlensCounterCNT_RINGBUF_FULL:      &c.RingbufFull,
+		flowlensCounterCNT_TCP_MAP_FULL:      &c.TCPMapFull,
+		flowlensCounterCNT_UDP_MAP_FULL:      &c.UDPMapFull,
+		flowlensCounterCNT_LISTENER_MAP_FULL: &c.ListenerMapFull,
+		flowlensCounterCNT_UDP_UNPARSED:      &c.UDPUnparsed,
+		flowlensCounterCNT_EVENTS:            &c.Events,
+	}
+	var perCPU []uint64
+	for idx, dst := range fields {
+		if err := d.maps.Counters.Lookup(uint32(idx), &perCPU); err != nil {
+			return c, fmt.Errorf("read counter %d: %w", idx, err)
+		}
+		for _, v := range perCPU {
+			*dst += v
+		}
+	}
+	return c, nil
+}
+
+// MapCapacity reports the size limits of the tracked-socket maps.
+func (d *Datapath) MapCapacity() (tcp, udp uint32) {
+	return d.maps.TcpSocks.MaxEntries(), d.maps.UdpFlows.MaxEntries()
+}

@@ -1,0 +1,103 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/rlimit"
+)
+
+// Feature is one kernel capability, whether this host offers it, and what
+// flowlens uses it for ("" when flowlens does not depend on it).
+type Feature struct {
+	Name      string
+	Available bool
+	Detail    string
+	UsedFor   string
+}
+
+// Probe checks the kernel features flowlens uses or deliberately avoids,
+// given the cgroup2 mount ("" if none was found). It loads tiny test
+// programs; it attaches nothing.
+func Probe(cgroupMount string) []Feature {
+	// So that a refusal below is the kernel's answer, not the memlock rlimit.
+	_ = rlimit.RemoveMemlock()
+	var out []Feature
+	add := func(name, usedFor string, err error) {
+		f := Feature{Name: name, Available: err == nil, UsedFor: usedFor}
+		if err != nil {
+			f.Detail = err.Error()
+		}
+		out = append(out, f)
+	}
+	_, err := os.Stat("/sys/kernel/btf/vmlinux")
+	add("BTF (/sys/kernel/btf/vmlinux)", "CO-RE relocations, tp_btf", err)
+	add("ring buffer map", "socket end events", features.HaveMapType(ebpf.RingBuf))
+	add("socket local storage map", "UDP socket owners", features.HaveMapType(ebpf.SkStorage))
+
+	spec, err := loadFlowlens()
+	if err == nil {
+		for _, h := range plan(spec, "", kernelHasTracepoint) {
+			if h.Target == "" || h.Target[:3] != "tp_" {
+				continue
+			}
+			var herr error
+			if !h.Attached {
+				herr = errors.New(h.Reason)
+			}
+			add(h.Target, usedFor[h.Program], herr)
+		}
+	}
+	err = errors.New("no cgroup2 mount")
+	if cgroupMount != "" {
+		err = features.HaveProgramType(ebpf.CGroupSKB)
+	}
+	add("cgroup v2 + cgroup_skb", "UDP datagrams and peers", err)
+	if err == nil {
+		out[len(out)-1].Detail = "attached at " + cgroupMount
+	}
+	add("kprobes", "", pmuExists("kprobe"))
+	add("fentry/fexit", "", haveFentry())
+	add("uprobes", "", pmuExists("uprobe"))
+	return out
+}
+
+var usedFor = map[string]string{
+	"on_set_state":     "TCP open, close, failed connect (both sides)",
+	"on_destroy":       "end of a TCP socket: its final record",
+	"on_send":          "bytes sent per socket, process attribution",
+	"on_recv":          "bytes received per socket, process attribution",
+	"on_retransmit":    "retransmitted segments",
+	"on_send_reset":    "resets sent",
+	"on_receive_reset": "resets received",
+}
+
+func pmuExists(name string) error {
+	if _, err := os.Stat("/sys/bus/event_source/devices/" + name + "/type"); err != nil {
+		return fmt.Errorf("no %s PMU: %w", name, err)
+	}
+	return nil
+}
+
+// haveFentry loads a do-nothing fentry program; some kernels refuse it with
+// EPERM even as root (BPF trampolines disabled).
+func haveFentry() error {
+	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:       ebpf.Tracing,
+		AttachType: ebpf.AttachTraceFEntry,
+		AttachTo:   "tcp_close",
+		License:    "GPL",
+		Instructions: asm.Instructions{
+			asm.Mov.Imm(asm.R0, 0),
+			asm.Return(),
+		},
+	})
+	if err != nil {
+		return err
+	}
+	return p.Close()
+}

@@ -1,0 +1,61 @@
+package datapath
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+)
+
+// plan decides, before loading, which programs this kernel can take: a
+// tp_btf program needs its tracepoint in the kernel's BTF (sock_send_length
+// and sock_recv_length exist only since Linux 6.3), the cgroup_skb ones a
+// cgroup2 mount. Loading a program whose target is missing would fail the
+// whole collection.
+func plan(spec *ebpf.CollectionSpec, cgroupMount string, hasTracepoint func(string) (bool, error)) []Hook {
+	names := make([]string, 0, len(spec.Programs))
+	for name := range spec.Programs {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	hooks := make([]Hook, 0, len(names))
+	for _, name := range names {
+		p := spec.Programs[name]
+		h := Hook{Program: name, Attached: true}
+		switch p.Type {
+		case ebpf.Tracing:
+			h.Target = "tp_btf/" + p.AttachTo
+			ok, err := hasTracepoint(p.AttachTo)
+			switch {
+			case err != nil:
+				h.Attached, h.Reason = false, err.Error()
+			case !ok:
+				h.Attached, h.Reason = false, "tracepoint "+p.AttachTo+" not in kernel BTF"
+			}
+		case ebpf.CGroupSKB:
+			h.Target = "cgroup_skb on " + cgroupMount
+			if cgroupMount == "" {
+				h.Attached, h.Reason = false, "no cgroup2 mount"
+			}
+		default:
+			h.Attached, h.Reason = false, fmt.Sprintf("unexpected program type %s", p.Type)
+		}
+		hooks = append(hooks, h)
+	}
+	return hooks
+}
+
+var kernelBTF = sync.OnceValues(btf.LoadKernelSpec)
+
+// kernelHasTracepoint reports whether tp_btf can attach to a tracepoint:
+// the kernel's BTF then has the btf_trace_<name> typedef.
+func kernelHasTracepoint(name string) (bool, error) {
+	spec, err := kernelBTF()
+	if err != nil {
+		return false, fmt.Errorf("kernel BTF: %w", err)
+	}
+	_, err = spec.AnyTypeByName("btf_trace_" + name)
+	return err == nil, nil
+}

@@ -1,0 +1,110 @@
+// Package metrics exposes flowlens' own health in Prometheus form. Every
+// metric has the flowlens_ prefix, base units, and a label set declared up
+// front; collectors read a snapshot at scrape time, so nothing is registered
+// globally and nothing on the data path touches a metric.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flowlens/flowlens/internal/agent"
+)
+
+// AgentSource is what the agent collector reads on each scrape.
+type AgentSource interface {
+	Stats() agent.Stats
+}
+
+// RingSource is what the flow ring collector reads.
+type RingSource interface {
+	Len() int
+	Cap() int
+	Next() uint64
+}
+
+var (
+	eventsRead = prometheus.NewDesc("flowlens_agent_events_read_total",
+		"Socket end events read from the kernel ring buffer.", nil, nil)
+	lost = prometheus.NewDesc("flowlens_agent_lost_total",
+		"Things the agent could not record, by where and why.", []string{"stage", "reason"}, nil)
+	mapEntries = prometheus.NewDesc("flowlens_datapath_map_entries",
+		"Entries in a kernel map at the last interval.", []string{"map"}, nil)
+	mapCapacity = prometheus.NewDesc("flowlens_datapath_map_capacity",
+		"Maximum entries of a kernel map.", []string{"map"}, nil)
+	tableEntries = prometheus.NewDesc("flowlens_agent_table_entries",
+		"Sockets and conversations the connection table remembers.", []string{"kind"}, nil)
+	flowsEmitted = prometheus.NewDesc("flowlens_agent_flows_emitted_total",
+		"Flow records emitted.", nil, nil)
+	hook = prometheus.NewDesc("flowlens_datapath_hook_attached",
+		"1 if the eBPF program is attached, 0 if this kernel lacks its hook.", []string{"program", "target"}, nil)
+	ringRecords = prometheus.NewDesc("flowlens_flow_ring_records",
+		"Flow records held in the API ring.", nil, nil)
+	ringCapacity = prometheus.NewDesc("flowlens_flow_ring_capacity",
+		"Capacity of the API ring.", nil, nil)
+	ringWritten = prometheus.NewDesc("flowlens_flow_ring_written_total",
+		"Flow records written to the API ring.", nil, nil)
+)
+
+// AgentCollector reports an agent's health.
+type AgentCollector struct{ Agent AgentSource }
+
+// Describe implements prometheus.Collector.
+func (AgentCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{eventsRead, lost, mapEntries, mapCapacity, tableEntries, flowsEmitted, hook} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c AgentCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.Agent.Stats()
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter(eventsRead, s.EventsRead)
+	counter(lost, s.Kernel.RingbufFull, "kernel", "ring_buffer_full")
+	counter(lost, s.Kernel.TCPMapFull, "kernel", "tcp_map_full")
+	counter(lost, s.Kernel.UDPMapFull, "kernel", "udp_map_full")
+	counter(lost, s.Kernel.ListenerMapFull, "kernel", "listener_map_full")
+	counter(lost, s.Kernel.UDPUnparsed, "kernel", "udp_unparsed")
+	counter(lost, s.DecodeErrors, "userspace", "decode_error")
+	counter(lost, s.ReadErrors, "userspace", "map_read_error")
+	counter(lost, s.Table.SocketsDropped, "userspace", "table_full_tcp")
+	counter(lost, s.Table.ConversationsDropped, "userspace", "table_full_udp")
+	counter(lost, s.Table.SocketsVanished, "userspace", "socket_vanished")
+	gauge(mapEntries, float64(s.TCPSockets), "tcp_socks")
+	gauge(mapEntries, float64(s.UDPConversations), "udp_flows")
+	gauge(mapCapacity, float64(s.TCPCapacity), "tcp_socks")
+	gauge(mapCapacity, float64(s.UDPCapacity), "udp_flows")
+	gauge(tableEntries, float64(s.Table.Sockets), "tcp")
+	gauge(tableEntries, float64(s.Table.Conversations), "udp")
+	counter(flowsEmitted, s.Table.Records)
+	for _, h := range s.Hooks {
+		v := 0.0
+		if h.Attached {
+			v = 1
+		}
+		gauge(hook, v, h.Program, h.Target)
+	}
+
+}
+
+// RingCollector reports the API ring's fill.
+type RingCollector struct{ Ring RingSource }
+
+// Describe implements prometheus.Collector.
+func (RingCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- ringRecords
+	ch <- ringCapacity
+	ch <- ringWritten
+}
+
+// Collect implements prometheus.Collector.
+func (c RingCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(ringRecords, prometheus.GaugeValue, float64(c.Ring.Len()))
+	ch <- prometheus.MustNewConstMetric(ringCapacity, prometheus.GaugeValue, float64(c.Ring.Cap()))
+	ch <- prometheus.MustNewConstMetric(ringWritten, prometheus.CounterValue, float64(c.Ring.Next()))
+}

@@ -1,0 +1,168 @@
+// Package e2e runs flowlens as users run it, against real traffic between
+// network namespaces, and checks what it reports against what the traffic
+// generators know they did.
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/flowlens/flowlens/internal/flow"
+)
+
+var (
+	flowlensBin string // built once for the package
+	peerBin     string
+	agentAPI    string // the shared `flowlens up` of this package
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if os.Geteuid() != 0 {
+		return m.Run() // privileged tests skip themselves
+	}
+	dir, err := os.MkdirTemp("", "flowlens-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	flowlensBin, peerBin = filepath.Join(dir, "flowlens"), filepath.Join(dir, "peer")
+	for pkg, bin := range map[string]string{"../../cmd/flowlens": flowlensBin, "../peer": peerBin} {
+		if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "go build %s: %v\n%s", pkg, err, out)
+			return 1
+		}
+	}
+	agent, addr, err := startAgent()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	agentAPI = addr
+	code := m.Run()
+	_ = agent.Process.Signal(syscall.SIGTERM)
+	if err := agent.Wait(); err != nil {
+		fmt.Fprintf(os.Stderr, "flowlens up exited: %v\n", err)
+		code = 1
+	}
+	return code
+}
+
+// startAgent runs `flowlens up` on a free loopback port and waits until it
+// has completed its first interval.
+func startAgent(extra ...string) (*exec.Cmd, string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(flowlensBin, append([]string{"up", "--listen", addr}, extra...)...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, "", fmt.Errorf("start flowlens up: %w", err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return cmd, addr, nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	return nil, "", fmt.Errorf("flowlens up at %s not ready within 30s", addr)
+}
+
+// flows asks the shared agent for every record it holds that matches query.
+func flows(t testing.TB, query string) []flow.Record {
+	t.Helper()
+	resp, err := http.Get("http://" + agentAPI + "/api/v1/flows?" + query)
+	if err != nil {
+		t.Fatalf("get flows: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("get flows?%s: %s", query, resp.Status)
+	}
+	var out []flow.Record
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var r flow.Record
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("decode %q: %v", sc.Text(), err)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// totals sums what a set of records counts.
+type totals struct {
+	records                        int
+	opened, closed                 uint32
+	refused, timedOut, failedOther uint32
+	bytesToDst, bytesToSrc         uint64
+	datagramsToDst, datagramsToSrc uint32
+}
+
+func sum(recs []flow.Record) totals {
+	var s totals
+	for _, r := range recs {
+		s.records++
+		s.opened += r.Opened
+		s.closed += r.Closed
+		s.refused += r.Refused
+		s.timedOut += r.TimedOut
+		s.failedOther += r.FailedOther
+		s.bytesToDst += r.BytesToDst
+		s.bytesToSrc += r.BytesToSrc
+		s.datagramsToDst += r.DatagramsToDst
+		s.datagramsToSrc += r.DatagramsToSrc
+	}
+	return s
+}
+
+// settled waits until the records matching query stop changing for two
+// intervals and done says they are complete, then returns them. The caller
+// asserts exact values on the result: a count that overshoots fails there.
+func settled(t testing.TB, query string, done func(totals) bool) []flow.Record {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	var prev totals
+	stable := 0
+	for {
+		recs := flows(t, query)
+		cur := sum(recs)
+		if cur == prev && done(cur) {
+			if stable++; stable >= 2 {
+				return recs
+			}
+		} else {
+			stable = 0
+		}
+		prev = cur
+		if time.Now().After(deadline) {
+			t.Fatalf("flows?%s did not settle within 20s; last totals %+v", query, cur)
+		}
+		time.Sleep(700 * time.Millisecond)
+	}
+}
