@@ -111,6 +111,7 @@ func New(cfg Config, log *slog.Logger, names ContainerNamer, sink Sink) (*Agent,
 		return nil, err
 	}
 	cfg.Table.Node = cfg.Node
+	cfg.Table.BootTime = time.Now().Add(-time.Duration(monotonicNow()))
 	a := &Agent{cfg: cfg, log: log, dp: dp, table: conntable.New(cfg.Table), names: names, sink: sink}
 	for _, h := range dp.Hooks() {
 		log.Info("hook", "program", h.Program, "target", h.Target, "attached", h.Attached, "reason", h.Reason)

@@ -10,9 +10,12 @@ import (
 
 // Config bounds the table. Zero values take the defaults.
 type Config struct {
-	Node             string // written on every record
-	MaxSockets       int    // TCP sockets remembered between reads
-	MaxConversations int    // UDP conversations remembered between reads
+	Node string // written on every record
+	// BootTime is the wall-clock time of CLOCK_MONOTONIC zero: kernel
+	// timestamps plus BootTime give each record's ConnStart.
+	BootTime         time.Time
+	MaxSockets       int // TCP sockets remembered between reads
+	MaxConversations int // UDP conversations remembered between reads
 	// UDPIdle is how long a UDP conversation may be silent before the
 	// kernel entry is released (SyncUDP reports it as expired).
 	UDPIdle time.Duration
@@ -215,7 +218,7 @@ func (t *Table) accountTCP(s, prev *flow.TCPSocket, force bool) *pending {
 	if !force && sent+recv == 0 && out+in+retrans+rstOut+rstIn == 0 {
 		return nil
 	}
-	p := t.record(flow.TCP, role, s.Local, s.Remote, s.Owner)
+	p := t.record(flow.TCP, role, s.Local, s.Remote, s.Owner, s.StartNS)
 	r := &p.rec
 	if role == flow.RoleClient {
 		r.BytesToDst += sent
@@ -294,7 +297,7 @@ func (t *Table) accountUDP(c, prev *flow.UDPConversation, initiator bool) {
 		tx, rx, txd, rxd = rx, tx, rxd, txd // to source is what this socket received
 	}
 	// From here tx/txd flow toward the source, rx/rxd toward the destination.
-	p := t.record(flow.UDP, role, c.Local, c.Remote, c.Owner)
+	p := t.record(flow.UDP, role, c.Local, c.Remote, c.Owner, c.FirstNS)
 	p.rec.BytesToSrc += tx
 	p.rec.BytesToDst += rx
 	p.rec.DatagramsToSrc += txd
@@ -302,7 +305,7 @@ func (t *Table) accountUDP(c, prev *flow.UDPConversation, initiator bool) {
 }
 
 // record returns the pending record of a flow, creating it.
-func (t *Table) record(proto flow.Protocol, role flow.Role, local, remote netip.AddrPort, o flow.Owner) *pending {
+func (t *Table) record(proto flow.Protocol, role flow.Role, local, remote netip.AddrPort, o flow.Owner, startNS uint64) *pending {
 	k := recKey{proto, role, local, remote, ownerKey{o.PID, o.Netns, o.CgroupID}}
 	if p, ok := t.pending[k]; ok {
 		if p.rec.Source.Command == "" && p.rec.Destination.Command == "" && o.Command != "" {
@@ -315,6 +318,7 @@ func (t *Table) record(proto flow.Protocol, role flow.Role, local, remote netip.
 		Observer:  role.String(),
 		Protocol:  proto,
 		IPVersion: 4,
+		ConnStart: t.cfg.BootTime.Add(time.Duration(startNS)),
 	}}
 	if local.Addr().Is6() {
 		p.rec.IPVersion = 6

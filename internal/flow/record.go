@@ -32,9 +32,38 @@ const (
 var Verdicts = []Verdict{VerdictEstablished, VerdictClosed, VerdictReset, VerdictRefused,
 	VerdictTimeout, VerdictUnreachable, VerdictFailed, VerdictAnswered, VerdictUnanswered}
 
+// Kind says what an endpoint is, as far as identity could tell. It is empty
+// where no cluster metadata is configured (a plain Linux host).
+type Kind string
+
+const (
+	KindPod       Kind = "pod"       // a pod, including a host-network one told apart by its cgroup
+	KindService   Kind = "service"   // a Service address whose backend is not known
+	KindNode      Kind = "node"      // a node's own address
+	KindAPIServer Kind = "apiserver" // the Kubernetes API server
+	KindWorld     Kind = "world"     // outside the cluster
+)
+
+// Kinds lists every kind, for validating filters.
+var Kinds = []Kind{KindPod, KindService, KindNode, KindAPIServer, KindWorld}
+
+// Workload is the controller a pod belongs to, followed up the owner chain:
+// a ReplicaSet's Deployment, a Job's CronJob.
+type Workload struct {
+	Kind string `json:"kind"` // Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, Pod
+	Name string `json:"name"`
+}
+
+// ServiceRef names the Service an endpoint's address belongs to.
+type ServiceRef struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+}
+
 // Endpoint is one end of a flow. Process fields are set on the side the
 // record was observed from; the other side carries its address only until a
-// later stage (the hub) joins both observations.
+// later stage (the hub) joins both observations. Cluster fields are filled
+// by identity from the address and, on the observing side, the cgroup.
 type Endpoint struct {
 	IP          netip.Addr `json:"ip"`
 	Port        uint16     `json:"port"`
@@ -43,6 +72,16 @@ type Endpoint struct {
 	Command     string     `json:"command,omitempty"`
 	CgroupID    uint64     `json:"cgroup_id,omitempty"`
 	ContainerID string     `json:"container_id,omitempty"`
+
+	Kind        Kind              `json:"kind,omitempty"`
+	Namespace   string            `json:"namespace,omitempty"`
+	Pod         string            `json:"pod,omitempty"`
+	Container   string            `json:"container,omitempty"`
+	Workload    *Workload         `json:"workload,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	NodeName    string            `json:"node_name,omitempty"`    // the node the pod runs on, or the node itself
+	HostNetwork bool              `json:"host_network,omitempty"` // a pod sharing its node's address
+	Service     *ServiceRef       `json:"service,omitempty"`      // the Service address the source connected to
 }
 
 // RTT is the smoothed round-trip time over the sockets of a record in one
@@ -64,6 +103,10 @@ type Record struct {
 	Protocol  Protocol  `json:"protocol"`   // tcp or udp
 	IPVersion int       `json:"ip_version"` // 4 or 6
 	Verdict   Verdict   `json:"verdict"`
+	// ConnStart is when the connection (or UDP conversation) was first
+	// seen by the kernel: identity names the endpoints as they were then,
+	// so an address reused by another pod later is not misattributed.
+	ConnStart time.Time `json:"connection_start"`
 
 	Source      Endpoint `json:"source"`
 	Destination Endpoint `json:"destination"`
