@@ -6,6 +6,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/flowlens/flowlens/internal/filter"
 	"github.com/flowlens/flowlens/internal/flow"
 )
 
@@ -78,15 +79,45 @@ func (p table) print(r *flow.Record, _ []byte) error {
 }
 func (p table) flush() error { return p.w.Flush() }
 
-// endpoint renders ip:port and, when known, the process: "10.0.0.1:4000 (curl 1234)".
+// endpoint renders an endpoint by the most meaningful name known, its port,
+// and in parentheses what stands behind it:
+//
+//	10.0.0.1:4000 (curl 1234)                          a plain host
+//	shop/frontend-7d9f:43122 (deploy/frontend curl 1234) a pod
+//	backend/api:80 (svc/api → pod api-5c-xyz)          a Service and the backend it reached
+//	node/worker-1:10250, apiserver:6443, 192.0.2.1:443 (world)
 func endpoint(e *flow.Endpoint) string {
-	s := e.IP.String()
+	host := e.IP.String()
 	if e.IP.Is6() {
-		s = "[" + s + "]"
+		host = "[" + host + "]"
 	}
-	s = fmt.Sprintf("%s:%d", s, e.Port)
+	var detail []string
+	switch {
+	case e.Kind == flow.KindAPIServer:
+		host = "apiserver"
+	case e.Service != nil:
+		host = e.Service.Namespace + "/" + e.Service.Name
+		d := "svc/" + e.Service.Name
+		if e.Pod != "" {
+			d += " → pod " + e.Pod
+		}
+		detail = append(detail, d)
+	case e.Pod != "":
+		host = e.Namespace + "/" + e.Pod
+		if e.Workload != nil && e.Workload.Kind != "Pod" {
+			detail = append(detail, filter.WorkloadShortName(e.Workload.Kind)+"/"+e.Workload.Name)
+		}
+	case e.Kind == flow.KindNode && e.NodeName != "":
+		host = "node/" + e.NodeName
+	case e.Kind == flow.KindWorld:
+		detail = append(detail, "world")
+	}
 	if e.PID != 0 {
-		s += fmt.Sprintf(" (%s %d)", e.Command, e.PID)
+		detail = append(detail, fmt.Sprintf("%s %d", e.Command, e.PID))
+	}
+	s := fmt.Sprintf("%s:%d", host, e.Port)
+	if len(detail) > 0 {
+		s += " (" + strings.Join(detail, " ") + ")"
 	}
 	return s
 }

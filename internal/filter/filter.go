@@ -72,7 +72,20 @@ var Params = []Param{
 	{"to-command", "destination process command", stringParam(func(r *flow.Record) string { return r.Destination.Command })},
 	{"observer", "client or server: which side observed the flow", stringParam(func(r *flow.Record) string { return r.Observer })},
 	{"node", "node that observed the flow", stringParam(func(r *flow.Record) string { return r.Node })},
+	{"from-pod", "source pod as namespace/name; a name prefix matches (default/frontend matches frontend-7d9f…)", podParam(src)},
+	{"to-pod", "destination pod as namespace/name, or name prefix", podParam(dst)},
+	{"from-workload", "source workload as [namespace/]kind/name (deploy/frontend, sts/db, ds, job, cronjob, rs, pod)", workloadParam(src)},
+	{"to-workload", "destination workload as [namespace/]kind/name", workloadParam(dst)},
+	{"to-service", "destination Service as namespace/name or name", serviceParam},
+	{"namespace", "either endpoint's namespace (pod or Service)", namespaceParam},
+	{"from-label", "source pod label k=v (or k: has the label)", labelParam(src)},
+	{"to-label", "destination pod label k=v (or k)", labelParam(dst)},
+	{"from-kind", "source kind: pod, service, node, apiserver, world", kindParam(src)},
+	{"to-kind", "destination kind: pod, service, node, apiserver, world", kindParam(dst)},
 }
+
+func src(r *flow.Record) *flow.Endpoint { return &r.Source }
+func dst(r *flow.Record) *flow.Endpoint { return &r.Destination }
 
 // Parse builds the filter selected by the known parameters in q; other keys
 // are ignored so that callers can mix in their own (last, follow).
@@ -165,4 +178,117 @@ func verdictParam(v string) (Filter, error) {
 		return nil, fmt.Errorf("unknown verdict")
 	}
 	return func(r *flow.Record) bool { return r.Verdict == want }, nil
+}
+
+// splitNamespaced splits "ns/rest" at the first slash; without one the
+// namespace is "" (any).
+func splitNamespaced(v string) (ns, rest string) {
+	if i := strings.IndexByte(v, '/'); i >= 0 {
+		return v[:i], v[i+1:]
+	}
+	return "", v
+}
+
+func podParam(ep func(*flow.Record) *flow.Endpoint) func(string) (Filter, error) {
+	return func(v string) (Filter, error) {
+		ns, name := splitNamespaced(v)
+		if ns == "" && name == "" {
+			return nil, fmt.Errorf("want namespace/name")
+		}
+		return func(r *flow.Record) bool {
+			e := ep(r)
+			return e.Pod != "" && (ns == "" || e.Namespace == ns) && strings.HasPrefix(e.Pod, name)
+		}, nil
+	}
+}
+
+// workloadKinds maps the short names operators type (kubectl's) to the
+// kinds records carry.
+var workloadKinds = map[string]string{
+	"deploy": "Deployment", "deployment": "Deployment", "sts": "StatefulSet", "statefulset": "StatefulSet",
+	"ds": "DaemonSet", "daemonset": "DaemonSet", "job": "Job", "cronjob": "CronJob", "cj": "CronJob",
+	"rs": "ReplicaSet", "replicaset": "ReplicaSet", "pod": "Pod", "po": "Pod",
+}
+
+// WorkloadShortName is the short kind name records are printed with
+// (deploy/frontend), the inverse of what the filters accept.
+func WorkloadShortName(kind string) string {
+	switch kind {
+	case "Deployment":
+		return "deploy"
+	case "StatefulSet":
+		return "sts"
+	case "DaemonSet":
+		return "ds"
+	case "ReplicaSet":
+		return "rs"
+	}
+	return strings.ToLower(kind)
+}
+
+func workloadParam(ep func(*flow.Record) *flow.Endpoint) func(string) (Filter, error) {
+	return func(v string) (Filter, error) {
+		parts := strings.Split(v, "/")
+		var ns, kind, name string
+		switch len(parts) {
+		case 1:
+			name = parts[0]
+		case 2:
+			kind, name = parts[0], parts[1]
+		case 3:
+			ns, kind, name = parts[0], parts[1], parts[2]
+		default:
+			return nil, fmt.Errorf("want [namespace/]kind/name")
+		}
+		if kind != "" {
+			k, ok := workloadKinds[strings.ToLower(kind)]
+			if !ok {
+				return nil, fmt.Errorf("unknown workload kind %q", kind)
+			}
+			kind = k
+		}
+		return func(r *flow.Record) bool {
+			e := ep(r)
+			return e.Workload != nil && e.Workload.Name == name && (kind == "" || e.Workload.Kind == kind) &&
+				(ns == "" || e.Namespace == ns)
+		}, nil
+	}
+}
+
+func serviceParam(v string) (Filter, error) {
+	ns, name := splitNamespaced(v)
+	return func(r *flow.Record) bool {
+		s := r.Destination.Service
+		return s != nil && s.Name == name && (ns == "" || s.Namespace == ns)
+	}, nil
+}
+
+func namespaceParam(v string) (Filter, error) {
+	in := func(e *flow.Endpoint) bool {
+		return e.Namespace == v || (e.Service != nil && e.Service.Namespace == v)
+	}
+	return func(r *flow.Record) bool { return in(&r.Source) || in(&r.Destination) }, nil
+}
+
+func labelParam(ep func(*flow.Record) *flow.Endpoint) func(string) (Filter, error) {
+	return func(v string) (Filter, error) {
+		key, val, hasVal := strings.Cut(v, "=")
+		if key == "" {
+			return nil, fmt.Errorf("want key=value or key")
+		}
+		return func(r *flow.Record) bool {
+			got, ok := ep(r).Labels[key]
+			return ok && (!hasVal || got == val)
+		}, nil
+	}
+}
+
+func kindParam(ep func(*flow.Record) *flow.Endpoint) func(string) (Filter, error) {
+	return func(v string) (Filter, error) {
+		k := flow.Kind(strings.ToLower(v))
+		if !slices.Contains(flow.Kinds, k) {
+			return nil, fmt.Errorf("unknown kind")
+		}
+		return func(r *flow.Record) bool { return ep(r).Kind == k }, nil
+	}
 }

@@ -1,6 +1,7 @@
 package filter
 
 import (
+	"fmt"
 	"net/netip"
 	"net/url"
 	"testing"
@@ -65,6 +66,72 @@ func TestParse(t *testing.T) {
 
 func TestParseRejectsBadValues(t *testing.T) {
 	for _, q := range []string{"port=70000", "protocol=sctp", "verdict=maybe", "from-ip=10.0.0.300", "to-pid=-1", "to-ip=10.0.0.0/33"} {
+		v, _ := url.ParseQuery(q)
+		if _, err := Parse(v); err == nil {
+			t.Errorf("%q: no error", q)
+		}
+	}
+}
+
+func TestParseKubernetes(t *testing.T) {
+	front := flow.Endpoint{IP: netip.MustParseAddr("10.244.1.10"), Port: 43122, Kind: flow.KindPod,
+		Namespace: "shop", Pod: "frontend-7d9f-abcde", Labels: map[string]string{"app": "frontend", "tier": "web"},
+		Workload: &flow.Workload{Kind: "Deployment", Name: "frontend"}}
+	api := flow.Endpoint{IP: netip.MustParseAddr("10.96.0.20"), Port: 80, Kind: flow.KindPod,
+		Namespace: "backend", Pod: "api-5c-xyz", Labels: map[string]string{"app": "api"},
+		Workload: &flow.Workload{Kind: "Deployment", Name: "api"},
+		Service:  &flow.ServiceRef{Namespace: "backend", Name: "api"}}
+	db := flow.Endpoint{IP: netip.MustParseAddr("10.244.2.7"), Port: 5432, Kind: flow.KindPod,
+		Namespace: "backend", Pod: "db-0", Workload: &flow.Workload{Kind: "StatefulSet", Name: "db"}}
+	world := flow.Endpoint{IP: netip.MustParseAddr("192.0.2.1"), Port: 443, Kind: flow.KindWorld}
+	recs := []flow.Record{
+		{Source: front, Destination: api},
+		{Source: api, Destination: db},
+		{Source: api, Destination: world},
+	}
+	for _, tc := range []struct {
+		query string
+		want  []int
+	}{
+		{"from-pod=shop/frontend", []int{0}},
+		{"from-pod=shop/frontend-7d9f-abcde", []int{0}},
+		{"from-pod=backend/frontend", nil},
+		{"to-pod=backend/", []int{0, 1}},
+		{"to-pod=db-0", []int{1}},
+		{"from-workload=deploy/frontend", []int{0}},
+		{"from-workload=shop/deploy/frontend", []int{0}},
+		{"from-workload=backend/deploy/frontend", nil},
+		{"from-workload=sts/frontend", nil},
+		{"to-workload=sts/db", []int{1}},
+		{"to-workload=db", []int{1}},
+		{"to-service=backend/api", []int{0}},
+		{"to-service=api", []int{0}},
+		{"to-service=shop/api", nil},
+		{"namespace=shop", []int{0}},
+		{"namespace=backend", []int{0, 1, 2}},
+		{"from-label=app=frontend", []int{0}},
+		{"from-label=tier", []int{0}},
+		{"to-label=app", []int{0}},
+		{"to-label=app=db", nil},
+		{"to-kind=world", []int{2}},
+		{"from-kind=pod&to-kind=pod", []int{0, 1}},
+	} {
+		q, _ := url.ParseQuery(tc.query)
+		f, err := Parse(q)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.query, err)
+		}
+		var got []int
+		for i := range recs {
+			if f(&recs[i]) {
+				got = append(got, i)
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%q selected %v, want %v", tc.query, got, tc.want)
+		}
+	}
+	for _, q := range []string{"from-workload=thing/x", "from-workload=a/b/c/d", "to-kind=planet", "from-label==v", "from-pod=/"} {
 		v, _ := url.ParseQuery(q)
 		if _, err := Parse(v); err == nil {
 			t.Errorf("%q: no error", q)
