@@ -1,0 +1,170 @@
+// Package join pairs the two observations of a connection made through a
+// Service. The client's socket knows only the Service address it dialed:
+// kube-proxy's DNAT rewrote the destination after the socket chose it. The
+// server's socket knows the backend pod. Both see the same client address
+// and port (a ClusterIP DNAT leaves the source alone), so that pair is the
+// join key:
+//
+//	client record  10.244.1.10:43122 -> 10.96.0.20:80   (svc/api)
+//	server record  10.244.1.10:43122 -> 10.244.2.20:8080 (pod api-5c…)
+//	                 └──── key ────┘        └─ backend ─┘
+//	joined client  10.244.1.10:43122 -> 10.96.0.20:80   (svc/api → pod api-5c…)
+//
+// Joiner is a pure core driven once per interval, like conntable: no clock,
+// no I/O. The embedded `flowlens up` runs it over one host's records; the
+// hub runs the same code over all agents'.
+//
+// A client record whose server side has not been seen yet is held back for
+// up to Config.Hold intervals (the two sockets are established microseconds
+// apart, and an interval boundary can fall between them); after that it is
+// released as it is, and counted unmatched. Nothing is dropped.
+package join
+
+import (
+	"net/netip"
+
+	"github.com/flowlens/flowlens/internal/flow"
+)
+
+// Config bounds the joiner. Zero values take the defaults.
+type Config struct {
+	// Hold is how many intervals a client record to a Service waits for
+	// its server side.
+	Hold int
+	// Remember is how many intervals a backend stays known after its last
+	// record while its connection is open; closed ones are kept for Hold+1.
+	Remember int
+	// MaxBackends bounds the index of backends by client address.
+	MaxBackends int
+}
+
+func (c *Config) defaults() {
+	if c.Hold <= 0 {
+		c.Hold = 1
+	}
+	if c.Remember <= c.Hold {
+		c.Remember = 60
+	}
+	if c.MaxBackends <= 0 {
+		c.MaxBackends = 1 << 17
+	}
+}
+
+// Stats counts what the joiner did.
+type Stats struct {
+	Matched   uint64 // client records given their backend
+	Unmatched uint64 // released after Hold intervals without one
+	Dropped   uint64 // backends not indexed: MaxBackends reached
+	Backends  int    // backends indexed now
+	Held      int    // client records waiting now
+}
+
+type key struct {
+	proto  flow.Protocol
+	client netip.AddrPort
+}
+
+type backend struct {
+	ep      flow.Endpoint
+	expires uint64 // the interval after which it is forgotten
+}
+
+type held struct {
+	rec   flow.Record
+	until uint64 // released unmatched after this interval
+}
+
+// Joiner is not safe for concurrent use.
+type Joiner struct {
+	cfg      Config
+	tick     uint64
+	backends map[key]backend
+	held     []held
+	stats    Stats
+}
+
+// New returns an empty joiner.
+func New(cfg Config) *Joiner {
+	cfg.defaults()
+	return &Joiner{cfg: cfg, backends: make(map[key]backend)}
+}
+
+// Stats reports counters and sizes.
+func (j *Joiner) Stats() Stats {
+	s := j.stats
+	s.Backends, s.Held = len(j.backends), len(j.held)
+	return s
+}
+
+// Join takes one interval's records and returns those ready to publish:
+// earlier held ones that matched or waited long enough, then this
+// interval's, minus client records still waiting for their backend.
+func (j *Joiner) Join(recs []flow.Record) []flow.Record {
+	j.tick++
+	for i := range recs {
+		if r := &recs[i]; r.Observer == flow.RoleServer.String() {
+			j.learn(r)
+		}
+	}
+	out := make([]flow.Record, 0, len(recs)+len(j.held))
+	waiting := j.held[:0]
+	for _, h := range j.held {
+		switch {
+		case j.match(&h.rec):
+			out = append(out, h.rec)
+		case h.until <= j.tick:
+			j.stats.Unmatched++
+			out = append(out, h.rec)
+		default:
+			waiting = append(waiting, h)
+		}
+	}
+	clear(j.held[len(waiting):])
+	j.held = waiting
+	for _, r := range recs {
+		if throughService(&r) && !j.match(&r) {
+			j.held = append(j.held, held{rec: r, until: j.tick + uint64(j.cfg.Hold)})
+			continue
+		}
+		out = append(out, r)
+	}
+	for k, b := range j.backends {
+		if b.expires < j.tick {
+			delete(j.backends, k)
+		}
+	}
+	return out
+}
+
+// throughService says whether r is a client's view of a connection to a
+// Service address whose backend is not known yet.
+func throughService(r *flow.Record) bool {
+	return r.Observer == flow.RoleClient.String() && r.Destination.Kind == flow.KindService
+}
+
+func (j *Joiner) learn(r *flow.Record) {
+	k := key{r.Protocol, netip.AddrPortFrom(r.Source.IP, r.Source.Port)}
+	ttl := uint64(j.cfg.Remember)
+	if r.Verdict != flow.VerdictEstablished {
+		ttl = uint64(j.cfg.Hold) + 1
+	}
+	if _, ok := j.backends[k]; !ok && len(j.backends) >= j.cfg.MaxBackends {
+		j.stats.Dropped++
+		return
+	}
+	j.backends[k] = backend{ep: r.Destination, expires: j.tick + ttl}
+}
+
+// match names r's destination after the backend its connection reached,
+// keeping the Service and the address the client dialed.
+func (j *Joiner) match(r *flow.Record) bool {
+	b, ok := j.backends[key{r.Protocol, netip.AddrPortFrom(r.Source.IP, r.Source.Port)}]
+	if !ok {
+		return false
+	}
+	d := &r.Destination
+	d.Kind, d.Namespace, d.Pod, d.Container = b.ep.Kind, b.ep.Namespace, b.ep.Pod, b.ep.Container
+	d.Workload, d.Labels, d.NodeName, d.HostNetwork = b.ep.Workload, b.ep.Labels, b.ep.NodeName, b.ep.HostNetwork
+	j.stats.Matched++
+	return true
+}
