@@ -199,18 +199,42 @@ func (d *Datapath) ReadEnd(deadline time.Time) (flow.TCPEnd, error) {
 // Pending reports the bytes waiting in the ring buffer.
 func (d *Datapath) Pending() int { return d.ring.AvailableBytes() }
 
+// decodeEnd turns a ring-buffer record into an end event. A record the
+// kernel side could not have written (wrong size, unknown kind, role or
+// address family) is an error: the caller counts it and reads on.
 func (d *Datapath) decodeEnd(raw []byte) (flow.TCPEnd, error) {
 	var ev flowlensConnEvent
-	if len(raw) < int(unsafe.Sizeof(ev)) {
-		return flow.TCPEnd{}, fmt.Errorf("short ring buffer record: %d bytes", len(raw))
+	size := int(unsafe.Sizeof(ev))
+	if len(raw) < size {
+		return flow.TCPEnd{}, fmt.Errorf("short ring buffer record: %d bytes, want %d", len(raw), size)
 	}
-	ev = *(*flowlensConnEvent)(unsafe.Pointer(&raw[0]))
+	// Copy into an aligned value: the sample is only guaranteed to be
+	// 8-byte aligned by the kernel, not by every caller.
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&ev)), size), raw)
+	kind := flowlensEventKind(ev.Kind)
+	if kind != flowlensEventKindEVENT_CLOSE && kind != flowlensEventKindEVENT_CONNECT_FAIL {
+		return flow.TCPEnd{}, fmt.Errorf("ring buffer record of unknown kind %d", ev.Kind)
+	}
+	if err := checkState(&ev.State); err != nil {
+		return flow.TCPEnd{}, fmt.Errorf("ring buffer record: %w", err)
+	}
 	return flow.TCPEnd{
 		Socket: d.tcpSocket(&ev.State),
 		EndNS:  ev.State.EndNs,
-		Failed: flowlensEventKind(ev.Kind) == flowlensEventKindEVENT_CONNECT_FAIL,
+		Failed: kind == flowlensEventKindEVENT_CONNECT_FAIL,
 		Errno:  ev.State.SkErr,
 	}, nil
+}
+
+// checkState rejects socket state the kernel side never writes.
+func checkState(s *flowlensTcpState) error {
+	if f := s.Tuple.Family; f != afInet && f != afInet6 {
+		return fmt.Errorf("address family %d", f)
+	}
+	if r := flowlensRole(s.Role); r > flowlensRoleROLE_SERVER {
+		return fmt.Errorf("role %d", s.Role)
+	}
+	return nil
 }
 
 func (d *Datapath) tcpSocket(s *flowlensTcpState) flow.TCPSocket {
