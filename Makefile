@@ -3,12 +3,15 @@ SHELL := /usr/bin/env bash
 GO ?= go
 FUZZTIME ?= 10s
 
-.PHONY: help setup generate build up test unit fuzz bench validate
+.PHONY: help setup kube generate build up test unit fuzz bench validate
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 setup: ## Install Debian packages the tests need (idempotent)
 	@./hack/setup.sh
+
+kube: ## Build etcd, kube-apiserver, kubectl for the end-to-end cluster (cached)
+	@./hack/kube/build.sh >/dev/null
 
 generate: ## Rebuild the eBPF objects from bpf/ (needs clang)
 	$(GO) generate ./internal/datapath
@@ -33,7 +36,7 @@ fuzz: ## Run each fuzz target for FUZZTIME
 	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; done
 
-test: validate ## Everything CI runs: validate, all tests (privileged ones as root), fuzz
+test: validate kube ## Everything CI runs: validate, all tests (privileged ones as root), fuzz
 	$(GO) test -count=1 -timeout 20m ./...
 	$(MAKE) --no-print-directory fuzz
 

@@ -9,20 +9,33 @@ import (
 	"strings"
 )
 
-// FindMount returns where the cgroup v2 hierarchy is mounted, read from
-// /proc/self/mountinfo: /sys/fs/cgroup on unified hosts,
-// /sys/fs/cgroup/unified on hybrid ones. It is never guessed.
+// Mount is a cgroup v2 mount: where it is (Dir) and which cgroup it shows
+// at its top (Root, "/" unless inside a cgroup namespace).
+type Mount struct {
+	Dir  string
+	Root string
+}
+
+// FindMount returns where the cgroup v2 hierarchy is mounted: /sys/fs/cgroup
+// on unified hosts, /sys/fs/cgroup/unified on hybrid ones. It is read from
+// /proc/self/mountinfo, never guessed.
 func FindMount() (string, error) {
+	m, err := ReadMount()
+	return m.Dir, err
+}
+
+// ReadMount returns the first cgroup v2 mount of this mount namespace.
+func ReadMount() (Mount, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
-		return "", fmt.Errorf("find cgroup2 mount: %w", err)
+		return Mount{}, fmt.Errorf("find cgroup2 mount: %w", err)
 	}
 	defer f.Close()
 	return parseMountinfo(f)
 }
 
-// parseMountinfo returns the first cgroup2 mount point in mountinfo text.
-func parseMountinfo(r io.Reader) (string, error) {
+// parseMountinfo returns the first cgroup2 mount in mountinfo text.
+func parseMountinfo(r io.Reader) (Mount, error) {
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		// 36 35 0:30 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw
@@ -34,12 +47,12 @@ func parseMountinfo(r io.Reader) (string, error) {
 		if len(fields) < 5 || len(fsFields) < 1 || fsFields[0] != "cgroup2" {
 			continue
 		}
-		return unescape(fields[4]), nil
+		return Mount{Dir: unescape(fields[4]), Root: unescape(fields[3])}, nil
 	}
 	if err := sc.Err(); err != nil {
-		return "", fmt.Errorf("read mountinfo: %w", err)
+		return Mount{}, fmt.Errorf("read mountinfo: %w", err)
 	}
-	return "", errors.New("no cgroup2 mount in mountinfo")
+	return Mount{}, errors.New("no cgroup2 mount in mountinfo")
 }
 
 // unescape undoes mountinfo's octal escapes (\040 for a space).
