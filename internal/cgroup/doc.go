@@ -3,4 +3,46 @@
 // them, and accepted sockets inherit their listener's, so the cgroup is the
 // one attribution that is right on both sides of a connection even in
 // softirq context, where the current process means nothing.
+//
+// # From id to path
+//
+// The datapath reports a socket's cgroup v2 id (sk_cgrp_data.cgroup->kn->id).
+// That id is the inode number of the cgroup's directory in the cgroup2
+// filesystem, and also its file handle (name_to_handle_at), which is how
+// bpftool and systemd turn ids into paths; the tests check both on the real
+// mount. Nothing else maps ids back, so the Resolver walks the tree under
+// the mount (FindMount: never assume /sys/fs/cgroup, hybrid hosts put cgroup2
+// at /sys/fs/cgroup/unified) and indexes every directory by inode. Kernfs
+// does not reuse ids, so an entry of a removed cgroup is stale but never
+// wrong, and goes at the next walk.
+//
+// The Resolver is bounded both ways, because ids come from the network's
+// sockets, not from us: at most MaxEntries ids are cached (containers and
+// pods first; Evicted counts the rest), and an unknown id starts a walk at
+// most once per MinRescan. Until then every unknown id is answered "not
+// found" at once, which is a negative cache that costs no memory, so a flood
+// of unknown ids costs one walk per period.
+//
+// # From path to workload
+//
+// ParsePath reads a path by its directory names alone, which works the same
+// on a cgroup v2 path and on the path part of a cgroup v1 line:
+//
+//	kubelet, cgroupfs driver   <any>/kubepods[/besteffort|/burstable]/pod<uid>/<id>
+//	                           (.../crio-<id> for CRI-O, .../crio-conmon-<id> is conmon)
+//	kubelet, systemd driver    <any>/kubepods.slice/kubepods-<qos>.slice/kubepods-<qos>-pod<uid_>.slice/
+//	                           cri-containerd-<id>.scope | crio-<id>.scope | docker-<id>.scope
+//	                           (nested kubelets prefix every slice: kubelet-kubepods-...)
+//	containerd, runc without   .../containerd.service/kubepods-<qos>-pod<uid_>.slice:cri-containerd:<id>
+//	its systemd driver
+//	docker                     /docker/<id>, <any>.slice/docker-<id>.scope
+//	podman                     <any>.slice/libpod-<id>.scope[/container], /libpod_parent/libpod-<id>
+//	containerd                 /<namespace>/<id>, <any>.slice/nerdctl-<id>.scope
+//
+// Guaranteed pods have no QoS level. The systemd driver writes a UID's
+// dashes as '_', which ParsePath undoes. A container below kubelet's
+// cgroupfs layout is a bare id whatever the runtime, so its Runtime is "cri".
+// Static pods have a 32-hex hash for UID, which the API shows only as their
+// mirror pod's kubernetes.io/config.hash annotation; their PodUID is "" and
+// the container id is what names them.
 package cgroup

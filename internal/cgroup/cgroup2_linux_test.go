@@ -1,0 +1,58 @@
+package cgroup
+
+import (
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// cgroup2 returns the real cgroup2 mount, or skips: these tests make and
+// remove cgroups, which takes root.
+func cgroup2(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create cgroups under the cgroup2 mount")
+	}
+	mount, err := FindMount()
+	if err != nil {
+		t.Skipf("no cgroup2 hierarchy: %v", err)
+	}
+	return mount
+}
+
+// cgroupID is the kernel's id of the cgroup at dir, the way bpftool and
+// systemd read it: a cgroup's file handle is its 8-byte id.
+func cgroupID(t *testing.T, dir string) uint64 {
+	t.Helper()
+	h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, dir, 0)
+	if err != nil {
+		t.Fatalf("name_to_handle_at %s: %v", dir, err)
+	}
+	if b := h.Bytes(); len(b) == 8 {
+		return binary.NativeEndian.Uint64(b)
+	}
+	t.Fatalf("file handle of %s: %d bytes, want 8", dir, h.Size())
+	return 0
+}
+
+// TestCgroupIDIsInode checks the fact the Resolver rests on: a cgroup's id
+// is its directory's inode number.
+func TestCgroupIDIsInode(t *testing.T) {
+	mount := cgroup2(t)
+	rel := uniqueTop() + "/idcheck"
+	mkdirs(t, mount, rel)
+	for _, dir := range []string{mount, filepath.Dir(filepath.Join(mount, rel)), filepath.Join(mount, rel)} {
+		if id, ino := cgroupID(t, dir), inode(t, dir); id != ino {
+			t.Errorf("%s: cgroup id %d, inode %d", dir, id, ino)
+		}
+	}
+}
+
+// TestResolverCgroup2 runs the Resolver on a kubelet-shaped tree under the
+// real cgroup2 mount, looking up the kernel's cgroup ids.
+func TestResolverCgroup2(t *testing.T) {
+	resolverTree(t, cgroup2(t), cgroupID)
+}
