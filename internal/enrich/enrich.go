@@ -1,0 +1,55 @@
+// Package enrich names what the kernel reports by number. On the observing
+// side of a record the socket's cgroup says which container and pod it
+// belongs to; every address says which pod, Service, node or outside host
+// it was when the connection began. It runs once per interval over the
+// records conntable emits, before the join:
+//
+//	conntable.Flush ─▶ Enricher.Records ─▶ join.Joiner.Join ─▶ ring, hub
+//	                     cgroup id ─▶ container id, pod UID   (Cgroups)
+//	                     address, pod UID, time ─▶ names       (Identities)
+package enrich
+
+import (
+	"time"
+
+	"github.com/flowlens/flowlens/internal/cgroup"
+	"github.com/flowlens/flowlens/internal/flow"
+)
+
+// Cgroups tells what a cgroup id stands for.
+type Cgroups interface {
+	Lookup(id uint64) (cgroup.Container, bool)
+}
+
+// Identities names an endpoint from its address, and on the observing side
+// from the pod and container its cgroup belongs to, as of time at.
+type Identities interface {
+	Resolve(ep *flow.Endpoint, podUID, containerID string, at time.Time)
+}
+
+// Enricher fills names on records in place. Either source may be nil: a
+// plain Linux host has cgroups but no cluster.
+type Enricher struct {
+	Cgroups    Cgroups
+	Identities Identities
+}
+
+// Records names both endpoints of every record.
+func (e Enricher) Records(recs []flow.Record) {
+	for i := range recs {
+		r := &recs[i]
+		e.endpoint(&r.Source, r.ConnStart)
+		e.endpoint(&r.Destination, r.ConnStart)
+	}
+}
+
+func (e Enricher) endpoint(ep *flow.Endpoint, at time.Time) {
+	var c cgroup.Container
+	if ep.CgroupID != 0 && e.Cgroups != nil {
+		c, _ = e.Cgroups.Lookup(ep.CgroupID)
+		ep.ContainerID = c.ContainerID
+	}
+	if e.Identities != nil {
+		e.Identities.Resolve(ep, c.PodUID, c.ContainerID, at)
+	}
+}
