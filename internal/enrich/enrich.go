@@ -6,6 +6,7 @@
 //
 //	conntable.Flush ─▶ Enricher.Records ─▶ join.Joiner.Join ─▶ ring, hub
 //	                     cgroup id ─▶ container id, pod UID   (Cgroups)
+//	                     else pid ─▶ its v1 cgroups ─▶ same   (Processes)
 //	                     address, pod UID, time ─▶ names       (Identities)
 package enrich
 
@@ -21,16 +22,24 @@ type Cgroups interface {
 	Lookup(id uint64) (cgroup.Container, bool)
 }
 
+// Processes tells which container a process runs in, from its cgroups in
+// every hierarchy. On cgroup v1 hosts kubelet's pod cgroups exist only in
+// the v1 hierarchies, and the v2 cgroup a socket carries names nothing.
+type Processes interface {
+	Lookup(pid uint32) (cgroup.Container, bool)
+}
+
 // Identities names an endpoint from its address, and on the observing side
 // from the pod and container its cgroup belongs to, as of time at.
 type Identities interface {
 	Resolve(ep *flow.Endpoint, podUID, containerID string, at time.Time)
 }
 
-// Enricher fills names on records in place. Either source may be nil: a
-// plain Linux host has cgroups but no cluster.
+// Enricher fills names on records in place. Any source may be nil: a plain
+// Linux host has cgroups but no cluster.
 type Enricher struct {
 	Cgroups    Cgroups
+	Processes  Processes
 	Identities Identities
 }
 
@@ -47,8 +56,13 @@ func (e Enricher) endpoint(ep *flow.Endpoint, at time.Time) {
 	var c cgroup.Container
 	if ep.CgroupID != 0 && e.Cgroups != nil {
 		c, _ = e.Cgroups.Lookup(ep.CgroupID)
-		ep.ContainerID = c.ContainerID
 	}
+	if c.PodUID == "" && ep.PID != 0 && e.Processes != nil {
+		if pc, ok := e.Processes.Lookup(ep.PID); ok && (pc.PodUID != "" || c.ContainerID == "") {
+			c = pc
+		}
+	}
+	ep.ContainerID = c.ContainerID
 	if e.Identities != nil {
 		e.Identities.Resolve(ep, c.PodUID, c.ContainerID, at)
 	}

@@ -13,6 +13,10 @@ type cgroupsFunc func(uint64) (cgroup.Container, bool)
 
 func (f cgroupsFunc) Lookup(id uint64) (cgroup.Container, bool) { return f(id) }
 
+type processesFunc func(uint32) (cgroup.Container, bool)
+
+func (f processesFunc) Lookup(pid uint32) (cgroup.Container, bool) { return f(pid) }
+
 type identitiesFunc func(*flow.Endpoint, string, string, time.Time)
 
 func (f identitiesFunc) Resolve(ep *flow.Endpoint, uid, cid string, at time.Time) {
@@ -58,5 +62,31 @@ func TestRecordsWithoutSources(t *testing.T) {
 	Enricher{}.Records(recs)
 	if recs[0].Source.ContainerID != "" {
 		t.Errorf("named without a source: %+v", recs[0].Source)
+	}
+}
+
+// On a cgroup v1 host the socket's v2 cgroup names nothing; the process's
+// v1 cgroups name the pod.
+func TestRecordsFallBackToTheProcess(t *testing.T) {
+	const id = "9d4f000000000000000000000000000000000000000000000000000000000000"
+	var gotUID string
+	e := Enricher{
+		Cgroups: cgroupsFunc(func(uint64) (cgroup.Container, bool) { return cgroup.Container{Path: "/"}, true }),
+		Processes: processesFunc(func(pid uint32) (cgroup.Container, bool) {
+			if pid != 7 {
+				t.Errorf("looked up pid %d", pid)
+			}
+			return cgroup.Container{PodUID: "uid-v1", ContainerID: id, Runtime: "cri"}, true
+		}),
+		Identities: identitiesFunc(func(ep *flow.Endpoint, uid, _ string, _ time.Time) {
+			if ep.PID == 7 {
+				gotUID = uid
+			}
+		}),
+	}
+	recs := []flow.Record{{Source: flow.Endpoint{CgroupID: 1, PID: 7}, Destination: flow.Endpoint{}}}
+	e.Records(recs)
+	if gotUID != "uid-v1" || recs[0].Source.ContainerID != id {
+		t.Fatalf("pod UID %q, container %q: want the process's", gotUID, recs[0].Source.ContainerID)
 	}
 }
