@@ -52,7 +52,50 @@ func TestCgroupIDIsInode(t *testing.T) {
 }
 
 // TestResolverCgroup2 runs the Resolver on a kubelet-shaped tree under the
-// real cgroup2 mount, looking up the kernel's cgroup ids.
+// real cgroup2 mount, looking up the kernel's cgroup ids: each is opened by
+// file handle, with no walk, and a cgroup made a moment ago is found at once.
 func TestResolverCgroup2(t *testing.T) {
-	resolverTree(t, cgroup2(t), cgroupID)
+	mount := cgroup2(t)
+	top := uniqueTop()
+	cgroupfs := top + "/kubepods/besteffort/pod" + uid + "/" + cid
+	systemd := top + "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + uidSD + ".slice/cri-containerd-" + cid2 + ".scope"
+	host := top + "/system/node-a"
+	mkdirs(t, mount, cgroupfs, systemd, host)
+
+	r := NewResolver(ResolverConfig{Mount: mount, MaxEntries: 2})
+	for _, tc := range []struct {
+		rel  string
+		want Container
+	}{
+		{cgroupfs, Container{Runtime: "cri", ContainerID: cid, PodUID: uid, QOS: "besteffort"}},
+		{systemd, Container{Runtime: "containerd", ContainerID: cid2, PodUID: uid, QOS: "burstable"}},
+		{host, Container{}},
+	} {
+		tc.want.Path = "/" + tc.rel
+		if got, ok := r.Lookup(cgroupID(t, filepath.Join(mount, tc.rel))); !ok || got != tc.want {
+			t.Errorf("Lookup(%s) = %+v, %v; want %+v", tc.rel, got, ok, tc.want)
+		}
+	}
+	if got, ok := r.Lookup(cgroupID(t, mount)); !ok || got.Path != "/" {
+		t.Errorf("Lookup(root) = %+v, %v", got, ok)
+	}
+	if s := r.Stats(); s.Handles != 4 || s.Rescans != 0 || s.Entries != 2 || s.Evicted != 2 || s.ScanErr != nil {
+		t.Errorf("stats %+v: want 4 ids by handle, no walk, 2 cached and 2 evicted", s)
+	}
+
+	// Made right after a lookup: a rate-limited walk would miss it.
+	fresh := top + "/kubepods/besteffort/pod" + uid + "/" + cid2
+	mkdirs(t, mount, fresh)
+	if got, ok := r.Lookup(cgroupID(t, filepath.Join(mount, fresh))); !ok || got.ContainerID != cid2 {
+		t.Errorf("fresh cgroup: %+v, %v", got, ok)
+	}
+
+	for i := range uint64(1000) {
+		if _, ok := r.Lookup(unknownID + i); ok {
+			t.Fatalf("unknown id %d found", unknownID+i)
+		}
+	}
+	if s := r.Stats(); s.Misses != 1000 || s.Rescans != 0 || s.Entries > 2 {
+		t.Errorf("stats %+v: want 1000 misses answered by the kernel, no walk, at most 2 cached", s)
+	}
 }

@@ -8,20 +8,23 @@
 //
 // The datapath reports a socket's cgroup v2 id (sk_cgrp_data.cgroup->kn->id).
 // That id is the inode number of the cgroup's directory in the cgroup2
-// filesystem, and also its file handle (name_to_handle_at), which is how
-// bpftool and systemd turn ids into paths; the tests check both on the real
-// mount. Nothing else maps ids back, so the Resolver walks the tree under
-// the mount (FindMount: never assume /sys/fs/cgroup, hybrid hosts put cgroup2
-// at /sys/fs/cgroup/unified) and indexes every directory by inode. Kernfs
-// does not reuse ids, so an entry of a removed cgroup is stale but never
-// wrong, and goes at the next walk.
+// filesystem, and also its kernfs file handle, which is how bpftool and
+// systemd turn ids into paths; the tests check both on the real mount. The
+// Resolver does the same: open_by_handle_at on the mount (FindMount: never
+// assume /sys/fs/cgroup, hybrid hosts put cgroup2 at
+// /sys/fs/cgroup/unified), then the fd's path, three system calls for an id
+// it has not seen, so a pod's first connection is named even if its cgroup
+// was made a millisecond before. Where the kernel refuses handles (no
+// CAP_DAC_READ_SEARCH) or the mount is not cgroup2, it walks the tree
+// instead and indexes every directory by inode. Kernfs does not reuse ids,
+// so an entry of a removed cgroup is stale but never wrong.
 //
 // The Resolver is bounded both ways, because ids come from the network's
-// sockets, not from us: at most MaxEntries ids are cached (containers and
-// pods first; Evicted counts the rest), and an unknown id starts a walk at
-// most once per MinRescan. Until then every unknown id is answered "not
-// found" at once, which is a negative cache that costs no memory, so a flood
-// of unknown ids costs one walk per period.
+// sockets, not from us: at most MaxEntries ids are cached (Evicted counts
+// what gave way), and when walking, an unknown id starts a walk at most once
+// per MinRescan. Until then every unknown id is answered "not found" at
+// once, which is a negative cache that costs no memory, so a flood of
+// unknown ids costs one walk per period.
 //
 // # From path to workload
 //

@@ -24,7 +24,8 @@ type ResolverStats struct {
 	Hits    uint64 // lookups answered
 	Misses  uint64 // lookups of ids not found, or not looked for while walks were rate limited
 	Rescans uint64 // tree walks
-	Evicted uint64 // cgroups walks found but did not cache, for want of room
+	Evicted uint64 // cgroups found but not cached, or dropped, for want of room
+	Handles uint64 // ids resolved by file handle, without a walk
 	ScanErr error  // the first problem of the last walk, nil if it had none
 }
 
@@ -33,6 +34,9 @@ type ResolverStats struct {
 // work by MinRescan, whatever ids it is asked about.
 type Resolver struct {
 	cfg ResolverConfig
+	// handles opens cgroups by id on a cgroup2 mount; nil elsewhere, or
+	// once the kernel refused it, and then the Resolver walks.
+	handles *handleOpener
 
 	mu       sync.Mutex
 	byID     map[uint64]Container
@@ -49,11 +53,14 @@ func NewResolver(cfg ResolverConfig) *Resolver {
 	if cfg.MinRescan <= 0 {
 		cfg.MinRescan = time.Second
 	}
-	return &Resolver{cfg: cfg, byID: make(map[uint64]Container)}
+	return &Resolver{cfg: cfg, byID: make(map[uint64]Container), handles: openHandles(cfg.Mount)}
 }
 
 // Lookup returns the Container of the cgroup with this id, and whether the
-// cgroup was found. An id it has not seen makes it walk the tree again, at
+// cgroup was found. On a cgroup2 mount an id it has not seen is opened by
+// file handle, which costs three system calls and finds a cgroup made a
+// moment ago. Elsewhere, or if the kernel refuses handles, an id it has not
+// seen makes it walk the tree again, at
 // most once per MinRescan: until the next walk is allowed every unknown id is
 // answered "not found" at once, so a flood of ids of short-lived or foreign
 // cgroups costs one walk per period, and no memory. Lookups during a walk
@@ -65,9 +72,47 @@ func (r *Resolver) Lookup(id uint64) (Container, bool) {
 		r.mu.Unlock()
 		return c, true
 	}
+	if h := r.handles; h != nil {
+		r.mu.Unlock()
+		path, err := h.path(id)
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		switch {
+		case err == nil:
+			c := ParsePath(path)
+			r.stats.Handles++
+			r.stats.Hits++
+			r.insert(id, c)
+			return c, true
+		case errors.Is(err, errHandlesRefused):
+			r.handles = nil
+			r.stats.ScanErr = err
+		default: // the cgroup is gone, or was never below this mount
+			r.stats.Misses++
+			return Container{}, false
+		}
+		return r.lookupByWalk(id)
+	}
+	defer r.mu.Unlock()
+	return r.lookupByWalk(id)
+}
+
+// insert caches one id, making room at random if the cache is full.
+func (r *Resolver) insert(id uint64, c Container) {
+	if len(r.byID) >= r.cfg.MaxEntries {
+		for other := range r.byID {
+			delete(r.byID, other)
+			r.stats.Evicted++
+			break
+		}
+	}
+	r.byID[id] = c
+}
+
+// lookupByWalk is Lookup without file handles; r.mu is held.
+func (r *Resolver) lookupByWalk(id uint64) (Container, bool) {
 	if r.walking || !r.lastWalk.IsZero() && time.Since(r.lastWalk) < r.cfg.MinRescan {
 		r.stats.Misses++
-		r.mu.Unlock()
 		return Container{}, false
 	}
 	r.walking, r.lastWalk = true, time.Now()
@@ -77,7 +122,6 @@ func (r *Resolver) Lookup(id uint64) (Container, bool) {
 	byID, evicted, err := walk(r.cfg.Mount, r.cfg.MaxEntries, id)
 
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.walking = false
 	if byID != nil {
 		r.byID = byID
