@@ -1,9 +1,15 @@
-// Package join pairs the two observations of a connection made through a
-// Service. The client's socket knows only the Service address it dialed:
-// kube-proxy's DNAT rewrote the destination after the socket chose it. The
-// server's socket knows the backend pod. Both see the same client address
-// and port (a ClusterIP DNAT leaves the source alone), so that pair is the
-// join key:
+// Package join pairs the two observations of a connection whose destination
+// address alone cannot name the workload behind it:
+//
+//   - a Service address: the client's socket knows only the ClusterIP (or
+//     node port) it dialed, because kube-proxy's DNAT rewrote the
+//     destination after the socket chose it;
+//   - a node address: host-network pods share it with the node and with
+//     each other.
+//
+// The server's socket knows the workload from its cgroup. Both sockets see
+// the same client address and port (DNAT leaves the source alone), so that
+// pair is the join key:
 //
 //	client record  10.244.1.10:43122 -> 10.96.0.20:80   (svc/api)
 //	server record  10.244.1.10:43122 -> 10.244.2.20:8080 (pod api-5c…)
@@ -28,8 +34,8 @@ import (
 
 // Config bounds the joiner. Zero values take the defaults.
 type Config struct {
-	// Hold is how many intervals a client record to a Service waits for
-	// its server side.
+	// Hold is how many intervals a client record to a Service or node
+	// address waits for its server side.
 	Hold int
 	// Remember is how many intervals a backend stays known after its last
 	// record while its connection is open; closed ones are kept for Hold+1.
@@ -52,7 +58,7 @@ func (c *Config) defaults() {
 
 // Stats counts what the joiner did.
 type Stats struct {
-	Matched   uint64 // client records given their backend
+	Matched   uint64 // client records given the workload behind their destination
 	Unmatched uint64 // released after Hold intervals without one
 	Dropped   uint64 // backends not indexed: MaxBackends reached
 	Backends  int    // backends indexed now
@@ -122,7 +128,7 @@ func (j *Joiner) Join(recs []flow.Record) []flow.Record {
 	clear(j.held[len(waiting):])
 	j.held = waiting
 	for _, r := range recs {
-		if throughService(&r) && !j.match(&r) {
+		if ambiguous(&r) && !j.match(&r) {
 			j.held = append(j.held, held{rec: r, until: j.tick + uint64(j.cfg.Hold)})
 			continue
 		}
@@ -136,10 +142,11 @@ func (j *Joiner) Join(recs []flow.Record) []flow.Record {
 	return out
 }
 
-// throughService says whether r is a client's view of a connection to a
-// Service address whose backend is not known yet.
-func throughService(r *flow.Record) bool {
-	return r.Observer == flow.RoleClient.String() && r.Destination.Kind == flow.KindService
+// ambiguous says whether r is a client's view of a connection whose
+// destination address does not name the workload behind it.
+func ambiguous(r *flow.Record) bool {
+	k := r.Destination.Kind
+	return r.Observer == flow.RoleClient.String() && (k == flow.KindService || k == flow.KindNode)
 }
 
 func (j *Joiner) learn(r *flow.Record) {
@@ -155,7 +162,7 @@ func (j *Joiner) learn(r *flow.Record) {
 	j.backends[k] = backend{ep: r.Destination, expires: j.tick + ttl}
 }
 
-// match names r's destination after the backend its connection reached,
+// match names r's destination after the workload its connection reached,
 // keeping the Service and the address the client dialed.
 func (j *Joiner) match(r *flow.Record) bool {
 	b, ok := j.backends[key{r.Protocol, netip.AddrPortFrom(r.Source.IP, r.Source.Port)}]

@@ -131,3 +131,17 @@ func TestPortReuseTakesTheNewBackend(t *testing.T) {
 		t.Fatalf("reused client port joined to %q, want api-2", out[0].Destination.Pod)
 	}
 }
+
+func TestHostNetworkPodBehindANodeAddress(t *testing.T) {
+	node := flow.Endpoint{IP: netip.MustParseAddr("172.30.0.11"), Port: 9100, Kind: flow.KindNode, NodeName: "a"}
+	agent := node
+	agent.Kind, agent.Namespace, agent.Pod, agent.HostNetwork = flow.KindPod, "infra", "node-agent-x", true
+	c := clientRec(1000, flow.VerdictClosed)
+	c.Destination = node
+	j := New(Config{})
+	out := j.Join([]flow.Record{c, serverRec(1000, flow.VerdictClosed, agent)})
+	d := out[0].Destination
+	if d.Pod != "node-agent-x" || !d.HostNetwork || d.Service != nil || d.NodeName != "a" {
+		t.Fatalf("joined destination %+v", d)
+	}
+}
