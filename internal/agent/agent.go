@@ -1,9 +1,9 @@
 // Package agent runs a node's data path: it reads socket end events and the
-// kernel's socket maps, feeds them to the connection table, names containers,
-// and hands each interval's flow records to a sink.
+// kernel's socket maps, feeds them to the connection table, and hands each
+// interval's flow records to a sink.
 //
 //	datapath.ReadEnd ──▶ conntable.EndTCP ┐
-//	every interval:                        ├─▶ Flush ─▶ enrich ─▶ sink (ring, hub)
+//	every interval:                        ├─▶ Flush ─▶ sink (names, join, ring)
 //	datapath.TCPSockets ─▶ SyncTCP         │
 //	datapath.UDPConversations ─▶ SyncUDP ──┘
 //
@@ -64,18 +64,12 @@ func (c *Config) Validate() error {
 // Sink receives each interval's records. It must not keep the slice.
 type Sink func([]flow.Record)
 
-// ContainerNamer names the container a cgroup belongs to ("" if none).
-type ContainerNamer interface {
-	ContainerID(cgroupID uint64) string
-}
-
 // Agent is one node's data path.
 type Agent struct {
 	cfg   Config
 	log   *slog.Logger
 	dp    *datapath.Datapath
 	table *conntable.Table
-	names ContainerNamer
 	sink  Sink
 
 	stats statCounters
@@ -101,8 +95,8 @@ type Stats struct {
 	Hooks                                []datapath.Hook
 }
 
-// New loads and attaches the data path. names may be nil.
-func New(cfg Config, log *slog.Logger, names ContainerNamer, sink Sink) (*Agent, error) {
+// New loads and attaches the data path.
+func New(cfg Config, log *slog.Logger, sink Sink) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -112,7 +106,7 @@ func New(cfg Config, log *slog.Logger, names ContainerNamer, sink Sink) (*Agent,
 	}
 	cfg.Table.Node = cfg.Node
 	cfg.Table.BootTime = time.Now().Add(-time.Duration(monotonicNow()))
-	a := &Agent{cfg: cfg, log: log, dp: dp, table: conntable.New(cfg.Table), names: names, sink: sink}
+	a := &Agent{cfg: cfg, log: log, dp: dp, table: conntable.New(cfg.Table), sink: sink}
 	for _, h := range dp.Hooks() {
 		log.Info("hook", "program", h.Program, "target", h.Target, "attached", h.Attached, "reason", h.Reason)
 	}
@@ -196,9 +190,7 @@ func (a *Agent) tick(socks []flow.TCPSocket, convs []flow.UDPConversation, start
 		a.stats.readErrors.Add(1)
 		a.log.Warn("release UDP conversations", "err", err)
 	}
-	recs := a.table.Flush(start, now)
-	a.enrich(recs)
-	a.sink(recs)
+	a.sink(a.table.Flush(start, now))
 	a.ticks(len(socks), len(convs))
 	return socks, convs
 }
@@ -218,20 +210,6 @@ func (a *Agent) ticks(tcp, udp int) {
 	a.mu.Unlock()
 	a.stats.ticks.Add(1)
 	a.ready.Store(true)
-}
-
-// enrich names the container of each observed endpoint from its cgroup.
-func (a *Agent) enrich(recs []flow.Record) {
-	if a.names == nil {
-		return
-	}
-	for i := range recs {
-		for _, ep := range []*flow.Endpoint{&recs[i].Source, &recs[i].Destination} {
-			if ep.CgroupID != 0 {
-				ep.ContainerID = a.names.ContainerID(ep.CgroupID)
-			}
-		}
-	}
 }
 
 func monotonicNow() uint64 {

@@ -8,7 +8,9 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -16,6 +18,11 @@ import (
 
 	"github.com/flowlens/flowlens/internal/agent"
 	"github.com/flowlens/flowlens/internal/cgroup"
+	"github.com/flowlens/flowlens/internal/enrich"
+	"github.com/flowlens/flowlens/internal/flow"
+	"github.com/flowlens/flowlens/internal/identity"
+	"github.com/flowlens/flowlens/internal/join"
+	"github.com/flowlens/flowlens/internal/k8smeta"
 	"github.com/flowlens/flowlens/internal/metrics"
 	"github.com/flowlens/flowlens/internal/ring"
 	"github.com/flowlens/flowlens/internal/server"
@@ -24,66 +31,118 @@ import (
 // DefaultListen is where `flowlens up` serves and `flowlens observe` asks.
 const DefaultListen = "127.0.0.1:4245"
 
+// upConfig is everything `flowlens up` is started with.
+type upConfig struct {
+	Agent    agent.Config
+	Kube     k8smeta.Config
+	Listen   string
+	RingSize int
+	// SyncWait bounds how long startup waits for the first list of
+	// Kubernetes objects, so early flows are named; past it flowlens runs
+	// on and names what it can.
+	SyncWait time.Duration
+}
+
 func newUpCmd(logger func() *slog.Logger) *cobra.Command {
-	cfg := agent.DefaultConfig()
-	listen := DefaultListen
-	ringSize := 1 << 16
+	cfg := upConfig{Agent: agent.DefaultConfig(), Listen: DefaultListen, RingSize: 1 << 16, SyncWait: 30 * time.Second}
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Watch every connection on this host and serve flows, metrics and health",
 		Long: `up runs the node agent and its API in one process: the embedded default for a
-single Linux host, no Kubernetes needed. It needs root (or CAP_BPF, CAP_PERFMON,
-CAP_NET_ADMIN and CAP_SYS_ADMIN) and a kernel with BTF.`,
+single Linux host, no Kubernetes needed. With a kubeconfig (--kubeconfig,
+$KUBECONFIG, or in-cluster) it names pods, workloads, Services and nodes too.
+It needs root (or CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_SYS_ADMIN) and a
+kernel with BTF.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log := logger()
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return runUp(ctx, log, cfg, listen, ringSize)
+			return runUp(ctx, logger(), cfg)
 		},
 	}
-	cfg.Flags(cmd.Flags())
-	cmd.Flags().StringVar(&listen, "listen", listen, "address of the HTTP API")
-	cmd.Flags().IntVar(&ringSize, "flow-buffer", ringSize, "flow records kept in memory for the API")
+	cfg.Agent.Flags(cmd.Flags())
+	cfg.Kube.Flags(cmd.Flags())
+	cmd.Flags().StringVar(&cfg.Listen, "listen", cfg.Listen, "address of the HTTP API")
+	cmd.Flags().IntVar(&cfg.RingSize, "flow-buffer", cfg.RingSize, "flow records kept in memory for the API")
+	cmd.Flags().DurationVar(&cfg.SyncWait, "k8s-sync-wait", cfg.SyncWait, "how long to wait at start for the first list of Kubernetes objects")
 	return cmd
 }
 
-func runUp(ctx context.Context, log *slog.Logger, cfg agent.Config, listen string, ringSize int) error {
+// publisher is the embedded hub's path from the agent to the API: name the
+// endpoints, join the two sides of Service connections, keep the records.
+// It runs in the agent's goroutine; the lock only guards the joiner against
+// metric scrapes.
+type publisher struct {
+	names enrich.Enricher
+	flows *ring.Ring
+	mu    sync.Mutex
+	join  *join.Joiner
+}
+
+func (p *publisher) publish(recs []flow.Record) {
+	p.names.Records(recs)
+	p.mu.Lock()
+	out := p.join.Join(recs)
+	p.mu.Unlock()
+	p.flows.Write(out)
+}
+
+func (p *publisher) joinStats() join.Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.join.Stats()
+}
+
+func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
 	if os.Geteuid() != 0 {
 		log.Warn("not running as root: loading eBPF programs will likely fail")
 	}
-	if cfg.Datapath.CgroupMount == "" {
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	defer ln.Close()
+
+	pub := &publisher{flows: ring.New(cfg.RingSize), join: join.New(join.Config{})}
+	reg := prometheus.NewRegistry()
+	names := metrics.NamesCollector{Join: pub.joinStats}
+	if cfg.Agent.Datapath.CgroupMount == "" {
 		mount, err := cgroup.FindMount()
 		if err != nil {
-			log.Warn("no cgroup2 mount: UDP and container ids will be missing", "err", err)
+			log.Warn("no cgroup2 mount: UDP, container and pod names will be missing", "err", err)
 		}
-		cfg.Datapath.CgroupMount = mount
+		cfg.Agent.Datapath.CgroupMount = mount
 	}
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", listen, err)
+	if mount := cfg.Agent.Datapath.CgroupMount; mount != "" {
+		cgroups := cgroup.NewResolver(cgroup.ResolverConfig{Mount: mount})
+		pub.names.Cgroups, names.Cgroups = cgroups, cgroups.Stats
 	}
-	flows := ring.New(ringSize)
-	a, err := agent.New(cfg, log, nil, flows.Write)
+	procs := cgroup.NewProcs(cgroup.ProcConfig{})
+	pub.names.Processes, names.Procs = procs, procs.Stats
+	var kube *k8smeta.Watcher
+	if cfg.Kube.Enabled() {
+		idx := identity.New(identity.Config{})
+		if kube, err = k8smeta.Start(ctx, cfg.Kube, idx, log); err != nil {
+			return fmt.Errorf("watch kubernetes: %w", err)
+		}
+		pub.names.Identities, names.Identity, names.Kube = idx, idx.Stats, kube.Status
+		waitForSync(ctx, kube, cfg.SyncWait, log)
+	}
+
+	a, err := agent.New(cfg.Agent, log, pub.publish)
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("start agent: %w", err)
 	}
-	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		metrics.AgentCollector{Agent: a},
-		metrics.RingCollector{Ring: flows},
+		metrics.RingCollector{Ring: pub.flows},
+		names,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: "flowlens"}),
 	)
-	ready := func() error {
-		if !a.Ready() {
-			return errors.New("agent has not completed its first interval")
-		}
-		return nil
-	}
-	srv := server.New(flows, reg, ready, log)
-	log.Info("flowlens up", "listen", ln.Addr().String(), "node", cfg.Node, "interval", cfg.Interval)
+	srv := server.New(pub.flows, reg, readiness(a, kube), log)
+	log.Info("flowlens up", "listen", ln.Addr().String(), "node", cfg.Agent.Node,
+		"interval", cfg.Agent.Interval, "kubernetes", kube != nil)
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ctx, ln) }()
@@ -91,4 +150,37 @@ func runUp(ctx context.Context, log *slog.Logger, cfg agent.Config, listen strin
 	stopErr := <-errc
 	log.Info("flowlens stopped: eBPF programs detached")
 	return errors.Join(runErr, stopErr)
+}
+
+func waitForSync(ctx context.Context, kube *k8smeta.Watcher, wait time.Duration, log *slog.Logger) {
+	sctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	start := time.Now()
+	if err := kube.WaitForSync(sctx); err != nil {
+		log.Warn("kubernetes metadata not synced yet: flows are named as objects arrive", "waited", wait, "err", err)
+		return
+	}
+	log.Info("kubernetes metadata synced", "took", time.Since(start).Round(time.Millisecond))
+}
+
+// readiness is ready once the agent completed an interval and, with
+// Kubernetes, while its metadata is fresh: stale names are served, but a
+// probe (and a person) should know.
+func readiness(a *agent.Agent, kube *k8smeta.Watcher) func() error {
+	return func() error {
+		if !a.Ready() {
+			return errors.New("agent has not completed its first interval")
+		}
+		if kube == nil {
+			return nil
+		}
+		switch s := kube.Status(); {
+		case !s.Synced:
+			return errors.New("kubernetes metadata not synced yet")
+		case s.Stale:
+			return fmt.Errorf("kubernetes metadata stale since %s: the API server cannot be reached, names are from the last known state",
+				s.StaleSince.UTC().Format(time.RFC3339))
+		}
+		return nil
+	}
 }
