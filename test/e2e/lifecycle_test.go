@@ -90,7 +90,7 @@ func TestNothingLeftAttachedAfterExit(t *testing.T) {
 // report no loss for the traffic of this suite.
 func TestMetricsExposition(t *testing.T) {
 	testutil.RequirePrivileged(t)
-	resp, err := http.Get("http://" + agentAPI + "/metrics")
+	resp, err := http.Get("http://" + string(shared) + "/metrics")
 	testutil.Must(t, err, "get /metrics")
 	defer resp.Body.Close()
 	problems, err := promlint.New(resp.Body).Lint()
@@ -100,7 +100,7 @@ func TestMetricsExposition(t *testing.T) {
 			t.Errorf("lint %s: %s", p.Metric, p.Text)
 		}
 	}
-	resp2, err := http.Get("http://" + agentAPI + "/metrics")
+	resp2, err := http.Get("http://" + string(shared) + "/metrics")
 	testutil.Must(t, err, "get /metrics")
 	defer resp2.Body.Close()
 	values := scrape(t, resp2)

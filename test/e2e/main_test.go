@@ -22,8 +22,11 @@ import (
 var (
 	flowlensBin string // built once for the package
 	peerBin     string
-	agentAPI    string // the shared `flowlens up` of this package
+	shared      api // the shared `flowlens up` of this package, with no cluster
 )
+
+// api is the address of a running flowlens' HTTP API.
+type api string
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -51,7 +54,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	agentAPI = addr
+	shared = api(addr)
 	code := m.Run()
 	_ = agent.Process.Signal(syscall.SIGTERM)
 	if err := agent.Wait(); err != nil {
@@ -91,10 +94,10 @@ func startAgent(extra ...string) (*exec.Cmd, string, error) {
 	return nil, "", fmt.Errorf("flowlens up at %s not ready within 30s", addr)
 }
 
-// flows asks the shared agent for every record it holds that matches query.
-func flows(t testing.TB, query string) []flow.Record {
+// flows asks the agent for every record it holds that matches query.
+func (a api) flows(t testing.TB, query string) []flow.Record {
 	t.Helper()
-	resp, err := http.Get("http://" + agentAPI + "/api/v1/flows?" + query)
+	resp, err := http.Get("http://" + string(a) + "/api/v1/flows?" + query)
 	if err != nil {
 		t.Fatalf("get flows: %v", err)
 	}
@@ -144,13 +147,13 @@ func sum(recs []flow.Record) totals {
 // settled waits until the records matching query stop changing for two
 // intervals and done says they are complete, then returns them. The caller
 // asserts exact values on the result: a count that overshoots fails there.
-func settled(t testing.TB, query string, done func(totals) bool) []flow.Record {
+func (a api) settled(t testing.TB, query string, done func(totals) bool) []flow.Record {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	var prev totals
 	stable := 0
 	for {
-		recs := flows(t, query)
+		recs := a.flows(t, query)
 		cur := sum(recs)
 		if cur == prev && done(cur) {
 			if stable++; stable >= 2 {
