@@ -76,15 +76,17 @@ type publisher struct {
 	names enrich.Enricher
 	flows *ring.Ring
 	mu    sync.Mutex
-	join  *join.Joiner
+	join  *join.Joiner // nil without cluster identity: no address is ambiguous
 }
 
 func (p *publisher) publish(recs []flow.Record) {
 	p.names.Records(recs)
-	p.mu.Lock()
-	out := p.join.Join(recs)
-	p.mu.Unlock()
-	p.flows.Write(out)
+	if p.join != nil {
+		p.mu.Lock()
+		recs = p.join.Join(recs)
+		p.mu.Unlock()
+	}
+	p.flows.Write(recs)
 }
 
 func (p *publisher) joinStats() join.Stats {
@@ -103,9 +105,9 @@ func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
 	}
 	defer ln.Close()
 
-	pub := &publisher{flows: ring.New(cfg.RingSize), join: join.New(join.Config{})}
+	pub := &publisher{flows: ring.New(cfg.RingSize)}
 	reg := prometheus.NewRegistry()
-	names := metrics.NamesCollector{Join: pub.joinStats}
+	var names metrics.NamesCollector
 	if cfg.Agent.Datapath.CgroupMount == "" {
 		mount, err := cgroup.FindMount()
 		if err != nil {
@@ -126,6 +128,7 @@ func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
 			return fmt.Errorf("watch kubernetes: %w", err)
 		}
 		pub.names.Identities, names.Identity, names.Kube = idx, idx.Stats, kube.Status
+		pub.join, names.Join = join.New(join.Config{}), pub.joinStats
 		waitForSync(ctx, kube, cfg.SyncWait, log)
 	}
 
