@@ -147,8 +147,12 @@ static __always_inline void snapshot_tcp(const struct sock *sk, struct tcp_state
 	st->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
 }
 
+/* track starts tracking a socket. A full map is counted only when opened
+ * is set, at the one moment each socket is first seen (connect, accept):
+ * the later retries (an established connect the agent missed, the first
+ * I/O of an untracked socket) would count the same socket again. */
 static __always_inline struct tcp_state *track(const struct sock *sk, __u8 role,
-					       const struct owner *o, __u8 source)
+					       const struct owner *o, __u8 source, int opened)
 {
 	__u64 key = (__u64)sk;
 	struct tcp_state st = {};
@@ -162,7 +166,8 @@ static __always_inline struct tcp_state *track(const struct sock *sk, __u8 role,
 	st.tuple.protocol = IPPROTO_TCP;
 	read_tuple(sk, &st.tuple);
 	if (bpf_map_update_elem(&tcp_socks, &key, &st, BPF_ANY)) {
-		count(CNT_TCP_MAP_FULL);
+		if (opened)
+			count(CNT_TCP_MAP_FULL);
 		return NULL;
 	}
 	return bpf_map_lookup_elem(&tcp_socks, &key);
@@ -283,19 +288,19 @@ int BPF_PROG(on_set_state, const struct sock *sk, const int oldstate, const int 
 		/* connect() again on a socket whose last connect failed. */
 		finish(sk);
 		owner_current(sk, &o);
-		track(sk, ROLE_CLIENT, &o, OWNER_SELF);
+		track(sk, ROLE_CLIENT, &o, OWNER_SELF, 1);
 		return 0;
 	case TCP_ESTABLISHED:
 		if (oldstate == TCP_SYN_SENT) {
 			st = bpf_map_lookup_elem(&tcp_socks, &key);
 			/* A connect that began before the agent: owner is filled on first I/O. */
 			if (!st)
-				st = track(sk, ROLE_CLIENT, NULL, OWNER_NONE);
+				st = track(sk, ROLE_CLIENT, NULL, OWNER_NONE, 0);
 		} else if (oldstate == TCP_SYN_RECV) {
 			l = listener_of(sk);
 			if (l && self_pid && l->pid == self_pid)
 				return 0;
-			st = track(sk, ROLE_SERVER, l, l ? OWNER_LISTENER : OWNER_NONE);
+			st = track(sk, ROLE_SERVER, l, l ? OWNER_LISTENER : OWNER_NONE, 1);
 		} else {
 			return 0;
 		}
@@ -335,7 +340,7 @@ static __always_inline struct tcp_state *adopt(const struct sock *sk)
 	if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_ESTABLISHED)
 		return NULL;
 	owner_current(sk, &o);
-	st = track(sk, listener_of(sk) ? ROLE_SERVER : ROLE_CLIENT, &o, OWNER_SELF);
+	st = track(sk, listener_of(sk) ? ROLE_SERVER : ROLE_CLIENT, &o, OWNER_SELF, 0);
 	if (st)
 		st->established = 1;
 	return st;

@@ -108,7 +108,7 @@ struct listener_key {
  * record something bumps one, so userspace exports what was lost and where. */
 enum counter {
 	CNT_RINGBUF_FULL = 0, /* close/fail event not delivered */
-	CNT_TCP_MAP_FULL,     /* socket not tracked: tcp_socks full */
+	CNT_TCP_MAP_FULL,     /* socket opened (connect, accept) but not tracked: tcp_socks full */
 	CNT_UDP_MAP_FULL,     /* datagram not counted: udp_flows full */
 	CNT_LISTENER_MAP_FULL,
 	CNT_UDP_UNPARSED,     /* IPv6 extension headers or truncated packets */
