@@ -92,6 +92,8 @@ func (s *Server) flows(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	enc := json.NewEncoder(w)
 
+	// All matches stream out chunk by chunk; only ?last=N keeps a window,
+	// of at most N plus one chunk, so a request never copies the ring.
 	next := s.ring.Next() - uint64(s.ring.Len())
 	var window []flow.Record
 	buf := make([]flow.Record, 0, chunk)
@@ -99,7 +101,13 @@ func (s *Server) flows(w http.ResponseWriter, r *http.Request) {
 		var recs []flow.Record
 		recs, next, _ = s.ring.ReadFrom(next, chunk, buf[:0])
 		for i := range recs {
-			if match(&recs[i]) {
+			switch {
+			case !match(&recs[i]):
+			case last < 0:
+				if err := enc.Encode(&recs[i]); err != nil {
+					return
+				}
+			default:
 				window = append(window, recs[i])
 			}
 		}
