@@ -72,9 +72,9 @@ func TestTCPConnectionsBothSides(t *testing.T) {
 			}
 
 			wantClient := func(s totals) bool { return s.opened >= n && s.closed >= n }
-			cq := fmt.Sprintf("observer=client&from-netns=%d&to-port=8080", p.B.Inode)
+			cq := fmt.Sprintf("observer=client&from-netns=%d&to-ip=%s&to-port=8080", p.B.Inode, p.AddrA)
 			crecs := shared.settled(t, cq, wantClient)
-			sq := fmt.Sprintf("observer=server&to-netns=%d&to-port=8080", p.A.Inode)
+			sq := fmt.Sprintf("observer=server&to-netns=%d&to-ip=%s&to-port=8080", p.A.Inode, p.AddrA)
 			srecs := shared.settled(t, sq, wantClient)
 
 			for side, recs := range map[string][]flow.Record{"client": crecs, "server": srecs} {
@@ -122,7 +122,7 @@ func TestFailedConnects(t *testing.T) {
 		if res.Refused != n {
 			t.Fatalf("client saw %+v, want %d refused", res, n)
 		}
-		recs := shared.settled(t, fmt.Sprintf("from-netns=%d&to-port=8089", p.B.Inode), func(s totals) bool { return s.refused >= n })
+		recs := shared.settled(t, fmt.Sprintf("from-netns=%d&to-ip=%s&to-port=8089", p.B.Inode, p.AddrA), func(s totals) bool { return s.refused >= n })
 		s := sum(recs)
 		if s.refused != n || s.timedOut != 0 || s.opened != 0 || s.closed != 0 {
 			t.Errorf("refused=%d timeout=%d opened=%d closed=%d, want %d 0 0 0", s.refused, s.timedOut, s.opened, s.closed, n)
@@ -146,7 +146,7 @@ func TestFailedConnects(t *testing.T) {
 		if res.TimedOut != n {
 			t.Fatalf("client saw %+v, want %d timed out", res, n)
 		}
-		recs := shared.settled(t, fmt.Sprintf("from-netns=%d&to-port=8090", p.B.Inode), func(s totals) bool { return s.timedOut >= n })
+		recs := shared.settled(t, fmt.Sprintf("from-netns=%d&to-ip=%s&to-port=8090", p.B.Inode, p.AddrA), func(s totals) bool { return s.timedOut >= n })
 		s := sum(recs)
 		if s.timedOut != n || s.refused != 0 || s.opened != 0 {
 			t.Errorf("timeout=%d refused=%d opened=%d, want %d 0 0", s.timedOut, s.refused, s.opened, n)
@@ -173,7 +173,7 @@ func TestLongLivedConnectionReportsEveryInterval(t *testing.T) {
 	if sres.BytesIn != cres.BytesOut || cres.BytesOut == 0 {
 		t.Fatalf("stream: client sent %d, server read %d", cres.BytesOut, sres.BytesIn)
 	}
-	q := fmt.Sprintf("observer=client&from-netns=%d&to-port=8081", p.B.Inode)
+	q := fmt.Sprintf("observer=client&from-netns=%d&to-ip=%s&to-port=8081", p.B.Inode, p.AddrA)
 	recs := shared.settled(t, q, func(s totals) bool { return s.closed == 1 })
 	s := sum(recs)
 	if s.opened != 1 || s.closed != 1 || s.bytesToDst != uint64(cres.BytesOut) {
@@ -216,8 +216,8 @@ func TestUDPDNSExchange(t *testing.T) {
 	want := func(s totals) bool {
 		return int64(s.datagramsToDst) >= sres.DatagramsIn && int64(s.datagramsToSrc) >= sres.DatagramsOut
 	}
-	crecs := shared.settled(t, fmt.Sprintf("protocol=udp&observer=client&from-netns=%d&to-port=53", p.B.Inode), want)
-	srecs := shared.settled(t, fmt.Sprintf("protocol=udp&observer=server&to-netns=%d&to-port=53", p.A.Inode), want)
+	crecs := shared.settled(t, fmt.Sprintf("protocol=udp&observer=client&from-netns=%d&to-ip=%s&to-port=53", p.B.Inode, p.AddrA), want)
+	srecs := shared.settled(t, fmt.Sprintf("protocol=udp&observer=server&to-netns=%d&to-ip=%s&to-port=53", p.A.Inode, p.AddrA), want)
 	for side, recs := range map[string][]flow.Record{"client": crecs, "server": srecs} {
 		s := sum(recs)
 		if int64(s.datagramsToDst) != sres.DatagramsIn || int64(s.bytesToDst) != sres.BytesIn ||
