@@ -56,26 +56,9 @@ func TestCgroupIDIsInode(t *testing.T) {
 // file handle, with no walk, and a cgroup made a moment ago is found at once.
 func TestResolverCgroup2(t *testing.T) {
 	mount := cgroup2(t)
-	top := uniqueTop()
-	cgroupfs := top + "/kubepods/besteffort/pod" + uid + "/" + cid
-	systemd := top + "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + uidSD + ".slice/cri-containerd-" + cid2 + ".scope"
-	host := top + "/system/node-a"
-	mkdirs(t, mount, cgroupfs, systemd, host)
-
+	k := newKubeletTree(t, mount)
 	r := NewResolver(ResolverConfig{Mount: mount, MaxEntries: 2})
-	for _, tc := range []struct {
-		rel  string
-		want Container
-	}{
-		{cgroupfs, Container{Runtime: "cri", ContainerID: cid, PodUID: uid, QOS: "besteffort"}},
-		{systemd, Container{Runtime: "containerd", ContainerID: cid2, PodUID: uid, QOS: "burstable"}},
-		{host, Container{}},
-	} {
-		tc.want.Path = "/" + tc.rel
-		if got, ok := r.Lookup(cgroupID(t, filepath.Join(mount, tc.rel))); !ok || got != tc.want {
-			t.Errorf("Lookup(%s) = %+v, %v; want %+v", tc.rel, got, ok, tc.want)
-		}
-	}
+	k.checkLookups(t, r, mount, cgroupID)
 	if got, ok := r.Lookup(cgroupID(t, mount)); !ok || got.Path != "/" {
 		t.Errorf("Lookup(root) = %+v, %v", got, ok)
 	}
@@ -84,7 +67,7 @@ func TestResolverCgroup2(t *testing.T) {
 	}
 
 	// Made right after a lookup: a rate-limited walk would miss it.
-	fresh := top + "/kubepods/besteffort/pod" + uid + "/" + cid2
+	fresh := k.top + "/kubepods/besteffort/pod" + uid + "/" + cid2
 	mkdirs(t, mount, fresh)
 	if got, ok := r.Lookup(cgroupID(t, filepath.Join(mount, fresh))); !ok || got.ContainerID != cid2 {
 		t.Errorf("fresh cgroup: %+v, %v", got, ok)

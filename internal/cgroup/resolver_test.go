@@ -53,31 +53,52 @@ func inode(t *testing.T, dir string) uint64 {
 
 func uniqueTop() string { return fmt.Sprintf("flcg%08x-kubelet", rand.Uint32()) }
 
-// resolverTree is a kubelet-shaped tree below top, with one container of
-// each driver, in a temporary directory or under the real cgroup2 mount.
-func resolverTree(t *testing.T, mount string, id func(*testing.T, string) uint64) {
+// kubeletTree makes a kubelet-shaped tree below a fresh top directory, with
+// one container of each driver and a plain host cgroup, in a temporary
+// directory or under the real cgroup2 mount.
+type kubeletTree struct{ top, cgroupfs, systemd, host string }
+
+func newKubeletTree(t *testing.T, mount string) kubeletTree {
 	top := uniqueTop()
-	cgroupfs := top + "/kubepods/besteffort/pod" + uid + "/" + cid
-	systemd := top + "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + uidSD + ".slice/cri-containerd-" + cid2 + ".scope"
-	host := top + "/system/node-a"
-	mkdirs(t, mount, cgroupfs, systemd, host)
+	k := kubeletTree{top: top,
+		cgroupfs: top + "/kubepods/besteffort/pod" + uid + "/" + cid,
+		systemd:  top + "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + uidSD + ".slice/cri-containerd-" + cid2 + ".scope",
+		host:     top + "/system/node-a",
+	}
+	mkdirs(t, mount, k.cgroupfs, k.systemd, k.host)
+	return k
+}
+
+// checkLookups looks up the tree's three cgroups by id and checks what r
+// names them.
+func (k kubeletTree) checkLookups(t *testing.T, r *Resolver, mount string, id func(*testing.T, string) uint64) {
+	t.Helper()
+	for _, tc := range []struct {
+		rel  string
+		want Container
+	}{
+		{k.cgroupfs, Container{Runtime: "cri", ContainerID: cid, PodUID: uid, QOS: "besteffort"}},
+		{k.systemd, Container{Runtime: "containerd", ContainerID: cid2, PodUID: uid, QOS: "burstable"}},
+		{k.host, Container{}},
+	} {
+		tc.want.Path = "/" + tc.rel
+		if got, ok := r.Lookup(id(t, filepath.Join(mount, tc.rel))); !ok || got != tc.want {
+			t.Errorf("Lookup(%s) = %+v, %v; want %+v", tc.rel, got, ok, tc.want)
+		}
+	}
+}
+
+// TestResolver walks a tree of plain directories (no cgroup2 mount, so no
+// file handles), where cgroup ids are inodes.
+func TestResolver(t *testing.T) {
+	mount := t.TempDir()
+	id := inode
+	k := newKubeletTree(t, mount)
+	cgroupfs, host := k.cgroupfs, k.host
 
 	t.Run("lookup", func(t *testing.T) {
 		r := NewResolver(ResolverConfig{Mount: mount})
-		for _, tc := range []struct {
-			rel  string
-			want Container
-		}{
-			{cgroupfs, Container{Runtime: "cri", ContainerID: cid, PodUID: uid, QOS: "besteffort"}},
-			{systemd, Container{Runtime: "containerd", ContainerID: cid2, PodUID: uid, QOS: "burstable"}},
-			{host, Container{}},
-		} {
-			tc.want.Path = "/" + tc.rel
-			got, ok := r.Lookup(id(t, filepath.Join(mount, tc.rel)))
-			if !ok || got != tc.want {
-				t.Errorf("Lookup(%s) = %+v, %v; want %+v", tc.rel, got, ok, tc.want)
-			}
-		}
+		k.checkLookups(t, r, mount, id)
 		if got := r.ContainerID(id(t, filepath.Join(mount, cgroupfs))); got != cid {
 			t.Errorf("ContainerID = %q, want %q", got, cid)
 		}
@@ -110,10 +131,6 @@ func resolverTree(t *testing.T, mount string, id func(*testing.T, string) uint64
 			t.Errorf("stats %+v: want 1-2 walks for 1000 misses", s)
 		}
 	})
-}
-
-func TestResolver(t *testing.T) {
-	resolverTree(t, t.TempDir(), inode)
 }
 
 // TestResolverPrefersWorkloads checks what a full walk keeps: the id looked

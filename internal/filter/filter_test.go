@@ -9,6 +9,23 @@ import (
 	"github.com/flowlens/flowlens/internal/flow"
 )
 
+// selected returns the indexes of the records the query selects.
+func selected(t *testing.T, recs []flow.Record, query string) []int {
+	t.Helper()
+	q, _ := url.ParseQuery(query)
+	f, err := Parse(q)
+	if err != nil {
+		t.Fatalf("%q: %v", query, err)
+	}
+	var got []int
+	for i := range recs {
+		if f(&recs[i]) {
+			got = append(got, i)
+		}
+	}
+	return got
+}
+
 func TestParse(t *testing.T) {
 	recs := []flow.Record{
 		{Protocol: flow.TCP, Verdict: flow.VerdictClosed,
@@ -41,25 +58,8 @@ func TestParse(t *testing.T) {
 		{"from-netns=5", []int{0}},
 		{"last=3&follow=1", []int{0, 1, 2}}, // not filters: ignored
 	} {
-		q, _ := url.ParseQuery(tc.query)
-		f, err := Parse(q)
-		if err != nil {
-			t.Fatalf("%q: %v", tc.query, err)
-		}
-		var got []int
-		for i := range recs {
-			if f(&recs[i]) {
-				got = append(got, i)
-			}
-		}
-		if len(got) != len(tc.want) {
+		if got := selected(t, recs, tc.query); fmt.Sprint(got) != fmt.Sprint(tc.want) {
 			t.Errorf("%q selected %v, want %v", tc.query, got, tc.want)
-			continue
-		}
-		for i := range got {
-			if got[i] != tc.want[i] {
-				t.Errorf("%q selected %v, want %v", tc.query, got, tc.want)
-			}
 		}
 	}
 }
@@ -116,18 +116,7 @@ func TestParseKubernetes(t *testing.T) {
 		{"to-kind=world", []int{2}},
 		{"from-kind=pod&to-kind=pod", []int{0, 1}},
 	} {
-		q, _ := url.ParseQuery(tc.query)
-		f, err := Parse(q)
-		if err != nil {
-			t.Fatalf("%q: %v", tc.query, err)
-		}
-		var got []int
-		for i := range recs {
-			if f(&recs[i]) {
-				got = append(got, i)
-			}
-		}
-		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+		if got := selected(t, recs, tc.query); fmt.Sprint(got) != fmt.Sprint(tc.want) {
 			t.Errorf("%q selected %v, want %v", tc.query, got, tc.want)
 		}
 	}

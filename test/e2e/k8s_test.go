@@ -75,6 +75,42 @@ func newKubeCluster(t *testing.T, flags ...string) *kubeCluster {
 	return k
 }
 
+// apiService is Deployment "api" with one replica per node, each serving
+// on 8080, behind a round-robin ClusterIP Service "api" on port 80.
+type apiService struct {
+	pods    [2]*cluster.Pod
+	servers [2]*testutil.Process
+}
+
+// runAPIService starts it in namespace ns; the second replica's cgroup
+// follows opts (e.g. the systemd driver).
+func (k *kubeCluster) runAPIService(t *testing.T, ns string, vip netip.Addr, opts cluster.PodOptions) apiService {
+	t.Helper()
+	c := k.cp.Client
+	_, rs := cluster.CreateDeployment(t, c, ns, "api", map[string]string{"app": "api"})
+	var a apiService
+	a.pods[0] = k.a.RunPod(t, c, cluster.PodObject(ns, rs.Name+"-a1b2c", map[string]string{"app": "api"}, rs),
+		netip.MustParseAddr("10.247.1.21"), cluster.PodOptions{})
+	a.pods[1] = k.b.RunPod(t, c, cluster.PodObject(ns, rs.Name+"-d3e4f", map[string]string{"app": "api"}, rs),
+		netip.MustParseAddr("10.247.2.22"), opts)
+	k.net.RunService(t, c, cluster.ServiceSpec{Namespace: ns, Name: "api", ClusterIP: vip, Port: 80, TargetPort: 8080,
+		Mode: cluster.RoundRobin, Backends: a.pods[:], Selector: map[string]string{"app": "api"}})
+	for i, p := range a.pods {
+		a.servers[i] = serve(t, p, "0.0.0.0:8080")
+	}
+	return a
+}
+
+// stop stops both servers and returns the connections each accepted, by pod name.
+func (a apiService) stop(t *testing.T) map[string]uint32 {
+	t.Helper()
+	m := map[string]uint32{}
+	for i, s := range a.servers {
+		m[a.pods[i].Name] = uint32(stopServer(t, s).Connections)
+	}
+	return m
+}
+
 // serve runs `peer tcp-serve` in a pod and waits until it listens.
 func serve(t *testing.T, p *cluster.Pod, listen string) *testutil.Process {
 	t.Helper()
@@ -139,31 +175,24 @@ func TestKubernetesServiceBackends(t *testing.T) {
 	shop := cluster.CreateNamespace(t, c, "shop")
 	backend := cluster.CreateNamespace(t, c, "backend")
 	_, clientRS := cluster.CreateDeployment(t, c, shop, "client", map[string]string{"app": "client"})
-	_, apiRS := cluster.CreateDeployment(t, c, backend, "api", map[string]string{"app": "api"})
 	_, dbRS := cluster.CreateDeployment(t, c, backend, "db", map[string]string{"app": "db"})
-
 	client := k.a.RunPod(t, c, cluster.PodObject(shop, clientRS.Name+"-x7k2p", map[string]string{"app": "client"}, clientRS),
 		netip.MustParseAddr("10.247.1.10"), cluster.PodOptions{})
-	api1 := k.a.RunPod(t, c, cluster.PodObject(backend, apiRS.Name+"-a1b2c", map[string]string{"app": "api"}, apiRS),
-		netip.MustParseAddr("10.247.1.21"), cluster.PodOptions{})
-	// The other replica, on the other node, under kubelet's systemd driver.
-	api2 := k.b.RunPod(t, c, cluster.PodObject(backend, apiRS.Name+"-d3e4f", map[string]string{"app": "api"}, apiRS),
-		netip.MustParseAddr("10.247.2.22"), cluster.PodOptions{CgroupDriver: cluster.Systemd})
 	db := k.b.RunPod(t, c, cluster.PodObject(backend, dbRS.Name+"-g5h6i", map[string]string{"app": "db"}, dbRS),
 		netip.MustParseAddr("10.247.2.30"), cluster.PodOptions{})
+	sdb := serve(t, db, "0.0.0.0:5432")
+	// The second replica runs under kubelet's systemd driver.
 	vip := netip.MustParseAddr("10.96.7.50")
-	k.net.RunService(t, c, cluster.ServiceSpec{Namespace: backend, Name: "api", ClusterIP: vip, Port: 80, TargetPort: 8080,
-		Mode: cluster.RoundRobin, Backends: []*cluster.Pod{api1, api2}, Selector: map[string]string{"app": "api"}})
+	api := k.runAPIService(t, backend, vip, cluster.PodOptions{CgroupDriver: cluster.Systemd})
+	api1, api2 := api.pods[0], api.pods[1]
 
-	s1, s2, sdb := serve(t, api1, "0.0.0.0:8080"), serve(t, api2, "0.0.0.0:8080"), serve(t, db, "0.0.0.0:5432")
 	const viaService, direct = 20, 5
 	connect(t, client, "10.96.7.50:80", viaService)
 	connect(t, client, "10.247.2.30:5432", direct)
-	r1, r2, rdb := stopServer(t, s1), stopServer(t, s2), stopServer(t, sdb)
-	if r1.Connections+r2.Connections != viaService || r1.Connections == 0 || r2.Connections == 0 || rdb.Connections != direct {
-		t.Fatalf("traffic itself was not as planned: backends %d+%d, db %d", r1.Connections, r2.Connections, rdb.Connections)
+	want, rdb := api.stop(t), stopServer(t, sdb)
+	if want[api1.Name]+want[api2.Name] != viaService || want[api1.Name] == 0 || want[api2.Name] == 0 || rdb.Connections != direct {
+		t.Fatalf("traffic itself was not as planned: backends %v, db %d", want, rdb.Connections)
 	}
-	want := map[string]uint32{api1.Name: uint32(r1.Connections), api2.Name: uint32(r2.Connections)}
 
 	// Client side: the socket knows only the ClusterIP; the backend comes
 	// from the join with the server side.
@@ -373,16 +402,9 @@ func TestKubernetesAPIServerOutage(t *testing.T) {
 	c := k.cp.Client
 	ns := cluster.CreateNamespace(t, c, "outage")
 	_, clientRS := cluster.CreateDeployment(t, c, ns, "client", map[string]string{"app": "client"})
-	_, apiRS := cluster.CreateDeployment(t, c, ns, "api", map[string]string{"app": "api"})
 	client := k.a.RunPod(t, c, cluster.PodObject(ns, clientRS.Name+"-c1c1c", map[string]string{"app": "client"}, clientRS),
 		netip.MustParseAddr("10.247.1.10"), cluster.PodOptions{})
-	api1 := k.a.RunPod(t, c, cluster.PodObject(ns, apiRS.Name+"-a1a1a", map[string]string{"app": "api"}, apiRS),
-		netip.MustParseAddr("10.247.1.21"), cluster.PodOptions{})
-	api2 := k.b.RunPod(t, c, cluster.PodObject(ns, apiRS.Name+"-b2b2b", map[string]string{"app": "api"}, apiRS),
-		netip.MustParseAddr("10.247.2.22"), cluster.PodOptions{})
-	k.net.RunService(t, c, cluster.ServiceSpec{Namespace: ns, Name: "api", ClusterIP: netip.MustParseAddr("10.96.7.60"), Port: 80,
-		TargetPort: 8080, Mode: cluster.RoundRobin, Backends: []*cluster.Pod{api1, api2}})
-	s1, s2 := serve(t, api1, "0.0.0.0:8080"), serve(t, api2, "0.0.0.0:8080")
+	api := k.runAPIService(t, ns, netip.MustParseAddr("10.96.7.60"), cluster.PodOptions{})
 
 	// 64 connections over ~16 s, around a 10 s outage.
 	const n = 64
@@ -422,15 +444,14 @@ func TestKubernetesAPIServerOutage(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("load: %v", err)
 	}
-	r1, r2 := stopServer(t, s1), stopServer(t, s2)
-	if r1.Connections+r2.Connections != n {
-		t.Fatalf("backends accepted %d+%d, want %d", r1.Connections, r2.Connections, n)
+	want := api.stop(t)
+	if total := want[api.pods[0].Name] + want[api.pods[1].Name]; total != n {
+		t.Fatalf("backends accepted %v, want %d in all", want, n)
 	}
 
 	crecs := k.flowlens.settled(t, q("observer", "client", "from-pod", ns+"/"+client.Name, "to-service", ns+"/api"), opened(n))
-	want := fmt.Sprint(map[string]uint32{api1.Name: uint32(r1.Connections), api2.Name: uint32(r2.Connections)})
-	if got := openedBy(crecs, dstPod); fmt.Sprint(got) != want {
-		t.Errorf("connections per backend across the outage %v, want %s", got, want)
+	if got := openedBy(crecs, dstPod); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("connections per backend across the outage %v, want %v", got, want)
 	}
 	for _, r := range crecs {
 		if r.Source.Workload == nil || r.Source.Workload.Name != "client" {
