@@ -8,8 +8,10 @@
 //     each other.
 //
 // The server's socket knows the workload from its cgroup. Both sockets see
-// the same client address and port (DNAT leaves the source alone), so that
-// pair is the join key:
+// the same client address and port (DNAT leaves the source alone), and both
+// began within a round trip of each other, so that pair and the connection
+// start are the join key (a client port may serve two connections at once,
+// to different destinations, and is reused later):
 //
 //	client record  10.244.1.10:43122 -> 10.96.0.20:80   (svc/api)
 //	server record  10.244.1.10:43122 -> 10.244.2.20:8080 (pod api-5c…)
@@ -28,6 +30,8 @@ package join
 
 import (
 	"net/netip"
+	"slices"
+	"time"
 
 	"github.com/flowlens/flowlens/internal/flow"
 )
@@ -42,6 +46,9 @@ type Config struct {
 	Remember int
 	// MaxBackends bounds the index of backends by client address.
 	MaxBackends int
+	// MaxSkew is how far apart the two sides' connection starts may be: a
+	// round trip, plus the clock difference of two nodes for the hub.
+	MaxSkew time.Duration
 }
 
 func (c *Config) defaults() {
@@ -54,7 +61,14 @@ func (c *Config) defaults() {
 	if c.MaxBackends <= 0 {
 		c.MaxBackends = 1 << 17
 	}
+	if c.MaxSkew <= 0 {
+		c.MaxSkew = time.Second
+	}
 }
+
+// perKey bounds the connections remembered for one client address: more
+// than a few at once means a port shared by unconnected UDP sockets.
+const perKey = 4
 
 // Stats counts what the joiner did.
 type Stats struct {
@@ -72,7 +86,8 @@ type key struct {
 
 type backend struct {
 	ep      flow.Endpoint
-	expires uint64 // the interval after which it is forgotten
+	start   time.Time // the server side's ConnStart
+	expires uint64    // the interval after which it is forgotten
 }
 
 type held struct {
@@ -84,7 +99,8 @@ type held struct {
 type Joiner struct {
 	cfg      Config
 	tick     uint64
-	backends map[key]backend
+	backends map[key][]backend
+	count    int // backends in all keys
 	held     []held
 	stats    Stats
 }
@@ -92,13 +108,13 @@ type Joiner struct {
 // New returns an empty joiner.
 func New(cfg Config) *Joiner {
 	cfg.defaults()
-	return &Joiner{cfg: cfg, backends: make(map[key]backend)}
+	return &Joiner{cfg: cfg, backends: make(map[key][]backend)}
 }
 
 // Stats reports counters and sizes.
 func (j *Joiner) Stats() Stats {
 	s := j.stats
-	s.Backends, s.Held = len(j.backends), len(j.held)
+	s.Backends, s.Held = j.count, len(j.held)
 	return s
 }
 
@@ -134,9 +150,13 @@ func (j *Joiner) Join(recs []flow.Record) []flow.Record {
 		}
 		out = append(out, r)
 	}
-	for k, b := range j.backends {
-		if b.expires < j.tick {
+	for k, bs := range j.backends {
+		live := slices.DeleteFunc(bs, func(b backend) bool { return b.expires < j.tick })
+		j.count -= len(bs) - len(live)
+		if len(live) == 0 {
 			delete(j.backends, k)
+		} else {
+			j.backends[k] = live
 		}
 	}
 	return out
@@ -155,23 +175,52 @@ func (j *Joiner) learn(r *flow.Record) {
 	if r.Verdict != flow.VerdictEstablished {
 		ttl = uint64(j.cfg.Hold) + 1
 	}
-	if _, ok := j.backends[k]; !ok && len(j.backends) >= j.cfg.MaxBackends {
+	b := backend{ep: r.Destination, start: r.ConnStart, expires: j.tick + ttl}
+	bs := j.backends[k]
+	for i := range bs {
+		if bs[i].start.Equal(b.start) { // the same connection, a later interval
+			bs[i] = b
+			return
+		}
+	}
+	if len(bs) >= perKey { // give way to the newest: the oldest is the stalest
+		oldest := 0
+		for i := range bs {
+			if bs[i].start.Before(bs[oldest].start) {
+				oldest = i
+			}
+		}
+		bs[oldest] = b
+		return
+	}
+	if j.count >= j.cfg.MaxBackends {
 		j.stats.Dropped++
 		return
 	}
-	j.backends[k] = backend{ep: r.Destination, expires: j.tick + ttl}
+	j.backends[k] = append(bs, b)
+	j.count++
 }
 
 // match names r's destination after the workload its connection reached,
-// keeping the Service and the address the client dialed.
+// keeping the Service and the address the client dialed: the backend whose
+// connection began closest to r's, within MaxSkew.
 func (j *Joiner) match(r *flow.Record) bool {
-	b, ok := j.backends[key{r.Protocol, netip.AddrPortFrom(r.Source.IP, r.Source.Port)}]
-	if !ok {
+	var (
+		best *backend
+		gap  time.Duration
+	)
+	for _, b := range j.backends[key{r.Protocol, netip.AddrPortFrom(r.Source.IP, r.Source.Port)}] {
+		d := b.start.Sub(r.ConnStart).Abs()
+		if d <= j.cfg.MaxSkew && (best == nil || d < gap) {
+			best, gap = &b, d
+		}
+	}
+	if best == nil {
 		return false
 	}
 	d := &r.Destination
-	d.Kind, d.Namespace, d.Pod, d.Container = b.ep.Kind, b.ep.Namespace, b.ep.Pod, b.ep.Container
-	d.Workload, d.Labels, d.NodeName, d.HostNetwork = b.ep.Workload, b.ep.Labels, b.ep.NodeName, b.ep.HostNetwork
+	d.Kind, d.Namespace, d.Pod, d.Container = best.ep.Kind, best.ep.Namespace, best.ep.Pod, best.ep.Container
+	d.Workload, d.Labels, d.NodeName, d.HostNetwork = best.ep.Workload, best.ep.Labels, best.ep.NodeName, best.ep.HostNetwork
 	j.stats.Matched++
 	return true
 }

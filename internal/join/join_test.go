@@ -3,6 +3,7 @@ package join
 import (
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/flowlens/flowlens/internal/flow"
 )
@@ -143,5 +144,49 @@ func TestHostNetworkPodBehindANodeAddress(t *testing.T) {
 	d := out[0].Destination
 	if d.Pod != "node-agent-x" || !d.HostNetwork || d.Service != nil || d.NodeName != "a" {
 		t.Fatalf("joined destination %+v", d)
+	}
+}
+
+// A client port reused for a connection to another Service, whose server
+// side this joiner never sees, must not inherit the first connection's
+// backend.
+func TestReusedPortDoesNotInheritABackend(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	j := New(Config{})
+	first, srv := clientRec(1000, flow.VerdictClosed), serverRec(1000, flow.VerdictClosed, api1)
+	first.ConnStart, srv.ConnStart = t0, t0.Add(80*time.Microsecond)
+	j.Join([]flow.Record{first, srv})
+	again := clientRec(1000, flow.VerdictClosed)
+	again.ConnStart = t0.Add(1500 * time.Millisecond)
+	again.Destination.Service = &flow.ServiceRef{Namespace: "db", Name: "db"}
+	j.Join([]flow.Record{again})
+	out := j.Join(nil)
+	if len(out) != 1 || out[0].Destination.Pod != "" || out[0].Destination.Kind != flow.KindService {
+		t.Fatalf("reused port joined to %+v", out)
+	}
+	if s := j.Stats(); s.Matched != 1 || s.Unmatched != 1 {
+		t.Errorf("stats %+v, want 1 matched, 1 unmatched", s)
+	}
+}
+
+// Linux gives one source port to connections to different destinations at
+// once; each client record takes the server side that began with it.
+func TestConcurrentConnectionsOnOnePort(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	api2 := api1
+	api2.Pod = "api-2"
+	c1, c2 := clientRec(1000, flow.VerdictClosed), clientRec(1000, flow.VerdictClosed)
+	c1.ConnStart, c2.ConnStart = t0, t0.Add(300*time.Millisecond)
+	s1, s2 := serverRec(1000, flow.VerdictClosed, api1), serverRec(1000, flow.VerdictClosed, api2)
+	s1.ConnStart, s2.ConnStart = t0.Add(90*time.Microsecond), t0.Add(300*time.Millisecond+70*time.Microsecond)
+	out := New(Config{}).Join([]flow.Record{c2, s1, c1, s2})
+	got := map[time.Time]string{}
+	for _, r := range out {
+		if r.Observer == "client" {
+			got[r.ConnStart] = r.Destination.Pod
+		}
+	}
+	if got[c1.ConnStart] != "api-1" || got[c2.ConnStart] != "api-2" {
+		t.Fatalf("client records joined to %v, want api-1 then api-2", got)
 	}
 }
