@@ -11,10 +11,9 @@
 package enrich
 
 import (
-	"time"
-
 	"github.com/flowlens/flowlens/internal/cgroup"
 	"github.com/flowlens/flowlens/internal/flow"
+	"github.com/flowlens/flowlens/internal/identity"
 )
 
 // Cgroups tells what a cgroup id stands for.
@@ -30,9 +29,9 @@ type Processes interface {
 }
 
 // Identities names an endpoint from its address, and on the observing side
-// from the pod and container its cgroup belongs to, as of time at.
+// from the pod and container its cgroup belongs to, as of the hinted time.
 type Identities interface {
-	Resolve(ep *flow.Endpoint, podUID, containerID string, at time.Time)
+	Resolve(ep *flow.Endpoint, h identity.Hints)
 }
 
 // Enricher fills names on records in place. Any source may be nil: a plain
@@ -47,12 +46,12 @@ type Enricher struct {
 func (e Enricher) Records(recs []flow.Record) {
 	for i := range recs {
 		r := &recs[i]
-		e.endpoint(&r.Source, r.ConnStart)
-		e.endpoint(&r.Destination, r.ConnStart)
+		e.endpoint(&r.Source, identity.Hints{At: r.ConnStart})
+		e.endpoint(&r.Destination, identity.Hints{At: r.ConnStart, Destination: true})
 	}
 }
 
-func (e Enricher) endpoint(ep *flow.Endpoint, at time.Time) {
+func (e Enricher) endpoint(ep *flow.Endpoint, h identity.Hints) {
 	var c cgroup.Container
 	if ep.CgroupID != 0 && e.Cgroups != nil {
 		c, _ = e.Cgroups.Lookup(ep.CgroupID)
@@ -64,6 +63,7 @@ func (e Enricher) endpoint(ep *flow.Endpoint, at time.Time) {
 	}
 	ep.ContainerID = c.ContainerID
 	if e.Identities != nil {
-		e.Identities.Resolve(ep, c.PodUID, c.ContainerID, at)
+		h.PodUID, h.ContainerID = c.PodUID, c.ContainerID
+		e.Identities.Resolve(ep, h)
 	}
 }

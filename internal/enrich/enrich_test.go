@@ -7,6 +7,7 @@ import (
 
 	"github.com/flowlens/flowlens/internal/cgroup"
 	"github.com/flowlens/flowlens/internal/flow"
+	"github.com/flowlens/flowlens/internal/identity"
 )
 
 type cgroupsFunc func(uint64) (cgroup.Container, bool)
@@ -17,19 +18,16 @@ type processesFunc func(uint32) (cgroup.Container, bool)
 
 func (f processesFunc) Lookup(pid uint32) (cgroup.Container, bool) { return f(pid) }
 
-type identitiesFunc func(*flow.Endpoint, string, string, time.Time)
+type identitiesFunc func(*flow.Endpoint, identity.Hints)
 
-func (f identitiesFunc) Resolve(ep *flow.Endpoint, uid, cid string, at time.Time) {
-	f(ep, uid, cid, at)
-}
+func (f identitiesFunc) Resolve(ep *flow.Endpoint, h identity.Hints) { f(ep, h) }
 
 func TestRecordsAskCgroupsOnlyForTheObservingSide(t *testing.T) {
 	const id = "4f1c000000000000000000000000000000000000000000000000000000000000"
 	start := time.Unix(100, 0)
 	type call struct {
-		ip       string
-		uid, cid string
-		at       time.Time
+		ip string
+		h  identity.Hints
 	}
 	var calls []call
 	e := Enricher{
@@ -39,8 +37,8 @@ func TestRecordsAskCgroupsOnlyForTheObservingSide(t *testing.T) {
 			}
 			return cgroup.Container{ContainerID: id, PodUID: "uid-1", Runtime: "containerd"}, true
 		}),
-		Identities: identitiesFunc(func(ep *flow.Endpoint, uid, cid string, at time.Time) {
-			calls = append(calls, call{ep.IP.String(), uid, cid, at})
+		Identities: identitiesFunc(func(ep *flow.Endpoint, h identity.Hints) {
+			calls = append(calls, call{ep.IP.String(), h})
 			ep.Pod = "named"
 		}),
 	}
@@ -48,7 +46,8 @@ func TestRecordsAskCgroupsOnlyForTheObservingSide(t *testing.T) {
 		Source:      flow.Endpoint{IP: netip.MustParseAddr("10.0.0.1"), CgroupID: 42},
 		Destination: flow.Endpoint{IP: netip.MustParseAddr("10.0.0.2")}}}
 	e.Records(recs)
-	want := []call{{"10.0.0.1", "uid-1", id, start}, {"10.0.0.2", "", "", start}}
+	want := []call{{"10.0.0.1", identity.Hints{PodUID: "uid-1", ContainerID: id, At: start}},
+		{"10.0.0.2", identity.Hints{At: start, Destination: true}}}
 	if len(calls) != 2 || calls[0] != want[0] || calls[1] != want[1] {
 		t.Fatalf("calls %+v, want %+v", calls, want)
 	}
@@ -78,9 +77,9 @@ func TestRecordsFallBackToTheProcess(t *testing.T) {
 			}
 			return cgroup.Container{PodUID: "uid-v1", ContainerID: id, Runtime: "cri"}, true
 		}),
-		Identities: identitiesFunc(func(ep *flow.Endpoint, uid, _ string, _ time.Time) {
+		Identities: identitiesFunc(func(ep *flow.Endpoint, h identity.Hints) {
 			if ep.PID == 7 {
-				gotUID = uid
+				gotUID = h.PodUID
 			}
 		}),
 	}

@@ -5,7 +5,7 @@
 // It is pure: no clock of its own, no I/O, no client-go. The Kubernetes
 // watcher (package k8smeta) feeds it pods, Services, Nodes and owners with
 // the time each watch event arrived; the agent calls Resolve on each
-// record's endpoints with the record's ConnStart. An Index is safe for
+// record's endpoints with the record's ConnStart (Hints). An Index is safe for
 // concurrent use.
 //
 // # Resolve precedence
@@ -19,10 +19,13 @@
 //  2. API server. ip:port is where the agent reaches the API server
 //     (SetAPIServer), an endpoint of Service default/kubernetes
 //     (SetAPIServerEndpoints), or a ClusterIP:port of that Service (then
-//     Service is default/kubernetes too): Kind "apiserver".
-//  3. Service. ip is a Service ClusterIP at that time, or ip is a node
-//     address and port a NodePort of a Service: Kind "service", Service and
-//     Namespace set (and NodeName for a node port).
+//     Service is default/kubernetes too, also when that ClusterIP is where
+//     the agent itself reaches it, as in a pod): Kind "apiserver".
+//  3. Service, for a destination only (Hints.Destination): ip is a Service
+//     ClusterIP at that time, or ip is a node address and port a NodePort
+//     of a Service: Kind "service", Service and Namespace set (and NodeName
+//     for a node port). A source is never a ClusterIP, and a node's
+//     ephemeral port may equal a node port.
 //  4. Pod. ip was held by a pod (not host-network) at that time: Kind
 //     "pod", Namespace, Pod, Labels (a copy), NodeName, Workload.
 //  5. Node. ip is a node address: Kind "node", NodeName. A host-network pod

@@ -383,11 +383,23 @@ func (x *Index) Stats() Stats {
 	return s
 }
 
+// Hints is what the agent knows of an endpoint beyond its address.
+type Hints struct {
+	// PodUID and ContainerID come from the socket's cgroup on the observing
+	// side, "" otherwise.
+	PodUID, ContainerID string
+	// At is the connection's start; zero means now.
+	At time.Time
+	// Destination is set for the side the connection was opened to: only
+	// there can an address be a Service's (a ClusterIP is never a source,
+	// and a node's ephemeral port may equal a node port).
+	Destination bool
+}
+
 // Resolve fills the Kubernetes fields of ep (and clears stale ones) as of
-// at, the connection's start; a zero at means now. podUID and containerID
-// come from the socket's cgroup on the observing side, "" otherwise. See
-// the package documentation for the order of the rules.
-func (x *Index) Resolve(ep *flow.Endpoint, podUID, containerID string, at time.Time) {
+// h.At. See the package documentation for the order of the rules.
+func (x *Index) Resolve(ep *flow.Endpoint, h Hints) {
+	at, podUID, containerID := h.At, h.PodUID, h.ContainerID
 	if at.IsZero() {
 		at = x.now()
 	}
@@ -409,15 +421,19 @@ func (x *Index) Resolve(ep *flow.Endpoint, podUID, containerID string, at time.T
 	}
 
 	// 2. The API server, by the agent's own view or the kubernetes Service.
-	ap := netip.AddrPortFrom(ip, ep.Port)
-	if x.apiServer[ap] || x.apiEndpoints[ap] {
-		ep.Kind = flow.KindAPIServer
-		return
+	// In a pod the agent's own view is that Service's ClusterIP: name the
+	// Service then too, as it is named for everyone else.
+	var svc svcKey
+	var isSvc bool
+	if h.Destination {
+		svc, isSvc = x.clusterIPs.at(ip, at)
 	}
-	svc, isSvc := x.clusterIPs.at(ip, at)
-	if isSvc && svc == kubernetesService && x.servicePort(svc, ep.Port) {
+	ap := netip.AddrPortFrom(ip, ep.Port)
+	if x.apiServer[ap] || x.apiEndpoints[ap] || isSvc && svc == kubernetesService && x.servicePort(svc, ep.Port) {
 		ep.Kind = flow.KindAPIServer
-		ep.Service = &flow.ServiceRef{Namespace: svc.namespace, Name: svc.name}
+		if isSvc && svc == kubernetesService {
+			ep.Service = &flow.ServiceRef{Namespace: svc.namespace, Name: svc.name}
+		}
 		return
 	}
 
@@ -427,7 +443,7 @@ func (x *Index) Resolve(ep *flow.Endpoint, podUID, containerID string, at time.T
 		return
 	}
 	node, isNode := x.nodeAddrs.at(ip, at)
-	if isNode {
+	if isNode && h.Destination {
 		if svc, ok := x.nodePorts.at(ep.Port, at); ok {
 			setService(ep, svc)
 			ep.NodeName = node

@@ -86,7 +86,7 @@ func resolve(x *Index, addr, uid, cid string, when time.Time) flow.Endpoint {
 	ep := flow.Endpoint{IP: ap.Addr(), Port: ap.Port(), Kind: "stale", Namespace: "stale", Pod: "stale",
 		Container: "stale", Workload: wl("Stale", "stale"), Labels: map[string]string{"stale": "1"},
 		NodeName: "stale", HostNetwork: true, Service: svc("stale", "stale")}
-	x.Resolve(&ep, uid, cid, when)
+	x.Resolve(&ep, Hints{PodUID: uid, ContainerID: cid, At: when, Destination: true})
 	ep.IP, ep.Port = netip.Addr{}, 0
 	return ep
 }
@@ -472,4 +472,40 @@ func TestConcurrentUse(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// Service rules apply to destinations only: a node's ephemeral source port
+// may equal a node port, and a ClusterIP is never a source.
+func TestServiceRulesOnlyForDestinations(t *testing.T) {
+	x := fixture(t)
+	for _, tc := range []struct {
+		addr string
+		dst  bool
+		want flow.Kind
+	}{
+		{"172.30.0.12:30080", true, flow.KindService},
+		{"172.30.0.12:30080", false, flow.KindNode},
+		{"10.96.0.10:80", true, flow.KindService},
+		{"10.96.0.10:80", false, flow.KindWorld},
+	} {
+		ap := netip.MustParseAddrPort(tc.addr)
+		ep := flow.Endpoint{IP: ap.Addr(), Port: ap.Port()}
+		x.Resolve(&ep, Hints{At: t0, Destination: tc.dst})
+		if ep.Kind != tc.want || (tc.want != flow.KindService) != (ep.Service == nil) {
+			t.Errorf("%s as destination=%v: kind %q service %+v, want %q", tc.addr, tc.dst, ep.Kind, ep.Service, tc.want)
+		}
+	}
+}
+
+// In a pod the agent reaches the API server at the kubernetes Service's
+// ClusterIP: that is the API server, and the Service is named as it is for
+// everyone else.
+func TestInClusterAPIServerKeepsItsService(t *testing.T) {
+	x := fixture(t)
+	x.SetAPIServer([]netip.AddrPort{netip.MustParseAddrPort("10.96.0.1:443")})
+	ep := flow.Endpoint{IP: netip.MustParseAddr("10.96.0.1"), Port: 443}
+	x.Resolve(&ep, Hints{At: t0, Destination: true})
+	if ep.Kind != flow.KindAPIServer || ep.Service == nil || *ep.Service != (flow.ServiceRef{Namespace: "default", Name: "kubernetes"}) {
+		t.Errorf("in-cluster API server: %+v", ep)
+	}
 }

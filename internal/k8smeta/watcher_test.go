@@ -111,7 +111,7 @@ func createNode(t *testing.T, c kubernetes.Interface, name string, ip netip.Addr
 func resolve(idx *identity.Index, addr, uid, cid string, when time.Time) flow.Endpoint {
 	ap := netip.MustParseAddrPort(addr)
 	ep := flow.Endpoint{IP: ap.Addr(), Port: ap.Port()}
-	idx.Resolve(&ep, uid, cid, when)
+	idx.Resolve(&ep, identity.Hints{PodUID: uid, ContainerID: cid, At: when, Destination: true})
 	ep.IP, ep.Port = netip.Addr{}, 0
 	return ep
 }
