@@ -14,6 +14,9 @@ import (
 type Mount struct {
 	Dir  string
 	Root string
+	// V1 says cgroup v1 hierarchies are mounted too (a hybrid or v1 host):
+	// there kubelet may keep pods in v1 cgroups, which sockets do not carry.
+	V1 bool
 }
 
 // FindMount returns where the cgroup v2 hierarchy is mounted: /sys/fs/cgroup
@@ -34,8 +37,14 @@ func ReadMount() (Mount, error) {
 	return parseMountinfo(f)
 }
 
-// parseMountinfo returns the first cgroup2 mount in mountinfo text.
+// parseMountinfo returns the first cgroup2 mount in mountinfo text, and
+// whether any cgroup v1 hierarchy is mounted (also when it finds no cgroup2
+// mount, the error case).
 func parseMountinfo(r io.Reader) (Mount, error) {
+	var (
+		m     Mount
+		found bool
+	)
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		// 36 35 0:30 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw
@@ -44,15 +53,25 @@ func parseMountinfo(r io.Reader) (Mount, error) {
 			continue
 		}
 		fields, fsFields := strings.Fields(pre), strings.Fields(post)
-		if len(fields) < 5 || len(fsFields) < 1 || fsFields[0] != "cgroup2" {
+		if len(fields) < 5 || len(fsFields) < 1 {
 			continue
 		}
-		return Mount{Dir: unescape(fields[4]), Root: unescape(fields[3])}, nil
+		switch fsFields[0] {
+		case "cgroup":
+			m.V1 = true
+		case "cgroup2":
+			if !found {
+				m.Dir, m.Root, found = unescape(fields[4]), unescape(fields[3]), true
+			}
+		}
 	}
 	if err := sc.Err(); err != nil {
-		return Mount{}, fmt.Errorf("read mountinfo: %w", err)
+		return m, fmt.Errorf("read mountinfo: %w", err)
 	}
-	return Mount{}, errors.New("no cgroup2 mount in mountinfo")
+	if !found {
+		return m, errors.New("no cgroup2 mount in mountinfo")
+	}
+	return m, nil
 }
 
 // unescape undoes mountinfo's octal escapes (\040 for a space).

@@ -108,19 +108,24 @@ func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
 	pub := &publisher{flows: ring.New(cfg.RingSize)}
 	reg := prometheus.NewRegistry()
 	var names metrics.NamesCollector
+	mount, err := cgroup.ReadMount()
 	if cfg.Agent.Datapath.CgroupMount == "" {
-		mount, err := cgroup.FindMount()
 		if err != nil {
 			log.Warn("no cgroup2 mount: UDP, container and pod names will be missing", "err", err)
 		}
-		cfg.Agent.Datapath.CgroupMount = mount
+		cfg.Agent.Datapath.CgroupMount = mount.Dir
 	}
-	if mount := cfg.Agent.Datapath.CgroupMount; mount != "" {
-		cgroups := cgroup.NewResolver(cgroup.ResolverConfig{Mount: mount})
+	if dir := cfg.Agent.Datapath.CgroupMount; dir != "" {
+		cgroups := cgroup.NewResolver(cgroup.ResolverConfig{Mount: dir})
 		pub.names.Cgroups, names.Cgroups = cgroups, cgroups.Stats
 	}
-	procs := cgroup.NewProcs(cgroup.ProcConfig{})
-	pub.names.Processes, names.Procs = procs, procs.Stats
+	// Only where v1 hierarchies exist can a pod's cgroup be missing from
+	// its sockets; elsewhere a /proc read per process would only risk a
+	// reused pid naming the wrong pod.
+	if mount.V1 {
+		procs := cgroup.NewProcs(cgroup.ProcConfig{})
+		pub.names.Processes, names.Procs = procs, procs.Stats
+	}
 	var kube *k8smeta.Watcher
 	if cfg.Kube.Enabled() {
 		idx := identity.New(identity.Config{})

@@ -16,6 +16,8 @@ var (
 		"Walks of the cgroup2 tree to learn new cgroup ids.", nil, nil)
 	cgroupEntries = prometheus.NewDesc("flowlens_cgroup_entries",
 		"Cgroup ids cached.", nil, nil)
+	cgroupEvictions = prometheus.NewDesc("flowlens_cgroup_evictions_total",
+		"Cgroup ids dropped from the full cache; they are looked up again when seen.", nil, nil)
 	procReads = prometheus.NewDesc("flowlens_cgroup_proc_reads_total",
 		"Reads of /proc/<pid>/cgroup to name a process's pod where its v2 cgroup does not, by result.", []string{"result"}, nil)
 	identityObjects = prometheus.NewDesc("flowlens_identity_objects",
@@ -29,7 +31,7 @@ var (
 	kubeEvents = prometheus.NewDesc("flowlens_k8s_events_total",
 		"Object changes received from the API server.", nil, nil)
 	joined = prometheus.NewDesc("flowlens_join_records_total",
-		"Client records to a Service address, by whether their backend was found.", []string{"result"}, nil)
+		"Client records to a Service or node address, by whether the workload behind it was found.", []string{"result"}, nil)
 	joinBackends = prometheus.NewDesc("flowlens_join_backends",
 		"Backends indexed by client address for the join.", nil, nil)
 )
@@ -49,7 +51,7 @@ type NamesCollector struct {
 // flowlens_agent_lost_total with their own stage labels; that descriptor is
 // the agent collector's, and a registry takes each descriptor once.
 func (NamesCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{cgroupLookups, cgroupWalks, cgroupEntries, procReads, identityObjects,
+	for _, d := range []*prometheus.Desc{cgroupLookups, cgroupWalks, cgroupEntries, cgroupEvictions, procReads, identityObjects,
 		kubeStale, kubeSynced, kubeWatchErrors, kubeEvents, joined, joinBackends} {
 		ch <- d
 	}
@@ -75,7 +77,7 @@ func (c NamesCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(cgroupLookups, s.Misses, "unknown")
 		counter(cgroupWalks, s.Rescans)
 		gauge(cgroupEntries, float64(s.Entries))
-		counter(lost, s.Evicted, "names", "cgroup_cache_full")
+		counter(cgroupEvictions, s.Evicted)
 	}
 	if c.Procs != nil {
 		s := c.Procs()

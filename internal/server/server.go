@@ -93,13 +93,16 @@ func (s *Server) flows(w http.ResponseWriter, r *http.Request) {
 	enc := json.NewEncoder(w)
 
 	// All matches stream out chunk by chunk; only ?last=N keeps a window,
-	// of at most N plus one chunk, so a request never copies the ring.
-	next := s.ring.Next() - uint64(s.ring.Len())
+	// of at most N plus one chunk, so a request never copies the ring. What
+	// is held is what the ring held when the request came: a writer faster
+	// than the client cannot keep it reading (following picks up from there).
+	end := s.ring.Next()
+	next := end - uint64(s.ring.Len())
 	var window []flow.Record
 	buf := make([]flow.Record, 0, chunk)
-	for {
+	for next < end {
 		var recs []flow.Record
-		recs, next, _ = s.ring.ReadFrom(next, chunk, buf[:0])
+		recs, next, _ = s.ring.ReadFrom(next, int(min(chunk, end-next)), buf[:0])
 		for i := range recs {
 			switch {
 			case !match(&recs[i]):
@@ -114,8 +117,8 @@ func (s *Server) flows(w http.ResponseWriter, r *http.Request) {
 		if last >= 0 && len(window) > last {
 			window = append(window[:0], window[len(window)-last:]...)
 		}
-		if len(recs) < chunk {
-			break
+		if len(recs) == 0 {
+			break // overwritten while we read: ReadFrom moved next past it
 		}
 	}
 	for i := range window {

@@ -139,3 +139,40 @@ func TestHealth(t *testing.T) {
 		}
 	}
 }
+
+// A read of everything held returns what the ring held when it was asked,
+// even while a writer keeps adding faster than it reads: at most the ring's
+// capacity, plus one chunk if the writer overtook the reader.
+func TestFlowsAllEndsUnderAFastWriter(t *testing.T) {
+	const capacity = 4 * chunk
+	r := ring.New(capacity)
+	ts := httptest.NewServer(New(r, prometheus.NewRegistry(), func() error { return nil },
+		slog.New(slog.NewTextHandler(io.Discard, nil))).Handler())
+	t.Cleanup(ts.Close)
+	batch := make([]flow.Record, chunk)
+	for i := range batch {
+		batch[i] = record(uint16(i), flow.UDP)
+	}
+	for range capacity / chunk {
+		r.Write(batch)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { // bounded in count: 4M records at most
+		defer close(done)
+		for range 4 << 20 / chunk {
+			select {
+			case <-stop:
+				return
+			default:
+				r.Write(batch)
+			}
+		}
+	}()
+	recs := get(t, ts.URL+"/api/v1/flows")
+	close(stop)
+	<-done
+	if len(recs) > capacity+chunk {
+		t.Fatalf("read %d records from a ring of %d: it kept chasing the writer", len(recs), capacity)
+	}
+}
