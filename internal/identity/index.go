@@ -371,6 +371,9 @@ func (x *Index) Stats() Stats {
 	for _, e := range x.pods {
 		if e.deleted.IsZero() {
 			s.Pods++
+			if !e.pod.HostNetwork {
+				s.PodAddrs += len(e.pod.IPs)
+			}
 		} else {
 			s.DeletedPods++
 		}

@@ -334,7 +334,7 @@ func TestMaxPods(t *testing.T) {
 	x.DeletePod("p2", at(2*time.Second))
 	add("p3", 3*time.Second)
 	add("p4", 4*time.Second) // full: p1, the oldest deleted, goes
-	if s := x.Stats(); s != (Stats{Pods: 2, DeletedPods: 1, Dropped: 1}) {
+	if s := x.Stats(); s != (Stats{Pods: 2, PodAddrs: 2, DeletedPods: 1, Dropped: 1}) {
 		t.Errorf("after p4: %+v", s)
 	}
 	if got := resolve(x, "10.244.9.1:80", "p1", "", at(500*time.Millisecond)).Kind; got != flow.KindWorld {
@@ -345,7 +345,7 @@ func TestMaxPods(t *testing.T) {
 	}
 	add("p5", 5*time.Second) // p2 goes
 	add("p6", 6*time.Second) // nothing deleted left: live pods are never dropped
-	if s := x.Stats(); s != (Stats{Pods: 4, DeletedPods: 0, Dropped: 2}) {
+	if s := x.Stats(); s != (Stats{Pods: 4, PodAddrs: 4, DeletedPods: 0, Dropped: 2}) {
 		t.Errorf("after p6: %+v", s)
 	}
 	if got := len(x.podIPs); got != 4 {
@@ -444,7 +444,7 @@ func TestOwnerCycleTerminates(t *testing.T) {
 func TestStats(t *testing.T) {
 	x := fixture(t)
 	x.DeletePod("u-db", at(time.Second))
-	want := Stats{Pods: 6, DeletedPods: 1, Services: 3, Nodes: 2, Owners: 3}
+	want := Stats{Pods: 6, PodAddrs: 6, DeletedPods: 1, Services: 3, Nodes: 2, Owners: 3} // u-bare has two addresses, u-agent none of its own
 	if got := x.Stats(); got != want {
 		t.Errorf("Stats() = %+v, want %+v", got, want)
 	}

@@ -91,6 +91,7 @@ type Owner struct {
 // Stats counts what the index holds.
 type Stats struct {
 	Pods        int    // live pods
+	PodAddrs    int    // addresses of live pods, host-network ones excluded: what names a pod by address
 	DeletedPods int    // deleted pods still resolvable within grace
 	Services    int    // live Services
 	Nodes       int    // live Nodes

@@ -87,6 +87,7 @@ func (c NamesCollector) Collect(ch chan<- prometheus.Metric) {
 	if c.Identity != nil {
 		s := c.Identity()
 		gauge(identityObjects, float64(s.Pods), "pod")
+		gauge(identityObjects, float64(s.PodAddrs), "pod_address")
 		gauge(identityObjects, float64(s.DeletedPods), "deleted_pod")
 		gauge(identityObjects, float64(s.Services), "service")
 		gauge(identityObjects, float64(s.Nodes), "node")

@@ -111,6 +111,30 @@ func (a apiService) stop(t *testing.T) map[string]uint32 {
 	return m
 }
 
+// waitKnown waits until the agent's identity index holds exactly these
+// live pods, pod addresses and Services (default/kubernetes included), as
+// its metrics show an operator: names are given when records are flushed,
+// and a watch that lags behind the test on a loaded machine would name
+// nothing. Each test has its own API server and agent, so counts are exact.
+func (k *kubeCluster) waitKnown(t *testing.T, pods, podAddrs, services int) {
+	t.Helper()
+	want := map[string]float64{"pod": float64(pods), "pod_address": float64(podAddrs), "service": float64(services)}
+	testutil.Eventually(t, 30*time.Second, func() error {
+		resp, err := http.Get("http://" + string(k.flowlens) + "/metrics")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		m := scrape(t, resp)
+		for kind, n := range want {
+			if got := m[`flowlens_identity_objects{kind="`+kind+`"}`]; got != n {
+				return fmt.Errorf("flowlens knows %v %s objects, want %v", got, kind, n)
+			}
+		}
+		return nil
+	})
+}
+
 // serve runs `peer tcp-serve` in a pod and waits until it listens.
 func serve(t *testing.T, p *cluster.Pod, listen string) *testutil.Process {
 	t.Helper()
@@ -185,6 +209,7 @@ func TestKubernetesServiceBackends(t *testing.T) {
 	vip := netip.MustParseAddr("10.96.7.50")
 	api := k.runAPIService(t, backend, vip, cluster.PodOptions{CgroupDriver: cluster.Systemd})
 	api1, api2 := api.pods[0], api.pods[1]
+	k.waitKnown(t, 4, 4, 2)
 
 	const viaService, direct = 20, 5
 	connect(t, client, "10.96.7.50:80", viaService)
@@ -279,6 +304,7 @@ func TestKubernetesPodIPReuse(t *testing.T) {
 	addr := netip.AddrPortFrom(ip, 8080).String()
 
 	oldPod := k.b.RunPod(t, c, cluster.PodObject(ns, oldRS.Name+"-q1w2e", map[string]string{"app": "old"}, oldRS), ip, cluster.PodOptions{})
+	k.waitKnown(t, 2, 2, 1)
 	s := serve(t, oldPod, "0.0.0.0:8080")
 	const before, after = 7, 4
 	connect(t, client, addr, before)
@@ -291,6 +317,7 @@ func TestKubernetesPodIPReuse(t *testing.T) {
 	deleted := time.Now()
 	oldPod.Remove()
 	newPod := k.b.RunPod(t, c, cluster.PodObject(ns, "new-0", map[string]string{"app": "new"}, newSet), ip, cluster.PodOptions{})
+	k.waitKnown(t, 2, 2, 1) // the old pod's deletion and the new pod's address
 	s = serve(t, newPod, "0.0.0.0:8080")
 	connect(t, client, addr, after)
 	if r := stopServer(t, s); r.Connections != after {
@@ -333,6 +360,7 @@ func TestKubernetesHostNetworkAndAPIServer(t *testing.T) {
 	ds := cluster.CreateDaemonSet(t, c, ns, "node-agent", map[string]string{"app": "node-agent"})
 	hostPod := k.a.RunHostNetworkPod(t, c, cluster.PodObject(ns, "node-agent-z9y8x", map[string]string{"app": "node-agent"}, ds), cluster.PodOptions{})
 	app := k.b.RunPod(t, c, cluster.PodObject(ns, "app", map[string]string{"app": "app"}, nil), netip.MustParseAddr("10.247.2.10"), cluster.PodOptions{})
+	k.waitKnown(t, 2, 1, 1) // the host-network pod has no address of its own
 
 	// A pod calls the host-network pod at its node's address...
 	s := serve(t, hostPod, netip.AddrPortFrom(k.a.IP, 9100).String())
@@ -406,6 +434,11 @@ func TestKubernetesAPIServerOutage(t *testing.T) {
 		netip.MustParseAddr("10.247.1.10"), cluster.PodOptions{})
 	api := k.runAPIService(t, ns, netip.MustParseAddr("10.96.7.60"), cluster.PodOptions{})
 
+	// The agent must know the state before it can keep it: one connection,
+	// named end to end, shows the watch delivered the pods and the Service.
+	connect(t, client, "10.96.7.60:80", 1)
+	k.flowlens.settled(t, q("observer", "client", "from-pod", ns+"/"+client.Name, "to-service", ns+"/api", "to-pod", ns+"/api"), opened(1))
+
 	// 64 connections over ~16 s, around a 10 s outage.
 	const n = 64
 	load := client.Command(peerBin, "tcp-connect", "-addr", "10.96.7.60:80", "-count", strconv.Itoa(n), "-rate", "4", "-bytes", "1000", "-duration", "1m")
@@ -445,11 +478,11 @@ func TestKubernetesAPIServerOutage(t *testing.T) {
 		t.Fatalf("load: %v", err)
 	}
 	want := api.stop(t)
-	if total := want[api.pods[0].Name] + want[api.pods[1].Name]; total != n {
-		t.Fatalf("backends accepted %v, want %d in all", want, n)
+	if total := want[api.pods[0].Name] + want[api.pods[1].Name]; total != n+1 {
+		t.Fatalf("backends accepted %v, want %d in all", want, n+1)
 	}
 
-	crecs := k.flowlens.settled(t, q("observer", "client", "from-pod", ns+"/"+client.Name, "to-service", ns+"/api"), opened(n))
+	crecs := k.flowlens.settled(t, q("observer", "client", "from-pod", ns+"/"+client.Name, "to-service", ns+"/api"), opened(n+1))
 	if got := openedBy(crecs, dstPod); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("connections per backend across the outage %v, want %v", got, want)
 	}
