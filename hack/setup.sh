@@ -9,6 +9,7 @@ packages=(
   iptables iproute2       # namespaces, veths, DROP rules, Service DNAT in tests
   dnsutils                # dig: real DNS clients in tests
   procps                  # sysctl inside test namespaces
+  conntrack               # the benchmark's no-eBPF baseline (conntrack -L)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -7,6 +7,12 @@
 //	peer tcp-connect -addr ADDR -count N [-bytes B] [-rate R] [-concurrency C] [-timeout D]
 //	peer tcp-stream  -addr ADDR -duration D [-chunk B]
 //	peer dns-serve   -listen ADDR                      answer A queries with 192.0.2.1
+//	peer tcp-load    -addr ADDR -count N [-bytes B] [-rate R] [-concurrency C] [-trace FILE]
+//	peer http-serve  -listen ADDR [-body N]            HTTP/1.1 keep-alive server
+//	peer http-load   -addr ADDR [-connections C] [-requests N] [-duration D]
+//	peer dns-load    -addr ADDR -count N [-rate R] [-concurrency C]
+//
+// The load modes (load.go) are what the benchmarks (bench/) drive.
 //
 // Servers print {"ready":true} once listening and a summary when they get
 // SIGTERM or their -duration ends; clients print a summary when done.
@@ -30,7 +36,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: peer tcp-serve|tcp-connect|tcp-stream|dns-serve [flags]")
+		fmt.Fprintln(os.Stderr, "usage: peer tcp-serve|tcp-connect|tcp-stream|dns-serve|tcp-load|http-serve|http-load|dns-load [flags]")
 		os.Exit(2)
 	}
 	modes := map[string]func([]string) (any, error){
@@ -38,6 +44,10 @@ func main() {
 		"tcp-connect": tcpConnect,
 		"tcp-stream":  tcpStream,
 		"dns-serve":   dnsServe,
+		"tcp-load":    tcpLoad,
+		"http-serve":  httpServe,
+		"http-load":   httpLoad,
+		"dns-load":    dnsLoad,
 	}
 	run, ok := modes[os.Args[1]]
 	if !ok {

@@ -1,0 +1,463 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/flowlens/flowlens/bench/internal/report"
+)
+
+func (r *Results) scenario(name string) *ScenarioResult {
+	for _, s := range r.Scenarios {
+		if s.Name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+func boolp(b bool) *bool { return &b }
+
+// targets evaluates the issue's goals against what was measured.
+func targets(r *Results) []Target {
+	var out []Target
+
+	t := Target{Name: "agent CPU at 5k conn/s", Goal: "< 1% of the workload's CPU (agent + eBPF)"}
+	if s := r.scenario("tcp-5k"); s != nil {
+		if p := s.pass("agent"); p != nil && p.Cost != nil {
+			c := p.Cost
+			t.Value = fmt.Sprintf("%s net of background (agent %s + eBPF %s; raw %s) at %s conn/s", report.Pct(c.TotalShare), report.Pct(c.AgentShare),
+				report.Pct(c.BPFShare), report.Pct(c.TotalShareRaw), report.Num(p.Throughput.ConnPerSec))
+			t.Met = boolp(c.TotalShare < 0.01)
+		}
+	}
+	out = append(out, t)
+
+	t = Target{Name: "nothing lost at 20k connections", Goal: "0 lost, counts exact (as fast as possible)"}
+	if s := r.scenario("tcp-20k-fast"); s != nil {
+		lost, exact, known := 0.0, true, false
+		rate := 0.0
+		for _, p := range s.Passes {
+			if p.Name != "agent" && p.Name != "observe" {
+				continue
+			}
+			lost += p.LostWorkload
+			if p.Completeness != nil && p.Completeness.Client != nil {
+				exact = exact && p.Completeness.Exact
+				known = true
+			}
+			rate = max(rate, p.Throughput.ConnPerSec)
+		}
+		if known {
+			t.Value = fmt.Sprintf("%s lost, counts %s, at %s conn/s", report.Num(lost), map[bool]string{true: "exact", false: "NOT exact"}[exact], report.Num(rate))
+			t.Met = boolp(lost == 0 && exact)
+			if rate < 20000 {
+				t.Note = "the generator reached " + report.Num(rate) + " conn/s on this machine, not 20k/s"
+			}
+		}
+	}
+	out = append(out, t)
+
+	t = Target{Name: "connect → visible in the API", Goal: "p99 < 1 s"}
+	for _, name := range []string{"tcp-5k", "tcp-1k", "tcp-20k-fast"} {
+		if s := r.scenario(name); s != nil {
+			if p := s.pass("observe"); p != nil && p.Latency != nil && p.Latency.N > 0 {
+				l := p.Latency
+				t.Value = fmt.Sprintf("p50 %s, p99 %s, max %s (%s)", ms(l.P50), ms(l.P99), ms(l.Max), name)
+				t.Met = boolp(l.P99 < 1000)
+				break
+			}
+		}
+	}
+	out = append(out, t)
+
+	t = Target{Name: "eBPF cost", Goal: "< 500 ns per program run"}
+	var runs, ns uint64
+	worst, worstNS := "", 0.0
+	for _, s := range r.Scenarios {
+		if p := s.pass("agent"); p != nil && p.Cost != nil && p.Cost.BPF != nil {
+			runs += p.Cost.BPF.Runs
+			ns += p.Cost.BPF.TimeNS
+			for _, pc := range p.Cost.BPF.Progs {
+				if pc.Runs >= 100 && pc.NSPerRun > worstNS {
+					worst, worstNS = pc.Name, pc.NSPerRun
+				}
+			}
+		}
+	}
+	if runs > 0 {
+		avg := float64(ns) / float64(runs)
+		t.Value = fmt.Sprintf("%s ns/run on average; slowest program %s %s ns/run", report.Num(avg), worst, report.Num(worstNS))
+		t.Met = boolp(avg < 500)
+	}
+	out = append(out, t)
+
+	t = Target{Name: "user-space hot path", Goal: "≥ 1M events/s per core"}
+	if g := r.GoBench; g != nil && g.HotPathEventsPerSec > 0 {
+		t.Value = report.Num(g.HotPathEventsPerSec) + " events/s (decode + EndTCP + Flush, 10k per interval)"
+		t.Met = boolp(g.HotPathEventsPerSec >= 1e6)
+	}
+	out = append(out, t)
+
+	t = Target{Name: "memory under the 100k burst", Goal: "bounded: no map-full loss, RSS growth well below linear"}
+	if b := r.scenario("burst-100k"); b != nil && b.Memory != nil {
+		m := b.Memory
+		grow := float64(m.PeakRSSAgent) - float64(m.IdleRSS)
+		t.Value = fmt.Sprintf("peak RSS %s (idle %s), kernel maps %s fixed", report.Bytes(float64(m.PeakRSSAgent)),
+			report.Bytes(float64(m.IdleRSS)), report.Bytes(float64(m.MapMemlock)))
+		mapFull := 0.0
+		if p := b.pass("agent"); p != nil {
+			for k, v := range p.Lost {
+				if strings.Contains(k, "full") {
+					mapFull += v
+				}
+			}
+		}
+		met := mapFull == 0
+		if f := r.scenario("tcp-20k-fast"); f != nil && f.Memory != nil && f.Memory.PeakRSSAgent > f.Memory.IdleRSS {
+			pa, pf := b.pass("agent"), f.pass("agent")
+			if pa != nil && pf != nil && pf.Traffic.Connections > 0 {
+				ratio := grow / (float64(f.Memory.PeakRSSAgent) - float64(f.Memory.IdleRSS))
+				linear := float64(pa.Traffic.Connections) / float64(pf.Traffic.Connections)
+				t.Value += fmt.Sprintf("; RSS growth ×%.1f for ×%.1f connections (vs %s)", ratio, linear, f.Name)
+				met = met && ratio < linear/2
+			}
+		}
+		if mapFull > 0 {
+			t.Value += fmt.Sprintf("; %s lost to full maps/tables", report.Num(mapFull))
+		}
+		t.Met = boolp(met)
+	}
+	out = append(out, t)
+	return out
+}
+
+func ms(v float64) string {
+	if v >= 1000 {
+		return report.Num(v/1000) + " s"
+	}
+	return report.Num(v) + " ms"
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "NO"
+}
+
+func frac(got, want int64) string {
+	s := report.Int(got) + "/" + report.Int(want)
+	if got == want {
+		return s
+	}
+	return s + " ✗"
+}
+
+// tables renders the results.
+func (r *Results) tables() []report.Table {
+	var ts []report.Table
+
+	over := report.Table{Title: "Overhead with the agent: CPU over the same window, net of the host's background (raw in parentheses); shares of the workload's CPU",
+		Header: []string{"scenario", "workload CPU", "agent CPU", "eBPF CPU", "agent", "eBPF", "total", "total raw", "agent µs/unit", "total µs/unit", "background agent + eBPF"}}
+	thr := report.Table{Title: "Throughput without → with the agent",
+		Header: []string{"scenario", "metric", "without", "with", "change", "workload CPU without → with"}}
+	comp := report.Table{Title: "Completeness (flowlens' records vs what the generator and server counted)",
+		Header: []string{"scenario", "pass", "client opened", "server opened", "client bytes →/←", "server bytes →/←", "lost", "exact", "unattributed records"}}
+	lat := report.Table{Title: "Latency: connect() → record readable from /api/v1/flows?follow=1",
+		Header: []string{"scenario", "connections", "p50", "p90", "p99", "max", "unmatched"}}
+	bpfT := report.Table{Title: "Kernel side: the agent's eBPF programs (BPF stats, agent pass)",
+		Header: []string{"scenario", "runs (net)", "ns/run", "eBPF CPU (net)", "runs/unit", "costliest programs (ns/run × runs, all runs)"}}
+	mem := report.Table{Title: "Memory",
+		Header: []string{"scenario", "connections", "idle RSS", "peak RSS", "peak RSS + followers", "RSS growth / 10k conns", "kernel maps", "peak tcp_socks", "peak API ring"}}
+	tools := report.Table{Title: "Without eBPF: ss -tin and conntrack -L polled every 1 s (tcp-5k load)",
+		Header: []string{"tool", "connections seen", "of", "CPU", "workload conn/s", "workload CPU"}}
+
+	for _, s := range r.Scenarios {
+		base, ag := s.pass("baseline"), s.pass("agent")
+		if ag != nil && ag.Cost != nil {
+			c := ag.Cost
+			per := func(v float64) string {
+				if v == 0 {
+					return report.NA
+				}
+				return nonNeg(v, func(v float64) string { return report.Num(v) + " µs/" + s.unit() })
+			}
+			over.Add(s.Name, report.Seconds(ag.WorkloadCPU),
+				nonNeg(c.AgentCPUNet, report.Seconds)+" ("+report.Seconds(c.AgentCPU)+")",
+				nonNeg(c.BPFCPUNet, report.Seconds)+" ("+report.Seconds(c.BPFCPU)+")",
+				nonNeg(c.AgentShare, report.Pct), nonNeg(c.BPFShare, report.Pct), nonNeg(c.TotalShare, report.Pct), report.Pct(c.TotalShareRaw),
+				per(c.AgentUSPerUnit), per(c.TotalUSPerUnit),
+				report.Num(c.BackgroundAgentPerSec*1e3)+" + "+report.Num(c.BackgroundBPFPerSec*1e3)+" ms/s")
+		}
+		if base != nil && ag != nil {
+			metric, f := "Gb/s", func(p *Pass) float64 { return p.Throughput.Gbps }
+			switch s.Kind {
+			case "tcp":
+				metric, f = "conn/s", func(p *Pass) float64 { return p.Throughput.ConnPerSec }
+			case "http":
+				metric, f = "req/s", func(p *Pass) float64 { return p.Throughput.ReqPerSec }
+			case "dns":
+				metric, f = "queries/s", func(p *Pass) float64 { return p.Throughput.ReqPerSec }
+			}
+			thr.Add(s.Name, metric, report.Num(f(base)), report.Num(f(ag)), report.Pct(f(ag)/f(base)-1),
+				report.Seconds(base.WorkloadCPU)+" → "+report.Seconds(ag.WorkloadCPU))
+			if s.Kind == "stream" || s.Kind == "http" {
+				if s.Kind == "http" {
+					thr.Add(s.Name, "Gb/s", report.Num(base.Throughput.Gbps), report.Num(ag.Throughput.Gbps), report.Pct(ag.Throughput.Gbps/base.Throughput.Gbps-1), "")
+				}
+			}
+		}
+		for _, p := range s.Passes {
+			if c := p.Completeness; c != nil {
+				if c.Client == nil {
+					comp.Add(s.Name, p.Name+" ("+c.Source+")", report.NA, report.NA, report.NA, report.NA, lostCell(p), c.Note)
+					continue
+				}
+				cl, sv := c.Client, c.Server
+				opened := func(sd *Side) string {
+					if s.Kind == "dns" {
+						return frac(sd.Got.DgramsToDst, sd.Expected.DgramsToDst) + " dgrams"
+					}
+					return frac(sd.Got.Opened, sd.Expected.Opened)
+				}
+				bytesCell := func(sd *Side) string {
+					ok := sd.Got.BytesToDst == sd.Expected.BytesToDst && sd.Got.BytesToSrc == sd.Expected.BytesToSrc
+					cell := report.Bytes(float64(sd.Got.BytesToDst)) + " / " + report.Bytes(float64(sd.Got.BytesToSrc))
+					if ok {
+						return cell + " (=)"
+					}
+					return fmt.Sprintf("%d/%d of %d/%d ✗", sd.Got.BytesToDst, sd.Got.BytesToSrc, sd.Expected.BytesToDst, sd.Expected.BytesToSrc)
+				}
+				unattr := "0"
+				if n := cl.Got.Unattributed + sv.Got.Unattributed; n > 0 {
+					unattr = fmt.Sprintf("%s of %s (client %d, server %d)", report.Int(n), report.Int(cl.Got.Records+sv.Got.Records),
+						cl.Got.Unattributed, sv.Got.Unattributed)
+				}
+				comp.Add(s.Name, p.Name+" ("+c.Source+")", opened(cl), opened(sv), bytesCell(cl), bytesCell(sv), lostCell(p),
+					yesNo(c.Exact && p.LostWorkload == 0), unattr)
+			}
+			if l := p.Latency; l != nil {
+				lat.Add(s.Name, report.Int(int64(l.N)), ms(l.P50), ms(l.P90), ms(l.P99), ms(l.Max), report.Int(int64(l.Unmatched)))
+			}
+			if t := p.Tools; t != nil {
+				of := report.Int(p.Traffic.Connections)
+				if t.DistinctPorts > 0 && int64(t.DistinctPorts) != p.Traffic.Connections {
+					of += " (" + report.Int(int64(t.DistinctPorts)) + " source ports)"
+				}
+				tools.Add("ss -tin (both namespaces)", report.Int(int64(t.SSSeen)), of, report.Seconds(t.SSCPU)+fmt.Sprintf(" (%d polls)", t.Polls),
+					report.Num(p.Throughput.ConnPerSec), report.Seconds(p.WorkloadCPU))
+				if t.Conntrack {
+					tools.Add("conntrack -L (client namespace)", report.Int(int64(t.ConntrackSeen)), of, report.Seconds(t.ConntrackCPU),
+						"", "")
+				} else {
+					tools.Add("conntrack -L", report.NA, of, report.NA, "", "")
+				}
+				tools.Notes = append(tools.Notes, "seen: distinct client source ports observed over all polls; a port reused after TIME_WAIT (1 s, tcp_tw_reuse) counts once, so at most the number of source ports can be seen.")
+				if t.ConntrackReason != "" {
+					tools.Notes = append(tools.Notes, t.ConntrackReason+".")
+				}
+				if base != nil {
+					tools.Notes = append(tools.Notes, fmt.Sprintf("Same load without any observer: %s conn/s, workload CPU %s.",
+						report.Num(base.Throughput.ConnPerSec), report.Seconds(base.WorkloadCPU)))
+				}
+			}
+		}
+		if ag != nil && ag.Cost != nil && ag.Cost.BPF != nil {
+			b := ag.Cost.BPF
+			var top []string
+			for i, pc := range b.Progs {
+				if i == 4 || pc.Runs == 0 {
+					break
+				}
+				top = append(top, fmt.Sprintf("%s %s×%s", pc.Name, report.Num(pc.NSPerRun), report.Num(float64(pc.Runs))))
+			}
+			perUnit := report.NA
+			units := ag.Traffic.Connections
+			if s.Kind == "http" || s.Kind == "dns" {
+				units = ag.Traffic.Requests
+			}
+			if units > 0 {
+				perUnit = nonNeg(ag.Cost.BPFRunsNet/float64(units), report.Num)
+			}
+			bpfT.Add(s.Name, report.Num(float64(b.Runs))+" ("+nonNeg(ag.Cost.BPFRunsNet, report.Num)+")", report.Num(b.NSPerRun),
+				report.Seconds(ag.Cost.BPFCPU)+" ("+nonNeg(ag.Cost.BPFCPUNet, report.Seconds)+")", perUnit, strings.Join(top, ", "))
+		}
+		if m := s.Memory; m != nil {
+			conns := report.NA
+			if ag != nil && s.Kind != "dns" {
+				conns = report.Int(ag.Traffic.Connections)
+			}
+			growth := report.NA
+			if m.RSSPer10kConns > 0 {
+				growth = report.Bytes(m.RSSPer10kConns)
+			}
+			fillS, ringS := report.NA, report.NA
+			if ob := s.pass("observe"); ob != nil && ob.Fill != nil {
+				fillS = report.Num(ob.Fill.TCPSocks) + " / " + report.Num(ob.Fill.TCPCap)
+				ringS = report.Num(ob.Fill.RingRecords) + " / " + report.Num(ob.Fill.RingCap)
+			}
+			peakObs := report.NA
+			if s.pass("observe") != nil {
+				peakObs = report.Bytes(float64(m.PeakRSS))
+			}
+			mem.Add(s.Name, conns, report.Bytes(float64(m.IdleRSS)), report.Bytes(float64(m.PeakRSSAgent)), peakObs, growth,
+				report.Bytes(float64(m.MapMemlock)), fillS, ringS)
+		}
+	}
+	over.Notes = []string{
+		"agent CPU: the agent's own cgroup (cpu.stat usage_usec, children included) from the workload's start until " + drain.String() + " after its end (its last interval); /proc/<pid>/stat utime+stime is in results.json.",
+		"eBPF CPU: run_time_ns of the agent's programs (BPF stats); it runs in the workload's context, so it is also inside workload CPU.",
+		"background: the agent sees every socket on the host; its CPU and its programs' run time per second in quiet windows just before and after the pass are subtracted (net). On a busy shared host the net values are noisy.",
+		"shares divide by the workload's CPU in the same run (its cgroup's usage_usec: load generator and servers, eBPF included); total = agent + eBPF.",
+	}
+	comp.Notes = []string{
+		"query: summed from /api/v1/flows after the run (when the API ring still holds every record); follow: streamed with ?follow=1 during the run.",
+		"records are selected by the pass's addresses and port; unattributed: records that do not name the observing side's network namespace (nor its process).",
+		"lost: increase of flowlens_agent_lost_total (all stages and reasons) over the pass; \"host\" marks udp_unparsed (IPv6 extension-header packets elsewhere on the host), which this IPv4-only load cannot cause. exact: every compared count equal and nothing else lost.",
+	}
+	lat.Notes = []string{
+		"Records are emitted once per interval (1 s), so a connection waits for the end of its interval: expect 0–1 s plus processing.",
+		"Matched by source port (and connection start) between the generator's per-connection trace and the streamed client-side records.",
+	}
+	mem.Notes = []string{
+		"peak RSS: VmHWM after the agent pass; + followers: after the pass with API followers. Kernel maps: locked memory of the agent's maps (preallocated, fixed).",
+	}
+	for _, t := range []report.Table{over, thr, comp, lat, bpfT, mem, tools} {
+		if len(t.Rows) > 0 {
+			ts = append(ts, t)
+		}
+	}
+	if g := r.GoBench; g != nil {
+		gb := report.Table{Title: "User-space hot path (Go benchmarks, one core): " + g.Command,
+			Header: []string{"benchmark", "ns/op", "events/s per core", "B/op", "allocs/op"}}
+		for _, b := range g.Results {
+			ev := b.Metrics["events/s"]
+			gb.Add(strings.TrimPrefix(b.Name, "Benchmark"), report.Num(b.Metrics["ns/op"]), report.Num(ev),
+				report.Num(b.Metrics["B/op"]), report.Num(b.Metrics["allocs/op"]))
+		}
+		if g.HotPathEventsPerSec > 0 {
+			gb.Notes = append(gb.Notes, "hot path per short connection (decode + EndTCP + Flush at 10k per interval): "+report.Num(g.HotPathEventsPerSec)+" events/s per core.")
+		}
+		if g.Error != "" {
+			gb.Notes = append(gb.Notes, "error: "+g.Error)
+		}
+		ts = append(ts, gb)
+	}
+	tg := report.Table{Title: "Targets (reported, never asserted)", Header: []string{"target", "goal", "measured", "met"}}
+	for _, t := range r.Targets {
+		met := "not measured"
+		if t.Met != nil {
+			met = map[bool]string{true: "met", false: "NOT met"}[*t.Met]
+		}
+		v := t.Value
+		if v == "" {
+			v = report.NA
+		}
+		if t.Note != "" {
+			v += " (" + t.Note + ")"
+		}
+		tg.Add(t.Name, t.Goal, v, met)
+	}
+	ts = append(ts, tg)
+	return ts
+}
+
+// Text is the printed summary.
+func (r *Results) Text() string {
+	var b strings.Builder
+	m := r.Meta
+	fmt.Fprintf(&b, "\nflowlens benchmarks — %s, %s, %s (%d cores), %s\n", m.Date, m.Kernel, m.CPU, m.Cores, m.Uptime)
+	fmt.Fprintf(&b, "agent: %s\n\n", m.Agent)
+	for _, t := range r.tables() {
+		b.WriteString(t.Text())
+		b.WriteString("\n")
+	}
+	for _, e := range r.Errors {
+		fmt.Fprintf(&b, "error: %s\n", e)
+	}
+	return b.String()
+}
+
+// Markdown is results.md.
+func (r *Results) Markdown() string {
+	var b strings.Builder
+	m := r.Meta
+	b.WriteString("# flowlens benchmarks\n\n")
+	b.WriteString("Generated by `bench/` (do not edit by hand). What flowlens costs, how much it can take, how fast it shows.\n\n")
+	b.WriteString("| | |\n|---|---|\n")
+	dirty := ""
+	if m.GitDirty {
+		dirty = " (with uncommitted changes)"
+	}
+	for _, kv := range [][2]string{
+		{"command", "`" + m.Command + "`"},
+		{"date", m.Date},
+		{"git commit", m.GitCommit + dirty},
+		{"kernel", m.Kernel},
+		{"CPU", fmt.Sprintf("%s, %d cores", m.CPU, m.Cores)},
+		{"load (uptime)", m.Uptime},
+		{"Go", m.GoVersion},
+		{"agent", "`" + m.Agent + "`"},
+		{"eBPF stats", m.BPFStats},
+		{"other eBPF programs at start", fmt.Sprintf("%d %s", len(m.OtherBPFProgs), strings.Join(m.OtherBPFProgs, " "))},
+		{"mode", map[bool]string{true: "--short (small counts)", false: "full"}[m.Short]},
+		{"run time", fmt.Sprintf("%.0f s", m.DurationSecond)},
+	} {
+		fmt.Fprintf(&b, "| %s | %s |\n", kv[0], strings.ReplaceAll(kv[1], "|", `\|`))
+	}
+	b.WriteString("\n## Scenarios\n\n")
+	b.WriteString("Each runs between two network namespaces joined by a veth (no route out), load generator and servers in a cgroup v2 of their own: " +
+		"first without an agent (baseline), then with a freshly started agent and no API client (agent: cost, completeness from the API afterwards), " +
+		"then again with two API followers streaming the scenario's records (observe: latency, and completeness beyond what the API ring holds). " +
+		"tcp-5k also runs with ss and conntrack polled instead of an agent (tools). Every pass gets fresh namespaces.\n\n")
+	b.WriteString("| scenario | what | passes |\n|---|---|---|\n")
+	for _, s := range r.Scenarios {
+		var ps []string
+		for _, p := range s.Passes {
+			ps = append(ps, p.Name)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", s.Name, s.Desc, strings.Join(ps, ", "))
+	}
+	b.WriteString("\n## Results\n\n")
+	for _, t := range r.tables() {
+		b.WriteString(t.Markdown())
+		b.WriteString("\n")
+	}
+	if len(r.Errors) > 0 {
+		b.WriteString("## Errors\n\n")
+		for _, e := range r.Errors {
+			b.WriteString("- " + e + "\n")
+		}
+	}
+	return b.String()
+}
+
+// safeRatio is a/b, 0 when b is 0 (JSON has no NaN).
+func safeRatio(a, b float64) float64 {
+	if b == 0 || math.IsNaN(b) {
+		return 0
+	}
+	return a / b
+}
+
+func lostCell(p *Pass) string {
+	if !p.LostKnown {
+		return report.NA
+	}
+	s := report.Num(p.LostWorkload)
+	if host := p.LostTotal - p.LostWorkload; host > 0 {
+		s += " (+" + report.Num(host) + " host)"
+	}
+	return s
+}
+
+// nonNeg formats a net value; below zero it is noise of the background
+// estimate, shown as such.
+func nonNeg(v float64, f func(float64) string) string {
+	if v < 0 {
+		return "≤0 (noise)"
+	}
+	return f(v)
+}

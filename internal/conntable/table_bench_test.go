@@ -1,0 +1,103 @@
+package conntable
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/flowlens/flowlens/internal/flow"
+)
+
+// benchSocks returns n established client sockets of one process to one
+// server, each its own connection (distinct cookie and source port).
+func benchSocks(n int) []flow.TCPSocket {
+	out := make([]flow.TCPSocket, n)
+	local := netip.MustParseAddr("10.250.0.2")
+	remote := netip.MustParseAddrPort("10.250.0.1:8080")
+	for i := range out {
+		out[i] = flow.TCPSocket{
+			Cookie: uint64(i + 1), Local: netip.AddrPortFrom(local, uint16(10000+i%55000)), Remote: remote,
+			Role: flow.RoleClient, Established: true, StartNS: uint64(i),
+			Owner:     flow.Owner{PID: 4711, Netns: 4026532890, CgroupID: 8123, Command: "peer"},
+			BytesSent: 1000, BytesRecv: 2000, SegsOut: 5, SegsIn: 4, SRTTMicros: 41,
+		}
+	}
+	return out
+}
+
+var flushed int
+
+// BenchmarkConntableSyncTCP is one interval of the agent with N live
+// sockets read from the kernel map: SyncTCP, then Flush. "active": every
+// socket moved data since the last read (one record each); "idle": none
+// did (no record). Reported per socket.
+func BenchmarkConntableSyncTCP(b *testing.B) {
+	t0 := time.Unix(1000, 0)
+	for _, n := range []int{1_000, 10_000, 100_000} {
+		for _, active := range []bool{true, false} {
+			name := fmt.Sprintf("sockets=%d/%s", n, map[bool]string{true: "active", false: "idle"}[active])
+			b.Run(name, func(b *testing.B) {
+				tb := New(Config{Node: "bench"})
+				live := benchSocks(n)
+				tb.SyncTCP(live)
+				tb.Flush(t0, t0.Add(time.Second))
+				b.ReportAllocs()
+				for b.Loop() {
+					if active {
+						for i := range live {
+							live[i].BytesSent += 100
+							live[i].SegsOut++
+						}
+					}
+					tb.SyncTCP(live)
+					flushed = len(tb.Flush(t0, t0.Add(time.Second)))
+				}
+				if s := tb.Stats(); s.Sockets != n || s.SocketsDropped != 0 {
+					b.Fatalf("table holds %d sockets (dropped %d), want %d", s.Sockets, s.SocketsDropped, n)
+				}
+				perSocket := float64(b.Elapsed().Nanoseconds()) / float64(b.N) / float64(n)
+				b.ReportMetric(perSocket, "ns/socket")
+				b.ReportMetric(1e9/perSocket, "events/s")
+			})
+		}
+	}
+}
+
+// BenchmarkConntableEndFlush is the short-connection path: one socket end
+// event per operation (EndTCP of a connection the table never saw live),
+// with a Flush every `interval` events, as when that many connections
+// open and close within one interval. Each end becomes one record.
+func BenchmarkConntableEndFlush(b *testing.B) {
+	t0 := time.Unix(1000, 0)
+	for _, interval := range []int{1_000, 10_000} {
+		b.Run(fmt.Sprintf("per-interval=%d", interval), func(b *testing.B) {
+			tb := New(Config{Node: "bench"})
+			socks := benchSocks(interval)
+			ends := make([]flow.TCPEnd, len(socks))
+			for i, s := range socks {
+				s.Closed = true
+				ends[i] = flow.TCPEnd{Socket: s, EndNS: s.StartNS + 200_000}
+			}
+			records := 0
+			cookie := uint64(len(ends))
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				ev := ends[i]
+				cookie++
+				ev.Socket.Cookie = cookie
+				tb.EndTCP(ev)
+				if i++; i == len(ends) {
+					records += len(tb.Flush(t0, t0.Add(time.Second)))
+					i = 0
+				}
+			}
+			records += len(tb.Flush(t0, t0.Add(time.Second)))
+			if records != b.N {
+				b.Fatalf("%d records for %d connections", records, b.N)
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
+}
