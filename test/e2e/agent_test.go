@@ -9,24 +9,8 @@ import (
 
 	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/testutil"
+	"github.com/flowlens/flowlens/test/peer/result"
 )
-
-type serveResult struct {
-	Connections  int64 `json:"connections"`
-	BytesIn      int64 `json:"bytes_in"`
-	BytesOut     int64 `json:"bytes_out"`
-	DatagramsIn  int64 `json:"datagrams_in"`
-	DatagramsOut int64 `json:"datagrams_out"`
-}
-
-type connectResult struct {
-	OK       int64 `json:"ok"`
-	Refused  int64 `json:"refused"`
-	TimedOut int64 `json:"timed_out"`
-	Failed   int64 `json:"failed"`
-	BytesOut int64 `json:"bytes_out"`
-	BytesIn  int64 `json:"bytes_in"`
-}
 
 // startServer runs `peer <mode> -listen addr` in ns and waits until it listens.
 func startServer(t *testing.T, ns *testutil.Netns, mode string, addr netip.AddrPort, args ...string) *testutil.Process {
@@ -63,9 +47,9 @@ func TestTCPConnectionsBothSides(t *testing.T) {
 			addr := netip.AddrPortFrom(p.AddrA, 8080)
 			server := startServer(t, p.A, "tcp-serve", addr, "-reply", strconv.Itoa(reply))
 			client := p.B.Command(peerBin, "tcp-connect", "-addr", addr.String(), "-count", strconv.Itoa(n), "-bytes", strconv.Itoa(size))
-			var cres connectResult
+			var cres result.Connect
 			testutil.Output(t, client, &cres)
-			var sres serveResult
+			var sres result.Serve
 			server.Stop(t, &sres)
 			if cres.OK != n || sres.Connections != n || sres.BytesIn != n*size || cres.BytesIn != n*reply {
 				t.Fatalf("traffic itself was not as planned: client %+v server %+v", cres, sres)
@@ -117,7 +101,7 @@ func TestFailedConnects(t *testing.T) {
 
 	t.Run("refused", func(t *testing.T) {
 		const n = 7
-		var res connectResult
+		var res result.Connect
 		testutil.Output(t, p.B.Command(peerBin, "tcp-connect", "-addr", netip.AddrPortFrom(p.AddrA, 8089).String(), "-count", strconv.Itoa(n)), &res)
 		if res.Refused != n {
 			t.Fatalf("client saw %+v, want %d refused", res, n)
@@ -140,7 +124,7 @@ func TestFailedConnects(t *testing.T) {
 		// One SYN retransmission: the kernel gives up after about 3 s
 		// (ETIMEDOUT) instead of about 2 minutes. Per namespace only.
 		p.B.Exec(t, "sysctl", "-q", "-w", "net.ipv4.tcp_syn_retries=1")
-		var res connectResult
+		var res result.Connect
 		testutil.Output(t, p.B.Command(peerBin, "tcp-connect", "-addr", netip.AddrPortFrom(p.AddrA, 8090).String(),
 			"-count", strconv.Itoa(n), "-concurrency", strconv.Itoa(n), "-timeout", "30s"), &res)
 		if res.TimedOut != n {
@@ -166,9 +150,9 @@ func TestLongLivedConnectionReportsEveryInterval(t *testing.T) {
 	p := randomPair(t, false)
 	addr := netip.AddrPortFrom(p.AddrA, 8081)
 	server := startServer(t, p.A, "tcp-serve", addr)
-	var cres connectResult
+	var cres result.Connect
 	testutil.Output(t, p.B.Command(peerBin, "tcp-stream", "-addr", addr.String(), "-duration", "4500ms", "-chunk", "4096", "-pause", "10ms"), &cres)
-	var sres serveResult
+	var sres result.Serve
 	server.Stop(t, &sres)
 	if sres.BytesIn != cres.BytesOut || cres.BytesOut == 0 {
 		t.Fatalf("stream: client sent %d, server read %d", cres.BytesOut, sres.BytesIn)
@@ -208,7 +192,7 @@ func TestUDPDNSExchange(t *testing.T) {
 	if err != nil {
 		t.Fatalf("dig: %v\n%s", err, out)
 	}
-	var sres serveResult
+	var sres result.Serve
 	server.Stop(t, &sres)
 	if sres.DatagramsIn != 3 || sres.DatagramsOut != 3 {
 		t.Fatalf("dns server saw %+v, want 3 queries answered", sres)

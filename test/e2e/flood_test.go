@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/flowlens/flowlens/internal/testutil"
+	"github.com/flowlens/flowlens/test/peer/result"
 )
 
 // The flood's limits: small enough that a test can exceed them for sure.
@@ -255,7 +256,7 @@ sampling:
 		t.Fatalf("flood: %v\n%s", floodErr, floodOut.String())
 	}
 	rssAfterFlood := floodPeakRSS(agentPID)
-	var made connectResult
+	var made result.Connect
 	testutil.Must(t, json.Unmarshal(floodOut.Bytes(), &made), "decode the flood's result")
 	t.Logf("flood: %+v", made)
 	if made.OK == 0 {
@@ -269,7 +270,7 @@ sampling:
 	// it in order: once they are counted, so is everything of the flood's
 	// clients. The flood's server side is read once it stopped changing.
 	const after = 10
-	var ares connectResult
+	var ares result.Connect
 	testutil.Output(t, p.B.Command(peerBin, "tcp-connect", "-addr", afterAddr.String(), "-count", strconv.Itoa(after),
 		"-bytes", strconv.Itoa(floodBytes)), &ares)
 	if ares.OK != after {
@@ -287,7 +288,7 @@ sampling:
 				side, s, after, after*floodBytes)
 		}
 	}
-	var served, afterServed serveResult
+	var served, afterServed result.Serve
 	floodServer.Stop(t, &served)
 	afterServer.Stop(t, &afterServed)
 

@@ -21,6 +21,7 @@ import (
 	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/testutil"
 	"github.com/flowlens/flowlens/test/e2e/cluster"
+	"github.com/flowlens/flowlens/test/peer/result"
 )
 
 // These tests run a real etcd and kube-apiserver, simulated nodes and pods
@@ -148,9 +149,9 @@ func serve(t *testing.T, p *cluster.Pod, listen string) *testutil.Process {
 }
 
 // connect makes exactly n connections from a pod and returns what it did.
-func connect(t *testing.T, p *cluster.Pod, addr string, n int) connectResult {
+func connect(t *testing.T, p *cluster.Pod, addr string, n int) result.Connect {
 	t.Helper()
-	var res connectResult
+	var res result.Connect
 	testutil.Output(t, p.Command(peerBin, "tcp-connect", "-addr", addr, "-count", strconv.Itoa(n), "-bytes", "1000", "-duration", "2m"), &res)
 	if res.OK != int64(n) {
 		t.Fatalf("%s/%s -> %s: %+v, want %d connections", p.Namespace, p.Name, addr, res, n)
@@ -158,9 +159,9 @@ func connect(t *testing.T, p *cluster.Pod, addr string, n int) connectResult {
 	return res
 }
 
-func stopServer(t *testing.T, s *testutil.Process) serveResult {
+func stopServer(t *testing.T, s *testutil.Process) result.Serve {
 	t.Helper()
-	var res serveResult
+	var res result.Serve
 	s.Stop(t, &res)
 	return res
 }
@@ -406,7 +407,7 @@ func TestKubernetesHostNetworkAndAPIServer(t *testing.T) {
 	}
 	const toAPI = 3
 	cmd := exec.Command(peerBin, "tcp-connect", "-addr", u.Host, "-count", strconv.Itoa(toAPI), "-duration", "1m")
-	var res connectResult
+	var res result.Connect
 	testutil.Output(t, cmd, &res)
 	if res.OK != toAPI {
 		t.Fatalf("connections to the API server: %+v", res)

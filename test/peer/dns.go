@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/flowlens/flowlens/test/peer/result"
 )
 
 // dnsServe answers every A question with 192.0.2.1 (TEST-NET-1) and counts
@@ -26,7 +28,7 @@ func dnsServe(args []string) (any, error) {
 	emit(map[string]any{"ready": true, "addr": pc.LocalAddr().String()})
 	go func() { <-ctx.Done(); pc.Close() }()
 
-	var res ServeResult
+	var res result.Serve
 	buf := make([]byte, 1500)
 	for {
 		n, from, err := pc.ReadFrom(buf)

@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/flowlens/flowlens/test/peer/result"
 )
 
 // maxLoadDuration caps every load mode: a benchmark must not run away.
@@ -123,7 +125,7 @@ func tcpLoad(args []string) (any, error) {
 	ctx, cancel := until(*maxTime)
 	defer cancel()
 
-	var res ConnectResult
+	var res result.Connect
 	payload := make([]byte, *size)
 	var remaining atomic.Int64
 	remaining.Store(int64(*count))

@@ -32,6 +32,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/flowlens/flowlens/test/peer/result"
 )
 
 func main() {
@@ -77,15 +79,6 @@ func until(d time.Duration) (context.Context, context.CancelFunc) {
 	return tctx, func() { cancel(); stop() }
 }
 
-// ServeResult is what a server moved.
-type ServeResult struct {
-	Connections  int64 `json:"connections"`
-	BytesIn      int64 `json:"bytes_in"`
-	BytesOut     int64 `json:"bytes_out"`
-	DatagramsIn  int64 `json:"datagrams_in,omitempty"`
-	DatagramsOut int64 `json:"datagrams_out,omitempty"`
-}
-
 func tcpServe(args []string) (any, error) {
 	fs := flag.NewFlagSet("tcp-serve", flag.ExitOnError)
 	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
@@ -102,7 +95,7 @@ func tcpServe(args []string) (any, error) {
 	emit(map[string]any{"ready": true, "addr": ln.Addr().String()})
 	go func() { <-ctx.Done(); ln.Close() }()
 
-	var res ServeResult
+	var res result.Serve
 	var wg sync.WaitGroup
 	payload := make([]byte, *reply)
 	for {
@@ -127,19 +120,6 @@ func tcpServe(args []string) (any, error) {
 	return res, nil
 }
 
-// ConnectResult is what a client did, connection by connection.
-type ConnectResult struct {
-	OK         int64   `json:"ok"`
-	Refused    int64   `json:"refused"`
-	TimedOut   int64   `json:"timed_out"`
-	Failed     int64   `json:"failed"`
-	BytesOut   int64   `json:"bytes_out"`
-	BytesIn    int64   `json:"bytes_in"`
-	Seconds    float64 `json:"seconds"`
-	FirstStart int64   `json:"first_start_unix_ns"` // when the first connect began
-	LastStart  int64   `json:"last_start_unix_ns"`
-}
-
 func tcpConnect(args []string) (any, error) {
 	fs := flag.NewFlagSet("tcp-connect", flag.ExitOnError)
 	addr := fs.String("addr", "", "server address")
@@ -156,7 +136,7 @@ func tcpConnect(args []string) (any, error) {
 	ctx, cancel := until(*maxTime)
 	defer cancel()
 
-	var res ConnectResult
+	var res result.Connect
 	payload := make([]byte, *size)
 	jobs := make(chan struct{})
 	var wg sync.WaitGroup
@@ -211,7 +191,7 @@ loop:
 	return res, nil
 }
 
-func classify(res *ConnectResult, err error) {
+func classify(res *result.Connect, err error) {
 	var ne net.Error
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
@@ -238,7 +218,7 @@ func tcpStream(args []string) (any, error) {
 		return nil, err
 	}
 	defer c.Close()
-	var res ConnectResult
+	var res result.Connect
 	buf := make([]byte, *chunk)
 	start := time.Now()
 	for time.Since(start) < *duration {
