@@ -26,6 +26,10 @@
 
 /* Set by the loader before the programs are verified. */
 volatile const __u32 self_pid = 0; /* the agent's own sockets are not traffic */
+/* Wake the reader only once this much is waiting (0: on every event). The
+ * agent drains the ring at every interval anyway, and a wakeup per closed
+ * socket costs more than the rest of the event. */
+volatile const __u64 wakeup_bytes = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -234,6 +238,7 @@ static __always_inline void finish(const struct sock *sk)
 	__u64 key = (__u64)sk;
 	struct tcp_state *st = bpf_map_lookup_elem(&tcp_socks, &key);
 	struct conn_event *e;
+	__u64 flags;
 
 	if (!st)
 		return;
@@ -252,7 +257,13 @@ static __always_inline void finish(const struct sock *sk)
 	e->state = *st;
 	e->kind = st->failed ? EVENT_CONNECT_FAIL : EVENT_CLOSE;
 	bpf_map_delete_elem(&tcp_socks, &key);
-	bpf_ringbuf_submit(e, 0);
+	if (!wakeup_bytes)
+		flags = 0;
+	else if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+		flags = BPF_RB_FORCE_WAKEUP;
+	else
+		flags = BPF_RB_NO_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
 	count(CNT_EVENTS);
 }
 

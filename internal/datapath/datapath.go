@@ -96,6 +96,11 @@ func Open(cfg Config, log *slog.Logger) (*Datapath, error) {
 	if err := spec.Variables["self_pid"].Set(uint32(os.Getpid())); err != nil {
 		return nil, fmt.Errorf("set self_pid: %w", err)
 	}
+	// A quarter full: room for the agent to wake up and drain before
+	// anything is dropped, and no wakeup at all in a quiet interval.
+	if err := spec.Variables["wakeup_bytes"].Set(uint64(cfg.RingBytes / 4)); err != nil {
+		return nil, fmt.Errorf("set wakeup_bytes: %w", err)
+	}
 
 	d := &Datapath{log: log}
 	d.hooks = plan(spec, cfg.CgroupMount, kernelHasTracepoint)

@@ -150,6 +150,7 @@ const (
 	flowlensVarUnusedRole        = "unused_role"
 	flowlensVarUnusedUdpKey      = "unused_udp_key"
 	flowlensVarUnusedUdpStats    = "unused_udp_stats"
+	flowlensVarWakeupBytes       = "wakeup_bytes"
 )
 
 // loadFlowlens returns the embedded CollectionSpec for flowlens.
@@ -230,6 +231,7 @@ type flowlensVariableSpecs struct {
 	UnusedRole        *ebpf.VariableSpec `ebpf:"unused_role"`
 	UnusedUdpKey      *ebpf.VariableSpec `ebpf:"unused_udp_key"`
 	UnusedUdpStats    *ebpf.VariableSpec `ebpf:"unused_udp_stats"`
+	WakeupBytes       *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // flowlensObjects contains all objects after they have been loaded into the kernel.
@@ -284,6 +286,7 @@ type flowlensVariables struct {
 	UnusedRole        *ebpf.Variable `ebpf:"unused_role"`
 	UnusedUdpKey      *ebpf.Variable `ebpf:"unused_udp_key"`
 	UnusedUdpStats    *ebpf.Variable `ebpf:"unused_udp_stats"`
+	WakeupBytes       *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // flowlensPrograms contains all programs after they have been loaded into the kernel.
