@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -110,5 +111,19 @@ func TestShellJoin(t *testing.T) {
 	want := `-o bench/results --agent '/usr/bin/x up --listen {listen}' 'it'\''s'`
 	if got != want {
 		t.Errorf("got %s", got)
+	}
+}
+
+// What the peer's modes print decodes into one union: the TCP modes'
+// result.Connect fields promoted, the HTTP and DNS modes' own beside them.
+func TestClientJSONDecodesEveryMode(t *testing.T) {
+	var c clientJSON
+	if err := json.Unmarshal([]byte(`{"ok":5,"refused":1,"bytes_out":100,"bytes_in":7,"seconds":1.5,`+
+		`"connections":5,"requests":3,"queries":2,"answers":2,"datagrams_out":2}`), &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.OK != 5 || c.Refused != 1 || c.BytesOut != 100 || c.BytesIn != 7 || c.Seconds != 1.5 ||
+		c.Connections != 5 || c.Requests != 3 || c.Queries != 2 || c.Answers != 2 || c.DatagramsOut != 2 {
+		t.Errorf("decoded %+v", c)
 	}
 }

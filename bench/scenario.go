@@ -17,6 +17,7 @@ import (
 	"github.com/flowlens/flowlens/bench/internal/bpfstat"
 	"github.com/flowlens/flowlens/bench/internal/promtext"
 	"github.com/flowlens/flowlens/bench/internal/stats"
+	"github.com/flowlens/flowlens/test/peer/result"
 )
 
 // scenario is one workload.
@@ -111,23 +112,18 @@ type Traffic struct {
 	} `json:"server"`
 }
 
-// clientJSON is the union of what the peer's client modes print.
+// clientJSON is the union of what the peer's client modes print: the TCP
+// modes' result.Connect, and what the HTTP and DNS modes print besides.
 type clientJSON struct {
-	OK           int64   `json:"ok"`
-	Refused      int64   `json:"refused"`
-	TimedOut     int64   `json:"timed_out"`
-	Failed       int64   `json:"failed"`
-	BytesOut     int64   `json:"bytes_out"`
-	BytesIn      int64   `json:"bytes_in"`
-	Seconds      float64 `json:"seconds"`
-	Connections  int64   `json:"connections"`
-	Requests     int64   `json:"requests"`
-	Errors       int64   `json:"errors"`
-	Queries      int64   `json:"queries"`
-	Answers      int64   `json:"answers"`
-	Timeouts     int64   `json:"timeouts"`
-	DatagramsOut int64   `json:"datagrams_out"`
-	DatagramsIn  int64   `json:"datagrams_in"`
+	result.Connect
+	Connections  int64 `json:"connections"`
+	Requests     int64 `json:"requests"`
+	Errors       int64 `json:"errors"`
+	Queries      int64 `json:"queries"`
+	Answers      int64 `json:"answers"`
+	Timeouts     int64 `json:"timeouts"`
+	DatagramsOut int64 `json:"datagrams_out"`
+	DatagramsIn  int64 `json:"datagrams_in"`
 }
 
 // Throughput of the workload.
