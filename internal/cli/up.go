@@ -69,23 +69,23 @@ kernel with BTF.`,
 }
 
 // publisher is the embedded hub's path from the agent to the API: name the
-// endpoints, join the two sides of Service connections, keep the records.
-// It runs in the agent's goroutine; the lock only guards the joiner against
-// metric scrapes.
+// endpoints (holding back records that came before their pod's metadata),
+// join the two sides of Service connections, keep the records. It runs in
+// the agent's goroutine; the lock only guards against metric scrapes.
 type publisher struct {
-	names enrich.Enricher
 	flows *ring.Ring
 	mu    sync.Mutex
+	names enrich.Waiter
 	join  *join.Joiner // nil without cluster identity: no address is ambiguous
 }
 
 func (p *publisher) publish(recs []flow.Record) {
-	p.names.Records(recs)
+	p.mu.Lock()
+	recs = p.names.Records(recs)
 	if p.join != nil {
-		p.mu.Lock()
 		recs = p.join.Join(recs)
-		p.mu.Unlock()
 	}
+	p.mu.Unlock()
 	p.flows.Write(recs)
 }
 
@@ -93,6 +93,12 @@ func (p *publisher) joinStats() join.Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.join.Stats()
+}
+
+func (p *publisher) waitStats() enrich.WaitStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.names.Stats()
 }
 
 func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
@@ -117,14 +123,14 @@ func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
 	}
 	if dir := cfg.Agent.Datapath.CgroupMount; dir != "" {
 		cgroups := cgroup.NewResolver(cgroup.ResolverConfig{Mount: dir})
-		pub.names.Cgroups, names.Cgroups = cgroups, cgroups.Stats
+		pub.names.Names.Cgroups, names.Cgroups = cgroups, cgroups.Stats
 	}
 	// Only where v1 hierarchies exist can a pod's cgroup be missing from
 	// its sockets; elsewhere a /proc read per process would only risk a
 	// reused pid naming the wrong pod.
 	if mount.V1 {
 		procs := cgroup.NewProcs(cgroup.ProcConfig{})
-		pub.names.Processes, names.Procs = procs, procs.Stats
+		pub.names.Names.Processes, names.Procs = procs, procs.Stats
 	}
 	var kube *k8smeta.Watcher
 	if cfg.Kube.Enabled() {
@@ -132,8 +138,8 @@ func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
 		if kube, err = k8smeta.Start(ctx, cfg.Kube, idx, log); err != nil {
 			return fmt.Errorf("watch kubernetes: %w", err)
 		}
-		pub.names.Identities, names.Identity, names.Kube = idx, idx.Stats, kube.Status
-		pub.join, names.Join = join.New(join.Config{}), pub.joinStats
+		pub.names.Names.Identities, names.Identity, names.Kube = idx, idx.Stats, kube.Status
+		pub.join, names.Join, names.Waits = join.New(join.Config{}), pub.joinStats, pub.waitStats
 		waitForSync(ctx, kube, cfg.SyncWait, log)
 	}
 

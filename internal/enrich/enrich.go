@@ -4,7 +4,7 @@
 // it was when the connection began. It runs once per interval over the
 // records conntable emits, before the join:
 //
-//	conntable.Flush ─▶ Enricher.Records ─▶ join.Joiner.Join ─▶ ring, hub
+//	conntable.Flush ─▶ Waiter.Records ─▶ join.Joiner.Join ─▶ ring, hub
 //	                     cgroup id ─▶ container id, pod UID   (Cgroups)
 //	                     else pid ─▶ its v1 cgroups ─▶ same   (Processes)
 //	                     address, pod UID, time ─▶ names       (Identities)
@@ -42,16 +42,14 @@ type Enricher struct {
 	Identities Identities
 }
 
-// Records names both endpoints of every record.
-func (e Enricher) Records(recs []flow.Record) {
-	for i := range recs {
-		r := &recs[i]
-		e.endpoint(&r.Source, identity.Hints{At: r.ConnStart})
-		e.endpoint(&r.Destination, identity.Hints{At: r.ConnStart, Destination: true})
-	}
+// Record names both endpoints of r. It reports whether r came early: the
+// observing side's cgroup names a pod that identity has not heard of yet.
+func (e Enricher) Record(r *flow.Record) (early bool) {
+	early = e.endpoint(&r.Source, identity.Hints{At: r.ConnStart})
+	return e.endpoint(&r.Destination, identity.Hints{At: r.ConnStart, Destination: true}) || early
 }
 
-func (e Enricher) endpoint(ep *flow.Endpoint, h identity.Hints) {
+func (e Enricher) endpoint(ep *flow.Endpoint, h identity.Hints) (early bool) {
 	var c cgroup.Container
 	if ep.CgroupID != 0 && e.Cgroups != nil {
 		c, _ = e.Cgroups.Lookup(ep.CgroupID)
@@ -62,8 +60,10 @@ func (e Enricher) endpoint(ep *flow.Endpoint, h identity.Hints) {
 		}
 	}
 	ep.ContainerID = c.ContainerID
-	if e.Identities != nil {
-		h.PodUID, h.ContainerID = c.PodUID, c.ContainerID
-		e.Identities.Resolve(ep, h)
+	if e.Identities == nil {
+		return false
 	}
+	h.PodUID, h.ContainerID = c.PodUID, c.ContainerID
+	e.Identities.Resolve(ep, h)
+	return c.PodUID != "" && ep.Pod == ""
 }

@@ -45,7 +45,7 @@ func TestRecordsAskCgroupsOnlyForTheObservingSide(t *testing.T) {
 	recs := []flow.Record{{ConnStart: start,
 		Source:      flow.Endpoint{IP: netip.MustParseAddr("10.0.0.1"), CgroupID: 42},
 		Destination: flow.Endpoint{IP: netip.MustParseAddr("10.0.0.2")}}}
-	e.Records(recs)
+	e.Record(&recs[0])
 	want := []call{{"10.0.0.1", identity.Hints{PodUID: "uid-1", ContainerID: id, At: start}},
 		{"10.0.0.2", identity.Hints{At: start, Destination: true}}}
 	if len(calls) != 2 || calls[0] != want[0] || calls[1] != want[1] {
@@ -58,7 +58,9 @@ func TestRecordsAskCgroupsOnlyForTheObservingSide(t *testing.T) {
 
 func TestRecordsWithoutSources(t *testing.T) {
 	recs := []flow.Record{{Source: flow.Endpoint{CgroupID: 1}}}
-	Enricher{}.Records(recs)
+	if (Enricher{}).Record(&recs[0]) {
+		t.Error("early without identity")
+	}
 	if recs[0].Source.ContainerID != "" {
 		t.Errorf("named without a source: %+v", recs[0].Source)
 	}
@@ -84,7 +86,7 @@ func TestRecordsFallBackToTheProcess(t *testing.T) {
 		}),
 	}
 	recs := []flow.Record{{Source: flow.Endpoint{CgroupID: 1, PID: 7}, Destination: flow.Endpoint{}}}
-	e.Records(recs)
+	e.Record(&recs[0])
 	if gotUID != "uid-v1" || recs[0].Source.ContainerID != id {
 		t.Fatalf("pod UID %q, container %q: want the process's", gotUID, recs[0].Source.ContainerID)
 	}

@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flowlens/flowlens/internal/cgroup"
+	"github.com/flowlens/flowlens/internal/enrich"
 	"github.com/flowlens/flowlens/internal/identity"
 	"github.com/flowlens/flowlens/internal/join"
 	"github.com/flowlens/flowlens/internal/k8smeta"
@@ -34,6 +35,10 @@ var (
 		"Client records to a Service or node address, by whether the workload behind it was found.", []string{"result"}, nil)
 	joinBackends = prometheus.NewDesc("flowlens_join_backends",
 		"Backends indexed by client address for the join.", nil, nil)
+	early = prometheus.NewDesc("flowlens_names_early_records_total",
+		"Records whose cgroup named a pod before its metadata arrived, by how their wait ended.", []string{"result"}, nil)
+	earlyHeld = prometheus.NewDesc("flowlens_names_early_records_waiting",
+		"Records waiting for their pod's metadata.", nil, nil)
 )
 
 // NamesCollector reports how endpoints get their names: cgroup resolution,
@@ -45,6 +50,7 @@ type NamesCollector struct {
 	Identity func() identity.Stats
 	Kube     func() k8smeta.Status
 	Join     func() join.Stats
+	Waits    func() enrich.WaitStats
 }
 
 // Describe implements prometheus.Collector. Losses are reported under
@@ -52,7 +58,7 @@ type NamesCollector struct {
 // the agent collector's, and a registry takes each descriptor once.
 func (NamesCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{cgroupLookups, cgroupWalks, cgroupEntries, cgroupEvictions, procReads, identityObjects,
-		kubeStale, kubeSynced, kubeWatchErrors, kubeEvents, joined, joinBackends} {
+		kubeStale, kubeSynced, kubeWatchErrors, kubeEvents, joined, joinBackends, early, earlyHeld} {
 		ch <- d
 	}
 }
@@ -100,6 +106,13 @@ func (c NamesCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(kubeSynced, bit(s.Synced))
 		counter(kubeWatchErrors, s.WatchErrors)
 		counter(kubeEvents, s.Events)
+	}
+	if c.Waits != nil {
+		s := c.Waits()
+		counter(early, s.NamedLate, "named_late")
+		counter(early, s.Unnamed, "gave_up")
+		gauge(earlyHeld, float64(s.Held))
+		counter(early, s.Overflow, "not_held")
 	}
 	if c.Join != nil {
 		s := c.Join()
