@@ -17,6 +17,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/testutil"
@@ -121,12 +122,7 @@ func (k *kubeCluster) waitKnown(t *testing.T, pods, podAddrs, services int) {
 	t.Helper()
 	want := map[string]float64{"pod": float64(pods), "pod_address": float64(podAddrs), "service": float64(services)}
 	testutil.Eventually(t, 30*time.Second, func() error {
-		resp, err := http.Get("http://" + string(k.flowlens) + "/metrics")
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		m := scrape(t, resp)
+		m := k.metrics(t)
 		for kind, n := range want {
 			if got := m[`flowlens_identity_objects{kind="`+kind+`"}`]; got != n {
 				return fmt.Errorf("flowlens knows %v %s objects, want %v", got, kind, n)
@@ -134,6 +130,17 @@ func (k *kubeCluster) waitKnown(t *testing.T, pods, podAddrs, services int) {
 		}
 		return nil
 	})
+}
+
+// metrics scrapes the agent's /metrics.
+func (k *kubeCluster) metrics(t *testing.T) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + string(k.flowlens) + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	return scrape(t, resp)
 }
 
 // serve runs `peer tcp-serve` in a pod and waits until it listens.
@@ -397,6 +404,28 @@ func TestKubernetesHostNetworkAndAPIServer(t *testing.T) {
 		if !isHostPod(r.Source) {
 			t.Errorf("host-network client source %+v", r.Source)
 		}
+	}
+
+	// A pod the API server does not know (a static pod, a stray container):
+	// its records wait for metadata that never comes, then go out named by
+	// address alone, with nothing lost while they waited.
+	ghost := k.b.AddPod(ns, "ghost", types.UID("0badc0de-0000-4000-8000-000000000001"), netip.MustParseAddr("10.247.2.50"), cluster.PodOptions{})
+	s = serve(t, app, "0.0.0.0:8080")
+	const fromGhost = 4
+	connect(t, ghost, "10.247.2.10:8080", fromGhost)
+	stopServer(t, s)
+	grecs := k.flowlens.settled(t, q("observer", "client", "from-ip", "10.247.2.50", "to-pod", ns+"/app"), opened(fromGhost))
+	if s := sum(grecs); s.opened != fromGhost || s.bytesToDst != fromGhost*1000 {
+		t.Errorf("unknown pod's connections: %+v, want %d of 1000 bytes", s, fromGhost)
+	}
+	for _, r := range grecs {
+		if r.Source.Pod != "" || r.Source.Kind != flow.KindWorld || r.Source.ContainerID != ghost.ContainerID {
+			t.Errorf("unknown pod's source %+v: want its container, no pod name", r.Source)
+		}
+	}
+	if m := k.metrics(t); m[`flowlens_names_early_records_total{result="gave_up"}`] < float64(len(grecs)) {
+		t.Errorf("early records given up: %v, want at least the %d records of the unknown pod",
+			m[`flowlens_names_early_records_total{result="gave_up"}`], len(grecs))
 	}
 
 	// A process on the host (where this API server listens) connects to
