@@ -2,6 +2,7 @@ package k8smeta
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/identity"
+	"github.com/flowlens/flowlens/internal/testutil"
 	"github.com/flowlens/flowlens/test/e2e/cluster"
 )
 
@@ -108,24 +110,20 @@ func createNode(t *testing.T, c kubernetes.Interface, name string, ip netip.Addr
 
 // resolve resolves addr as the agent would for a record that started at
 // when, returning only what Resolve fills.
+// awaited is nil when ok, else an error saying what is still awaited.
+func awaited(ok bool, what string) error {
+	if ok {
+		return nil
+	}
+	return errors.New("not yet: " + what)
+}
+
 func resolve(idx *identity.Index, addr, uid, cid string, when time.Time) flow.Endpoint {
 	ap := netip.MustParseAddrPort(addr)
 	ep := flow.Endpoint{IP: ap.Addr(), Port: ap.Port()}
 	idx.Resolve(&ep, identity.Hints{PodUID: uid, ContainerID: cid, At: when, Destination: true})
 	ep.IP, ep.Port = netip.Addr{}, 0
 	return ep
-}
-
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > timeout {
-			t.Fatalf("%s: not within %v", what, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return time.Since(start)
 }
 
 func hex64(b byte) string { return strings.Repeat(fmt.Sprintf("%02x", b), 32) }
@@ -264,16 +262,19 @@ func TestWatcher(t *testing.T) {
 	if err := cp.Start(); err != nil {
 		t.Fatalf("restart API server: %v", err)
 	}
-	took := eventually(t, 30*time.Second, "fresh after the API server restarted", func() bool { return !w.Status().Stale })
+	restarted := time.Now()
+	testutil.Eventually(t, 30*time.Second, func() error { return awaited(!w.Status().Stale, "fresh after the API server restarted") })
+	took := time.Since(restarted)
 	t.Logf("fresh %v after the API server was ready", took.Round(time.Millisecond))
 	if st := w.Status(); !st.StaleSince.IsZero() {
 		t.Errorf("StaleSince set while fresh: %+v", st)
 	}
 	created := time.Now()
 	web2 := runPod(t, c, cluster.PodObject(ns, "web-x2", nil, rs), "node-a", netip.MustParseAddr("10.244.1.12"), false, hex64(4))
-	took = eventually(t, 60*time.Second, "pod created after the restart resolves", func() bool {
-		return resolve(idx, "10.244.1.12:8080", "", "", time.Now()).Pod == "web-x2"
+	testutil.Eventually(t, 60*time.Second, func() error {
+		return awaited(resolve(idx, "10.244.1.12:8080", "", "", time.Now()).Pod == "web-x2", "pod created after the restart resolves")
 	})
+	took = time.Since(created)
 	t.Logf("pod created after restart resolved after %v (reflector backoff)", took.Round(time.Millisecond))
 	want := flow.Endpoint{Kind: flow.KindPod, Namespace: ns, Pod: "web-x2", Container: "main", NodeName: "node-a",
 		Labels: web2.Labels, Workload: &flow.Workload{Kind: "Deployment", Name: "web"}}
@@ -287,7 +288,7 @@ func TestWatcher(t *testing.T) {
 	if err := c.CoreV1().Pods(ns).Delete(ctx, "web-x1", metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
 		t.Fatalf("delete pod: %v", err)
 	}
-	eventually(t, 10*time.Second, "deletion seen", func() bool { return idx.Stats().DeletedPods == 1 })
+	testutil.Eventually(t, 10*time.Second, func() error { return awaited(idx.Stats().DeletedPods == 1, "deletion seen") })
 	if got := resolve(idx, "10.244.1.10:8080", "", "", now); !reflect.DeepEqual(got, webPod) {
 		t.Errorf("deleted pod, connection started before\n got %+v\nwant %+v", got, webPod)
 	}
@@ -312,7 +313,9 @@ func TestWatcherRBAC(t *testing.T) {
 
 	kubeconfig := cp.UserKubeconfig(t, "system:serviceaccount:flowlens:flowlens")
 	w, idx := startWatcher(t, kubeconfig)
-	eventually(t, 10*time.Second, "forbidden lists counted as watch errors", func() bool { return w.Status().WatchErrors > 0 })
+	testutil.Eventually(t, 10*time.Second, func() error {
+		return awaited(w.Status().WatchErrors > 0, "forbidden lists counted as watch errors")
+	})
 	// Not synced, but not stale: /readyz answers any authenticated identity.
 	if st := w.Status(); st.Synced || st.Stale {
 		t.Errorf("status before RBAC: %+v", st)
