@@ -370,7 +370,7 @@ func (sc scenario) clientArgs(p *pair, trace string) []string {
 		return []string{"dns-load", "-addr", addr, "-count", strconv.Itoa(sc.Count),
 			"-rate", fmt.Sprint(sc.Rate), "-concurrency", strconv.Itoa(sc.Conc), "-duration", limit}
 	}
-	args := []string{"tcp-load", "-addr", addr, "-count", strconv.Itoa(sc.Count), "-bytes", strconv.Itoa(sc.Bytes),
+	args := []string{"tcp-connect", "-addr", addr, "-count", strconv.Itoa(sc.Count), "-bytes", strconv.Itoa(sc.Bytes),
 		"-rate", fmt.Sprint(sc.Rate), "-concurrency", strconv.Itoa(sc.Conc), "-duration", limit}
 	if trace != "" {
 		args = append(args, "-trace", trace)

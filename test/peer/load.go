@@ -22,8 +22,6 @@ import (
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
-
-	"github.com/flowlens/flowlens/test/peer/result"
 )
 
 // maxLoadDuration caps every load mode: a benchmark must not run away.
@@ -99,78 +97,6 @@ func writeTrace(path string, per [][]traceEntry) error {
 		return err
 	}
 	return f.Close()
-}
-
-// tcpLoad makes -count connections (at -rate per second, -concurrency at
-// once), each sending -bytes, half-closing and reading to EOF. With -trace
-// it writes "start_unix_ns source_port" per successful connection.
-func tcpLoad(args []string) (any, error) {
-	fs := flag.NewFlagSet("tcp-load", flag.ExitOnError)
-	addr := fs.String("addr", "", "server address")
-	count := fs.Int("count", 1, "connections to make")
-	size := fs.Int("bytes", 0, "bytes to send on each connection")
-	rate := fs.Float64("rate", 0, "connections per second, by schedule (0: as fast as possible)")
-	conc := fs.Int("concurrency", 1, "connections in flight at once")
-	timeout := fs.Duration("timeout", 5*time.Second, "connect timeout")
-	maxTime := fs.Duration("duration", 2*time.Minute, "stop after this long")
-	trace := fs.String("trace", "", "file to write one \"start_unix_ns source_port\" line per connection to")
-	_ = fs.Parse(args)
-	if *addr == "" {
-		return nil, errors.New("-addr is required")
-	}
-	if err := checkBounds(*count, *maxTime); err != nil {
-		return nil, err
-	}
-	workers := min(max(*conc, 1), 4096)
-	ctx, cancel := until(*maxTime)
-	defer cancel()
-
-	var res result.Connect
-	payload := make([]byte, *size)
-	var remaining atomic.Int64
-	remaining.Store(int64(*count))
-	traces := make([][]traceEntry, workers)
-	pace := newPacer(*rate)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			d := net.Dialer{Timeout: *timeout}
-			for remaining.Add(-1) >= 0 {
-				if !pace.wait(ctx) {
-					return
-				}
-				now := time.Now().UnixNano()
-				atomic.CompareAndSwapInt64(&res.FirstStart, 0, now)
-				atomic.StoreInt64(&res.LastStart, now)
-				c, err := d.DialContext(ctx, "tcp", *addr)
-				if err != nil {
-					classify(&res, err)
-					continue
-				}
-				if *trace != "" {
-					traces[w] = append(traces[w], traceEntry{now, uint16(c.LocalAddr().(*net.TCPAddr).Port)})
-				}
-				n, _ := c.Write(payload)
-				atomic.AddInt64(&res.BytesOut, int64(n))
-				_ = c.(*net.TCPConn).CloseWrite()
-				m, _ := io.Copy(io.Discard, c)
-				atomic.AddInt64(&res.BytesIn, m)
-				c.Close()
-				atomic.AddInt64(&res.OK, 1)
-			}
-		}()
-	}
-	wg.Wait()
-	res.Seconds = time.Since(start).Seconds()
-	if *trace != "" {
-		if err := writeTrace(*trace, traces); err != nil {
-			return nil, fmt.Errorf("write trace: %w", err)
-		}
-	}
-	return res, nil
 }
 
 // countingConn counts the bytes each read and write moved.

@@ -4,10 +4,9 @@
 // the truth. Every mode is bounded in count and time.
 //
 //	peer tcp-serve   -listen ADDR [-reply N]          accept, read to EOF, reply N bytes
-//	peer tcp-connect -addr ADDR -count N [-bytes B] [-rate R] [-concurrency C] [-timeout D]
+//	peer tcp-connect -addr ADDR -count N [-bytes B] [-rate R] [-concurrency C] [-timeout D] [-trace FILE]
 //	peer tcp-stream  -addr ADDR -duration D [-chunk B]
 //	peer dns-serve   -listen ADDR                      answer A queries with 192.0.2.1
-//	peer tcp-load    -addr ADDR -count N [-bytes B] [-rate R] [-concurrency C] [-trace FILE]
 //	peer http-serve  -listen ADDR [-body N]            HTTP/1.1 keep-alive server
 //	peer http-load   -addr ADDR [-connections C] [-requests N] [-duration D]
 //	peer dns-load    -addr ADDR -count N [-rate R] [-concurrency C]
@@ -38,7 +37,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: peer tcp-serve|tcp-connect|tcp-stream|dns-serve|tcp-load|http-serve|http-load|dns-load [flags]")
+		fmt.Fprintln(os.Stderr, "usage: peer tcp-serve|tcp-connect|tcp-stream|dns-serve|http-serve|http-load|dns-load [flags]")
 		os.Exit(2)
 	}
 	modes := map[string]func([]string) (any, error){
@@ -46,7 +45,6 @@ func main() {
 		"tcp-connect": tcpConnect,
 		"tcp-stream":  tcpStream,
 		"dns-serve":   dnsServe,
-		"tcp-load":    tcpLoad,
 		"http-serve":  httpServe,
 		"http-load":   httpLoad,
 		"dns-load":    dnsLoad,
@@ -120,33 +118,47 @@ func tcpServe(args []string) (any, error) {
 	return res, nil
 }
 
+// tcpConnect makes -count connections (at -rate per second, -concurrency at
+// once), each sending -bytes, half-closing and reading to EOF. With -trace
+// it writes "start_unix_ns source_port" per successful connection.
 func tcpConnect(args []string) (any, error) {
 	fs := flag.NewFlagSet("tcp-connect", flag.ExitOnError)
 	addr := fs.String("addr", "", "server address")
 	count := fs.Int("count", 1, "connections to make")
 	size := fs.Int("bytes", 0, "bytes to send on each connection")
-	rate := fs.Float64("rate", 0, "connections per second (0: as fast as possible)")
+	rate := fs.Float64("rate", 0, "connections per second, by schedule (0: as fast as possible)")
 	conc := fs.Int("concurrency", 1, "connections in flight at once")
 	timeout := fs.Duration("timeout", 5*time.Second, "connect timeout")
 	maxTime := fs.Duration("duration", 10*time.Minute, "stop after this long")
+	trace := fs.String("trace", "", "file to write one \"start_unix_ns source_port\" line per connection to")
 	_ = fs.Parse(args)
 	if *addr == "" {
 		return nil, errors.New("-addr is required")
 	}
+	if err := checkBounds(*count, *maxTime); err != nil {
+		return nil, err
+	}
+	workers := min(max(*conc, 1), 4096)
 	ctx, cancel := until(*maxTime)
 	defer cancel()
 
 	var res result.Connect
 	payload := make([]byte, *size)
-	jobs := make(chan struct{})
+	var remaining atomic.Int64
+	remaining.Store(int64(*count))
+	traces := make([][]traceEntry, workers)
+	pace := newPacer(*rate)
 	var wg sync.WaitGroup
 	start := time.Now()
-	for range max(*conc, 1) {
+	for w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			d := net.Dialer{Timeout: *timeout}
-			for range jobs {
+			for remaining.Add(-1) >= 0 {
+				if !pace.wait(ctx) {
+					return
+				}
 				now := time.Now().UnixNano()
 				atomic.CompareAndSwapInt64(&res.FirstStart, 0, now)
 				atomic.StoreInt64(&res.LastStart, now)
@@ -154,6 +166,9 @@ func tcpConnect(args []string) (any, error) {
 				if err != nil {
 					classify(&res, err)
 					continue
+				}
+				if *trace != "" {
+					traces[w] = append(traces[w], traceEntry{now, uint16(c.LocalAddr().(*net.TCPAddr).Port)})
 				}
 				n, _ := c.Write(payload)
 				atomic.AddInt64(&res.BytesOut, int64(n))
@@ -165,29 +180,13 @@ func tcpConnect(args []string) (any, error) {
 			}
 		}()
 	}
-	var tick *time.Ticker
-	if *rate > 0 {
-		tick = time.NewTicker(time.Duration(float64(time.Second) / *rate))
-		defer tick.Stop()
-	}
-loop:
-	for range *count {
-		if tick != nil {
-			select {
-			case <-tick.C:
-			case <-ctx.Done():
-				break loop
-			}
-		}
-		select {
-		case jobs <- struct{}{}:
-		case <-ctx.Done():
-			break loop
-		}
-	}
-	close(jobs)
 	wg.Wait()
 	res.Seconds = time.Since(start).Seconds()
+	if *trace != "" {
+		if err := writeTrace(*trace, traces); err != nil {
+			return nil, fmt.Errorf("write trace: %w", err)
+		}
+	}
 	return res, nil
 }
 
