@@ -16,11 +16,11 @@ func cgroup2(t *testing.T) string {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create cgroups under the cgroup2 mount")
 	}
-	mount, err := FindMount()
+	m, err := ReadMount()
 	if err != nil {
 		t.Skipf("no cgroup2 hierarchy: %v", err)
 	}
-	return mount
+	return m.Dir
 }
 
 // cgroupID is the kernel's id of the cgroup at dir, the way bpftool and

@@ -10,7 +10,7 @@
 // That id is the inode number of the cgroup's directory in the cgroup2
 // filesystem, and also its kernfs file handle, which is how bpftool and
 // systemd turn ids into paths; the tests check both on the real mount. The
-// Resolver does the same: open_by_handle_at on the mount (FindMount: never
+// Resolver does the same: open_by_handle_at on the mount (ReadMount: never
 // assume /sys/fs/cgroup, hybrid hosts put cgroup2 at
 // /sys/fs/cgroup/unified), then the fd's path, three system calls for an id
 // it has not seen, so a pod's first connection is named even if its cgroup

@@ -19,15 +19,9 @@ type Mount struct {
 	V1 bool
 }
 
-// FindMount returns where the cgroup v2 hierarchy is mounted: /sys/fs/cgroup
-// on unified hosts, /sys/fs/cgroup/unified on hybrid ones. It is read from
-// /proc/self/mountinfo, never guessed.
-func FindMount() (string, error) {
-	m, err := ReadMount()
-	return m.Dir, err
-}
-
-// ReadMount returns the first cgroup v2 mount of this mount namespace.
+// ReadMount returns the first cgroup v2 mount of this mount namespace:
+// /sys/fs/cgroup on unified hosts, /sys/fs/cgroup/unified on hybrid ones.
+// It is read from /proc/self/mountinfo, never guessed.
 func ReadMount() (Mount, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {

@@ -13,7 +13,7 @@ import (
 
 // ResolverConfig bounds a Resolver.
 type ResolverConfig struct {
-	Mount      string        // cgroup2 mount dir (FindMount); required
+	Mount      string        // cgroup2 mount dir (ReadMount); required
 	MaxEntries int           // most ids cached; default 16384
 	MinRescan  time.Duration // at most one tree walk per this period; default 1s
 }
@@ -135,13 +135,6 @@ func (r *Resolver) lookupByWalk(id uint64) (Container, bool) {
 		r.stats.Misses++
 	}
 	return c, ok
-}
-
-// ContainerID returns the id of the container the cgroup belongs to, or ""
-// when it is no container's or unknown.
-func (r *Resolver) ContainerID(id uint64) string {
-	c, _ := r.Lookup(id)
-	return c.ContainerID
 }
 
 // Stats returns the Resolver's counters.

@@ -99,8 +99,8 @@ func TestResolver(t *testing.T) {
 	t.Run("lookup", func(t *testing.T) {
 		r := NewResolver(ResolverConfig{Mount: mount})
 		k.checkLookups(t, r, mount, id)
-		if got := r.ContainerID(id(t, filepath.Join(mount, cgroupfs))); got != cid {
-			t.Errorf("ContainerID = %q, want %q", got, cid)
+		if got, _ := r.Lookup(id(t, filepath.Join(mount, cgroupfs))); got.ContainerID != cid {
+			t.Errorf("ContainerID = %q, want %q", got.ContainerID, cid)
 		}
 		if s := r.Stats(); s.Rescans != 1 || s.Hits != 4 || s.Misses != 0 || s.ScanErr != nil {
 			t.Errorf("stats %+v: want 1 walk answering all 4 lookups", s)
@@ -204,8 +204,8 @@ func TestResolverConcurrent(t *testing.T) {
 				// A lookup racing the first walk may miss; once a second
 				// walk has started, the first one's entries answer.
 				walks := r.Stats().Rescans
-				if got := r.ContainerID(id); got != cid && walks > 1 {
-					t.Errorf("ContainerID = %q after a walk", got)
+				if got, _ := r.Lookup(id); got.ContainerID != cid && walks > 1 {
+					t.Errorf("ContainerID = %q after a walk", got.ContainerID)
 					return
 				}
 			}

@@ -18,8 +18,8 @@ func newCheckCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "FEATURE\tAVAILABLE\tFLOWLENS USES IT FOR\tDETAIL")
-			mount, _ := cgroup.FindMount()
-			for _, f := range datapath.Probe(mount) {
+			mount, _ := cgroup.ReadMount()
+			for _, f := range datapath.Probe(mount.Dir) {
 				avail := "no"
 				if f.Available {
 					avail = "yes"
