@@ -37,13 +37,13 @@ type TCPSocket struct {
 	Owner       Owner
 	Role        Role
 	Established bool
-	Closed      bool   // reached TCP_CLOSE; ends when the socket is released
+	Closed      bool // reached TCP_CLOSE; ends when the socket is released
 	// Adopted: the kernel side first saw the socket already established
 	// (the agent started after it opened). Its counters start from a
 	// baseline taken then, and its opening was not seen: it is never
 	// counted as opened.
 	Adopted bool
-	StartNS     uint64 // CLOCK_MONOTONIC
+	StartNS uint64 // CLOCK_MONOTONIC
 
 	BytesSent, BytesRecv uint64 // application payload
 	SegsOut, SegsIn      uint32
