@@ -29,18 +29,27 @@
 // # From path to workload
 //
 // ParsePath reads a path by its directory names alone, which works the same
-// on a cgroup v2 path and on the path part of a cgroup v1 line:
+// on a cgroup v2 path and on the path part of a cgroup v1 line. <root> is
+// kubelet's cgroup root (--cgroup-root; the hierarchy's root by default),
+// which the caller passes:
 //
-//	kubelet, cgroupfs driver   <any>/kubepods[/besteffort|/burstable]/pod<uid>/<id>
+//	kubelet, cgroupfs driver   <root>/kubepods[/besteffort|/burstable]/pod<uid>/<id>
 //	                           (.../crio-<id> for CRI-O, .../crio-conmon-<id> is conmon)
-//	kubelet, systemd driver    <any>/kubepods.slice/kubepods-<qos>.slice/kubepods-<qos>-pod<uid_>.slice/
+//	kubelet, systemd driver    <root>/kubepods.slice/kubepods-<qos>.slice/kubepods-<qos>-pod<uid_>.slice/
 //	                           cri-containerd-<id>.scope | crio-<id>.scope | docker-<id>.scope
-//	                           (nested kubelets prefix every slice: kubelet-kubepods-...)
-//	containerd, runc without   .../containerd.service/kubepods-<qos>-pod<uid_>.slice:cri-containerd:<id>
-//	its systemd driver
+//	                           (below a root slice every slice is prefixed: kubelet-kubepods-...)
+//	containerd, runc without   <root>/kubepods-<qos>-pod<uid_>.slice:cri-containerd:<id>
+//	its systemd driver         (<root> is then containerd's own cgroup)
 //	docker                     /docker/<id>, <any>.slice/docker-<id>.scope
 //	podman                     <any>.slice/libpod-<id>.scope[/container], /libpod_parent/libpod-<id>
 //	containerd                 /<namespace>/<id>, <any>.slice/nerdctl-<id>.scope
+//
+// A pod is read only from that place: kubepods directly below the root,
+// then the QoS level, then the pod. Creating cgroups there takes root, while
+// a kubepods-shaped name anywhere else can be made by anyone with a
+// delegated subtree (every systemd user has one; so has a pod running a
+// nested runtime), and must not name a pod. Such paths still name their
+// container. Below the pod, the innermost container wins.
 //
 // Guaranteed pods have no QoS level. The systemd driver writes a UID's
 // dashes as '_', which ParsePath undoes. A container below kubelet's

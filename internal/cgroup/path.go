@@ -45,137 +45,174 @@ var unitPrefixes = []struct{ prefix, runtime string }{
 // ParsePath reads a cgroup path (a v2 path, or the path part of a cgroup v1
 // line of /proc/<pid>/cgroup) and never touches the filesystem.
 //
+// kubeletRoot is the cgroup kubelet keeps its pods under (its
+// --cgroup-root; "" or "/" for the hierarchy's root, the default of both
+// drivers). A pod is read from the path only where kubelet would have put
+// it: kubepods directly below that root, then the QoS level, then the pod.
+// Anywhere else a kubepods-shaped name is only a name: a user with a
+// delegated subtree (systemd user services, a nested runtime, a pod with
+// cgroup write access) can create any of them, and must not claim a pod by
+// doing so.
+//
 // The path is read top-down. The innermost container wins, because nested
-// runtimes (kind or k3d nodes, docker-in-docker) put the workload deepest;
-// directories below a container (runc's "init", crun's "container") do not
-// clear it, since processes there still run in that container. Entering a
-// kubelet hierarchy ("kubepods", "kubepods.slice") or a pod starts afresh:
-// a container above kubelet is its node, not the pod's workload.
-func ParsePath(path string) Container {
+// runtimes (docker-in-docker, a runtime inside a pod) put the workload
+// deepest; directories below a container (runc's "init", crun's
+// "container") do not clear it, since processes there still run in that
+// container. Containers above kubelet's root are its node, not the pod's
+// workload, and are not read.
+func ParsePath(path, kubeletRoot string) Container {
 	p := parser{c: Container{Path: path}}
-	for seg := range strings.SplitSeq(path, "/") {
+	rest, anchored := belowRoot(path, kubeletRoot)
+	if anchored {
+		p.step = stepRoot
+	}
+	for seg := range strings.SplitSeq(rest, "/") {
 		if seg == "" {
 			continue
 		}
 		// runc run without its systemd driver but handed a systemd-style
 		// cgroupsPath ("slice:prefix:name", containerd without
-		// SystemdCgroup=true under a systemd kubelet) makes it one directory.
+		// SystemdCgroup=true under a systemd kubelet) makes it one
+		// directory, where kubelet's whole slice path is the slice name.
 		if slice, prefix, name, ok := splitRuncSystemd(seg); ok {
 			if slice != "" {
-				p.segment(slice)
+				p.segment(slice, true)
 			}
-			p.segment(prefix + "-" + name + ".scope")
+			p.segment(prefix+"-"+name+".scope", false)
 			continue
 		}
-		p.segment(seg)
+		p.segment(seg, false)
 	}
 	return p.c
 }
 
-// cgroupfs steps of kubelet's layout: kubepods[/<qos>]/pod<uid>.
+// belowRoot returns what of path lies below root, and whether path is
+// below it (or is it) at all. Either is read as a list of directory names.
+func belowRoot(path, root string) (string, bool) {
+	root = strings.Trim(root, "/")
+	if root == "" {
+		return path, true
+	}
+	rel := strings.TrimLeft(path, "/")
+	if rest, ok := strings.CutPrefix(rel, root); ok && (rest == "" || rest[0] == '/') {
+		return rest, true
+	}
+	return path, false
+}
+
+// Steps of kubelet's layout below its root. cgroupfs:
+// kubepods[/<qos>]/pod<uid>; systemd: <kube>.slice[/<kube>-<qos>.slice]/
+// <kube>[-<qos>]-pod<uid_>.slice, where <kube> is "kubepods", prefixed by
+// the root's own slice name under a nested kubelet ("kubelet-kubepods").
 const (
-	stepNone = iota
-	stepKubepods
-	stepQOS
+	stepNone     = iota // not at a place where kubelet's layout continues
+	stepRoot            // directly below kubelet's root
+	stepKubepods        // cgroupfs: below kubepods
+	stepQOS             // cgroupfs: below kubepods/<qos>
+	stepSlice           // systemd: below <kube>.slice
+	stepSliceQOS        // systemd: below <kube>-<qos>.slice
 )
 
 type parser struct {
 	c      Container
-	step   int    // where we are in kubelet's cgroupfs layout
-	qos    string // QoS directory seen at stepQOS
-	inKube bool   // below a kubelet hierarchy: a bare id is a CRI container
+	step   int    // where we are in kubelet's layout
+	qos    string // QoS level seen at stepQOS or stepSliceQOS
+	kube   string // systemd: the kubepods slice's name without ".slice"
+	inKube bool   // below kubelet's root hierarchy: a bare id is a CRI container
 	prev   string // parent directory name
 }
 
-func (p *parser) segment(seg string) {
-	p.read(seg)
+func (p *parser) segment(seg string, collapsed bool) {
+	p.read(seg, collapsed)
 	p.prev = seg
 }
 
-func (p *parser) read(seg string) {
-	if seg == "kubepods" {
-		p.enterKube()
-		p.step = stepKubepods
-		return
-	}
+func (p *parser) read(seg string, collapsed bool) {
 	step := p.step
 	p.step = stepNone
-	if name, ok := strings.CutSuffix(seg, ".slice"); ok && p.kubeSlice(name) {
+	if p.kubelet(step, seg, collapsed) {
 		return
-	}
-	switch step {
-	case stepKubepods:
-		if seg == QOSBestEffort || seg == QOSBurstable {
-			p.qos, p.step = seg, stepQOS
-			return
-		}
-		if p.cgroupfsPod(seg, QOSGuaranteed) {
-			return
-		}
-	case stepQOS:
-		if p.cgroupfsPod(seg, p.qos) {
-			return
-		}
 	}
 	if id, runtime := p.container(seg); id != "" {
 		p.c.ContainerID, p.c.Runtime = id, runtime
 	}
 }
 
-func (p *parser) enterKube() {
-	p.c = Container{Path: p.c.Path}
-	p.inKube = true
+// kubelet reads seg as the next level of kubelet's layout, if it is one
+// where the previous level left step.
+func (p *parser) kubelet(step int, seg string, collapsed bool) bool {
+	slice, isSlice := strings.CutSuffix(seg, ".slice")
+	switch step {
+	case stepRoot:
+		switch {
+		case seg == "kubepods":
+			p.inKube, p.step = true, stepKubepods
+			return true
+		case isSlice && kubepodsSlice(slice):
+			p.inKube, p.kube, p.step = true, slice, stepSlice
+			return true
+		case isSlice && collapsed:
+			// The pod slice's name spells its parents:
+			// [<root>-]kubepods[-<qos>]-pod<uid_>.
+			i := strings.LastIndex(slice, "kubepods-")
+			if i < 0 || !kubepodsSlice(slice[:i+len("kubepods")]) {
+				return false
+			}
+			p.inKube = true
+			rest, qos := slice[i+len("kubepods-"):], QOSGuaranteed
+			for _, q := range []string{QOSBestEffort, QOSBurstable} {
+				if r, ok := strings.CutPrefix(rest, q+"-"); ok {
+					rest, qos = r, q
+				}
+			}
+			return p.pod(rest, qos, true)
+		}
+	case stepKubepods:
+		if seg == QOSBestEffort || seg == QOSBurstable {
+			p.qos, p.step = seg, stepQOS
+			return true
+		}
+		return p.pod(seg, QOSGuaranteed, false)
+	case stepQOS:
+		return p.pod(seg, p.qos, false)
+	case stepSlice:
+		rest, ok := strings.CutPrefix(slice, p.kube+"-")
+		if !isSlice || !ok {
+			return false
+		}
+		if rest == QOSBestEffort || rest == QOSBurstable {
+			p.qos, p.step = rest, stepSliceQOS
+			return true
+		}
+		return p.pod(rest, QOSGuaranteed, true)
+	case stepSliceQOS:
+		rest, ok := strings.CutPrefix(slice, p.kube+"-"+p.qos+"-")
+		return isSlice && ok && p.pod(rest, p.qos, true)
+	}
+	return false
 }
 
-func (p *parser) enterPod(uid, qos string) {
-	p.enterKube()
-	p.c.PodUID, p.c.QOS = uid, qos
+// kubepodsSlice reports whether a slice name (without ".slice") is
+// kubelet's top slice: "kubepods", or, below a nested kubelet's root slice,
+// "<root>-kubepods" (systemd names every slice after its parents).
+func kubepodsSlice(name string) bool {
+	pre, ok := strings.CutSuffix(name, "kubepods")
+	return ok && (pre == "" || strings.HasSuffix(pre, "-"))
 }
 
-func (p *parser) cgroupfsPod(seg, qos string) bool {
-	raw, ok := strings.CutPrefix(seg, "pod")
+// pod reads a pod level's name, "pod<uid>"; the systemd driver writes the
+// UID's dashes as '_', since systemd reserves '-' for nesting.
+func (p *parser) pod(name, qos string, systemd bool) bool {
+	raw, ok := strings.CutPrefix(name, "pod")
 	if !ok {
 		return false
+	}
+	if systemd {
+		raw = strings.ReplaceAll(raw, "_", "-")
 	}
 	uid, ok := podUID(raw)
 	if ok {
-		p.enterPod(uid, qos)
-	}
-	return ok
-}
-
-// kubeSlice reads the systemd driver's slices. Their names spell the whole
-// path ("kubepods-burstable-pod<uid>.slice"), so the pod slice alone says the
-// QoS, and nested kubelets (kind: "kubelet-kubepods-...") only add a prefix.
-func (p *parser) kubeSlice(name string) bool {
-	i := strings.LastIndex(name, "kubepods")
-	if i < 0 || i > 0 && name[i-1] != '-' {
-		return false
-	}
-	rest := name[i+len("kubepods"):]
-	switch rest {
-	case "":
-		p.enterKube()
-		return true
-	case "-" + QOSBestEffort, "-" + QOSBurstable:
-		return true
-	}
-	qos := QOSGuaranteed
-	for _, q := range []string{QOSBestEffort, QOSBurstable} {
-		if r, ok := strings.CutPrefix(rest, "-"+q); ok {
-			qos, rest = q, r
-			break
-		}
-	}
-	raw, ok := strings.CutPrefix(rest, "-pod")
-	if !ok {
-		return false
-	}
-	// systemd reserves '-' for nesting, so kubelet writes the UID's dashes
-	// as '_'.
-	uid, ok := podUID(strings.ReplaceAll(raw, "_", "-"))
-	if ok {
-		p.enterPod(uid, qos)
+		p.c.PodUID, p.c.QOS = uid, qos
 	}
 	return ok
 }

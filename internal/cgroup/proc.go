@@ -14,7 +14,9 @@ import (
 // one "0::" line; on a v1 or hybrid host kubelet and the runtimes place the
 // process in every v1 hierarchy while its v2 cgroup (the one sockets carry)
 // says nothing, so the first line naming a pod, else a container, wins.
-func ParseProcCgroup(text string) Container {
+// kubeletRoot is as for ParsePath: kubelet applies its --cgroup-root to
+// every hierarchy alike.
+func ParseProcCgroup(text, kubeletRoot string) Container {
 	var best Container
 	for line := range strings.Lines(text) {
 		// hierarchy-ID:controller-list:cgroup-path; the path may hold ':'.
@@ -22,7 +24,7 @@ func ParseProcCgroup(text string) Container {
 		if len(parts) != 3 {
 			continue
 		}
-		c := ParsePath(parts[2])
+		c := ParsePath(parts[2], kubeletRoot)
 		switch {
 		case c.PodUID != "" && c.ContainerID != "":
 			return c
@@ -38,6 +40,8 @@ type ProcConfig struct {
 	Root       string        // procfs mount; default /proc
 	MaxEntries int           // pids cached; default 4096
 	TTL        time.Duration // how long an answer is trusted, since pids are reused; default 10s
+	// KubeletRoot is the cgroup kubelet keeps its pods under (ParsePath).
+	KubeletRoot string
 }
 
 // ProcStats counts what a Procs cache did.
@@ -94,7 +98,7 @@ func (p *Procs) Lookup(pid uint32) (Container, bool) {
 		p.stats.Errors++
 		return Container{}, false
 	}
-	c := ParseProcCgroup(string(b))
+	c := ParseProcCgroup(string(b), p.cfg.KubeletRoot)
 	if len(p.byPID) >= p.cfg.MaxEntries {
 		// Drop what has expired; if nothing has, start afresh rather than
 		// grow: a cache miss costs one small file read.

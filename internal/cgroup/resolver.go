@@ -16,6 +16,9 @@ type ResolverConfig struct {
 	Mount      string        // cgroup2 mount dir (ReadMount); required
 	MaxEntries int           // most ids cached; default 16384
 	MinRescan  time.Duration // at most one tree walk per this period; default 1s
+	// KubeletRoot is the cgroup kubelet keeps its pods under, below Mount
+	// (ParsePath); "" is Mount's own root.
+	KubeletRoot string
 }
 
 // ResolverStats counts what a Resolver did since it was made.
@@ -79,7 +82,7 @@ func (r *Resolver) Lookup(id uint64) (Container, bool) {
 		defer r.mu.Unlock()
 		switch {
 		case err == nil:
-			c := ParsePath(path)
+			c := ParsePath(path, r.cfg.KubeletRoot)
 			r.stats.Handles++
 			r.stats.Hits++
 			r.insert(id, c)
@@ -119,7 +122,7 @@ func (r *Resolver) lookupByWalk(id uint64) (Container, bool) {
 	r.stats.Rescans++
 	r.mu.Unlock()
 
-	byID, evicted, err := walk(r.cfg.Mount, r.cfg.MaxEntries, id)
+	byID, evicted, err := walk(r.cfg.Mount, r.cfg.KubeletRoot, r.cfg.MaxEntries, id)
 
 	r.mu.Lock()
 	r.walking = false
@@ -157,7 +160,7 @@ func (r *Resolver) Stats() ResolverStats {
 // time, a late cgroup that lost its place once would lose it every time.
 // A nil map means the walk failed as a whole; errors below the top only skip
 // that subtree, because cgroups come and go while walking.
-func walk(mount string, limit int, want uint64) (map[uint64]Container, uint64, error) {
+func walk(mount, kubeletRoot string, limit int, want uint64) (map[uint64]Container, uint64, error) {
 	root := filepath.Clean(mount)
 	t := table{byID: make(map[uint64]Container), limit: limit}
 	var (
@@ -186,7 +189,7 @@ func walk(mount string, limit int, want uint64) (map[uint64]Container, uint64, e
 		if !ok {
 			return fmt.Errorf("%s: no inode in %T", path, info.Sys())
 		}
-		c := ParsePath("/" + strings.TrimLeft(strings.TrimPrefix(path, root), "/"))
+		c := ParsePath("/"+strings.TrimLeft(strings.TrimPrefix(path, root), "/"), kubeletRoot)
 		if st.Ino == want {
 			wanted, foundWanted = c, true
 		} else {

@@ -97,7 +97,7 @@ func TestResolver(t *testing.T) {
 	cgroupfs, host := k.cgroupfs, k.host
 
 	t.Run("lookup", func(t *testing.T) {
-		r := NewResolver(ResolverConfig{Mount: mount})
+		r := NewResolver(ResolverConfig{Mount: mount, KubeletRoot: k.top})
 		k.checkLookups(t, r, mount, id)
 		if got, _ := r.Lookup(id(t, filepath.Join(mount, cgroupfs))); got.ContainerID != cid {
 			t.Errorf("ContainerID = %q, want %q", got.ContainerID, cid)
