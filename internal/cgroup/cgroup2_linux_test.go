@@ -57,7 +57,7 @@ func TestCgroupIDIsInode(t *testing.T) {
 func TestResolverCgroup2(t *testing.T) {
 	mount := cgroup2(t)
 	k := newKubeletTree(t, mount)
-	r := NewResolver(ResolverConfig{Mount: mount, MaxEntries: 2})
+	r := NewResolver(ResolverConfig{Mount: mount, KubeletRoot: k.top, MaxEntries: 2})
 	k.checkLookups(t, r, mount, cgroupID)
 	if got, ok := r.Lookup(cgroupID(t, mount)); !ok || got.Path != "/" {
 		t.Errorf("Lookup(root) = %+v, %v", got, ok)

@@ -44,7 +44,7 @@ func TestParseProcCgroup(t *testing.T) {
 		"host process": {"4:memory:/system.slice/sshd.service\n0::/system.slice/sshd.service\n", Container{}},
 		"garbage":      {"not a cgroup file\n::\n", Container{}},
 	} {
-		if got := ParseProcCgroup(tc.text); got != tc.want {
+		if got := ParseProcCgroup(tc.text, ""); got != tc.want {
 			t.Errorf("%s: got %+v, want %+v", name, got, tc.want)
 		}
 	}
@@ -142,7 +142,7 @@ func TestProcsOnCgroupV1(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(leaf, "cgroup.procs"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c, ok := NewProcs(ProcConfig{}).Lookup(uint32(cmd.Process.Pid))
+	c, ok := NewProcs(ProcConfig{KubeletRoot: filepath.Base(top)}).Lookup(uint32(cmd.Process.Pid))
 	if !ok || c.PodUID != procUID || c.ContainerID != procCID || c.QOS != QOSBurstable {
 		t.Fatalf("Lookup = %+v, %v; want pod %s container %s", c, ok, procUID, procCID)
 	}
