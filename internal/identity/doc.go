@@ -13,9 +13,15 @@
 // The first rule that matches wins:
 //
 //  1. Cgroup. A pod UID from the socket's cgroup names that pod, even one
-//     deleted within DeletedGrace. This is the only way to tell a
-//     host-network pod (HostNetwork true) from its node, and the only way
-//     to name the container (from the container id).
+//     deleted within DeletedGrace, if the pod's status lists the cgroup's
+//     container id (or the cgroup is the pod's own, with no container).
+//     This is the only way to tell a host-network pod (HostNetwork true)
+//     from its node, and the only way to name the container. A claim the
+//     index cannot confirm (Resolve's Claim: the pod, or its container
+//     status, has not arrived) falls through to the address rules, and the
+//     caller may wait for it (package enrich does): the cgroup path is
+//     only as trustworthy as who could create it, and the container status
+//     comes from the kubelet that started it.
 //  2. API server. ip:port is where the agent reaches the API server
 //     (SetAPIServer), an endpoint of Service default/kubernetes
 //     (SetAPIServerEndpoints), or a ClusterIP:port of that Service (then

@@ -399,10 +399,32 @@ type Hints struct {
 	Destination bool
 }
 
+// Claim says what became of a cgroup's claim that an endpoint is a pod's
+// (Hints.PodUID).
+type Claim int
+
+const (
+	// ClaimNone: the hints named no pod.
+	ClaimNone Claim = iota
+	// ClaimNamed: the pod is known and, if the cgroup named a container,
+	// the pod's status lists it; the endpoint is named after the pod.
+	ClaimNamed
+	// ClaimUnknownPod: no pod has that UID (yet); named by address.
+	ClaimUnknownPod
+	// ClaimUnlistedContainer: the pod is known, but its status does not
+	// list the cgroup's container (yet); named by address.
+	ClaimUnlistedContainer
+)
+
+// Pending reports whether the claim may still be confirmed by a later
+// watch event: the pod, or its container status, has not arrived.
+func (c Claim) Pending() bool { return c == ClaimUnknownPod || c == ClaimUnlistedContainer }
+
 // Resolve fills the Kubernetes fields of ep (and clears stale ones) as of
-// h.At. See the package documentation for the order of the rules.
-func (x *Index) Resolve(ep *flow.Endpoint, h Hints) {
-	at, podUID, containerID := h.At, h.PodUID, h.ContainerID
+// h.At, and says what became of the cgroup's claim to a pod. See the
+// package documentation for the order of the rules.
+func (x *Index) Resolve(ep *flow.Endpoint, h Hints) Claim {
+	at, podUID, containerID := h.At, h.PodUID, trimRuntime(h.ContainerID)
 	if at.IsZero() {
 		at = x.now()
 	}
@@ -413,22 +435,35 @@ func (x *Index) Resolve(ep *flow.Endpoint, h Hints) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 
-	// 1. The cgroup names the pod, even a host-network one.
+	// 1. The cgroup names the pod, even a host-network one, once the pod's
+	// status confirms the container is the pod's.
+	claim := ClaimNone
 	if podUID != "" {
+		claim = ClaimUnknownPod
 		if e := x.pods[podUID]; e != nil {
-			x.fillPod(ep, e.pod)
-			ep.HostNetwork = e.pod.HostNetwork
-			ep.Container = e.pod.Containers[trimRuntime(containerID)]
-			return
+			name, listed := e.pod.Containers[containerID]
+			if containerID != "" && !listed {
+				claim = ClaimUnlistedContainer
+			} else {
+				x.fillPod(ep, e.pod)
+				ep.HostNetwork = e.pod.HostNetwork
+				ep.Container = name
+				return ClaimNamed
+			}
 		}
 	}
+	x.resolveAddr(ep, ip, at, h.Destination)
+	return claim
+}
 
+// resolveAddr applies rules 2 to 6: what the address was at that time.
+func (x *Index) resolveAddr(ep *flow.Endpoint, ip netip.Addr, at time.Time, destination bool) {
 	// 2. The API server, by the agent's own view or the kubernetes Service.
 	// In a pod the agent's own view is that Service's ClusterIP: name the
 	// Service then too, as it is named for everyone else.
 	var svc svcKey
 	var isSvc bool
-	if h.Destination {
+	if destination {
 		svc, isSvc = x.clusterIPs.at(ip, at)
 	}
 	ap := netip.AddrPortFrom(ip, ep.Port)
@@ -446,7 +481,7 @@ func (x *Index) Resolve(ep *flow.Endpoint, h Hints) {
 		return
 	}
 	node, isNode := x.nodeAddrs.at(ip, at)
-	if isNode && h.Destination {
+	if isNode && destination {
 		if svc, ok := x.nodePorts.at(ep.Port, at); ok {
 			setService(ep, svc)
 			ep.NodeName = node

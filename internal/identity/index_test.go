@@ -162,6 +162,40 @@ func TestResolvePrecedence(t *testing.T) {
 	}
 }
 
+// TestResolveClaim: a cgroup names a pod only when the index can vouch for
+// it; otherwise the address names the endpoint and the claim says why.
+func TestResolveClaim(t *testing.T) {
+	x := fixture(t)
+	for _, tc := range []struct {
+		name, addr, uid, cid string
+		want                 Claim
+		pod                  string
+	}{
+		{"no claim", "10.244.1.10:80", "", "", ClaimNone, "web-7d9f-x1"},
+		{"listed container", "8.8.8.8:53", "u-web", hexMain, ClaimNamed, "web-7d9f-x1"},
+		{"pod's own cgroup, no container", "8.8.8.8:53", "u-web", "", ClaimNamed, "web-7d9f-x1"},
+		// Another pod's container id under this pod's cgroup (a nested
+		// runtime, or a lie), and a pod whose statuses have not arrived.
+		{"container of another pod", "8.8.8.8:53", "u-web", hexAgent, ClaimUnlistedContainer, ""},
+		{"statuses not known yet", "8.8.8.8:53", "u-orphan", hexMain, ClaimUnlistedContainer, ""},
+		{"unlisted container named by address", "10.244.1.11:80", "u-orphan", hexMain, ClaimUnlistedContainer, "orphan-5c-x2"},
+		{"unknown pod", "8.8.8.8:53", "u-unknown", hexMain, ClaimUnknownPod, ""},
+	} {
+		ap := netip.MustParseAddrPort(tc.addr)
+		ep := flow.Endpoint{IP: ap.Addr(), Port: ap.Port()}
+		got := x.Resolve(&ep, Hints{PodUID: tc.uid, ContainerID: tc.cid, At: at(time.Second)})
+		if got != tc.want || ep.Pod != tc.pod || got.Pending() != (tc.want == ClaimUnknownPod || tc.want == ClaimUnlistedContainer) {
+			t.Errorf("%s: claim %v (pending %v), pod %q; want %v, pod %q", tc.name, got, got.Pending(), ep.Pod, tc.want, tc.pod)
+		}
+	}
+	// The host-network pod's container, listed with a runtime prefix, names
+	// it rather than its node.
+	ep := flow.Endpoint{IP: ip("172.30.0.11"), Port: 9100}
+	if got := x.Resolve(&ep, Hints{PodUID: "u-agent", ContainerID: "cri-o://" + hexAgent, At: at(time.Second)}); got != ClaimNamed || ep.Pod != "agent-q8" || ep.Container != "agent" {
+		t.Errorf("host-network pod: claim %v, %+v", got, ep)
+	}
+}
+
 func TestResolveCopiesLabels(t *testing.T) {
 	x := fixture(t)
 	ep := resolve(x, "10.244.1.10:80", "", "", at(time.Second))

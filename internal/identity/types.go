@@ -48,9 +48,10 @@ type Pod struct {
 	NodeName    string
 	Labels      map[string]string
 	Controller  *OwnerRef
-	// Containers maps container ids to container names. A runtime prefix
-	// such as "containerd://" is stripped on upsert, so status ids can be
-	// passed as they are.
+	// Containers maps container ids to container names, from the pod's
+	// (init, ephemeral) container statuses: a cgroup names this pod only
+	// through one of them. A runtime prefix such as "containerd://" is
+	// stripped on upsert, so status ids can be passed as they are.
 	Containers map[string]string
 }
 
