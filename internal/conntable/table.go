@@ -1,21 +1,32 @@
 package conntable
 
 import (
+	"cmp"
 	"net/netip"
+	"slices"
 	"syscall"
 	"time"
 
 	"github.com/flowlens/flowlens/internal/flow"
 )
 
-// Config bounds the table. Zero values take the defaults.
+// Config bounds the table. Zero values take the defaults; Fit sizes the
+// tables from the kernel maps they mirror.
 type Config struct {
 	Node string // written on every record
-	// BootTime is the wall-clock time of CLOCK_MONOTONIC zero: kernel
-	// timestamps plus BootTime give each record's ConnStart.
-	BootTime         time.Time
-	MaxSockets       int // TCP sockets remembered between reads
-	MaxConversations int // UDP conversations remembered between reads
+	// BootTime is the wall-clock time of CLOCK_MONOTONIC zero, read as
+	// time.Now() minus CLOCK_MONOTONIC so that it carries Go's monotonic
+	// reading: kernel timestamps plus BootTime give each record's
+	// ConnStart. The table follows wall-clock steps from there (clock.go).
+	BootTime time.Time
+	// MaxSockets bounds the TCP sockets remembered between reads: those
+	// live in the kernel map and those that left it without an end event
+	// yet (SocketsFor).
+	MaxSockets int
+	// MaxConversations bounds the UDP conversations remembered: those live
+	// in the kernel map and those released and remembered for their role
+	// (ConversationsFor).
+	MaxConversations int
 	// UDPIdle is how long a UDP conversation may be silent before the
 	// kernel entry is released (SyncUDP reports it as expired).
 	UDPIdle time.Duration
@@ -24,29 +35,54 @@ type Config struct {
 	UDPForget time.Duration
 }
 
+const (
+	defaultUDPIdle   = 5 * time.Second
+	defaultUDPForget = 12 * defaultUDPIdle
+	// The kernel maps' default sizes (datapath.DefaultConfig), for a table
+	// built without Fit.
+	defaultKernelSockets       = 1 << 16
+	defaultKernelConversations = 1 << 14
+	defaultInterval            = time.Second
+)
+
 func (c *Config) defaults() {
-	if c.MaxSockets <= 0 {
-		c.MaxSockets = 1 << 17
-	}
-	if c.MaxConversations <= 0 {
-		c.MaxConversations = 1 << 15
-	}
 	if c.UDPIdle <= 0 {
-		c.UDPIdle = 5 * time.Second
+		c.UDPIdle = defaultUDPIdle
 	}
 	if c.UDPForget < c.UDPIdle {
 		c.UDPForget = 12 * c.UDPIdle
 	}
+	if c.MaxSockets <= 0 {
+		c.MaxSockets = SocketsFor(defaultKernelSockets)
+	}
+	if c.MaxConversations <= 0 {
+		c.MaxConversations = ConversationsFor(defaultKernelConversations, c.UDPIdle, c.UDPForget, defaultInterval)
+	}
 }
 
-// Stats counts what the table holds and what it could not account.
+// Stats counts what the table holds and what it could not account. Each
+// loss counter has one unit, named by the field.
 type Stats struct {
-	Sockets              int
-	Conversations        int
-	SocketsDropped       uint64 // live sockets not tracked: table full
-	ConversationsDropped uint64
-	SocketsVanished      uint64 // left the kernel map without an end event
-	Records              uint64 // records emitted
+	Sockets       int
+	Conversations int
+	// SocketsUntracked counts live sockets that did not fit in the table
+	// when first read, once per socket (as far as a memory of MaxSockets
+	// cookies reaches). Their traffic is reported late, when they fit or
+	// end, and lost only if their end event is lost too.
+	SocketsUntracked uint64
+	// SocketsVanished counts sockets that left the kernel map without an
+	// end event: their last interval's traffic is lost.
+	SocketsVanished uint64
+	// ConversationsReleasedEarly counts conversations that did not fit in
+	// the table: accounted whole and their kernel entry released at once,
+	// so that the kernel map does not fill. A role may flip when the
+	// conversation resumes.
+	ConversationsReleasedEarly uint64
+	// ConversationsForgottenEarly counts released conversations forgotten
+	// before UDPForget to make room. A role may flip when one resumes.
+	ConversationsForgottenEarly uint64
+	ClockSteps                  uint64 // wall-clock steps followed
+	Records                     uint64 // records emitted
 }
 
 // vanishAfter is how many consecutive syncs a socket may be missing before
@@ -54,10 +90,22 @@ type Stats struct {
 // map just before a read has its end event still in the ring buffer.
 const vanishAfter = 2
 
+// sockEntry is one socket (cookie) and the connection last read on it.
 type sockEntry struct {
-	last   flow.TCPSocket
-	opened bool   // its opening was accounted
+	conn   connection
 	synced uint64 // the last sync it was present in
+	// earlier is the connection before a connect() again on this socket,
+	// kept until its end event arrives.
+	earlier *connection
+}
+
+// connection is what was accounted of one connection on a socket: a
+// connect() again after a failed (or disconnected) one keeps the cookie
+// but starts anew, from zeroed counters, at another StartNS.
+type connection struct {
+	start  uint64
+	last   flow.TCPSocket // counters accounted so far; zero until established
+	opened bool           // its opening was accounted, or it was adopted
 }
 
 type convKey struct {
@@ -65,26 +113,33 @@ type convKey struct {
 	local, remote netip.AddrPort
 }
 
+// udpCounts are a kernel entry's cumulative counters.
+type udpCounts struct {
+	txBytes, rxBytes uint64
+	txd, rxd         uint32
+}
+
 type convEntry struct {
-	last      flow.UDPConversation
-	initiator bool
+	firstNS, lastNS uint64 // of the kernel entry last read
+	counts          udpCounts
+	initiator       bool
+	seen            uint64 // the last UDP sync it was live in
 }
 
-type ownerKey struct {
-	pid    uint32
-	netns  uint32
-	cgroup uint64
-}
-
+// recKey names a flow in an interval. It leaves out the owning process: an
+// accepted socket passes from the listener's process to a worker at its
+// first I/O, and stays one connection. The network namespace stays in:
+// the same addresses in two namespaces are two flows.
 type recKey struct {
 	proto         flow.Protocol
 	role          flow.Role
 	local, remote netip.AddrPort
-	owner         ownerKey
+	netns         uint32
 }
 
 type pending struct {
 	rec      flow.Record
+	startNS  uint64       // ConnStart, converted at Flush
 	open     bool         // a socket of this flow is established at the end
 	failure  flow.Verdict // the last failed connect's verdict
 	rttSum   uint64
@@ -93,22 +148,27 @@ type pending struct {
 
 // Table is the per-node connection table. It is not safe for concurrent use.
 type Table struct {
-	cfg     Config
-	socks   map[uint64]*sockEntry
-	convs   map[convKey]*convEntry
-	pending map[recKey]*pending
-	syncs   uint64 // SyncTCP calls so far
-	stats   Stats
+	cfg       Config
+	clock     clock
+	socks     map[uint64]*sockEntry
+	untracked map[uint64]uint64 // cookie -> last sync, of sockets counted in SocketsUntracked
+	convs     map[convKey]*convEntry
+	pending   map[recKey]*pending
+	syncs     uint64 // SyncTCP calls so far
+	udpSyncs  uint64 // SyncUDP calls so far
+	stats     Stats
 }
 
 // New returns an empty table.
 func New(cfg Config) *Table {
 	cfg.defaults()
 	return &Table{
-		cfg:     cfg,
-		socks:   make(map[uint64]*sockEntry),
-		convs:   make(map[convKey]*convEntry),
-		pending: make(map[recKey]*pending),
+		cfg:       cfg,
+		clock:     newClock(cfg.BootTime),
+		socks:     make(map[uint64]*sockEntry),
+		untracked: make(map[uint64]uint64),
+		convs:     make(map[convKey]*convEntry),
+		pending:   make(map[recKey]*pending),
 	}
 }
 
@@ -117,38 +177,22 @@ func (t *Table) Stats() Stats {
 	s := t.stats
 	s.Sockets = len(t.socks)
 	s.Conversations = len(t.convs)
+	s.ClockSteps = t.clock.steps
 	return s
 }
 
 // SyncTCP takes the complete set of live TCP sockets read from the kernel.
+// Sockets missing for vanishAfter syncs are let go before new ones are
+// added, so the table never holds more than vanishAfter kernel maps' worth.
 func (t *Table) SyncTCP(live []flow.TCPSocket) {
 	t.syncs++
+	var fresh []int
 	for i := range live {
-		s := &live[i]
-		e, ok := t.socks[s.Cookie]
-		if !ok {
-			if len(t.socks) >= t.cfg.MaxSockets {
-				t.stats.SocketsDropped++
-				continue
-			}
-			e = &sockEntry{synced: t.syncs}
-			t.socks[s.Cookie] = e
+		if e, ok := t.socks[live[i].Cookie]; ok {
+			t.syncSocket(e, &live[i])
+		} else {
+			fresh = append(fresh, i)
 		}
-		e.synced = t.syncs
-		if !s.Established {
-			// Still in its handshake: SYN retransmits are accounted when
-			// it is established or fails, under the verdict it ends with.
-			continue
-		}
-		opening := !e.opened
-		if p := t.accountTCP(s, &e.last, opening); p != nil {
-			p.open = !s.Closed
-			if opening {
-				e.opened = true
-				p.rec.Opened++
-			}
-		}
-		e.last = *s
 	}
 	for cookie, e := range t.socks {
 		if t.syncs-e.synced >= vanishAfter {
@@ -156,17 +200,79 @@ func (t *Table) SyncTCP(live []flow.TCPSocket) {
 			t.stats.SocketsVanished++
 		}
 	}
+	for cookie, seen := range t.untracked {
+		if t.syncs-seen >= vanishAfter {
+			delete(t.untracked, cookie)
+		}
+	}
+	for _, i := range fresh {
+		s := &live[i]
+		if len(t.socks) >= t.cfg.MaxSockets {
+			t.untrack(s.Cookie)
+			continue
+		}
+		delete(t.untracked, s.Cookie)
+		e := &sockEntry{conn: connection{start: s.StartNS}}
+		t.socks[s.Cookie] = e
+		t.syncSocket(e, s)
+	}
+}
+
+// untrack counts a live socket that does not fit, once: the memory of
+// those counted is bounded by MaxSockets, past which a socket may be
+// counted again.
+func (t *Table) untrack(cookie uint64) {
+	if _, ok := t.untracked[cookie]; !ok {
+		t.stats.SocketsUntracked++
+		if len(t.untracked) >= t.cfg.MaxSockets {
+			return
+		}
+	}
+	t.untracked[cookie] = t.syncs
+}
+
+func (t *Table) syncSocket(e *sockEntry, s *flow.TCPSocket) {
+	e.synced = t.syncs
+	if s.StartNS != e.conn.start {
+		// connect() again on the same socket: the earlier connection's
+		// end event may still be queued, and is accounted against it.
+		earlier := e.conn
+		e.earlier, e.conn = &earlier, connection{start: s.StartNS}
+	}
+	if !s.Established {
+		// Still in its handshake: SYN retransmits are accounted when
+		// it is established or fails, under the verdict it ends with.
+		return
+	}
+	c := &e.conn
+	opening := !c.opened && !s.Adopted
+	if p := t.accountTCP(s, &c.last, opening); p != nil {
+		p.open = !s.Closed
+		if opening {
+			p.rec.Opened++
+		}
+	}
+	c.opened = true
+	c.last = *s
 }
 
 // EndTCP takes a socket's end event from the ring buffer.
 func (t *Table) EndTCP(ev flow.TCPEnd) {
-	var prev flow.TCPSocket
-	e, known := t.socks[ev.Socket.Cookie]
-	if known {
-		prev = e.last
-		delete(t.socks, ev.Socket.Cookie)
+	s := &ev.Socket
+	// A connection no read saw carries its whole history in its end event.
+	var c connection
+	if e, ok := t.socks[s.Cookie]; ok {
+		switch {
+		case e.conn.start == s.StartNS:
+			c = e.conn
+			delete(t.socks, s.Cookie)
+		case e.earlier != nil && e.earlier.start == s.StartNS:
+			c, e.earlier = *e.earlier, nil
+		}
+	} else {
+		delete(t.untracked, s.Cookie)
 	}
-	p := t.accountTCP(&ev.Socket, &prev, true)
+	p := t.accountTCP(s, &c.last, true)
 	p.open = false
 	if ev.Failed {
 		v := failure(ev.Errno)
@@ -181,7 +287,7 @@ func (t *Table) EndTCP(ev flow.TCPEnd) {
 		}
 		return
 	}
-	if !known || !e.opened {
+	if !c.opened && !s.Adopted {
 		p.rec.Opened++
 	}
 	p.rec.Closed++
@@ -203,6 +309,19 @@ func failure(errno int32) flow.Verdict {
 	return flow.VerdictFailed
 }
 
+// delta32 is how far a 32-bit kernel counter moved from prev to cur. The
+// kernel's counters wrap; within one connection they only grow, so the
+// modular difference is the true one as long as fewer than 2^32 events
+// happen between two reads.
+//
+//	prev 0xFFFFFF00 ──(+0x100 to wrap)──▶ 0 ──(+0x100)──▶ cur 0x100: 0x200
+func delta32(cur, prev uint32) uint32 { return cur - prev }
+
+// delta64 is how far a 64-bit byte counter moved. Bytes do not wrap; a
+// counter going back would be a new connection misread as the same one,
+// and counts nothing rather than 2^64.
+func delta64(cur, prev uint64) uint64 { return cur - min(prev, cur) }
+
 // accountTCP adds what changed since prev to the socket's pending record.
 // It returns nil, creating nothing, when nothing changed and force is false:
 // idle long-lived sockets cost no record.
@@ -211,11 +330,11 @@ func (t *Table) accountTCP(s, prev *flow.TCPSocket, force bool) *pending {
 	if role == flow.RoleUnknown {
 		role = flow.RoleClient
 	}
-	sent, recv := s.BytesSent-min(prev.BytesSent, s.BytesSent), s.BytesRecv-min(prev.BytesRecv, s.BytesRecv)
-	out, in := s.SegsOut-min(prev.SegsOut, s.SegsOut), s.SegsIn-min(prev.SegsIn, s.SegsIn)
-	retrans := s.Retrans - min(prev.Retrans, s.Retrans)
-	rstOut, rstIn := s.RSTSent-min(prev.RSTSent, s.RSTSent), s.RSTRecv-min(prev.RSTRecv, s.RSTRecv)
-	if !force && sent+recv == 0 && out+in+retrans+rstOut+rstIn == 0 {
+	sent, recv := delta64(s.BytesSent, prev.BytesSent), delta64(s.BytesRecv, prev.BytesRecv)
+	out, in := delta32(s.SegsOut, prev.SegsOut), delta32(s.SegsIn, prev.SegsIn)
+	retrans := delta32(s.Retrans, prev.Retrans)
+	rstOut, rstIn := delta32(s.RSTSent, prev.RSTSent), delta32(s.RSTRecv, prev.RSTRecv)
+	if !force && sent+recv == 0 && out|in|retrans|rstOut|rstIn == 0 {
 		return nil
 	}
 	p := t.record(flow.TCP, role, s.Local, s.Remote, s.Owner, s.StartNS)
@@ -250,44 +369,93 @@ func (t *Table) accountTCP(s, prev *flow.TCPSocket, force bool) *pending {
 }
 
 // SyncUDP takes the complete set of UDP conversations read from the kernel
-// at monotonic time now, and returns the indexes into live of those idle
-// long enough that the caller should delete them from the kernel map.
+// at monotonic time now, and returns the indexes into live of those the
+// caller should delete from the kernel map: idle ones, and new ones that
+// find the table full of live ones (counted in ConversationsReleasedEarly).
+// Every datagram in live is accounted.
 func (t *Table) SyncUDP(live []flow.UDPConversation, now uint64) (expired []int) {
+	t.udpSyncs++
+	var fresh []int
 	for i := range live {
 		c := &live[i]
-		k := convKey{c.Cookie, c.Local, c.Remote}
-		e, ok := t.convs[k]
+		e, ok := t.convs[convKey{c.Cookie, c.Local, c.Remote}]
 		if !ok {
-			if len(t.convs) >= t.cfg.MaxConversations {
-				t.stats.ConversationsDropped++
-				continue
-			}
-			e = &convEntry{initiator: c.Initiator}
-			t.convs[k] = e
+			fresh = append(fresh, i)
+			continue
 		}
-		prev := e.last
-		if prev.FirstNS != c.FirstNS {
-			// The kernel entry was released and created anew: it counts
-			// from zero again, but the conversation keeps its roles.
-			prev = flow.UDPConversation{}
-		}
-		t.accountUDP(c, &prev, e.initiator)
-		e.last = *c
-		if now >= c.LastNS && now-c.LastNS >= uint64(t.cfg.UDPIdle) {
+		t.syncConv(e, c)
+		if t.idle(c, now) {
 			expired = append(expired, i)
 		}
 	}
-	for k, e := range t.convs {
-		if now >= e.last.LastNS && now-e.last.LastNS >= uint64(t.cfg.UDPForget) {
-			delete(t.convs, k)
+	t.forgetReleased(now, len(fresh))
+	for _, i := range fresh {
+		c := &live[i]
+		e := &convEntry{initiator: c.Initiator}
+		if len(t.convs) >= t.cfg.MaxConversations {
+			t.syncConv(e, c)
+			t.stats.ConversationsReleasedEarly++
+			expired = append(expired, i)
+			continue
+		}
+		t.convs[convKey{c.Cookie, c.Local, c.Remote}] = e
+		t.syncConv(e, c)
+		if t.idle(c, now) {
+			expired = append(expired, i)
 		}
 	}
 	return expired
 }
 
-func (t *Table) accountUDP(c, prev *flow.UDPConversation, initiator bool) {
-	tx, rx := c.TxBytes-min(prev.TxBytes, c.TxBytes), c.RxBytes-min(prev.RxBytes, c.RxBytes)
-	txd, rxd := c.TxDatagrams-min(prev.TxDatagrams, c.TxDatagrams), c.RxDatagrams-min(prev.RxDatagrams, c.RxDatagrams)
+func (t *Table) idle(c *flow.UDPConversation, now uint64) bool {
+	return now >= c.LastNS && now-c.LastNS >= uint64(t.cfg.UDPIdle)
+}
+
+func (t *Table) syncConv(e *convEntry, c *flow.UDPConversation) {
+	prev := e.counts
+	if e.firstNS != c.FirstNS {
+		// The kernel entry was released and created anew: it counts
+		// from zero again, but the conversation keeps its roles.
+		prev = udpCounts{}
+	}
+	t.accountUDP(c, prev, e.initiator)
+	e.firstNS, e.lastNS, e.seen = c.FirstNS, c.LastNS, t.udpSyncs
+	e.counts = udpCounts{txBytes: c.TxBytes, rxBytes: c.RxBytes, txd: c.TxDatagrams, rxd: c.RxDatagrams}
+}
+
+// forgetReleased drops released conversations (no longer in the kernel
+// map) silent for UDPForget, then, if the adding conversations would not
+// fit, the oldest released ones: they are remembered only so that a role
+// survives a pause, while a new conversation's traffic must be accounted.
+func (t *Table) forgetReleased(now uint64, adding int) {
+	var released []convKey
+	for k, e := range t.convs {
+		if e.seen == t.udpSyncs {
+			continue
+		}
+		if now >= e.lastNS && now-e.lastNS >= uint64(t.cfg.UDPForget) {
+			delete(t.convs, k)
+			continue
+		}
+		released = append(released, k)
+	}
+	over := len(t.convs) + adding - t.cfg.MaxConversations
+	if over <= 0 {
+		return
+	}
+	if over < len(released) {
+		slices.SortFunc(released, func(a, b convKey) int { return cmp.Compare(t.convs[a].lastNS, t.convs[b].lastNS) })
+		released = released[:over]
+	}
+	for _, k := range released {
+		delete(t.convs, k)
+	}
+	t.stats.ConversationsForgottenEarly += uint64(len(released))
+}
+
+func (t *Table) accountUDP(c *flow.UDPConversation, prev udpCounts, initiator bool) {
+	tx, rx := delta64(c.TxBytes, prev.txBytes), delta64(c.RxBytes, prev.rxBytes)
+	txd, rxd := delta32(c.TxDatagrams, prev.txd), delta32(c.RxDatagrams, prev.rxd)
 	if tx == 0 && rx == 0 && txd == 0 && rxd == 0 {
 		return
 	}
@@ -304,21 +472,19 @@ func (t *Table) accountUDP(c, prev *flow.UDPConversation, initiator bool) {
 	p.rec.DatagramsToDst += rxd
 }
 
-// record returns the pending record of a flow, creating it.
+// record returns the pending record of a flow, creating it. The record
+// names the latest known owner.
 func (t *Table) record(proto flow.Protocol, role flow.Role, local, remote netip.AddrPort, o flow.Owner, startNS uint64) *pending {
-	k := recKey{proto, role, local, remote, ownerKey{o.PID, o.Netns, o.CgroupID}}
+	k := recKey{proto, role, local, remote, o.Netns}
 	if p, ok := t.pending[k]; ok {
-		if p.rec.Source.Command == "" && p.rec.Destination.Command == "" && o.Command != "" {
-			setOwner(&p.rec, role, o)
-		}
+		setOwner(&p.rec, role, o)
 		return p
 	}
-	p := &pending{rec: flow.Record{
+	p := &pending{startNS: startNS, rec: flow.Record{
 		Node:      t.cfg.Node,
 		Observer:  role.String(),
 		Protocol:  proto,
 		IPVersion: 4,
-		ConnStart: t.cfg.BootTime.Add(time.Duration(startNS)),
 	}}
 	if local.Addr().Is6() {
 		p.rec.IPVersion = 6
@@ -335,17 +501,28 @@ func (t *Table) record(proto flow.Protocol, role flow.Role, local, remote netip.
 	return p
 }
 
+// setOwner writes o on the observing side, unless o knows nothing. A
+// command unknown for the same process keeps the one known.
 func setOwner(r *flow.Record, role flow.Role, o flow.Owner) {
 	ep := &r.Destination
 	if role == flow.RoleClient {
 		ep = &r.Source
+	}
+	if o == (flow.Owner{Netns: o.Netns}) {
+		return
+	}
+	if o.Command == "" && o.PID == ep.PID {
+		o.Command = ep.Command
 	}
 	ep.PID, ep.Netns, ep.CgroupID, ep.Command = o.PID, o.Netns, o.CgroupID, o.Command
 }
 
 // Flush returns the records of the interval [start, end) and starts a new
 // one. A flow appears only if something happened on it in the interval.
+// end is the wall-clock time now, from time.Now(): the table follows a
+// wall-clock step before it dates the records.
 func (t *Table) Flush(start, end time.Time) []flow.Record {
+	t.clock.follow(end)
 	out := make([]flow.Record, 0, len(t.pending))
 	for k, p := range t.pending {
 		r := p.rec
@@ -353,6 +530,7 @@ func (t *Table) Flush(start, end time.Time) []flow.Record {
 			continue
 		}
 		r.Start, r.Time = start, end
+		r.ConnStart = t.clock.wall(p.startNS)
 		if p.rttCount > 0 {
 			rtt := *r.RTT
 			rtt.AvgMicros = uint32(p.rttSum / uint64(p.rttCount))

@@ -53,8 +53,8 @@ func BenchmarkConntableSyncTCP(b *testing.B) {
 					tb.SyncTCP(live)
 					flushed = len(tb.Flush(t0, t0.Add(time.Second)))
 				}
-				if s := tb.Stats(); s.Sockets != n || s.SocketsDropped != 0 {
-					b.Fatalf("table holds %d sockets (dropped %d), want %d", s.Sockets, s.SocketsDropped, n)
+				if s := tb.Stats(); s.Sockets != n || s.SocketsUntracked != 0 {
+					b.Fatalf("table holds %d sockets (untracked %d), want %d", s.Sockets, s.SocketsUntracked, n)
 				}
 				perSocket := float64(b.Elapsed().Nanoseconds()) / float64(b.N) / float64(n)
 				b.ReportMetric(perSocket, "ns/socket")

@@ -205,15 +205,44 @@ func TestIdleSocketEmitsNothingAndVanishedIsCounted(t *testing.T) {
 	}
 }
 
-func TestTableFullDropsAndCounts(t *testing.T) {
+func TestTableFullCountsEachSocketOnceAndReportsItAtItsEnd(t *testing.T) {
 	tb := New(Config{MaxSockets: 2})
-	tb.SyncTCP([]flow.TCPSocket{clientSock(1), clientSock(2), clientSock(3)})
-	st := tb.Stats()
-	if st.Sockets != 2 || st.SocketsDropped != 1 {
-		t.Fatalf("stats %+v, want 2 tracked 1 dropped", st)
+	third := clientSock(3)
+	for i := range 10 {
+		third.BytesSent = uint64(10 * (i + 1))
+		tb.SyncTCP([]flow.TCPSocket{clientSock(1), clientSock(2), third})
+		tb.Flush(t0, t1)
 	}
-	if r := flushOne(t, tb); r.Opened != 2 {
-		t.Errorf("opened %d, want 2", r.Opened)
+	if st := tb.Stats(); st.Sockets != 2 || st.SocketsUntracked != 1 {
+		t.Fatalf("one socket that never fits over 10 intervals: %+v, want 2 tracked 1 untracked", st)
+	}
+	// Its end event carries its whole history: nothing of it is lost.
+	tb.EndTCP(flow.TCPEnd{Socket: third})
+	if r := flushOne(t, tb); r.Opened != 1 || r.Closed != 1 || r.BytesToDst != 100 {
+		t.Errorf("end of the untracked socket: opened %d closed %d bytes %d, want 1 1 100", r.Opened, r.Closed, r.BytesToDst)
+	}
+	// Another socket that does not fit is a second one.
+	tb.SyncTCP([]flow.TCPSocket{clientSock(1), clientSock(2), clientSock(4)})
+	if st := tb.Stats(); st.SocketsUntracked != 2 {
+		t.Errorf("untracked %d, want 2", st.SocketsUntracked)
+	}
+}
+
+func TestUntrackedMemoryIsBounded(t *testing.T) {
+	tb := New(Config{MaxSockets: 1})
+	live := []flow.TCPSocket{clientSock(1), clientSock(2), clientSock(3)}
+	tb.SyncTCP(live)
+	tb.SyncTCP(live)
+	// Sockets 2 and 3 did not fit; the memory of them holds one, so the
+	// one forgotten is counted again.
+	if st := tb.Stats(); st.SocketsUntracked != 3 || len(tb.untracked) != 1 {
+		t.Fatalf("untracked %d remembered %d, want 3 1", st.SocketsUntracked, len(tb.untracked))
+	}
+	// Gone from the kernel map without an end event: forgotten.
+	tb.SyncTCP(live[:1])
+	tb.SyncTCP(live[:1])
+	if len(tb.untracked) != 0 {
+		t.Errorf("remembered %d untracked sockets gone from the kernel", len(tb.untracked))
 	}
 }
 
@@ -295,5 +324,171 @@ func TestHandshakeRetransmitsGoWithTheFailure(t *testing.T) {
 	r := flushOne(t, tb)
 	if r.Verdict != flow.VerdictTimeout || r.TimedOut != 1 || r.RetransToDst != 2 || r.SegmentsToDst != 3 {
 		t.Errorf("verdict %s timed_out %d retrans %d segs %d, want timeout 1 2 3", r.Verdict, r.TimedOut, r.RetransToDst, r.SegmentsToDst)
+	}
+}
+
+func TestCountersWrapModulo32Bits(t *testing.T) {
+	tb := New(Config{})
+	s := clientSock(1)
+	s.SegsOut, s.SegsIn, s.Retrans, s.RSTSent, s.BytesSent = 0xFFFFFF00, 0xFFFFFFFF, 0xFFFFFFFE, 0xFFFFFFFF, 1
+	tb.SyncTCP([]flow.TCPSocket{s})
+	tb.Flush(t0, t1)
+	// 512, 3, 4 and 1 later, each counter past 2^32.
+	s.SegsOut, s.SegsIn, s.Retrans, s.RSTSent, s.BytesSent = 0x100, 2, 2, 0, 2
+	tb.SyncTCP([]flow.TCPSocket{s})
+	r := flushOne(t, tb)
+	if r.SegmentsToDst != 512 || r.SegmentsToSrc != 3 || r.RetransToDst != 4 || r.ResetsBySrc != 1 || r.BytesToDst != 1 {
+		t.Errorf("segments %d/%d retrans %d resets %d bytes %d, want 512/3 4 1 1", r.SegmentsToDst, r.SegmentsToSrc, r.RetransToDst, r.ResetsBySrc, r.BytesToDst)
+	}
+}
+
+func TestUDPDatagramCountersWrap(t *testing.T) {
+	tb := New(Config{})
+	c := flow.UDPConversation{Cookie: 1, Local: client, Remote: server, Initiator: true,
+		TxDatagrams: 0xFFFFFFFF, TxBytes: 100}
+	tb.SyncUDP([]flow.UDPConversation{c}, 0)
+	tb.Flush(t0, t1)
+	c.TxDatagrams, c.TxBytes = 1, 120
+	tb.SyncUDP([]flow.UDPConversation{c}, 0)
+	if r := flushOne(t, tb); r.DatagramsToDst != 2 || r.BytesToDst != 20 {
+		t.Errorf("datagrams %d bytes %d, want 2 20", r.DatagramsToDst, r.BytesToDst)
+	}
+}
+
+// A prefork server's accepted socket belongs to the listener's process
+// until a worker does I/O on it: one connection, one record, named after
+// the worker.
+func TestOwnerChangeStaysOneRecord(t *testing.T) {
+	tb := New(Config{})
+	s := flow.TCPSocket{Cookie: 7, Local: server, Remote: client, Role: flow.RoleServer, Established: true,
+		Owner: flow.Owner{PID: 100, Netns: 5, CgroupID: 9, Command: "nginx"}, SegsIn: 2, SegsOut: 1}
+	tb.SyncTCP([]flow.TCPSocket{s})
+	s.Owner.PID = 101
+	s.BytesRecv, s.BytesSent, s.SegsIn, s.SegsOut = 100, 200, 4, 3
+	tb.EndTCP(flow.TCPEnd{Socket: s})
+	r := flushOne(t, tb)
+	if r.Opened != 1 || r.Closed != 1 || r.Verdict != flow.VerdictClosed || r.BytesToDst != 100 || r.BytesToSrc != 200 || r.SegmentsToDst != 4 || r.SegmentsToSrc != 3 {
+		t.Errorf("record %+v", r)
+	}
+	if r.Destination.PID != 101 || r.Destination.Command != "nginx" || r.Destination.Netns != 5 {
+		t.Errorf("owner %+v, want the worker 101", r.Destination)
+	}
+}
+
+// The same addresses in two network namespaces (two pods' loopback) are
+// two flows.
+func TestSameAddressesInTwoNamespacesAreTwoRecords(t *testing.T) {
+	tb := New(Config{})
+	a, b := clientSock(1), clientSock(2)
+	a.Owner.Netns, b.Owner.Netns = 1, 2
+	tb.EndTCP(flow.TCPEnd{Socket: a})
+	tb.EndTCP(flow.TCPEnd{Socket: b})
+	if recs := tb.Flush(t0, t1); len(recs) != 2 {
+		t.Errorf("%d records, want 2", len(recs))
+	}
+}
+
+// A socket the kernel adopted already established (the agent started after
+// it opened) reports only what happened after adoption, never an open,
+// and its close.
+func TestAdoptedSocketIsNeverOpened(t *testing.T) {
+	for _, role := range []flow.Role{flow.RoleClient, flow.RoleServer} {
+		tb := New(Config{})
+		s := clientSock(1)
+		s.Role, s.Adopted = role, true
+		// The datapath subtracted the baseline taken at adoption.
+		s.SegsOut, s.SegsIn, s.Retrans, s.BytesSent, s.BytesRecv = 3, 2, 1, 10, 20
+		tb.SyncTCP([]flow.TCPSocket{s})
+		r := flushOne(t, tb)
+		if r.Opened != 0 || r.Observer != role.String() || r.Verdict != flow.VerdictEstablished {
+			t.Errorf("%s first interval: opened %d observer %s verdict %s, want 0 %s established", role, r.Opened, r.Observer, r.Verdict, role)
+		}
+		if role == flow.RoleClient && (r.SegmentsToDst != 3 || r.SegmentsToSrc != 2 || r.RetransToDst != 1 || r.BytesToDst != 10 || r.BytesToSrc != 20) ||
+			role == flow.RoleServer && (r.SegmentsToSrc != 3 || r.SegmentsToDst != 2 || r.RetransToSrc != 1 || r.BytesToSrc != 10 || r.BytesToDst != 20) {
+			t.Errorf("%s first interval counts %+v", role, r)
+		}
+		s.BytesSent = 15
+		tb.EndTCP(flow.TCPEnd{Socket: s})
+		r = flushOne(t, tb)
+		if r.Opened != 0 || r.Closed != 1 || r.BytesToDst+r.BytesToSrc != 5 {
+			t.Errorf("%s end: opened %d closed %d bytes %d, want 0 1 5", role, r.Opened, r.Closed, r.BytesToDst+r.BytesToSrc)
+		}
+	}
+	// Adopted and closed between two reads: known only by its end.
+	tb := New(Config{})
+	s := clientSock(2)
+	s.Adopted, s.BytesSent = true, 7
+	tb.EndTCP(flow.TCPEnd{Socket: s})
+	if r := flushOne(t, tb); r.Opened != 0 || r.Closed != 1 || r.BytesToDst != 7 {
+		t.Errorf("adopted, end only: opened %d closed %d bytes %d, want 0 1 7", r.Opened, r.Closed, r.BytesToDst)
+	}
+}
+
+// connect() again on a socket whose connect failed keeps the cookie; the
+// new connection starts at another time, with zeroed counters. It is opened
+// once and its bytes counted once, whether the map read sees it before or
+// after the failed one's end event.
+func TestReconnectSameCookie(t *testing.T) {
+	old := clientSock(1)
+	old.Established, old.StartNS, old.SegsOut = false, 100, 1
+	neu := clientSock(1)
+	neu.StartNS, neu.BytesSent, neu.SegsOut = 200, 100, 3
+	refused := flow.TCPEnd{Socket: old, Failed: true, Errno: int32(syscall.ECONNREFUSED)}
+	for name, order := range map[string]func(tb *Table){
+		"map read first": func(tb *Table) {
+			tb.SyncTCP([]flow.TCPSocket{neu})
+			tb.EndTCP(refused)
+		},
+		"end event first": func(tb *Table) {
+			tb.EndTCP(refused)
+			tb.SyncTCP([]flow.TCPSocket{neu})
+		},
+	} {
+		tb := New(Config{})
+		tb.SyncTCP([]flow.TCPSocket{old})
+		tb.Flush(t0, t1)
+		order(tb)
+		recs := tb.Flush(t0, t1)
+		tb.SyncTCP([]flow.TCPSocket{neu})
+		recs = append(recs, tb.Flush(t0, t1)...)
+		neu2 := neu
+		neu2.BytesSent = 150
+		tb.EndTCP(flow.TCPEnd{Socket: neu2})
+		recs = append(recs, tb.Flush(t0, t1)...)
+		var opened, closed, refusedN uint32
+		var bytes uint64
+		for _, r := range recs {
+			opened += r.Opened
+			closed += r.Closed
+			refusedN += r.Refused
+			bytes += r.BytesToDst
+		}
+		if opened != 1 || closed != 1 || refusedN != 1 || bytes != 150 {
+			t.Errorf("%s: opened %d closed %d refused %d bytes %d, want 1 1 1 150", name, opened, closed, refusedN, bytes)
+		}
+		if st := tb.Stats(); st.Sockets != 0 || st.SocketsVanished != 0 {
+			t.Errorf("%s: stats %+v", name, st)
+		}
+	}
+}
+
+// An established connection disconnected and connected again on the same
+// socket (connect with AF_UNSPEC, then connect): the earlier one's end
+// event, drained after the map read saw the new one, counts only what the
+// reads had not.
+func TestReconnectAfterEstablishedKeepsBothConnections(t *testing.T) {
+	tb := New(Config{})
+	first := clientSock(1)
+	first.StartNS, first.BytesSent = 100, 40
+	tb.SyncTCP([]flow.TCPSocket{first})
+	tb.Flush(t0, t1)
+	second := clientSock(1)
+	second.StartNS, second.BytesSent = 200, 5
+	tb.SyncTCP([]flow.TCPSocket{second})
+	first.BytesSent = 60
+	tb.EndTCP(flow.TCPEnd{Socket: first})
+	r := flushOne(t, tb) // one flow: same addresses
+	if r.Opened != 1 || r.Closed != 1 || r.BytesToDst != 25 {
+		t.Errorf("opened %d closed %d bytes %d, want 1 (second) 1 (first) 20+5", r.Opened, r.Closed, r.BytesToDst)
 	}
 }
