@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/flowlens/flowlens/internal/testutil"
 )
 
 // testLog forwards the harness's progress lines to the test log.
@@ -29,9 +31,7 @@ func (l *testLog) Write(p []byte) (int, error) {
 // counted, on both sides, with nothing lost. Speed and timing are reported,
 // never asserted.
 func TestShortRunIsComplete(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: runs flowlens (eBPF), creates network namespaces and cgroups (CI runs it as root)")
-	}
+	testutil.RequirePrivileged(t) // runs flowlens (eBPF), creates network namespaces and cgroups
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)

@@ -2,20 +2,19 @@ package cgroup
 
 import (
 	"encoding/binary"
-	"os"
 	"path/filepath"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/flowlens/flowlens/internal/testutil"
 )
 
 // cgroup2 returns the real cgroup2 mount, or skips: these tests make and
 // remove cgroups, which takes root.
 func cgroup2(t *testing.T) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create cgroups under the cgroup2 mount")
-	}
+	testutil.RequirePrivileged(t) // creates cgroups under the cgroup2 mount
 	m, err := ReadMount()
 	if err != nil {
 		t.Skipf("no cgroup2 hierarchy: %v", err)

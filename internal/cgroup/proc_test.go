@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flowlens/flowlens/internal/testutil"
 )
 
 const (
@@ -117,9 +119,7 @@ func v1Mount(t *testing.T) string {
 // A process in a kubelet-shaped cgroup of a real v1 hierarchy is named by
 // its pod, though its v2 cgroup (what its sockets carry) is the root.
 func TestProcsOnCgroupV1(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create cgroups in a v1 hierarchy")
-	}
+	testutil.RequirePrivileged(t) // creates cgroups in a v1 hierarchy
 	mount := v1Mount(t)
 	top := filepath.Join(mount, fmt.Sprintf("flcg%08x-kubelet", rand.Uint32()))
 	leaf := filepath.Join(top, "kubepods", "burstable", "pod"+procUID, procCID)

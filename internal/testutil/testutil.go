@@ -1,4 +1,4 @@
-// Package testutil holds what privileged tests share: the root check,
+// Package testutil holds what privileged tests share: the root and -short check,
 // network namespaces joined by a veth with no route out, and processes run
 // inside them. Everything it creates is removed in t.Cleanup, also when the
 // test fails.
@@ -20,13 +20,19 @@ import (
 	"time"
 )
 
-// RequirePrivileged skips the test unless it runs as root: loading eBPF
-// programs and making namespaces needs it. CI runs as root, so these tests
-// run there.
+// RequirePrivileged skips the test in -short mode and unless it runs as
+// root: loading eBPF programs and making namespaces and cgroups needs it.
+// -short is the project's one switch for "unit tests only" (`make unit`,
+// `make race`), which must touch neither the kernel nor an API server even
+// when run as root; cluster.StartControlPlane honours it too. CI runs as
+// root (`make test` refuses to run otherwise), so these tests run there.
 func RequirePrivileged(t testing.TB) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short (make unit): needs root for eBPF, network namespaces or cgroups; `sudo make test` runs it")
+	}
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: loads eBPF programs and creates network namespaces (CI runs it as root)")
+		t.Skip("needs root: loads eBPF programs, creates network namespaces or cgroups; `sudo make test` runs it")
 	}
 }
 

@@ -63,6 +63,9 @@ type ControlPlane struct {
 // and kubectl to skip hack/kube/build.sh.
 func StartControlPlane(t testing.TB) *ControlPlane {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short (make unit): starts a real etcd and kube-apiserver; `sudo make test` runs it")
+	}
 	start := time.Now()
 	bin, err := kubeBinaries(t)
 	if err != nil {
