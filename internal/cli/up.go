@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"sync"
 	"syscall"
 	"time"
 
@@ -18,12 +17,12 @@ import (
 
 	"github.com/flowlens/flowlens/internal/agent"
 	"github.com/flowlens/flowlens/internal/cgroup"
+	"github.com/flowlens/flowlens/internal/datapath"
 	"github.com/flowlens/flowlens/internal/enrich"
-	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/identity"
-	"github.com/flowlens/flowlens/internal/join"
 	"github.com/flowlens/flowlens/internal/k8smeta"
 	"github.com/flowlens/flowlens/internal/metrics"
+	"github.com/flowlens/flowlens/internal/publish"
 	"github.com/flowlens/flowlens/internal/ring"
 	"github.com/flowlens/flowlens/internal/server"
 )
@@ -37,6 +36,12 @@ type upConfig struct {
 	Kube     k8smeta.Config
 	Listen   string
 	RingSize int
+	// Publish is how records wait for their names and other side, and how
+	// many one source may put in the ring per interval.
+	Publish publish.Config
+	// KubeletCgroupRoot is the cgroup kubelet keeps its pods under (its
+	// --cgroup-root): pods are read from cgroup paths only below it.
+	KubeletCgroupRoot string
 	// SyncWait bounds how long startup waits for the first list of
 	// Kubernetes objects, so early flows are named; past it flowlens runs
 	// on and names what it can.
@@ -44,7 +49,8 @@ type upConfig struct {
 }
 
 func newUpCmd(logger func() *slog.Logger) *cobra.Command {
-	cfg := upConfig{Agent: agent.DefaultConfig(), Listen: DefaultListen, RingSize: 1 << 16, SyncWait: 30 * time.Second}
+	cfg := upConfig{Agent: agent.DefaultConfig(), Publish: publish.DefaultConfig(), Listen: DefaultListen, RingSize: 1 << 16,
+		KubeletCgroupRoot: "/", SyncWait: 30 * time.Second}
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Watch every connection on this host and serve flows, metrics and health",
@@ -62,46 +68,19 @@ kernel with BTF.`,
 	}
 	cfg.Agent.Flags(cmd.Flags())
 	cfg.Kube.Flags(cmd.Flags())
+	cfg.Publish.Flags(cmd.Flags())
+	cmd.Flags().StringVar(&cfg.KubeletCgroupRoot, "kubelet-cgroup-root", cfg.KubeletCgroupRoot,
+		"cgroup kubelet keeps its pods under (its --cgroup-root, as /proc/<pid>/cgroup shows it): a cgroup names a pod only below it")
 	cmd.Flags().StringVar(&cfg.Listen, "listen", cfg.Listen, "address of the HTTP API")
 	cmd.Flags().IntVar(&cfg.RingSize, "flow-buffer", cfg.RingSize, "flow records kept in memory for the API")
 	cmd.Flags().DurationVar(&cfg.SyncWait, "k8s-sync-wait", cfg.SyncWait, "how long to wait at start for the first list of Kubernetes objects")
 	return cmd
 }
 
-// publisher is the embedded hub's path from the agent to the API: name the
-// endpoints (holding back records that came before their pod's metadata),
-// join the two sides of Service connections, keep the records. It runs in
-// the agent's goroutine; the lock only guards against metric scrapes.
-type publisher struct {
-	flows *ring.Ring
-	mu    sync.Mutex
-	names enrich.Waiter
-	join  *join.Joiner // nil without cluster identity: no address is ambiguous
-}
-
-func (p *publisher) publish(recs []flow.Record) {
-	p.mu.Lock()
-	recs = p.names.Records(recs)
-	if p.join != nil {
-		recs = p.join.Join(recs)
-	}
-	p.mu.Unlock()
-	p.flows.Write(recs)
-}
-
-func (p *publisher) joinStats() join.Stats {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.join.Stats()
-}
-
-func (p *publisher) waitStats() enrich.WaitStats {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.names.Stats()
-}
-
 func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
+	if err := cfg.Publish.Validate(); err != nil {
+		return err
+	}
 	if os.Geteuid() != 0 {
 		log.Warn("not running as root: loading eBPF programs will likely fail")
 	}
@@ -111,26 +90,32 @@ func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
 	}
 	defer ln.Close()
 
-	pub := &publisher{flows: ring.New(cfg.RingSize)}
+	flows := ring.New(cfg.RingSize)
+	var names enrich.Enricher
 	reg := prometheus.NewRegistry()
-	var names metrics.NamesCollector
+	var naming metrics.NamesCollector
 	mount, err := cgroup.ReadMount()
 	if cfg.Agent.Datapath.CgroupMount == "" {
 		if err != nil {
 			log.Warn("no cgroup2 mount: UDP, container and pod names will be missing", "err", err)
 		}
+		// Inside a cgroup namespace the mount's root is this pod's own
+		// cgroup: attached there, the programs would see only flowlens.
+		if host, nsErr := datapath.InInitCgroupNamespace(); nsErr != nil || !host {
+			return fmt.Errorf("in a cgroup namespace (%v), the cgroup2 mount is not the host's root: mount the host's /sys/fs/cgroup and pass --cgroup-root", nsErr)
+		}
 		cfg.Agent.Datapath.CgroupMount = mount.Dir
 	}
 	if dir := cfg.Agent.Datapath.CgroupMount; dir != "" {
-		cgroups := cgroup.NewResolver(cgroup.ResolverConfig{Mount: dir})
-		pub.names.Names.Cgroups, names.Cgroups = cgroups, cgroups.Stats
+		cgroups := cgroup.NewResolver(cgroup.ResolverConfig{Mount: dir, KubeletRoot: cfg.KubeletCgroupRoot})
+		names.Cgroups, naming.Cgroups = cgroups, cgroups.Stats
 	}
 	// Only where v1 hierarchies exist can a pod's cgroup be missing from
 	// its sockets; elsewhere a /proc read per process would only risk a
 	// reused pid naming the wrong pod.
 	if mount.V1 {
-		procs := cgroup.NewProcs(cgroup.ProcConfig{})
-		pub.names.Names.Processes, names.Procs = procs, procs.Stats
+		procs := cgroup.NewProcs(cgroup.ProcConfig{KubeletRoot: cfg.KubeletCgroupRoot})
+		names.Processes, naming.Procs = procs, procs.Stats
 	}
 	var kube *k8smeta.Watcher
 	if cfg.Kube.Enabled() {
@@ -138,23 +123,24 @@ func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
 		if kube, err = k8smeta.Start(ctx, cfg.Kube, idx, log); err != nil {
 			return fmt.Errorf("watch kubernetes: %w", err)
 		}
-		pub.names.Names.Identities, names.Identity, names.Kube = idx, idx.Stats, kube.Status
-		pub.join, names.Join, names.Waits = join.New(join.Config{}), pub.joinStats, pub.waitStats
+		names.Identities, naming.Identity, naming.Kube = idx, idx.Stats, kube.Status
 		waitForSync(ctx, kube, cfg.SyncWait, log)
 	}
+	pub := publish.New(cfg.Publish, names, flows.Write, log)
+	naming.Publish = pub.Stats
 
-	a, err := agent.New(cfg.Agent, log, pub.publish)
+	a, err := agent.New(cfg.Agent, log, pub.Publish)
 	if err != nil {
 		return fmt.Errorf("start agent: %w", err)
 	}
 	reg.MustRegister(
 		metrics.AgentCollector{Agent: a},
-		metrics.RingCollector{Ring: pub.flows},
-		names,
+		metrics.RingCollector{Ring: flows},
+		naming,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: "flowlens"}),
 	)
-	srv := server.New(pub.flows, reg, readiness(a, kube), log)
+	srv := server.New(flows, reg, readiness(a, kube), log)
 	log.Info("flowlens up", "listen", ln.Addr().String(), "node", cfg.Agent.Node,
 		"interval", cfg.Agent.Interval, "kubernetes", kube != nil)
 

@@ -2,9 +2,10 @@
 // side of a record the socket's cgroup says which container and pod it
 // belongs to; every address says which pod, Service, node or outside host
 // it was when the connection began. It runs once per interval over the
-// records conntable emits, before the join:
+// records conntable emits, before the join (package publish composes them
+// and decides how long a record waits):
 //
-//	conntable.Flush ─▶ Waiter.Records ─▶ join.Joiner.Join ─▶ ring, hub
+//	conntable.Flush ─▶ Enricher.Record ─▶ join ─▶ ring, hub
 //	                     cgroup id ─▶ container id, pod UID   (Cgroups)
 //	                     else pid ─▶ its v1 cgroups ─▶ same   (Processes)
 //	                     address, pod UID, time ─▶ names       (Identities)
@@ -29,9 +30,10 @@ type Processes interface {
 }
 
 // Identities names an endpoint from its address, and on the observing side
-// from the pod and container its cgroup belongs to, as of the hinted time.
+// from the pod and container its cgroup belongs to, as of the hinted time,
+// and says whether it could confirm the cgroup's claim to a pod.
 type Identities interface {
-	Resolve(ep *flow.Endpoint, h identity.Hints)
+	Resolve(ep *flow.Endpoint, h identity.Hints) identity.Claim
 }
 
 // Enricher fills names on records in place. Any source may be nil: a plain
@@ -43,7 +45,9 @@ type Enricher struct {
 }
 
 // Record names both endpoints of r. It reports whether r came early: the
-// observing side's cgroup names a pod that identity has not heard of yet.
+// observing side's cgroup names a pod that identity cannot confirm yet (the
+// pod, or its container's status, has not arrived), so r is named by
+// address alone for now.
 func (e Enricher) Record(r *flow.Record) (early bool) {
 	early = e.endpoint(&r.Source, identity.Hints{At: r.ConnStart})
 	return e.endpoint(&r.Destination, identity.Hints{At: r.ConnStart, Destination: true}) || early
@@ -64,6 +68,5 @@ func (e Enricher) endpoint(ep *flow.Endpoint, h identity.Hints) (early bool) {
 		return false
 	}
 	h.PodUID, h.ContainerID = c.PodUID, c.ContainerID
-	e.Identities.Resolve(ep, h)
-	return c.PodUID != "" && ep.Pod == ""
+	return e.Identities.Resolve(ep, h).Pending()
 }

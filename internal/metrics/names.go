@@ -4,10 +4,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flowlens/flowlens/internal/cgroup"
-	"github.com/flowlens/flowlens/internal/enrich"
 	"github.com/flowlens/flowlens/internal/identity"
-	"github.com/flowlens/flowlens/internal/join"
 	"github.com/flowlens/flowlens/internal/k8smeta"
+	"github.com/flowlens/flowlens/internal/publish"
 )
 
 var (
@@ -36,9 +35,9 @@ var (
 	joinBackends = prometheus.NewDesc("flowlens_join_backends",
 		"Backends indexed by client address for the join.", nil, nil)
 	early = prometheus.NewDesc("flowlens_names_early_records_total",
-		"Records whose cgroup named a pod before its metadata arrived, by how their wait ended.", []string{"result"}, nil)
+		"Records whose cgroup named a pod before its metadata (or its container's status) arrived, by how their wait ended.", []string{"result"}, nil)
 	earlyHeld = prometheus.NewDesc("flowlens_names_early_records_waiting",
-		"Records waiting for their pod's metadata.", nil, nil)
+		"Records waiting for their pod's metadata or for their server side.", nil, nil)
 )
 
 // NamesCollector reports how endpoints get their names: cgroup resolution,
@@ -49,8 +48,7 @@ type NamesCollector struct {
 	Procs    func() cgroup.ProcStats
 	Identity func() identity.Stats
 	Kube     func() k8smeta.Status
-	Join     func() join.Stats
-	Waits    func() enrich.WaitStats
+	Publish  func() publish.Stats
 }
 
 // Describe implements prometheus.Collector. Losses are reported under
@@ -107,18 +105,16 @@ func (c NamesCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(kubeWatchErrors, s.WatchErrors)
 		counter(kubeEvents, s.Events)
 	}
-	if c.Waits != nil {
-		s := c.Waits()
+	if c.Publish != nil {
+		s := c.Publish()
 		counter(early, s.NamedLate, "named_late")
 		counter(early, s.Unnamed, "gave_up")
-		gauge(earlyHeld, float64(s.Held))
 		counter(early, s.Overflow, "not_held")
-	}
-	if c.Join != nil {
-		s := c.Join()
-		counter(joined, s.Matched, "matched")
+		gauge(earlyHeld, float64(s.Held))
+		counter(joined, s.Join.Matched, "matched")
 		counter(joined, s.Unmatched, "unmatched")
-		gauge(joinBackends, float64(s.Backends))
-		counter(lost, s.Dropped, "join", "backend_index_full")
+		gauge(joinBackends, float64(s.Join.Backends))
+		counter(lost, s.Join.Dropped, "join", "backend_index_full")
+		counter(lost, s.Capped, "api", "source_cap")
 	}
 }

@@ -1,0 +1,336 @@
+// Package publish is the path from an agent's interval records to the
+// records people read: name the endpoints, hold back what is not ready,
+// join the two sides of a connection, and cap what one source may put in
+// the API ring. `flowlens up` composes it with one host's agent; the hub
+// will compose the same Publisher over every agent's records.
+//
+//	records of an interval ─▶ enrich.Enricher ─▶ wait for the pod ─┐
+//	                                                               ▼
+//	               ring ◀── cap per source ◀── join.Joiner ◀── wait for the other side
+//
+// # One hold policy
+//
+// A record may need to wait for two things: its pod's metadata (its cgroup
+// names a pod that identity cannot confirm yet: the watch, or the pod's
+// container status, trails the pod's first connections), and, for a client
+// record to a Service or node address, its server side, whose cgroup names
+// the backend. The two waits chain: a brand-new backend's server record
+// waits for its pod, and the client record of the same connection can only
+// be joined once it has. So one number, Config.Hold, bounds both: a record
+// waits at most Hold intervals from its arrival, for whatever it lacks, and
+// a client record whose server side is itself still waiting for its pod
+// waits with it. Nothing is dropped: a record whose wait ends goes out as
+// it is, and is counted (Stats).
+//
+// # A cap per source
+//
+// The API ring is shared: one pod opening thousands of connections per
+// interval would evict every other pod's records. So at most
+// Config.MaxPerSource records of one source (the observing socket's
+// cgroup, or its network namespace where it has no cgroup) enter the ring
+// per interval. The excess is counted (Stats.Capped, exported as
+// flowlens_agent_lost_total{stage="api",reason="source_cap"}) and the
+// source is logged, rather than folded into a summary record: a summary
+// would be a record no socket observed (no peer, mixed protocols and
+// verdicts) that every consumer, the join and the hub's topology first,
+// would have to tell from a real one.
+//
+// The Publisher's core (interval) is pure and driven once per interval,
+// like conntable: no clock, no I/O.
+package publish
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+
+	flag "github.com/spf13/pflag"
+
+	"github.com/flowlens/flowlens/internal/enrich"
+	"github.com/flowlens/flowlens/internal/flow"
+	"github.com/flowlens/flowlens/internal/join"
+)
+
+// Config is the publishing policy. Zero values take the defaults.
+type Config struct {
+	// Hold is how many intervals a record may wait for its pod's metadata
+	// and, for a client record to a Service or node address, its server
+	// side. Default 3.
+	Hold int
+	// MaxHeld bounds the records waiting; past it records go out at once
+	// and are counted. Default 65536.
+	MaxHeld int
+	// MaxPerSource is how many records one source may put in the ring per
+	// interval; 0 means no cap. Default 4096.
+	MaxPerSource int
+	// Join bounds the join's index; its Linger follows Hold.
+	Join join.Config
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config { return Config{Hold: 3, MaxHeld: 1 << 16, MaxPerSource: 4096} }
+
+// Flags registers the policy's flags on fs.
+func (c *Config) Flags(fs *flag.FlagSet) {
+	fs.IntVar(&c.Hold, "hold", c.Hold,
+		"intervals a record waits for its pod's Kubernetes metadata and for the server side of its connection")
+	fs.IntVar(&c.MaxPerSource, "max-records-per-source", c.MaxPerSource,
+		"records one cgroup (or network namespace) may put in the flow buffer per interval; the excess is counted (0: no cap)")
+}
+
+// Validate reports an unusable policy.
+func (c *Config) Validate() error {
+	switch {
+	case c.Hold < 1:
+		return fmt.Errorf("hold %d: records must wait at least 1 interval, the two sides of a connection can be one apart", c.Hold)
+	case c.MaxPerSource < 0:
+		return fmt.Errorf("max-records-per-source %d is negative", c.MaxPerSource)
+	}
+	return nil
+}
+
+func (c *Config) defaults() {
+	d := DefaultConfig()
+	if c.Hold <= 0 {
+		c.Hold = d.Hold
+	}
+	if c.MaxHeld <= 0 {
+		c.MaxHeld = d.MaxHeld
+	}
+	if c.MaxPerSource < 0 {
+		c.MaxPerSource = 0
+	}
+	// A closed connection's server side must stay known as long as its
+	// client record may wait for it, and one interval more: the sides can
+	// arrive an interval apart.
+	c.Join.Linger = c.Hold + 1
+}
+
+// Stats counts what waited, how each wait ended, and what was capped.
+type Stats struct {
+	Held      int    // records waiting now, for either reason
+	NamedLate uint64 // named after waiting for their pod
+	Unnamed   uint64 // waited Hold intervals for a pod that was not confirmed; named by address
+	Overflow  uint64 // released at once rather than held: MaxHeld records were waiting
+	Unmatched uint64 // client records to a Service or node address released without their server side
+	Capped    uint64 // records kept out of the ring: their source passed MaxPerSource in the interval
+	Join      join.Stats
+}
+
+// Publisher is safe for concurrent use: Publish runs in the agent's
+// goroutine, Stats in metric scrapes.
+type Publisher struct {
+	cfg   Config
+	names enrich.Enricher
+	join  *join.Joiner // nil without identities: no address is ambiguous
+	sink  func([]flow.Record)
+	log   *slog.Logger
+
+	mu    sync.Mutex
+	tick  uint64
+	held  []held // oldest first
+	stats Stats
+}
+
+// held is a record waiting, for its pod (names) and then for its server
+// side, until its deadline.
+type held struct {
+	rec      flow.Record
+	deadline uint64 // the last interval it may wait through
+	names    bool   // still waiting for its pod's metadata
+}
+
+// New returns a Publisher that names records with names and writes what is
+// ready to sink each interval (sink must not keep the slice).
+func New(cfg Config, names enrich.Enricher, sink func([]flow.Record), log *slog.Logger) *Publisher {
+	cfg.defaults()
+	p := &Publisher{cfg: cfg, names: names, sink: sink, log: log}
+	if names.Identities != nil {
+		p.join = join.New(cfg.Join)
+	}
+	return p
+}
+
+// Publish takes one interval's records and writes those ready to the sink.
+func (p *Publisher) Publish(recs []flow.Record) {
+	p.mu.Lock()
+	out, capped := p.interval(recs)
+	p.mu.Unlock()
+	for _, c := range capped {
+		p.log.Warn("a source put more records in one interval than the flow buffer takes from one source: the excess is counted, not kept",
+			"source", c.source, "records", c.records, "kept", p.cfg.MaxPerSource)
+	}
+	p.sink(out)
+}
+
+// Stats returns the counters.
+func (p *Publisher) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.stats
+	s.Held = len(p.held)
+	if p.join != nil {
+		s.Join = p.join.Stats()
+	}
+	return s
+}
+
+// cappedSource is a source that passed MaxPerSource in an interval.
+type cappedSource struct {
+	source  string // "cgroup <id>" or "netns <inode>"
+	records int    // records it had in the interval
+}
+
+// interval is Publish's pure core: it returns the records ready to write,
+// earlier held ones first, and the sources it capped. Callers hold p.mu.
+func (p *Publisher) interval(recs []flow.Record) ([]flow.Record, []cappedSource) {
+	p.tick++
+	if p.join != nil {
+		p.join.Tick()
+	}
+	hold := uint64(p.cfg.Hold)
+	// 1. Names. Records whose pod is not confirmed wait; the rest, and
+	// those whose wait for names ends now, go on to the join.
+	var joining []held
+	waiting := p.held[:0]
+	for _, h := range p.held {
+		if h.names {
+			switch {
+			case !p.names.Record(&h.rec):
+				p.stats.NamedLate++
+				h.names = false
+			case h.deadline <= p.tick:
+				p.stats.Unnamed++
+				h.names = false
+			default:
+				waiting = append(waiting, h)
+				continue
+			}
+		}
+		joining = append(joining, h)
+	}
+	for _, r := range recs {
+		h := held{rec: r, deadline: p.tick + hold}
+		if p.names.Record(&h.rec) {
+			if len(waiting) < p.cfg.MaxHeld {
+				h.names = true
+				waiting = append(waiting, h)
+				continue
+			}
+			p.stats.Overflow++
+		}
+		joining = append(joining, h)
+	}
+	// 2. The join: learn every side that has its names, then match.
+	out := make([]flow.Record, 0, len(joining))
+	if p.join == nil {
+		for _, h := range joining {
+			out = append(out, h.rec)
+		}
+	} else {
+		for i := range joining {
+			p.join.Learn(&joining[i].rec)
+		}
+		pending := p.serversWaiting(waiting)
+		for _, h := range joining {
+			r := &h.rec
+			switch {
+			case !join.Ambiguous(r) || p.join.Match(r):
+			case (h.deadline > p.tick || pending[sideKey(r)]) && len(waiting) < p.cfg.MaxHeld:
+				waiting = append(waiting, h)
+				continue
+			case h.deadline > p.tick || pending[sideKey(r)]:
+				p.stats.Overflow++
+			default:
+				p.stats.Unmatched++
+			}
+			out = append(out, *r)
+		}
+	}
+	clear(p.held[min(len(waiting), len(p.held)):]) // let records that left be collected
+	p.held = waiting
+	out, capped := p.capSources(out)
+	return out, capped
+}
+
+type clientKey struct {
+	proto flow.Protocol
+	addr  netip.AddrPort
+}
+
+func sideKey(r *flow.Record) clientKey {
+	return clientKey{r.Protocol, netip.AddrPortFrom(r.Source.IP, r.Source.Port)}
+}
+
+// serversWaiting returns the client addresses of server records still
+// waiting for their pod: a client record on one of them waits with it,
+// since its server side may be that one.
+func (p *Publisher) serversWaiting(waiting []held) map[clientKey]bool {
+	var m map[clientKey]bool
+	for i := range waiting {
+		if r := &waiting[i].rec; waiting[i].names && r.Observer == flow.RoleServer.String() {
+			if m == nil {
+				m = map[clientKey]bool{}
+			}
+			m[sideKey(r)] = true
+		}
+	}
+	return m
+}
+
+type source struct {
+	cgroup uint64
+	netns  uint32
+}
+
+// observing returns the endpoint of r whose socket made the record.
+func observing(r *flow.Record) *flow.Endpoint {
+	if r.Observer == flow.RoleServer.String() {
+		return &r.Destination
+	}
+	return &r.Source
+}
+
+func sourceOf(r *flow.Record) source {
+	ep := observing(r)
+	if ep.CgroupID != 0 {
+		return source{cgroup: ep.CgroupID}
+	}
+	return source{netns: ep.Netns}
+}
+
+func (s source) String() string {
+	if s.cgroup != 0 {
+		return fmt.Sprintf("cgroup %d", s.cgroup)
+	}
+	return fmt.Sprintf("netns %d", s.netns)
+}
+
+// capSources keeps the first MaxPerSource records of each source, in
+// order, and counts the rest.
+func (p *Publisher) capSources(recs []flow.Record) ([]flow.Record, []cappedSource) {
+	limit := p.cfg.MaxPerSource
+	if limit == 0 || len(recs) <= limit {
+		return recs, nil
+	}
+	counts := map[source]int{}
+	kept := recs[:0]
+	for _, r := range recs {
+		s := sourceOf(&r)
+		counts[s]++
+		if counts[s] > limit {
+			p.stats.Capped++
+			continue
+		}
+		kept = append(kept, r)
+	}
+	clear(recs[len(kept):])
+	var capped []cappedSource
+	for s, n := range counts {
+		if n > limit {
+			capped = append(capped, cappedSource{source: s.String(), records: n})
+		}
+	}
+	return kept, capped
+}
