@@ -30,6 +30,11 @@ volatile const __u32 self_pid = 0; /* the agent's own sockets are not traffic */
  * agent drains the ring at every interval anyway, and a wakeup per closed
  * socket costs more than the rest of the event. */
 volatile const __u64 wakeup_bytes = 0;
+/* The share of tcp_socks and udp_flows one cgroup may hold (0: no limit).
+ * Without it one pod holding 32k loopback connections, or sending to 16k
+ * UDP ports, fills the node-wide maps and blinds flowlens to every other. */
+volatile const __u32 tcp_per_cgroup = 0;
+volatile const __u32 udp_per_cgroup = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -42,8 +47,34 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 8192);
 	__type(key, struct listener_key);
-	__type(value, struct owner);
+	__type(value, struct listen_info);
 } listeners SEC(".maps");
+
+/* tcp_socks entries per cgroup, counted here as entries come and go. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* cgroup id */
+	__type(value, struct cgroup_usage);
+} tcp_usage SEC(".maps");
+
+/* udp_flows entries per cgroup: userspace, which deletes UDP entries,
+ * writes these back from each read; the kernel side only reads them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u32);
+} udp_usage SEC(".maps");
+
+/* Who was refused, so the loss metrics can name the source of overload.
+ * LRU: the noisiest stay, and it never refuses an update itself. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, struct cgroup_refused);
+} refused SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -52,15 +83,16 @@ struct {
 	__type(value, struct udp_stats);
 } udp_flows SEC(".maps");
 
-/* The owner of a UDP socket, recorded in process context (send/recv) and
- * read by the cgroup_skb programs, which run where current is meaningless.
+/* What a UDP socket's own process context tells (owner, destination before
+ * NAT), recorded by the sock_addr and send/recv hooks and read by the
+ * cgroup_skb programs, which run where current is meaningless.
  * Socket-local storage is freed with the socket: it cannot leak. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
-	__type(value, struct owner);
-} udp_owners SEC(".maps");
+	__type(value, struct udp_meta);
+} udp_socks SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -79,6 +111,10 @@ const struct conn_event *unused_conn_event __attribute__((unused));
 const struct udp_key *unused_udp_key __attribute__((unused));
 const struct udp_stats *unused_udp_stats __attribute__((unused));
 const struct listener_key *unused_listener_key __attribute__((unused));
+const struct listen_info *unused_listen_info __attribute__((unused));
+const struct udp_meta *unused_udp_meta __attribute__((unused));
+const struct cgroup_usage *unused_cgroup_usage __attribute__((unused));
+const struct cgroup_refused *unused_cgroup_refused __attribute__((unused));
 const enum counter *unused_counter __attribute__((unused));
 const enum event_kind *unused_event_kind __attribute__((unused));
 const enum role *unused_role __attribute__((unused));
@@ -134,6 +170,19 @@ static __always_inline void owner_current(const struct sock *sk, struct owner *o
 	BPF_CORE_READ_STR_INTO(&o->comm, task, group_leader, comm);
 }
 
+/* The calling process as a socket's owner, where the socket itself cannot
+ * be read (sock_addr programs get a bpf_sock): a process's own sockets
+ * share its netns and cgroup unless it moved after creating them. */
+static __always_inline void owner_task(struct owner *o)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+	o->pid = bpf_get_current_pid_tgid() >> 32;
+	o->netns = BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
+	o->cgroup = bpf_get_current_cgroup_id();
+	BPF_CORE_READ_STR_INTO(&o->comm, task, group_leader, comm);
+}
+
 static __always_inline int is_self(void)
 {
 	return self_pid && (bpf_get_current_pid_tgid() >> 32) == self_pid;
@@ -151,62 +200,183 @@ static __always_inline void snapshot_tcp(const struct sock *sk, struct tcp_state
 	st->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
 }
 
-/* track starts tracking a socket. A full map is counted only when opened
- * is set, at the one moment each socket is first seen (connect, accept):
- * the later retries (an established connect the agent missed, the first
- * I/O of an untracked socket) would count the same socket again. */
+static __always_inline void note_refused(__u64 cgroup, int tcp)
+{
+	struct cgroup_refused *r = bpf_map_lookup_elem(&refused, &cgroup);
+
+	if (!r) {
+		struct cgroup_refused zero = {};
+
+		bpf_map_update_elem(&refused, &cgroup, &zero, BPF_NOEXIST);
+		r = bpf_map_lookup_elem(&refused, &cgroup);
+		if (!r)
+			return;
+	}
+	if (tcp)
+		__sync_fetch_and_add(&r->tcp, 1);
+	else
+		__sync_fetch_and_add(&r->udp, 1);
+}
+
+/* charge counts a new tcp_socks entry against its cgroup's share. It
+ * returns -1 when the cgroup already holds its share, 0 when charged (or
+ * when no share applies: cgroup 0, or the usage map itself is full). The
+ * check and the add are not one atomic step: two CPUs can pass the check
+ * together, so a share can be exceeded by the number of CPUs. */
+static __always_inline int charge(__u64 cgroup, __u64 *charged)
+{
+	struct cgroup_usage *u;
+
+	*charged = 0;
+	if (!tcp_per_cgroup || !cgroup)
+		return 0;
+	u = bpf_map_lookup_elem(&tcp_usage, &cgroup);
+	if (!u) {
+		struct cgroup_usage zero = {};
+
+		bpf_map_update_elem(&tcp_usage, &cgroup, &zero, BPF_NOEXIST);
+		u = bpf_map_lookup_elem(&tcp_usage, &cgroup);
+		if (!u)
+			return 0;
+	}
+	if (u->tcp >= tcp_per_cgroup)
+		return -1;
+	__sync_fetch_and_add(&u->tcp, 1);
+	*charged = cgroup;
+	return 0;
+}
+
+static __always_inline void uncharge(__u64 cgroup)
+{
+	struct cgroup_usage *u;
+
+	if (!cgroup)
+		return;
+	u = bpf_map_lookup_elem(&tcp_usage, &cgroup);
+	if (u && u->tcp)
+		__sync_fetch_and_add(&u->tcp, -1);
+}
+
+/* untrack forgets a socket and gives its share back. */
+static __always_inline void untrack(__u64 key, const struct tcp_state *st)
+{
+	__u64 cg = st->charged_cgroup;
+
+	if (bpf_map_delete_elem(&tcp_socks, &key) == 0)
+		uncharge(cg);
+}
+
+/* track starts tracking a socket. A refusal (map full, or the socket's
+ * cgroup over its share) is counted only when opened is set, at the one
+ * moment each socket is first seen (connect, accept): the later retries
+ * (an established connect the agent missed, the first I/O of an untracked
+ * socket) would count the same socket again. adopted marks a socket first
+ * seen already established: its lifetime counters become a baseline. */
 static __always_inline struct tcp_state *track(const struct sock *sk, __u8 role,
-					       const struct owner *o, __u8 source, int opened)
+					       const struct owner *o, __u8 source, int opened,
+					       int adopted)
 {
 	__u64 key = (__u64)sk;
 	struct tcp_state st = {};
+	__u64 cg = sock_cgroup(sk);
 
+	if (charge(cg, &st.charged_cgroup)) {
+		if (opened) {
+			count(CNT_TCP_CGROUP_QUOTA);
+			note_refused(cg, 1);
+		}
+		return NULL;
+	}
 	st.role = role;
 	st.owner_source = source;
-	if (o)
+	if (o) {
 		st.owner = *o;
+	} else {
+		/* The process is learnt at the first I/O; where the socket
+		 * lives is known now. */
+		st.owner.netns = sock_netns(sk);
+		st.owner.cgroup = cg;
+	}
 	st.cookie = bpf_get_socket_cookie((void *)sk);
 	st.start_ns = bpf_ktime_get_ns();
 	st.tuple.protocol = IPPROTO_TCP;
 	read_tuple(sk, &st.tuple);
-	if (bpf_map_update_elem(&tcp_socks, &key, &st, BPF_ANY)) {
+	if (adopted) {
+		snapshot_tcp(sk, &st);
+		st.base_segs_out = st.segs_out;
+		st.base_segs_in = st.segs_in;
+		st.base_retrans = st.retrans;
+		st.adopted = 1;
+		st.established = 1;
+	}
+	if (bpf_map_update_elem(&tcp_socks, &key, &st, BPF_NOEXIST)) {
+		uncharge(st.charged_cgroup);
 		if (opened)
 			count(CNT_TCP_MAP_FULL);
 		return NULL;
 	}
+	if (adopted)
+		count(CNT_ADOPTED);
 	return bpf_map_lookup_elem(&tcp_socks, &key);
 }
 
-static __always_inline struct owner *listener_of(const struct sock *sk)
+static __always_inline struct listener_key listener_key_of(const struct sock *sk)
 {
 	struct listener_key lk = {
 		.netns = sock_netns(sk),
 		.port = BPF_CORE_READ(sk, __sk_common.skc_num),
+		.family = BPF_CORE_READ(sk, __sk_common.skc_family),
 	};
+
+	return lk;
+}
+
+/* An accepted socket has its listener's family (a dual-stack v6 listener's
+ * children are v6 sockets with v4-mapped addresses) and local port. */
+static __always_inline struct listen_info *listener_of(const struct sock *sk)
+{
+	struct listener_key lk = listener_key_of(sk);
 
 	return bpf_map_lookup_elem(&listeners, &lk);
 }
 
-static __always_inline void on_listen(const struct sock *sk, int listening)
+/* add_listener counts one more listening socket on its key. o is NULL for
+ * listeners found by the start-up walk, whose process is unknown. */
+static __always_inline void add_listener(const struct sock *sk, const struct owner *o)
 {
-	struct listener_key lk = {
-		.netns = sock_netns(sk),
-		.port = BPF_CORE_READ(sk, __sk_common.skc_num),
-	};
-	struct owner o = {};
+	struct listener_key lk = listener_key_of(sk);
+	struct listen_info *l = bpf_map_lookup_elem(&listeners, &lk);
+	struct listen_info init = {};
 
-	if (!listening) {
-		/* With SO_REUSEPORT several processes share the port: only the
-		 * recorded owner's close forgets it. */
-		struct owner *cur = bpf_map_lookup_elem(&listeners, &lk);
-
-		if (cur && cur->pid == (bpf_get_current_pid_tgid() >> 32))
-			bpf_map_delete_elem(&listeners, &lk);
+	if (l) {
+		__sync_fetch_and_add(&l->sockets, 1);
+		if (o && !l->owner.pid)
+			l->owner = *o;
 		return;
 	}
-	owner_current(sk, &o);
-	if (bpf_map_update_elem(&listeners, &lk, &o, BPF_ANY))
+	init.sockets = 1;
+	if (o)
+		init.owner = *o;
+	if (bpf_map_update_elem(&listeners, &lk, &init, BPF_NOEXIST) == 0)
+		return;
+	/* Another CPU created it first. */
+	l = bpf_map_lookup_elem(&listeners, &lk);
+	if (l)
+		__sync_fetch_and_add(&l->sockets, 1);
+	else
 		count(CNT_LISTENER_MAP_FULL);
+}
+
+static __always_inline void remove_listener(const struct sock *sk)
+{
+	struct listener_key lk = listener_key_of(sk);
+	struct listen_info *l = bpf_map_lookup_elem(&listeners, &lk);
+
+	if (!l)
+		return;
+	__sync_fetch_and_add(&l->sockets, -1);
+	if ((__s32)l->sockets <= 0)
+		bpf_map_delete_elem(&listeners, &lk);
 }
 
 /* TCP_CLOSE settles the verdict: the error and the final tuple are read
@@ -220,9 +390,9 @@ static __always_inline void on_close(const struct sock *sk, int oldstate)
 	if (!st)
 		return;
 	snapshot_tcp(sk, st);
-	/* An active open's local port is chosen after SYN_SENT is set, so
-	 * read the tuple again, keeping what we had if the socket has already
-	 * let go of its port. */
+	/* A failed active open's local port may have been chosen after
+	 * SYN_SENT was set, so read the tuple again, keeping what we had if
+	 * the socket has already let go of its port. */
 	if (BPF_CORE_READ((const struct inet_sock *)sk, inet_sport))
 		read_tuple(sk, &st->tuple);
 	st->end_ns = bpf_ktime_get_ns();
@@ -245,7 +415,7 @@ static __always_inline void finish(const struct sock *sk)
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count(CNT_RINGBUF_FULL);
-		bpf_map_delete_elem(&tcp_socks, &key);
+		untrack(key, st);
 		return;
 	}
 	if (!st->end_ns) {
@@ -256,7 +426,7 @@ static __always_inline void finish(const struct sock *sk)
 	}
 	e->state = *st;
 	e->kind = st->failed ? EVENT_CONNECT_FAIL : EVENT_CLOSE;
-	bpf_map_delete_elem(&tcp_socks, &key);
+	untrack(key, st);
 	if (!wakeup_bytes)
 		flags = 0;
 	else if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
@@ -282,7 +452,7 @@ int BPF_PROG(on_set_state, const struct sock *sk, const int oldstate, const int 
 	__u64 key = (__u64)sk;
 	struct tcp_state *st;
 	struct owner o = {};
-	struct owner *l;
+	struct listen_info *l;
 
 	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
@@ -291,7 +461,8 @@ int BPF_PROG(on_set_state, const struct sock *sk, const int oldstate, const int 
 	case TCP_LISTEN:
 		/* The agent's own listeners are recorded too, so that the
 		 * connections they accept can be recognised and skipped. */
-		on_listen(sk, 1);
+		owner_current(sk, &o);
+		add_listener(sk, &o);
 		return 0;
 	case TCP_SYN_SENT:
 		if (oldstate != TCP_CLOSE || is_self())
@@ -299,30 +470,37 @@ int BPF_PROG(on_set_state, const struct sock *sk, const int oldstate, const int 
 		/* connect() again on a socket whose last connect failed. */
 		finish(sk);
 		owner_current(sk, &o);
-		track(sk, ROLE_CLIENT, &o, OWNER_SELF, 1);
+		track(sk, ROLE_CLIENT, &o, OWNER_SELF, 1, 0);
 		return 0;
 	case TCP_ESTABLISHED:
 		if (oldstate == TCP_SYN_SENT) {
 			st = bpf_map_lookup_elem(&tcp_socks, &key);
 			/* A connect that began before the agent: owner is filled on first I/O. */
 			if (!st)
-				st = track(sk, ROLE_CLIENT, NULL, OWNER_NONE, 0);
+				st = track(sk, ROLE_CLIENT, NULL, OWNER_NONE, 0, 0);
 		} else if (oldstate == TCP_SYN_RECV) {
 			l = listener_of(sk);
-			if (l && self_pid && l->pid == self_pid)
+			if (l && self_pid && l->owner.pid == self_pid)
 				return 0;
-			st = track(sk, ROLE_SERVER, l, l ? OWNER_LISTENER : OWNER_NONE, 1);
+			if (l && l->owner.pid)
+				st = track(sk, ROLE_SERVER, &l->owner, OWNER_LISTENER, 1, 0);
+			else
+				st = track(sk, ROLE_SERVER, NULL, OWNER_NONE, 1, 0);
 		} else {
 			return 0;
 		}
 		if (st) {
 			st->established = 1;
+			/* connect() picks the local port after SYN_SENT is set:
+			 * read the tuple now, so an open connection's records
+			 * name their client port from the first interval. */
+			read_tuple(sk, &st->tuple);
 			snapshot_tcp(sk, st);
 		}
 		return 0;
 	case TCP_CLOSE:
 		if (oldstate == TCP_LISTEN)
-			on_listen(sk, 0);
+			remove_listener(sk);
 		else
 			on_close(sk, oldstate);
 		return 0;
@@ -341,28 +519,71 @@ int BPF_PROG(on_destroy, struct sock *sk)
 	return 0;
 }
 
-/* A TCP socket that was already established when the agent started is
- * adopted on its first I/O; its role follows whether its port is listened on. */
-static __always_inline struct tcp_state *adopt(const struct sock *sk)
+/* States of a connection that is (or was) established and not yet closed:
+ * what the start-up walk and first-I/O adoption take on. */
+static __always_inline int connected_state(int state)
 {
-	struct owner o = {};
-	struct tcp_state *st;
-
-	if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_ESTABLISHED)
-		return NULL;
-	owner_current(sk, &o);
-	st = track(sk, listener_of(sk) ? ROLE_SERVER : ROLE_CLIENT, &o, OWNER_SELF, 0);
-	if (st)
-		st->established = 1;
-	return st;
+	switch (state) {
+	case TCP_ESTABLISHED:
+	case TCP_FIN_WAIT1:
+	case TCP_FIN_WAIT2:
+	case TCP_CLOSE_WAIT:
+	case TCP_LAST_ACK:
+	case TCP_CLOSING:
+		return 1;
+	}
+	return 0;
 }
 
-static __always_inline void note_udp_owner(struct sock *sk)
+/* A socket established before the agent started; its role follows whether
+ * its local port is listened on in its netns with its family. */
+static __always_inline struct tcp_state *adopt(const struct sock *sk, const struct owner *o)
 {
-	struct owner *o = bpf_sk_storage_get(&udp_owners, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	return track(sk, listener_of(sk) ? ROLE_SERVER : ROLE_CLIENT, o,
+		     o ? OWNER_SELF : OWNER_NONE, 0, 1);
+}
 
-	if (o && !o->pid)
-		owner_current(sk, o);
+/*
+ * iter/tcp walks every TCP socket of every netns once, when the agent
+ * starts (bpf_iter_tcp: the listening hash first, then the established
+ * one). Listeners are learnt before the connections they accepted, so an
+ * accepted connection that outlived an agent restart keeps its server role,
+ * and every live connection starts from a baseline instead of reporting its
+ * lifetime as this interval's. The walk runs after the tracepoints are
+ * attached: a socket created meanwhile is already tracked and left alone.
+ */
+SEC("iter/tcp")
+int walk_tcp(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct tcp_sock *tp;
+	const struct sock *sk;
+	__u64 key;
+	int state;
+
+	if (!skc)
+		return 0;
+	tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp)
+		return 0; /* request and time-wait sockets */
+	sk = (const struct sock *)tp;
+	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	if (state == TCP_LISTEN) {
+		add_listener(sk, NULL);
+		return 0;
+	}
+	if (!connected_state(state))
+		return 0;
+	key = (__u64)sk;
+	if (bpf_map_lookup_elem(&tcp_socks, &key))
+		return 0;
+	adopt(sk, NULL);
+	return 0;
+}
+
+static __always_inline struct udp_meta *udp_meta_of(struct sock *sk)
+{
+	return bpf_sk_storage_get(&udp_socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 }
 
 /*
@@ -389,6 +610,7 @@ static __always_inline void on_io(struct sock *sk, int ret, int flags, int send)
 	__u16 family, proto;
 	__u64 key = (__u64)sk;
 	struct tcp_state *st;
+	struct owner o = {};
 
 	if (ret <= 0 || (!send && (flags & MSG_PEEK)))
 		return;
@@ -397,31 +619,50 @@ static __always_inline void on_io(struct sock *sk, int ret, int flags, int send)
 		return;
 	proto = BPF_CORE_READ(sk, sk_protocol);
 	if (proto == IPPROTO_UDP) {
-		note_udp_owner(sk);
+		struct udp_meta *u = udp_meta_of(sk);
+
+		if (u && !u->owner.pid)
+			owner_current(sk, &u->owner);
 		return;
 	}
-	if (is_self())
-		return;
 	/* Go (1.24+) listens with MPTCP by default: the application reads and
 	 * writes the MPTCP socket while a TCP subflow carries the connection.
 	 * Account to the first subflow, which is the only one unless the peer
 	 * speaks MPTCP too (then the other subflows' bytes land on it). The
-	 * subflow was tracked from its own handshake. */
+	 * subflow was tracked from its own handshake. Kernels built without
+	 * MPTCP have no mptcp_sock: the branch is removed at load. */
 	if (proto == IPPROTO_MPTCP) {
-		const struct sock *sub = BPF_CORE_READ((struct mptcp_sock *)sk, first);
+		if (bpf_core_type_exists(struct mptcp_sock)) {
+			const struct sock *sub = BPF_CORE_READ((struct mptcp_sock *)sk, first);
 
-		key = (__u64)sub;
-		st = key ? bpf_map_lookup_elem(&tcp_socks, &key) : NULL;
-		if (st)
-			account_io(sub, st, ret, send);
+			key = (__u64)sub;
+			st = key ? bpf_map_lookup_elem(&tcp_socks, &key) : NULL;
+			if (!st)
+				return;
+			if (is_self())
+				untrack(key, st);
+			else
+				account_io(sub, st, ret, send);
+		}
 		return;
 	}
 	if (proto != IPPROTO_TCP)
 		return;
 
 	st = bpf_map_lookup_elem(&tcp_socks, &key);
+	if (is_self()) {
+		/* The agent's own connection (to the API server, a hub),
+		 * tracked before its first I/O said whose it is: the connect
+		 * began before the programs were attached. */
+		if (st)
+			untrack(key, st);
+		return;
+	}
 	if (!st) {
-		st = adopt(sk);
+		if (!connected_state(BPF_CORE_READ(sk, __sk_common.skc_state)))
+			return;
+		owner_current(sk, &o);
+		st = adopt(sk, &o);
 		if (!st)
 			return;
 	}
@@ -484,6 +725,159 @@ int BPF_PROG(on_receive_reset, struct sock *sk)
 }
 
 /*
+ * cgroup/sendmsg4,6 run in udp_sendmsg() before routing and before
+ * kube-proxy's DNAT in nat OUTPUT, for every sendto()/sendmsg() with an
+ * address; cgroup/connect4,6 run in connect(). Both see the destination the
+ * application asked for (a Service's ClusterIP) and run in its process, so
+ * the first datagram of a fresh socket already has its owner. Observe only:
+ * they always allow.
+ */
+static __always_inline void note_udp_dst(struct bpf_sock_addr *ctx, int v6)
+{
+	struct bpf_sock *bsk = ctx->sk;
+	struct udp_meta *u;
+
+	if (ctx->protocol != IPPROTO_UDP || !bsk)
+		return;
+	u = bpf_sk_storage_get(&udp_socks, bsk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!u)
+		return;
+	if (!u->owner.pid)
+		owner_task(&u->owner);
+	if (v6) {
+		__u32 a[4];
+
+		a[0] = ctx->user_ip6[0];
+		a[1] = ctx->user_ip6[1];
+		a[2] = ctx->user_ip6[2];
+		a[3] = ctx->user_ip6[3];
+		__builtin_memcpy(u->dst_addr, a, 16);
+		u->dst_family = AF_INET6;
+	} else {
+		__u32 a4 = ctx->user_ip4;
+
+		__builtin_memcpy(u->dst_addr, &a4, 4);
+		u->dst_family = AF_INET;
+	}
+	u->dst_port = bpf_ntohs(ctx->user_port);
+}
+
+SEC("cgroup/sendmsg4")
+int udp_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	note_udp_dst(ctx, 0);
+	return 1;
+}
+
+SEC("cgroup/sendmsg6")
+int udp_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	note_udp_dst(ctx, 1);
+	return 1;
+}
+
+SEC("cgroup/connect4")
+int udp_connect4(struct bpf_sock_addr *ctx)
+{
+	note_udp_dst(ctx, 0);
+	return 1;
+}
+
+SEC("cgroup/connect6")
+int udp_connect6(struct bpf_sock_addr *ctx)
+{
+	note_udp_dst(ctx, 1);
+	return 1;
+}
+
+static __always_inline int v4_mapped(const __u8 *a)
+{
+	const __u32 *w = (const __u32 *)a;
+
+	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff);
+}
+
+/* The destination the application asked for, as the remote end of an egress
+ * datagram: egress runs in ip_finish_output, after nat OUTPUT rewrote a
+ * ClusterIP to a backend, while the reply is translated back before ingress.
+ * Keying both directions by the asked-for address keeps them one
+ * conversation. The send that recorded it is the one being transmitted:
+ * egress runs synchronously inside that sendmsg. */
+static __always_inline void pre_nat_remote(const struct udp_meta *u, struct l4_tuple *t)
+{
+	if (!u || !u->dst_port)
+		return;
+	if (t->family == u->dst_family) {
+		__builtin_memcpy(t->remote_addr, u->dst_addr, 16);
+	} else if (t->family == AF_INET && u->dst_family == AF_INET6 && v4_mapped(u->dst_addr)) {
+		__builtin_memcpy(t->remote_addr, u->dst_addr + 12, 4);
+	} else {
+		return;
+	}
+	t->remote_port = u->dst_port;
+}
+
+/* Past its share, a cgroup's new conversations are refused (existing ones
+ * go on being counted). udp_usage is written back by userspace at every
+ * read, so the share is enforced with one interval's delay. */
+static __always_inline int udp_over_share(__u64 cgroup)
+{
+	__u32 *n;
+
+	if (!udp_per_cgroup || !cgroup)
+		return 0;
+	n = bpf_map_lookup_elem(&udp_usage, &cgroup);
+	return n && *n >= udp_per_cgroup;
+}
+
+#define IPV6_MAX_EXT 4
+#define NEXTHDR_HOP 0
+#define NEXTHDR_ROUTING 43
+#define NEXTHDR_FRAGMENT 44
+#define NEXTHDR_DEST 60
+
+/* ipv6_udp_offset follows up to IPV6_MAX_EXT extension headers (hop-by-hop,
+ * routing, destination options, fragment) to the UDP header. It returns
+ * the offset, 0 for another protocol or a non-first fragment, -1 for a
+ * packet it cannot parse. */
+static __always_inline int ipv6_udp_offset(struct __sk_buff *skb, __u8 nexthdr)
+{
+	__u32 off = sizeof(struct ipv6hdr);
+	__u8 hdr[2];
+
+#pragma unroll
+	for (int i = 0; i < IPV6_MAX_EXT; i++) {
+		switch (nexthdr) {
+		case IPPROTO_UDP:
+			return off;
+		case NEXTHDR_HOP:
+		case NEXTHDR_ROUTING:
+		case NEXTHDR_DEST:
+			if (bpf_skb_load_bytes(skb, off, hdr, sizeof(hdr)))
+				return -1;
+			nexthdr = hdr[0];
+			off += ((__u32)hdr[1] + 1) * 8;
+			break;
+		case NEXTHDR_FRAGMENT: {
+			struct frag_hdr fh;
+
+			if (bpf_skb_load_bytes(skb, off, &fh, sizeof(fh)))
+				return -1;
+			/* Later fragments carry no UDP header. */
+			if (fh.frag_off & bpf_htons(0xfff8))
+				return 0;
+			nexthdr = fh.nexthdr;
+			off += sizeof(fh);
+			break;
+		}
+		default:
+			return 0;
+		}
+	}
+	return nexthdr == IPPROTO_UDP ? off : -1;
+}
+
+/*
  * UDP: cgroup_skb runs for every packet a socket in the cgroup (here: the
  * cgroup2 root, so every socket) sends or receives, with skb->sk set to
  * that socket, which gives the peer address that unconnected sendto/recvfrom
@@ -492,11 +886,13 @@ int BPF_PROG(on_receive_reset, struct sock *sk)
 static __always_inline void count_udp(struct __sk_buff *skb, int egress)
 {
 	struct udp_key key = {};
+	struct udp_meta *us = NULL;
+	struct bpf_sock *bsk;
 	struct udphdr uh;
-	__u32 l4off;
+	__u32 l4off, segs;
 	__u8 *src, *dst;
 	struct udp_stats *v;
-	__u64 now;
+	__u64 now, cg;
 	__u32 len;
 
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
@@ -522,16 +918,16 @@ static __always_inline void count_udp(struct __sk_buff *skb, int egress)
 		}
 	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr ip6;
+		int off;
 
 		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)))
 			goto unparsed;
-		if (ip6.nexthdr != IPPROTO_UDP) {
-			/* Extension headers before UDP are rare; count, don't chase. */
-			if (ip6.nexthdr != IPPROTO_TCP && ip6.nexthdr != NEXTHDR_ICMPV6)
-				goto unparsed;
+		off = ipv6_udp_offset(skb, ip6.nexthdr);
+		if (off < 0)
+			goto unparsed;
+		if (off == 0)
 			return;
-		}
-		l4off = sizeof(ip6);
+		l4off = off;
 		key.tuple.family = AF_INET6;
 		src = (__u8 *)&ip6.saddr;
 		dst = (__u8 *)&ip6.daddr;
@@ -556,15 +952,36 @@ static __always_inline void count_udp(struct __sk_buff *skb, int egress)
 		key.tuple.local_port = bpf_ntohs(uh.dest);
 		key.tuple.remote_port = bpf_ntohs(uh.source);
 	}
+	bsk = skb->sk;
+	if (bsk)
+		bsk = bpf_sk_fullsock(bsk);
+	if (bsk)
+		us = bpf_sk_storage_get(&udp_socks, bsk, 0, 0);
+	if (egress)
+		pre_nat_remote(us, &key.tuple);
 	key.cookie = bpf_get_socket_cookie(skb);
-	len = bpf_ntohs(uh.len);
-	len = len > sizeof(uh) ? len - sizeof(uh) : 0;
+	/* A GSO super-packet (UDP_SEGMENT) or a GRO-merged one carries
+	 * gso_segs datagrams behind one UDP header. */
+	segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
+	if (segs > 1)
+		len = skb->len > l4off + sizeof(uh) ? skb->len - l4off - sizeof(uh) : 0;
+	else {
+		len = bpf_ntohs(uh.len);
+		len = len > sizeof(uh) ? len - sizeof(uh) : 0;
+	}
 	now = bpf_ktime_get_ns();
 
 	v = bpf_map_lookup_elem(&udp_flows, &key);
 	if (!v) {
 		struct udp_stats init = { .first_ns = now, .initiator = egress };
 
+		cg = bpf_skb_cgroup_id(skb);
+		if (udp_over_share(cg)) {
+			count(CNT_UDP_CGROUP_QUOTA);
+			note_refused(cg, 0);
+			return;
+		}
+		init.cgroup = cg;
 		/* -EEXIST means another CPU created it first: fine. */
 		if (bpf_map_update_elem(&udp_flows, &key, &init, BPF_NOEXIST) == -E2BIG) {
 			count(CNT_UDP_MAP_FULL);
@@ -576,24 +993,14 @@ static __always_inline void count_udp(struct __sk_buff *skb, int egress)
 	}
 	v->last_ns = now;
 	if (egress) {
-		__sync_fetch_and_add(&v->tx_datagrams, 1);
+		__sync_fetch_and_add(&v->tx_datagrams, segs);
 		__sync_fetch_and_add(&v->tx_bytes, len);
 	} else {
-		__sync_fetch_and_add(&v->rx_datagrams, 1);
+		__sync_fetch_and_add(&v->rx_datagrams, segs);
 		__sync_fetch_and_add(&v->rx_bytes, len);
 	}
-	if (!v->owner.pid) {
-		struct bpf_sock *bsk = skb->sk;
-
-		if (bsk)
-			bsk = bpf_sk_fullsock(bsk);
-		if (bsk) {
-			struct owner *o = bpf_sk_storage_get(&udp_owners, bsk, 0, 0);
-
-			if (o && o->pid)
-				v->owner = *o;
-		}
-	}
+	if (!v->owner.pid && us && us->owner.pid)
+		v->owner = us->owner;
 	return;
 unparsed:
 	count(CNT_UDP_UNPARSED);

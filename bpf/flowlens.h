@@ -61,10 +61,20 @@ struct tcp_state {
 	__u32 rst_recv;
 	__u64 end_ns;     /* when it reached TCP_CLOSE; 0 while open */
 	__s32 sk_err;     /* errno the kernel recorded at TCP_CLOSE, e.g. ECONNREFUSED */
+	/* A socket adopted already established (found by the start-up walk,
+	 * or on its first I/O) carries tcp_sock's lifetime counters: these
+	 * are their values at adoption, which userspace subtracts. */
+	__u32 base_segs_out;
+	__u32 base_segs_in;
+	__u32 base_retrans;
+	__u32 _pad0;
+	__u64 charged_cgroup; /* the cgroup whose quota this entry counts against; 0: none */
 	__u8 role;
 	__u8 owner_source;
 	__u8 established; /* handshake completed */
 	__u8 failed;      /* reached TCP_CLOSE from SYN_SENT: the connect failed */
+	__u8 adopted;     /* first seen already established: its opening was not seen */
+	__u8 _pad1[3];
 };
 
 enum event_kind {
@@ -94,14 +104,49 @@ struct udp_stats {
 	__u64 rx_bytes;
 	__u32 tx_datagrams;
 	__u32 rx_datagrams;
+	__u64 cgroup;   /* the socket's cgroup, charged for this entry */
 	__u8 initiator; /* 1 when this socket sent the first datagram */
 	__u8 _pad[7];
 };
 
+/* What the UDP programs know of a socket beyond its packets, kept in
+ * socket-local storage: the owner, recorded in process context before the
+ * first datagram leaves, and the destination the application asked for,
+ * which kube-proxy's DNAT may have rewritten by the time egress sees it. */
+struct udp_meta {
+	struct owner owner;
+	__u8 dst_addr[16]; /* last sendmsg/connect destination, before NAT */
+	__u16 dst_port;    /* host byte order; 0: none recorded */
+	__u16 dst_family;
+	__u32 _pad;
+};
+
+/* A v4 and a v6 listener on one port are two listeners; with SO_REUSEPORT
+ * several sockets share a key, and the key goes when the last one closes,
+ * whichever process closes it. */
 struct listener_key {
 	__u32 netns;
 	__u16 port;
-	__u16 _pad;
+	__u16 family;
+};
+
+struct listen_info {
+	struct owner owner;
+	__u32 sockets; /* listening sockets with this key */
+	__u32 _pad;
+};
+
+/* What one cgroup holds in the shared maps, so that one noisy neighbour
+ * cannot fill them for everybody. */
+struct cgroup_usage {
+	__u32 tcp; /* tcp_socks entries, kept by the kernel side */
+	__u32 _pad;
+};
+
+/* What was refused to one cgroup because it was over its share. */
+struct cgroup_refused {
+	__u64 tcp; /* sockets */
+	__u64 udp; /* datagrams */
 };
 
 /* Indexes into the per-CPU counters map; every place the kernel side cannot
@@ -111,8 +156,11 @@ enum counter {
 	CNT_TCP_MAP_FULL,     /* socket opened (connect, accept) but not tracked: tcp_socks full */
 	CNT_UDP_MAP_FULL,     /* datagram not counted: udp_flows full */
 	CNT_LISTENER_MAP_FULL,
-	CNT_UDP_UNPARSED,     /* IPv6 extension headers or truncated packets */
+	CNT_UDP_UNPARSED,     /* truncated packets, or IPv6 extension headers past the chain we follow */
 	CNT_EVENTS,           /* events submitted */
+	CNT_TCP_CGROUP_QUOTA, /* socket not tracked: its cgroup holds its share of tcp_socks */
+	CNT_UDP_CGROUP_QUOTA, /* datagram not counted: its cgroup holds its share of udp_flows */
+	CNT_ADOPTED,          /* sockets adopted already established */
 	CNT_MAX,
 };
 

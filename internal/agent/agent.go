@@ -51,6 +51,9 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Datapath.TCPSockets, "max-tcp-sockets", c.Datapath.TCPSockets, "TCP sockets tracked in the kernel")
 	fs.IntVar(&c.Datapath.UDPFlows, "max-udp-flows", c.Datapath.UDPFlows, "UDP conversations counted in the kernel")
 	fs.IntVar(&c.Datapath.RingBytes, "ring-buffer-bytes", c.Datapath.RingBytes, "kernel ring buffer for socket end events (power of two)")
+	fs.IntVar(&c.Datapath.TCPPerCgroup, "max-tcp-sockets-per-cgroup", c.Datapath.TCPPerCgroup, "TCP sockets one cgroup may hold in the kernel map (0: a quarter of it, -1: no limit)")
+	fs.IntVar(&c.Datapath.UDPPerCgroup, "max-udp-flows-per-cgroup", c.Datapath.UDPPerCgroup, "UDP conversations one cgroup may hold in the kernel map (0: a quarter of it, -1: no limit)")
+	fs.StringVar(&c.Datapath.CgroupMount, "cgroup-root", c.Datapath.CgroupMount, "the host's cgroup2 root, where the cgroup programs attach (default: this process's cgroup2 mount, outside a cgroup namespace)")
 }
 
 // Validate reports an unusable configuration.
@@ -93,6 +96,9 @@ type Stats struct {
 	TCPSockets, UDPConversations         int // kernel map entries at the last tick
 	TCPCapacity, UDPCapacity             uint32
 	Hooks                                []datapath.Hook
+	// Refusals name the cgroups refused for holding their share of the
+	// kernel maps, most refused first.
+	Refusals []datapath.Refusal
 }
 
 // New loads and attaches the data path.
@@ -109,6 +115,13 @@ func New(cfg Config, log *slog.Logger, sink Sink) (*Agent, error) {
 	a := &Agent{cfg: cfg, log: log, dp: dp, table: conntable.New(cfg.Table), sink: sink}
 	for _, h := range dp.Hooks() {
 		log.Info("hook", "program", h.Program, "target", h.Target, "attached", h.Attached, "reason", h.Reason)
+	}
+	// After the hooks are attached, so a socket is either walked or hooked.
+	switch walked, err := dp.WalkTCP(); {
+	case err != nil:
+		log.Warn("could not learn the sockets open before the agent: their roles and first counts may be wrong", "err", err)
+	case !walked:
+		log.Warn("kernel has no iter/tcp: sockets open before the agent are adopted at their first I/O, their roles guessed from listeners seen since")
 	}
 	return a, nil
 }
@@ -204,6 +217,16 @@ func (a *Agent) ticks(tcp, udp int) {
 	s := Stats{
 		Kernel: kc, Table: a.table.Stats(), Hooks: a.dp.Hooks(),
 		TCPSockets: tcp, UDPConversations: udp, TCPCapacity: tcpCap, UDPCapacity: udpCap,
+	}
+	a.mu.Lock()
+	prev := a.snap
+	a.mu.Unlock()
+	// The refused map is walked only when a refusal was counted since.
+	s.Refusals = prev.Refusals
+	if kc.TCPCgroupQuota != prev.Kernel.TCPCgroupQuota || kc.UDPCgroupQuota != prev.Kernel.UDPCgroupQuota {
+		if s.Refusals, err = a.dp.Refusals(); err != nil {
+			a.log.Warn("read refused cgroups", "err", err)
+		}
 	}
 	a.mu.Lock()
 	a.snap = s

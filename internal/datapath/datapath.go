@@ -3,8 +3,10 @@ package datapath
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"sort"
 	"time"
 	"unsafe"
 
@@ -18,10 +20,15 @@ import (
 
 // Config sizes the kernel side. Zero values take the defaults.
 type Config struct {
-	TCPSockets  int    // live TCP sockets tracked in the kernel
-	UDPFlows    int    // UDP conversations counted in the kernel
-	RingBytes   int    // ring buffer for socket end events; a power of two
-	CgroupMount string // cgroup2 mount for the UDP programs; "" skips them
+	TCPSockets int // live TCP sockets tracked in the kernel
+	UDPFlows   int // UDP conversations counted in the kernel
+	RingBytes  int // ring buffer for socket end events; a power of two
+	// TCPPerCgroup and UDPPerCgroup bound what one cgroup may hold of
+	// TCPSockets and UDPFlows, so a noisy pod cannot fill the node-wide
+	// maps for every other. 0 takes a quarter of the map; -1 is no limit.
+	TCPPerCgroup int
+	UDPPerCgroup int
+	CgroupMount  string // cgroup2 directory the cgroup programs attach to; "" skips them
 }
 
 // DefaultConfig is what `flowlens up` uses unless told otherwise.
@@ -40,12 +47,32 @@ func (c *Config) defaults() {
 	if c.RingBytes <= 0 {
 		c.RingBytes = d.RingBytes
 	}
+	if c.TCPPerCgroup == 0 {
+		c.TCPPerCgroup = c.TCPSockets / 4
+	}
+	if c.UDPPerCgroup == 0 {
+		c.UDPPerCgroup = c.UDPFlows / 4
+	}
+}
+
+// share is a per-cgroup limit as the kernel side takes it: 0 is none.
+func share(n int) uint32 {
+	if n < 0 {
+		return 0
+	}
+	return uint32(n)
 }
 
 // Validate reports a configuration the kernel would refuse.
 func (c Config) Validate() error {
 	if c.RingBytes > 0 && c.RingBytes&(c.RingBytes-1) != 0 {
 		return fmt.Errorf("ring buffer size %d is not a power of two", c.RingBytes)
+	}
+	if c.TCPPerCgroup > 0 && c.TCPSockets > 0 && c.TCPPerCgroup > c.TCPSockets {
+		return fmt.Errorf("TCP sockets per cgroup (%d) exceed the TCP socket map (%d)", c.TCPPerCgroup, c.TCPSockets)
+	}
+	if c.UDPPerCgroup > 0 && c.UDPFlows > 0 && c.UDPPerCgroup > c.UDPFlows {
+		return fmt.Errorf("UDP conversations per cgroup (%d) exceed the UDP map (%d)", c.UDPPerCgroup, c.UDPFlows)
 	}
 	return nil
 }
@@ -56,6 +83,8 @@ type Hook struct {
 	Target   string // tracepoint name or cgroup path
 	Attached bool
 	Reason   string // why not attached
+
+	attach ebpf.AttachType
 }
 
 // Datapath owns the loaded programs, their links and the ring buffer reader.
@@ -64,6 +93,7 @@ type Datapath struct {
 	coll  *ebpf.Collection
 	maps  flowlensMaps
 	links []link.Link
+	walk  *ebpf.Program // iter/tcp; nil where the kernel lacks it
 	ring  *ringbuf.Reader
 	hooks []Hook
 	comms comms
@@ -74,6 +104,9 @@ type Datapath struct {
 	udpKeys   []flowlensUdpKey
 	udpVals   []flowlensUdpStats
 	udpLoaded []flowlensUdpKey // keys of the last UDPConversations result
+	udpOwners []uint64         // the charged cgroup of each, in the same order
+	udpShare  uint32           // per-cgroup UDP share; 0: none
+	udpUsage  map[uint64]uint32
 }
 
 // Open loads, configures and attaches the programs. Hooks the kernel lacks
@@ -93,8 +126,14 @@ func Open(cfg Config, log *slog.Logger) (*Datapath, error) {
 	spec.Maps["tcp_socks"].MaxEntries = uint32(cfg.TCPSockets)
 	spec.Maps["udp_flows"].MaxEntries = uint32(cfg.UDPFlows)
 	spec.Maps["events"].MaxEntries = uint32(cfg.RingBytes)
-	if err := spec.Variables["self_pid"].Set(uint32(os.Getpid())); err != nil {
-		return nil, fmt.Errorf("set self_pid: %w", err)
+	for name, v := range map[string]any{
+		"self_pid":       uint32(os.Getpid()),
+		"tcp_per_cgroup": share(cfg.TCPPerCgroup),
+		"udp_per_cgroup": share(cfg.UDPPerCgroup),
+	} {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("set %s: %w", name, err)
+		}
 	}
 	// A quarter full: room for the agent to wake up and drain before
 	// anything is dropped, and no wakeup at all in a quiet interval.
@@ -102,8 +141,11 @@ func Open(cfg Config, log *slog.Logger) (*Datapath, error) {
 		return nil, fmt.Errorf("set wakeup_bytes: %w", err)
 	}
 
-	d := &Datapath{log: log}
-	d.hooks = plan(spec, cfg.CgroupMount, kernelHasTracepoint)
+	d := &Datapath{log: log, udpShare: share(cfg.UDPPerCgroup)}
+	if err := requireTracingHelpers(); err != nil {
+		return nil, err
+	}
+	d.hooks = plan(spec, cfg.CgroupMount, kernelHasType)
 	for _, h := range d.hooks {
 		if !h.Attached {
 			delete(spec.Programs, h.Program)
@@ -146,15 +188,15 @@ func (d *Datapath) attach(cgroupMount string) error {
 			l   link.Link
 			err error
 		)
-		switch prog.Type() {
-		case ebpf.Tracing:
+		switch {
+		case h.attach == ebpf.AttachTraceIter:
+			// Run on demand by WalkTCP, not attached.
+			d.walk = prog
+			continue
+		case prog.Type() == ebpf.Tracing:
 			l, err = link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
-		case ebpf.CGroupSKB:
-			at := ebpf.AttachCGroupInetIngress
-			if h.Program == "udp_egress" {
-				at = ebpf.AttachCGroupInetEgress
-			}
-			l, err = link.AttachCgroup(link.CgroupOptions{Path: cgroupMount, Attach: at, Program: prog})
+		case prog.Type() == ebpf.CGroupSKB, prog.Type() == ebpf.CGroupSockAddr:
+			l, err = link.AttachCgroup(link.CgroupOptions{Path: cgroupMount, Attach: h.attach, Program: prog})
 		default:
 			err = fmt.Errorf("unexpected program type %s", prog.Type())
 		}
@@ -252,15 +294,18 @@ func (d *Datapath) tcpSocket(s *flowlensTcpState) flow.TCPSocket {
 		Role:        flow.Role(s.Role),
 		Established: s.Established != 0,
 		Closed:      s.EndNs != 0,
+		Adopted:     s.Adopted != 0,
 		StartNS:     s.StartNs,
 		BytesSent:   s.BytesSent,
 		BytesRecv:   s.BytesRecv,
-		SegsOut:     s.SegsOut,
-		SegsIn:      s.SegsIn,
-		Retrans:     s.Retrans,
-		RSTSent:     s.RstSent,
-		RSTRecv:     s.RstRecv,
-		SRTTMicros:  s.SrttUs,
+		// Modular: the kernel's counters are 32 bits and may wrap
+		// between adoption and now.
+		SegsOut:    s.SegsOut - s.BaseSegsOut,
+		SegsIn:     s.SegsIn - s.BaseSegsIn,
+		Retrans:    s.Retrans - s.BaseRetrans,
+		RSTSent:    s.RstSent,
+		RSTRecv:    s.RstRecv,
+		SRTTMicros: s.SrttUs,
 	}
 }
 
@@ -300,6 +345,7 @@ func (d *Datapath) UDPConversations(dst []flow.UDPConversation) ([]flow.UDPConve
 		d.udpVals = make([]flowlensUdpStats, batchSize)
 	}
 	d.udpLoaded = d.udpLoaded[:0]
+	d.udpOwners = d.udpOwners[:0]
 	base := len(dst)
 	var cursor ebpf.MapBatchCursor
 	for {
@@ -316,6 +362,7 @@ func (d *Datapath) UDPConversations(dst []flow.UDPConversation) ([]flow.UDPConve
 				TxDatagrams: v.TxDatagrams, RxDatagrams: v.RxDatagrams,
 			})
 			d.udpLoaded = append(d.udpLoaded, *k)
+			d.udpOwners = append(d.udpOwners, v.Cgroup)
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			break
@@ -331,17 +378,57 @@ func (d *Datapath) UDPConversations(dst []flow.UDPConversation) ([]flow.UDPConve
 }
 
 // DeleteUDP releases the kernel entries of the conversations at the given
-// indexes of the last UDPConversations result.
+// indexes of the last UDPConversations result, then tells the kernel side
+// what each cgroup holds now, for its per-cgroup share.
 func (d *Datapath) DeleteUDP(idx []int) error {
-	if len(idx) == 0 {
+	if len(idx) > 0 {
+		keys := make([]flowlensUdpKey, 0, len(idx))
+		for _, i := range idx {
+			keys = append(keys, d.udpLoaded[i])
+		}
+		if _, err := d.maps.UdpFlows.BatchDelete(keys, nil); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete udp_flows: %w", err)
+		}
+	}
+	if d.udpShare == 0 {
 		return nil
 	}
-	keys := make([]flowlensUdpKey, 0, len(idx))
-	for _, i := range idx {
-		keys = append(keys, d.udpLoaded[i])
+	return d.writeUDPUsage(idx)
+}
+
+// writeUDPUsage writes udp_usage from the last read less what was just
+// deleted. Entries the kernel created since the read are missing until the
+// next one: the share is enforced one interval late, never early.
+func (d *Datapath) writeUDPUsage(deleted []int) error {
+	gone := make(map[int]bool, len(deleted))
+	for _, i := range deleted {
+		gone[i] = true
 	}
-	if _, err := d.maps.UdpFlows.BatchDelete(keys, nil); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("delete udp_flows: %w", err)
+	usage := make(map[uint64]uint32)
+	for i, cg := range d.udpOwners {
+		if cg != 0 && !gone[i] {
+			usage[cg]++
+		}
+	}
+	var errs []error
+	for cg, n := range usage {
+		if d.udpUsage[cg] == n {
+			continue
+		}
+		if err := d.maps.UdpUsage.Put(cg, n); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for cg := range d.udpUsage {
+		if _, ok := usage[cg]; !ok {
+			if err := d.maps.UdpUsage.Delete(cg); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	d.udpUsage = usage
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("write udp_usage: %w", err)
 	}
 	return nil
 }
@@ -354,6 +441,9 @@ type Counters struct {
 	ListenerMapFull uint64
 	UDPUnparsed     uint64
 	Events          uint64 // end events submitted
+	TCPCgroupQuota  uint64 // sockets not tracked: their cgroup held its share
+	UDPCgroupQuota  uint64 // datagrams not counted: their cgroup held its share
+	Adopted         uint64 // sockets adopted already established
 }
 
 // Counters sums the per-CPU counters.
@@ -366,6 +456,9 @@ func (d *Datapath) Counters() (Counters, error) {
 		flowlensCounterCNT_LISTENER_MAP_FULL: &c.ListenerMapFull,
 		flowlensCounterCNT_UDP_UNPARSED:      &c.UDPUnparsed,
 		flowlensCounterCNT_EVENTS:            &c.Events,
+		flowlensCounterCNT_TCP_CGROUP_QUOTA:  &c.TCPCgroupQuota,
+		flowlensCounterCNT_UDP_CGROUP_QUOTA:  &c.UDPCgroupQuota,
+		flowlensCounterCNT_ADOPTED:           &c.Adopted,
 	}
 	var perCPU []uint64
 	for idx, dst := range fields {
@@ -382,4 +475,55 @@ func (d *Datapath) Counters() (Counters, error) {
 // MapCapacity reports the size limits of the tracked-socket maps.
 func (d *Datapath) MapCapacity() (tcp, udp uint32) {
 	return d.maps.TcpSocks.MaxEntries(), d.maps.UdpFlows.MaxEntries()
+}
+
+// Refusal is what the kernel side refused one cgroup for holding its share.
+type Refusal struct {
+	Cgroup uint64
+	TCP    uint64 // sockets not tracked
+	UDP    uint64 // datagrams not counted
+}
+
+// Refusals lists the cgroups refused so far (the kernel keeps the most
+// recently refused 1,024), most refused first.
+func (d *Datapath) Refusals() ([]Refusal, error) {
+	var (
+		out []Refusal
+		cg  uint64
+		v   flowlensCgroupRefused
+	)
+	it := d.maps.Refused.Iterate()
+	for it.Next(&cg, &v) {
+		out = append(out, Refusal{Cgroup: cg, TCP: v.Tcp, UDP: v.Udp})
+	}
+	if err := it.Err(); err != nil {
+		return out, fmt.Errorf("read refused: %w", err)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].TCP+out[i].UDP > out[j].TCP+out[j].UDP })
+	return out, nil
+}
+
+// WalkTCP learns the TCP sockets that existed before the programs were
+// attached: listeners, so that connections they accepted keep their server
+// role, and live connections, adopted with their counters as a baseline.
+// Call it once, after Open. It reports whether the kernel could walk.
+func (d *Datapath) WalkTCP() (bool, error) {
+	if d.walk == nil {
+		return false, nil
+	}
+	it, err := link.AttachIter(link.IterOptions{Program: d.walk})
+	if err != nil {
+		return false, fmt.Errorf("attach iter/tcp: %w", err)
+	}
+	defer it.Close()
+	r, err := it.Open()
+	if err != nil {
+		return false, fmt.Errorf("open iter/tcp: %w", err)
+	}
+	defer r.Close()
+	// The program writes nothing; reading to the end runs it over every socket.
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		return false, fmt.Errorf("run iter/tcp: %w", err)
+	}
+	return true, nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -38,11 +39,12 @@ func Probe(cgroupMount string) []Feature {
 	add("BTF (/sys/kernel/btf/vmlinux)", "CO-RE relocations, tp_btf", err)
 	add("ring buffer map", "socket end events", features.HaveMapType(ebpf.RingBuf))
 	add("socket local storage map", "UDP socket owners", features.HaveMapType(ebpf.SkStorage))
+	add("bpf_get_socket_cookie in tracing programs (Linux 5.12)", "TCP socket identity across reads (required)", probeTracingCookie())
 
 	spec, err := loadFlowlens()
 	if err == nil {
-		for _, h := range plan(spec, "", kernelHasTracepoint) {
-			if h.Target == "" || h.Target[:3] != "tp_" {
+		for _, h := range plan(spec, "", kernelHasType) {
+			if !strings.HasPrefix(h.Target, "tp_btf/") && !strings.HasPrefix(h.Target, "iter/") {
 				continue
 			}
 			var herr error
@@ -60,6 +62,10 @@ func Probe(cgroupMount string) []Feature {
 	if err == nil {
 		out[len(out)-1].Detail = "attached at " + cgroupMount
 	}
+	if cgroupMount != "" {
+		err = features.HaveProgramType(ebpf.CGroupSockAddr)
+	}
+	add("cgroup sock_addr (sendmsg, connect)", "UDP destinations before NAT, owners of fresh UDP sockets", err)
 	add("kprobes", "", pmuExists("kprobe"))
 	add("fentry/fexit", "", haveFentry())
 	add("uprobes", "", pmuExists("uprobe"))
@@ -74,6 +80,38 @@ var usedFor = map[string]string{
 	"on_retransmit":    "retransmitted segments",
 	"on_send_reset":    "resets sent",
 	"on_receive_reset": "resets received",
+	"walk_tcp":         "sockets open before the agent started: roles and baselines",
+}
+
+// requireTracingHelpers fails with a clear message on a kernel whose
+// tracing programs cannot call what every TCP hook needs.
+func requireTracingHelpers() error {
+	if err := probeTracingCookie(); err != nil {
+		return fmt.Errorf("this kernel cannot run flowlens' TCP hooks (bpf_get_socket_cookie from tracing programs needs Linux 5.12+): %w", err)
+	}
+	return nil
+}
+
+// probeTracingCookie loads a tp_btf program that takes a socket cookie.
+// The helper works from tracing programs since Linux 5.12; features.
+// HaveProgramHelper cannot probe tracing programs, which need a target.
+func probeTracingCookie() error {
+	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:       ebpf.Tracing,
+		AttachType: ebpf.AttachTraceRawTp,
+		AttachTo:   "inet_sock_set_state",
+		License:    "GPL",
+		Instructions: asm.Instructions{
+			asm.LoadMem(asm.R1, asm.R1, 0, asm.DWord), // the tracepoint's sk argument
+			asm.FnGetSocketCookie.Call(),
+			asm.Mov.Imm(asm.R0, 0),
+			asm.Return(),
+		},
+	})
+	if err != nil {
+		return err
+	}
+	return p.Close()
 }
 
 func pmuExists(name string) error {

@@ -13,6 +13,18 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type flowlensCgroupRefused struct {
+	_   structs.HostLayout
+	Tcp uint64
+	Udp uint64
+}
+
+type flowlensCgroupUsage struct {
+	_   structs.HostLayout
+	Tcp uint32
+	Pad uint32
+}
+
 type flowlensConnEvent struct {
 	_     structs.HostLayout
 	State flowlensTcpState
@@ -29,7 +41,10 @@ const (
 	flowlensCounterCNT_LISTENER_MAP_FULL flowlensCounter = 3
 	flowlensCounterCNT_UDP_UNPARSED      flowlensCounter = 4
 	flowlensCounterCNT_EVENTS            flowlensCounter = 5
-	flowlensCounterCNT_MAX               flowlensCounter = 6
+	flowlensCounterCNT_TCP_CGROUP_QUOTA  flowlensCounter = 6
+	flowlensCounterCNT_UDP_CGROUP_QUOTA  flowlensCounter = 7
+	flowlensCounterCNT_ADOPTED           flowlensCounter = 8
+	flowlensCounterCNT_MAX               flowlensCounter = 9
 )
 
 type flowlensEventKind uint32
@@ -50,11 +65,18 @@ type flowlensL4Tuple struct {
 	Pad        uint8
 }
 
+type flowlensListenInfo struct {
+	_       structs.HostLayout
+	Owner   flowlensOwner
+	Sockets uint32
+	Pad     uint32
+}
+
 type flowlensListenerKey struct {
-	_     structs.HostLayout
-	Netns uint32
-	Port  uint16
-	Pad   uint16
+	_      structs.HostLayout
+	Netns  uint32
+	Port   uint16
+	Family uint16
 }
 
 type flowlensOwner struct {
@@ -82,31 +104,48 @@ const (
 )
 
 type flowlensTcpState struct {
-	_           structs.HostLayout
-	Tuple       flowlensL4Tuple
-	Owner       flowlensOwner
-	Cookie      uint64
-	StartNs     uint64
-	BytesSent   uint64
-	BytesRecv   uint64
-	SegsOut     uint32
-	SegsIn      uint32
-	Retrans     uint32
-	SrttUs      uint32
-	RstSent     uint32
-	RstRecv     uint32
-	EndNs       uint64
-	SkErr       int32
-	Role        uint8
-	OwnerSource uint8
-	Established uint8
-	Failed      uint8
+	_             structs.HostLayout
+	Tuple         flowlensL4Tuple
+	Owner         flowlensOwner
+	Cookie        uint64
+	StartNs       uint64
+	BytesSent     uint64
+	BytesRecv     uint64
+	SegsOut       uint32
+	SegsIn        uint32
+	Retrans       uint32
+	SrttUs        uint32
+	RstSent       uint32
+	RstRecv       uint32
+	EndNs         uint64
+	SkErr         int32
+	BaseSegsOut   uint32
+	BaseSegsIn    uint32
+	BaseRetrans   uint32
+	Pad0          uint32
+	_             [4]byte
+	ChargedCgroup uint64
+	Role          uint8
+	OwnerSource   uint8
+	Established   uint8
+	Failed        uint8
+	Adopted       uint8
+	Pad1          [3]uint8
 }
 
 type flowlensUdpKey struct {
 	_      structs.HostLayout
 	Cookie uint64
 	Tuple  flowlensL4Tuple
+}
+
+type flowlensUdpMeta struct {
+	_         structs.HostLayout
+	Owner     flowlensOwner
+	DstAddr   [16]uint8
+	DstPort   uint16
+	DstFamily uint16
+	Pad       uint32
 }
 
 type flowlensUdpStats struct {
@@ -118,6 +157,7 @@ type flowlensUdpStats struct {
 	RxBytes     uint64
 	TxDatagrams uint32
 	RxDatagrams uint32
+	Cgroup      uint64
 	Initiator   uint8
 	Pad         [7]uint8
 }
@@ -126,31 +166,45 @@ type flowlensUdpStats struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	flowlensMapCounters          = "counters"
-	flowlensMapEvents            = "events"
-	flowlensMapListeners         = "listeners"
-	flowlensMapTcpSocks          = "tcp_socks"
-	flowlensMapUdpFlows          = "udp_flows"
-	flowlensMapUdpOwners         = "udp_owners"
-	flowlensProgOnDestroy        = "on_destroy"
-	flowlensProgOnReceiveReset   = "on_receive_reset"
-	flowlensProgOnRecv           = "on_recv"
-	flowlensProgOnRetransmit     = "on_retransmit"
-	flowlensProgOnSend           = "on_send"
-	flowlensProgOnSendReset      = "on_send_reset"
-	flowlensProgOnSetState       = "on_set_state"
-	flowlensProgUdpEgress        = "udp_egress"
-	flowlensProgUdpIngress       = "udp_ingress"
-	flowlensVarSelfPid           = "self_pid"
-	flowlensVarUnusedConnEvent   = "unused_conn_event"
-	flowlensVarUnusedCounter     = "unused_counter"
-	flowlensVarUnusedEventKind   = "unused_event_kind"
-	flowlensVarUnusedListenerKey = "unused_listener_key"
-	flowlensVarUnusedOwnerSource = "unused_owner_source"
-	flowlensVarUnusedRole        = "unused_role"
-	flowlensVarUnusedUdpKey      = "unused_udp_key"
-	flowlensVarUnusedUdpStats    = "unused_udp_stats"
-	flowlensVarWakeupBytes       = "wakeup_bytes"
+	flowlensMapCounters            = "counters"
+	flowlensMapEvents              = "events"
+	flowlensMapListeners           = "listeners"
+	flowlensMapRefused             = "refused"
+	flowlensMapTcpSocks            = "tcp_socks"
+	flowlensMapTcpUsage            = "tcp_usage"
+	flowlensMapUdpFlows            = "udp_flows"
+	flowlensMapUdpSocks            = "udp_socks"
+	flowlensMapUdpUsage            = "udp_usage"
+	flowlensProgOnDestroy          = "on_destroy"
+	flowlensProgOnReceiveReset     = "on_receive_reset"
+	flowlensProgOnRecv             = "on_recv"
+	flowlensProgOnRetransmit       = "on_retransmit"
+	flowlensProgOnSend             = "on_send"
+	flowlensProgOnSendReset        = "on_send_reset"
+	flowlensProgOnSetState         = "on_set_state"
+	flowlensProgUdpConnect4        = "udp_connect4"
+	flowlensProgUdpConnect6        = "udp_connect6"
+	flowlensProgUdpEgress          = "udp_egress"
+	flowlensProgUdpIngress         = "udp_ingress"
+	flowlensProgUdpSendmsg4        = "udp_sendmsg4"
+	flowlensProgUdpSendmsg6        = "udp_sendmsg6"
+	flowlensProgWalkTcp            = "walk_tcp"
+	flowlensVarSelfPid             = "self_pid"
+	flowlensVarTcpPerCgroup        = "tcp_per_cgroup"
+	flowlensVarUdpPerCgroup        = "udp_per_cgroup"
+	flowlensVarUnusedCgroupRefused = "unused_cgroup_refused"
+	flowlensVarUnusedCgroupUsage   = "unused_cgroup_usage"
+	flowlensVarUnusedConnEvent     = "unused_conn_event"
+	flowlensVarUnusedCounter       = "unused_counter"
+	flowlensVarUnusedEventKind     = "unused_event_kind"
+	flowlensVarUnusedListener      = "unused_listener"
+	flowlensVarUnusedListenerKey   = "unused_listener_key"
+	flowlensVarUnusedOwnerSource   = "unused_owner_source"
+	flowlensVarUnusedRole          = "unused_role"
+	flowlensVarUnusedUdpKey        = "unused_udp_key"
+	flowlensVarUnusedUdpMeta       = "unused_udp_meta"
+	flowlensVarUnusedUdpStats      = "unused_udp_stats"
+	flowlensVarWakeupBytes         = "wakeup_bytes"
 )
 
 // loadFlowlens returns the embedded CollectionSpec for flowlens.
@@ -202,8 +256,13 @@ type flowlensProgramSpecs struct {
 	OnSend         *ebpf.ProgramSpec `ebpf:"on_send"`
 	OnSendReset    *ebpf.ProgramSpec `ebpf:"on_send_reset"`
 	OnSetState     *ebpf.ProgramSpec `ebpf:"on_set_state"`
+	UdpConnect4    *ebpf.ProgramSpec `ebpf:"udp_connect4"`
+	UdpConnect6    *ebpf.ProgramSpec `ebpf:"udp_connect6"`
 	UdpEgress      *ebpf.ProgramSpec `ebpf:"udp_egress"`
 	UdpIngress     *ebpf.ProgramSpec `ebpf:"udp_ingress"`
+	UdpSendmsg4    *ebpf.ProgramSpec `ebpf:"udp_sendmsg4"`
+	UdpSendmsg6    *ebpf.ProgramSpec `ebpf:"udp_sendmsg6"`
+	WalkTcp        *ebpf.ProgramSpec `ebpf:"walk_tcp"`
 }
 
 // flowlensMapSpecs contains maps before they are loaded into the kernel.
@@ -213,25 +272,34 @@ type flowlensMapSpecs struct {
 	Counters  *ebpf.MapSpec `ebpf:"counters"`
 	Events    *ebpf.MapSpec `ebpf:"events"`
 	Listeners *ebpf.MapSpec `ebpf:"listeners"`
+	Refused   *ebpf.MapSpec `ebpf:"refused"`
 	TcpSocks  *ebpf.MapSpec `ebpf:"tcp_socks"`
+	TcpUsage  *ebpf.MapSpec `ebpf:"tcp_usage"`
 	UdpFlows  *ebpf.MapSpec `ebpf:"udp_flows"`
-	UdpOwners *ebpf.MapSpec `ebpf:"udp_owners"`
+	UdpSocks  *ebpf.MapSpec `ebpf:"udp_socks"`
+	UdpUsage  *ebpf.MapSpec `ebpf:"udp_usage"`
 }
 
 // flowlensVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type flowlensVariableSpecs struct {
-	SelfPid           *ebpf.VariableSpec `ebpf:"self_pid"`
-	UnusedConnEvent   *ebpf.VariableSpec `ebpf:"unused_conn_event"`
-	UnusedCounter     *ebpf.VariableSpec `ebpf:"unused_counter"`
-	UnusedEventKind   *ebpf.VariableSpec `ebpf:"unused_event_kind"`
-	UnusedListenerKey *ebpf.VariableSpec `ebpf:"unused_listener_key"`
-	UnusedOwnerSource *ebpf.VariableSpec `ebpf:"unused_owner_source"`
-	UnusedRole        *ebpf.VariableSpec `ebpf:"unused_role"`
-	UnusedUdpKey      *ebpf.VariableSpec `ebpf:"unused_udp_key"`
-	UnusedUdpStats    *ebpf.VariableSpec `ebpf:"unused_udp_stats"`
-	WakeupBytes       *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	SelfPid             *ebpf.VariableSpec `ebpf:"self_pid"`
+	TcpPerCgroup        *ebpf.VariableSpec `ebpf:"tcp_per_cgroup"`
+	UdpPerCgroup        *ebpf.VariableSpec `ebpf:"udp_per_cgroup"`
+	UnusedCgroupRefused *ebpf.VariableSpec `ebpf:"unused_cgroup_refused"`
+	UnusedCgroupUsage   *ebpf.VariableSpec `ebpf:"unused_cgroup_usage"`
+	UnusedConnEvent     *ebpf.VariableSpec `ebpf:"unused_conn_event"`
+	UnusedCounter       *ebpf.VariableSpec `ebpf:"unused_counter"`
+	UnusedEventKind     *ebpf.VariableSpec `ebpf:"unused_event_kind"`
+	UnusedListener      *ebpf.VariableSpec `ebpf:"unused_listener"`
+	UnusedListenerKey   *ebpf.VariableSpec `ebpf:"unused_listener_key"`
+	UnusedOwnerSource   *ebpf.VariableSpec `ebpf:"unused_owner_source"`
+	UnusedRole          *ebpf.VariableSpec `ebpf:"unused_role"`
+	UnusedUdpKey        *ebpf.VariableSpec `ebpf:"unused_udp_key"`
+	UnusedUdpMeta       *ebpf.VariableSpec `ebpf:"unused_udp_meta"`
+	UnusedUdpStats      *ebpf.VariableSpec `ebpf:"unused_udp_stats"`
+	WakeupBytes         *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // flowlensObjects contains all objects after they have been loaded into the kernel.
@@ -257,9 +325,12 @@ type flowlensMaps struct {
 	Counters  *ebpf.Map `ebpf:"counters"`
 	Events    *ebpf.Map `ebpf:"events"`
 	Listeners *ebpf.Map `ebpf:"listeners"`
+	Refused   *ebpf.Map `ebpf:"refused"`
 	TcpSocks  *ebpf.Map `ebpf:"tcp_socks"`
+	TcpUsage  *ebpf.Map `ebpf:"tcp_usage"`
 	UdpFlows  *ebpf.Map `ebpf:"udp_flows"`
-	UdpOwners *ebpf.Map `ebpf:"udp_owners"`
+	UdpSocks  *ebpf.Map `ebpf:"udp_socks"`
+	UdpUsage  *ebpf.Map `ebpf:"udp_usage"`
 }
 
 func (m *flowlensMaps) Close() error {
@@ -267,9 +338,12 @@ func (m *flowlensMaps) Close() error {
 		m.Counters,
 		m.Events,
 		m.Listeners,
+		m.Refused,
 		m.TcpSocks,
+		m.TcpUsage,
 		m.UdpFlows,
-		m.UdpOwners,
+		m.UdpSocks,
+		m.UdpUsage,
 	)
 }
 
@@ -277,16 +351,22 @@ func (m *flowlensMaps) Close() error {
 //
 // It can be passed to loadFlowlensObjects or ebpf.CollectionSpec.LoadAndAssign.
 type flowlensVariables struct {
-	SelfPid           *ebpf.Variable `ebpf:"self_pid"`
-	UnusedConnEvent   *ebpf.Variable `ebpf:"unused_conn_event"`
-	UnusedCounter     *ebpf.Variable `ebpf:"unused_counter"`
-	UnusedEventKind   *ebpf.Variable `ebpf:"unused_event_kind"`
-	UnusedListenerKey *ebpf.Variable `ebpf:"unused_listener_key"`
-	UnusedOwnerSource *ebpf.Variable `ebpf:"unused_owner_source"`
-	UnusedRole        *ebpf.Variable `ebpf:"unused_role"`
-	UnusedUdpKey      *ebpf.Variable `ebpf:"unused_udp_key"`
-	UnusedUdpStats    *ebpf.Variable `ebpf:"unused_udp_stats"`
-	WakeupBytes       *ebpf.Variable `ebpf:"wakeup_bytes"`
+	SelfPid             *ebpf.Variable `ebpf:"self_pid"`
+	TcpPerCgroup        *ebpf.Variable `ebpf:"tcp_per_cgroup"`
+	UdpPerCgroup        *ebpf.Variable `ebpf:"udp_per_cgroup"`
+	UnusedCgroupRefused *ebpf.Variable `ebpf:"unused_cgroup_refused"`
+	UnusedCgroupUsage   *ebpf.Variable `ebpf:"unused_cgroup_usage"`
+	UnusedConnEvent     *ebpf.Variable `ebpf:"unused_conn_event"`
+	UnusedCounter       *ebpf.Variable `ebpf:"unused_counter"`
+	UnusedEventKind     *ebpf.Variable `ebpf:"unused_event_kind"`
+	UnusedListener      *ebpf.Variable `ebpf:"unused_listener"`
+	UnusedListenerKey   *ebpf.Variable `ebpf:"unused_listener_key"`
+	UnusedOwnerSource   *ebpf.Variable `ebpf:"unused_owner_source"`
+	UnusedRole          *ebpf.Variable `ebpf:"unused_role"`
+	UnusedUdpKey        *ebpf.Variable `ebpf:"unused_udp_key"`
+	UnusedUdpMeta       *ebpf.Variable `ebpf:"unused_udp_meta"`
+	UnusedUdpStats      *ebpf.Variable `ebpf:"unused_udp_stats"`
+	WakeupBytes         *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // flowlensPrograms contains all programs after they have been loaded into the kernel.
@@ -300,8 +380,13 @@ type flowlensPrograms struct {
 	OnSend         *ebpf.Program `ebpf:"on_send"`
 	OnSendReset    *ebpf.Program `ebpf:"on_send_reset"`
 	OnSetState     *ebpf.Program `ebpf:"on_set_state"`
+	UdpConnect4    *ebpf.Program `ebpf:"udp_connect4"`
+	UdpConnect6    *ebpf.Program `ebpf:"udp_connect6"`
 	UdpEgress      *ebpf.Program `ebpf:"udp_egress"`
 	UdpIngress     *ebpf.Program `ebpf:"udp_ingress"`
+	UdpSendmsg4    *ebpf.Program `ebpf:"udp_sendmsg4"`
+	UdpSendmsg6    *ebpf.Program `ebpf:"udp_sendmsg6"`
+	WalkTcp        *ebpf.Program `ebpf:"walk_tcp"`
 }
 
 func (p *flowlensPrograms) Close() error {
@@ -313,8 +398,13 @@ func (p *flowlensPrograms) Close() error {
 		p.OnSend,
 		p.OnSendReset,
 		p.OnSetState,
+		p.UdpConnect4,
+		p.UdpConnect6,
 		p.UdpEgress,
 		p.UdpIngress,
+		p.UdpSendmsg4,
+		p.UdpSendmsg6,
+		p.WalkTcp,
 	)
 }
 

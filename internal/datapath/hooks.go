@@ -14,7 +14,7 @@ import (
 // and sock_recv_length exist only since Linux 6.3), the cgroup_skb ones a
 // cgroup2 mount. Loading a program whose target is missing would fail the
 // whole collection.
-func plan(spec *ebpf.CollectionSpec, cgroupMount string, hasTracepoint func(string) (bool, error)) []Hook {
+func plan(spec *ebpf.CollectionSpec, cgroupMount string, hasType func(string) (bool, error)) []Hook {
 	names := make([]string, 0, len(spec.Programs))
 	for name := range spec.Programs {
 		names = append(names, name)
@@ -23,19 +23,28 @@ func plan(spec *ebpf.CollectionSpec, cgroupMount string, hasTracepoint func(stri
 	hooks := make([]Hook, 0, len(names))
 	for _, name := range names {
 		p := spec.Programs[name]
-		h := Hook{Program: name, Attached: true}
-		switch p.Type {
-		case ebpf.Tracing:
+		h := Hook{Program: name, Attached: true, attach: p.AttachType}
+		switch {
+		case p.Type == ebpf.Tracing && p.AttachType == ebpf.AttachTraceIter:
+			h.Target = "iter/" + p.AttachTo
+			ok, err := hasType("bpf_iter__" + p.AttachTo)
+			switch {
+			case err != nil:
+				h.Attached, h.Reason = false, err.Error()
+			case !ok:
+				h.Attached, h.Reason = false, "BPF iterator "+p.AttachTo+" not in kernel BTF"
+			}
+		case p.Type == ebpf.Tracing:
 			h.Target = "tp_btf/" + p.AttachTo
-			ok, err := hasTracepoint(p.AttachTo)
+			ok, err := hasType("btf_trace_" + p.AttachTo)
 			switch {
 			case err != nil:
 				h.Attached, h.Reason = false, err.Error()
 			case !ok:
 				h.Attached, h.Reason = false, "tracepoint "+p.AttachTo+" not in kernel BTF"
 			}
-		case ebpf.CGroupSKB:
-			h.Target = "cgroup_skb on " + cgroupMount
+		case p.Type == ebpf.CGroupSKB, p.Type == ebpf.CGroupSockAddr:
+			h.Target = p.SectionName + " on " + cgroupMount
 			if cgroupMount == "" {
 				h.Attached, h.Reason = false, "no cgroup2 mount"
 			}
@@ -49,13 +58,13 @@ func plan(spec *ebpf.CollectionSpec, cgroupMount string, hasTracepoint func(stri
 
 var kernelBTF = sync.OnceValues(btf.LoadKernelSpec)
 
-// kernelHasTracepoint reports whether tp_btf can attach to a tracepoint:
-// the kernel's BTF then has the btf_trace_<name> typedef.
-func kernelHasTracepoint(name string) (bool, error) {
+// kernelHasType reports whether the kernel's BTF has a type: tp_btf can
+// attach to tracepoint X when btf_trace_X exists, iter/X when bpf_iter__X does.
+func kernelHasType(name string) (bool, error) {
 	spec, err := kernelBTF()
 	if err != nil {
 		return false, fmt.Errorf("kernel BTF: %w", err)
 	}
-	_, err = spec.AnyTypeByName("btf_trace_" + name)
+	_, err = spec.AnyTypeByName(name)
 	return err == nil, nil
 }

@@ -11,9 +11,10 @@ func TestPlanSkipsWhatTheKernelLacks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	older := func(tp string) (bool, error) {
-		// A 5.15 kernel: no sock_send_length / sock_recv_length.
-		return tp != "sock_send_length" && tp != "sock_recv_length", nil
+	older := func(typ string) (bool, error) {
+		// A 5.15 kernel: no sock_send_length / sock_recv_length; and
+		// one built without BPF iterators.
+		return typ != "btf_trace_sock_send_length" && typ != "btf_trace_sock_recv_length" && typ != "bpf_iter__tcp", nil
 	}
 	hooks := plan(spec, "", older)
 	got := map[string]bool{}
@@ -25,7 +26,10 @@ func TestPlanSkipsWhatTheKernelLacks(t *testing.T) {
 	}
 	want := map[string]bool{
 		"on_set_state": true, "on_destroy": true, "on_retransmit": true, "on_send_reset": true, "on_receive_reset": true,
-		"on_send": false, "on_recv": false, "udp_egress": false, "udp_ingress": false,
+		"on_send": false, "on_recv": false, "walk_tcp": false,
+		// No cgroup2 mount: none of the cgroup programs.
+		"udp_egress": false, "udp_ingress": false,
+		"udp_sendmsg4": false, "udp_sendmsg6": false, "udp_connect4": false, "udp_connect6": false,
 	}
 	if len(got) != len(want) {
 		t.Fatalf("planned %v, want %v", got, want)
@@ -36,7 +40,7 @@ func TestPlanSkipsWhatTheKernelLacks(t *testing.T) {
 		}
 	}
 	for _, p := range spec.Programs {
-		if p.Type != ebpf.Tracing && p.Type != ebpf.CGroupSKB {
+		if p.Type != ebpf.Tracing && p.Type != ebpf.CGroupSKB && p.Type != ebpf.CGroupSockAddr {
 			t.Errorf("program %s has type %s the planner does not know", p.Name, p.Type)
 		}
 	}
