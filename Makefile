@@ -1,9 +1,14 @@
-# flowlens — `make help` lists the targets. CI runs `make test`.
+# flowlens — `make help` lists the targets. CI runs `make test` (.ci/run), as root.
 SHELL := /usr/bin/env bash
 GO ?= go
 FUZZTIME ?= 10s
+# The packages with unit tests: all but the end-to-end suites, whose every
+# test is privileged (test/e2e starts an agent in TestMain). In -short mode
+# their privileged tests skip themselves: testutil.RequirePrivileged and
+# cluster.StartControlPlane honour it.
+UNIT_PKGS = $(shell $(GO) list ./... | grep -v '/test/e2e')
 
-.PHONY: help setup kube generate build up test unit fuzz bench validate
+.PHONY: help setup kube generate build up test unit race fuzz bench validate root
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
@@ -27,8 +32,11 @@ validate: setup ## gofmt, go vet, generated files up to date
 	$(GO) vet ./...
 	./hack/check-generated.sh
 
-unit: ## Tests that need no root
-	$(GO) test -count=1 ./internal/...
+unit: ## Tests that need no root: no eBPF, namespaces, cgroups or API server (-short)
+	$(GO) test -short -count=1 $(UNIT_PKGS)
+
+race: ## The unit tests under the race detector (as CI runs them)
+	$(GO) test -race -short -count=1 $(UNIT_PKGS)
 
 fuzz: ## Run each fuzz target for FUZZTIME
 	@set -e; for pkg in $$($(GO) list ./... ); do \
@@ -39,9 +47,14 @@ fuzz: ## Run each fuzz target for FUZZTIME
 # -p 1: packages run one at a time. The privileged ones share one kernel, and
 # every agent sees every test's traffic: a benchmark's flood in one package
 # would overwrite the flow ring another package's test is about to read.
-test: validate kube ## Everything CI runs: validate, all tests (privileged ones as root), fuzz
+test: root validate kube race ## Everything CI runs, as root: validate, race, all tests, fuzz
 	$(GO) test -count=1 -p 1 -timeout 20m ./...
 	$(MAKE) --no-print-directory fuzz
 
 bench: setup ## Benchmarks: results in bench/results/
 	$(GO) run ./bench -o bench/results
+
+# Without root every privileged test would skip and the run would pass having
+# checked none of what needs the kernel: refuse instead.
+root:
+	@[[ $$(id -u) -eq 0 ]] || { echo "make test: needs root, or every privileged test (eBPF, namespaces, API server) skips; run 'sudo make test', or 'make unit' for the tests that need no root" >&2; exit 1; }

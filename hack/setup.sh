@@ -5,6 +5,7 @@ set -euo pipefail
 
 packages=(
   clang llvm libbpf-dev   # regenerate the eBPF objects (bpf2go) to check they match bpf/
+  gcc libc6-dev           # cgo, which go test -race needs
   bpftool                 # tests check that nothing stays attached
   iptables iproute2       # namespaces, veths, DROP rules, Service DNAT in tests
   dnsutils                # dig: real DNS clients in tests
