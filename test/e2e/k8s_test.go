@@ -63,7 +63,9 @@ func newKubeCluster(t *testing.T, flags ...string) *kubeCluster {
 		t.Fatalf("kubectl apply %s: %v\n%s", rbac, err, out)
 	}
 	kubeconfig := cp.ServiceAccountKubeconfig(t, "flowlens", "flowlens")
-	cmd, addr, err := startAgent(append([]string{"--kubeconfig", kubeconfig}, flags...)...)
+	// The harness nests kubelet's tree under a test directory, as a kubelet
+	// started with --cgroup-root would.
+	cmd, addr, err := startAgent(append([]string{"--kubeconfig", kubeconfig, "--kubelet-cgroup-root", n.KubeletCgroupRoot()}, flags...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,11 +297,13 @@ func TestKubernetesServiceBackends(t *testing.T) {
 // moment later. Connections before and after are each attributed to the
 // pod that held the address when they began, on both sides.
 //
-// With a 3 s interval, the connections to both pods are usually flushed,
-// and so named, after the old pod's deletion and the new pod's arrival are
-// both known: only the connections' start times can tell them apart. The
-// old pod's cgroup is gone by then too, so its server side is named by
-// address and time as well.
+// The case this exists for is a record of the old pod named after the new
+// pod holds its address: only the connection's start can tell them apart.
+// Short connections are usually flushed (and so named) late like that with
+// a 3 s interval, but not always; one connection is made certain to be: it
+// is opened to the old pod, its client is stopped, the old pod is deleted
+// and the new one known, and only then is the client killed, so the record
+// of its close is named after both.
 func TestKubernetesPodIPReuse(t *testing.T) {
 	k := newKubeCluster(t, "--interval", "3s")
 	c := k.cp.Client
@@ -313,6 +317,31 @@ func TestKubernetesPodIPReuse(t *testing.T) {
 
 	oldPod := k.b.RunPod(t, c, cluster.PodObject(ns, oldRS.Name+"-q1w2e", map[string]string{"app": "old"}, oldRS), ip, cluster.PodOptions{})
 	k.waitKnown(t, 2, 2, 1)
+
+	// The connection that outlives its pod, on a port of its own.
+	serve(t, oldPod, "0.0.0.0:8081") // killed with the pod
+	stream := client.Command(peerBin, "tcp-stream", "-addr", netip.AddrPortFrom(ip, 8081).String(),
+		"-duration", "2m", "-chunk", "100", "-pause", "100ms")
+	if err := stream.Start(); err != nil {
+		t.Fatalf("start tcp-stream: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = stream.Process.Kill()
+		_ = stream.Wait()
+	})
+	streamQuery := q("observer", "client", "from-pod", ns+"/client", "to-ip", ip.String(), "to-port", "8081")
+	testutil.Eventually(t, 20*time.Second, func() error {
+		if s := sum(k.flowlens.flows(t, streamQuery)); s.opened != 1 {
+			return fmt.Errorf("the stream's connection is not in the API yet: %+v", s)
+		}
+		return nil
+	})
+	// Stopped, it neither writes nor closes: the old server reads all it
+	// sent, and its death only half-closes the connection.
+	if err := stream.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("stop tcp-stream: %v", err)
+	}
+
 	s := serve(t, oldPod, "0.0.0.0:8080")
 	const before, after = 7, 4
 	connect(t, client, addr, before)
@@ -322,22 +351,26 @@ func TestKubernetesPodIPReuse(t *testing.T) {
 	if err := c.CoreV1().Pods(ns).Delete(context.Background(), oldPod.Name, *metav1.NewDeleteOptions(0)); err != nil {
 		t.Fatalf("delete pod: %v", err)
 	}
-	deleted := time.Now()
 	oldPod.Remove()
 	newPod := k.b.RunPod(t, c, cluster.PodObject(ns, "new-0", map[string]string{"app": "new"}, newSet), ip, cluster.PodOptions{})
 	k.waitKnown(t, 2, 2, 1) // the old pod's deletion and the new pod's address
+	newKnown := time.Now()
 	s = serve(t, newPod, "0.0.0.0:8080")
 	connect(t, client, addr, after)
 	if r := stopServer(t, s); r.Connections != after {
 		t.Fatalf("new pod accepted %d connections, want %d", r.Connections, after)
 	}
+	// Now the stream's socket closes; the new pod, which has no such
+	// connection, answers its FIN with a reset.
+	if err := stream.Process.Kill(); err != nil {
+		t.Fatalf("kill tcp-stream: %v", err)
+	}
 
-	crecs := k.flowlens.settled(t, q("observer", "client", "from-pod", ns+"/client", "to-ip", ip.String()), opened(before+after))
-	want := fmt.Sprint(map[string]uint32{oldPod.Name: before, "new-0": after})
+	crecs := k.flowlens.settled(t, q("observer", "client", "from-pod", ns+"/client", "to-ip", ip.String()), opened(before+after+1))
+	want := fmt.Sprint(map[string]uint32{oldPod.Name: before + 1, "new-0": after})
 	if got := openedBy(crecs, dstPod); fmt.Sprint(got) != want {
 		t.Errorf("client side: connections per destination pod %v, want %s", got, want)
 	}
-	late := 0
 	for _, r := range crecs {
 		w := map[string]flow.Workload{oldPod.Name: {Kind: "Deployment", Name: "old"}, "new-0": {Kind: "StatefulSet", Name: "new"}}[r.Destination.Pod]
 		if r.Destination.Workload == nil || *r.Destination.Workload != w {
@@ -346,12 +379,23 @@ func TestKubernetesPodIPReuse(t *testing.T) {
 		if r.Source.Workload == nil || *r.Source.Workload != (flow.Workload{Kind: "Pod", Name: "client"}) {
 			t.Errorf("bare pod source workload %+v", r.Source.Workload)
 		}
-		if r.Destination.Pod == oldPod.Name && r.Time.After(deleted) {
-			late++
+	}
+	// The stream's connection: opened to the old pod, closed (and named)
+	// after the new pod held the address, and named after the old pod.
+	var streamOpened, closedLate uint32
+	for _, r := range k.flowlens.flows(t, streamQuery) {
+		if r.Destination.Pod != oldPod.Name {
+			t.Errorf("the stream's record at %s is named %q, want the old pod %s", r.Time.Format(time.RFC3339Nano), r.Destination.Pod, oldPod.Name)
+		}
+		streamOpened += r.Opened
+		if r.Time.After(newKnown) {
+			closedLate += r.Closed
 		}
 	}
-	t.Logf("%d client records of the old pod were named after its deletion", late)
-	for pod, n := range map[string]int{oldPod.Name: before, "new-0": after} {
+	if streamOpened != 1 || closedLate != 1 {
+		t.Errorf("the stream's connection: opened %d, closed after the new pod was known %d; want 1 and 1", streamOpened, closedLate)
+	}
+	for pod, n := range map[string]int{oldPod.Name: before + 1, "new-0": after} {
 		srecs := k.flowlens.settled(t, q("observer", "server", "to-pod", ns+"/"+pod), opened(n))
 		if s := sum(srecs); s.opened != uint32(n) {
 			t.Errorf("server side of %s: %d connections, want %d", pod, s.opened, n)

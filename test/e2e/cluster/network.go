@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -70,6 +71,12 @@ type Node struct {
 
 // Link names inside our namespaces. They carry the prefix too, so that any
 // link of ours is recognisable wherever it ends up.
+// KubeletCgroupRoot is the cgroup this network's kubelet-shaped trees live
+// under, as /proc/<pid>/cgroup shows it: what a real kubelet's
+// --cgroup-root would be, and what flowlens' --kubelet-cgroup-root must be
+// to read pods from them.
+func (n *Network) KubeletCgroupRoot() string { return path.Join(n.cgroup.root, n.Prefix+"kubelet") }
+
 func (n *Network) bridgeName() string        { return n.Prefix + "br" }
 func (n *Network) underlayBridge() string    { return n.Prefix + "ul" }
 func (n *Network) uplinkName() string        { return n.Prefix + "eth0" } // node side of the underlay veth
