@@ -119,6 +119,13 @@ type udpCounts struct {
 	txd, rxd         uint32
 }
 
+// releasedConv queues a conversation released from the kernel map, to be
+// forgotten UDPForget after its last datagram.
+type releasedConv struct {
+	key    convKey
+	lastNS uint64
+}
+
 type convEntry struct {
 	firstNS, lastNS uint64 // of the kernel entry last read
 	counts          udpCounts
@@ -153,6 +160,8 @@ type Table struct {
 	socks     map[uint64]*sockEntry
 	untracked map[uint64]uint64 // cookie -> last sync, of sockets counted in SocketsUntracked
 	convs     map[convKey]*convEntry
+	live      []convKey      // the conversations of the last SyncUDP
+	released  []releasedConv // conversations gone from the kernel map, oldest first
 	pending   map[recKey]*pending
 	syncs     uint64 // SyncTCP calls so far
 	udpSyncs  uint64 // SyncUDP calls so far
@@ -388,7 +397,8 @@ func (t *Table) SyncUDP(live []flow.UDPConversation, now uint64) (expired []int)
 			expired = append(expired, i)
 		}
 	}
-	t.forgetReleased(now, len(fresh))
+	t.release()
+	t.forget(now, len(fresh))
 	for _, i := range fresh {
 		c := &live[i]
 		e := &convEntry{initiator: c.Initiator}
@@ -403,6 +413,10 @@ func (t *Table) SyncUDP(live []flow.UDPConversation, now uint64) (expired []int)
 		if t.idle(c, now) {
 			expired = append(expired, i)
 		}
+	}
+	t.live = t.live[:0]
+	for i := range live {
+		t.live = append(t.live, convKey{live[i].Cookie, live[i].Local, live[i].Remote})
 	}
 	return expired
 }
@@ -423,34 +437,40 @@ func (t *Table) syncConv(e *convEntry, c *flow.UDPConversation) {
 	e.counts = udpCounts{txBytes: c.TxBytes, rxBytes: c.RxBytes, txd: c.TxDatagrams, rxd: c.RxDatagrams}
 }
 
-// forgetReleased drops released conversations (no longer in the kernel
-// map) silent for UDPForget, then, if the adding conversations would not
-// fit, the oldest released ones: they are remembered only so that a role
-// survives a pause, while a new conversation's traffic must be accounted.
-func (t *Table) forgetReleased(now uint64, adding int) {
-	var released []convKey
-	for k, e := range t.convs {
-		if e.seen == t.udpSyncs {
-			continue
+// release queues the conversations live at the last sync and gone from the
+// kernel map now. A conversation still live at the last sync was heard
+// after that sync's idle cutoff, so each sync's batch, sorted, comes after
+// every earlier one: the queue stays ordered by last datagram.
+func (t *Table) release() {
+	n := len(t.released)
+	for _, k := range t.live {
+		if e, ok := t.convs[k]; ok && e.seen != t.udpSyncs {
+			t.released = append(t.released, releasedConv{k, e.lastNS})
 		}
-		if now >= e.lastNS && now-e.lastNS >= uint64(t.cfg.UDPForget) {
-			delete(t.convs, k)
-			continue
+	}
+	slices.SortFunc(t.released[n:], func(a, b releasedConv) int { return cmp.Compare(a.lastNS, b.lastNS) })
+}
+
+// forget drops released conversations silent for UDPForget, oldest first,
+// and more of them if the adding conversations would not fit: they are
+// remembered only so that a role survives a pause, while a new
+// conversation's traffic must be accounted.
+func (t *Table) forget(now uint64, adding int) {
+	for len(t.released) > 0 {
+		r := t.released[0]
+		// Stale: forgotten already, or heard again since its release.
+		if e, ok := t.convs[r.key]; ok && e.seen != t.udpSyncs && e.lastNS == r.lastNS {
+			due := now >= r.lastNS && now-r.lastNS >= uint64(t.cfg.UDPForget)
+			if !due && len(t.convs)+adding <= t.cfg.MaxConversations {
+				return
+			}
+			delete(t.convs, r.key)
+			if !due {
+				t.stats.ConversationsForgottenEarly++
+			}
 		}
-		released = append(released, k)
+		t.released = t.released[1:]
 	}
-	over := len(t.convs) + adding - t.cfg.MaxConversations
-	if over <= 0 {
-		return
-	}
-	if over < len(released) {
-		slices.SortFunc(released, func(a, b convKey) int { return cmp.Compare(t.convs[a].lastNS, t.convs[b].lastNS) })
-		released = released[:over]
-	}
-	for _, k := range released {
-		delete(t.convs, k)
-	}
-	t.stats.ConversationsForgottenEarly += uint64(len(released))
 }
 
 func (t *Table) accountUDP(c *flow.UDPConversation, prev udpCounts, initiator bool) {
