@@ -126,6 +126,7 @@ func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
 		names.Identities, naming.Identity, naming.Kube = idx, idx.Stats, kube.Status
 		waitForSync(ctx, kube, cfg.SyncWait, log)
 	}
+	cfg.Publish.RingSize = cfg.RingSize
 	pub := publish.New(cfg.Publish, names, flows.Write, log)
 	naming.Publish = pub.Stats
 

@@ -62,21 +62,24 @@ type Config struct {
 	// and are counted. Default 65536.
 	MaxHeld int
 	// MaxPerSource is how many records one source may put in the ring per
-	// interval; 0 means no cap. Default 4096.
+	// interval: 0 means a quarter of RingSize (so others' records outlive
+	// a flood by at least four intervals), -1 no cap.
 	MaxPerSource int
+	// RingSize is the capacity of the ring the records go to.
+	RingSize int
 	// Join bounds the join's index; its Linger follows Hold.
 	Join join.Config
 }
 
 // DefaultConfig returns the defaults.
-func DefaultConfig() Config { return Config{Hold: 3, MaxHeld: 1 << 16, MaxPerSource: 4096} }
+func DefaultConfig() Config { return Config{Hold: 3, MaxHeld: 1 << 16} }
 
 // Flags registers the policy's flags on fs.
 func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Hold, "hold", c.Hold,
 		"intervals a record waits for its pod's Kubernetes metadata and for the server side of its connection")
 	fs.IntVar(&c.MaxPerSource, "max-records-per-source", c.MaxPerSource,
-		"records one cgroup (or network namespace) may put in the flow buffer per interval; the excess is counted (0: no cap)")
+		"records one cgroup (or network namespace) may put in the flow buffer per interval; the excess is counted (0: a quarter of the buffer, -1: no cap)")
 }
 
 // Validate reports an unusable policy.
@@ -84,8 +87,8 @@ func (c *Config) Validate() error {
 	switch {
 	case c.Hold < 1:
 		return fmt.Errorf("hold %d: records must wait at least 1 interval, the two sides of a connection can be one apart", c.Hold)
-	case c.MaxPerSource < 0:
-		return fmt.Errorf("max-records-per-source %d is negative", c.MaxPerSource)
+	case c.MaxPerSource < -1:
+		return fmt.Errorf("max-records-per-source %d: -1 is no cap", c.MaxPerSource)
 	}
 	return nil
 }
@@ -98,8 +101,8 @@ func (c *Config) defaults() {
 	if c.MaxHeld <= 0 {
 		c.MaxHeld = d.MaxHeld
 	}
-	if c.MaxPerSource < 0 {
-		c.MaxPerSource = 0
+	if c.MaxPerSource == 0 {
+		c.MaxPerSource = max(c.RingSize/4, 1)
 	}
 	// A closed connection's server side must stay known as long as its
 	// client record may wait for it, and one interval more: the sides can
@@ -311,7 +314,7 @@ func (s source) String() string {
 // order, and counts the rest.
 func (p *Publisher) capSources(recs []flow.Record) ([]flow.Record, []cappedSource) {
 	limit := p.cfg.MaxPerSource
-	if limit == 0 || len(recs) <= limit {
+	if limit < 0 || len(recs) <= limit {
 		return recs, nil
 	}
 	counts := map[source]int{}

@@ -256,3 +256,12 @@ func TestCapPerSource(t *testing.T) {
 		t.Errorf("next interval wrote %d, want 2", len(written))
 	}
 }
+
+func TestCapDefaultsToAQuarterOfTheRing(t *testing.T) {
+	for _, tc := range []struct{ max, ring, want int }{{0, 1 << 16, 1 << 14}, {0, 2, 1}, {-1, 1 << 16, -1}, {7, 1 << 16, 7}} {
+		p := New(Config{MaxPerSource: tc.max, RingSize: tc.ring}, enrich.Enricher{}, func([]flow.Record) {}, nil)
+		if p.cfg.MaxPerSource != tc.want {
+			t.Errorf("MaxPerSource %d with a ring of %d: %d, want %d", tc.max, tc.ring, p.cfg.MaxPerSource, tc.want)
+		}
+	}
+}
