@@ -41,7 +41,8 @@ type Config struct {
 // DefaultConfig returns the defaults `flowlens up` starts with.
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
-	return Config{Node: host, Interval: time.Second, Datapath: datapath.DefaultConfig()}
+	return Config{Node: host, Interval: time.Second, Datapath: datapath.DefaultConfig(),
+		Table: conntable.Config{UDPIdle: 5 * time.Second, UDPForget: time.Minute}}
 }
 
 // Flags registers the agent's flags on fs.
@@ -53,15 +54,34 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Datapath.RingBytes, "ring-buffer-bytes", c.Datapath.RingBytes, "kernel ring buffer for socket end events (power of two)")
 	fs.IntVar(&c.Datapath.TCPPerCgroup, "max-tcp-sockets-per-cgroup", c.Datapath.TCPPerCgroup, "TCP sockets one cgroup may hold in the kernel map (0: a quarter of it, -1: no limit)")
 	fs.IntVar(&c.Datapath.UDPPerCgroup, "max-udp-flows-per-cgroup", c.Datapath.UDPPerCgroup, "UDP conversations one cgroup may hold in the kernel map (0: a quarter of it, -1: no limit)")
+	fs.IntVar(&c.Table.MaxSockets, "max-tcp-table-sockets", c.Table.MaxSockets, "TCP sockets the connection table remembers between reads (0: sized from --max-tcp-sockets)")
+	fs.IntVar(&c.Table.MaxConversations, "max-udp-conversations", c.Table.MaxConversations, "UDP conversations the connection table remembers, live and released (0: sized from --max-udp-flows, --udp-idle, --udp-remember and --interval)")
+	fs.DurationVar(&c.Table.UDPIdle, "udp-idle", c.Table.UDPIdle, "silence after which a UDP conversation's kernel entry is released")
+	fs.DurationVar(&c.Table.UDPForget, "udp-remember", c.Table.UDPForget, "how long after its last datagram a released UDP conversation's role is remembered")
 	fs.StringVar(&c.Datapath.CgroupMount, "cgroup-root", c.Datapath.CgroupMount, "the host's cgroup2 root, where the cgroup programs attach (default: this process's cgroup2 mount, outside a cgroup namespace)")
 }
 
-// Validate reports an unusable configuration.
+// Validate reports an unusable configuration, and sizes the connection
+// table's bounds left at zero from the kernel maps they mirror.
 func (c *Config) Validate() error {
 	if c.Interval < 100*time.Millisecond {
 		return fmt.Errorf("interval %s is below 100ms", c.Interval)
 	}
-	return c.Datapath.Validate()
+	if err := c.Datapath.Validate(); err != nil {
+		return err
+	}
+	// The kernel side takes its defaults for sizes left at zero.
+	kernel := datapath.DefaultConfig()
+	if c.Datapath.TCPSockets > 0 {
+		kernel.TCPSockets = c.Datapath.TCPSockets
+	}
+	if c.Datapath.UDPFlows > 0 {
+		kernel.UDPFlows = c.Datapath.UDPFlows
+	}
+	if err := c.Table.Fit(kernel.TCPSockets, kernel.UDPFlows, c.Interval); err != nil {
+		return fmt.Errorf("connection table: %w", err)
+	}
+	return nil
 }
 
 // Sink receives each interval's records. It must not keep the slice.
