@@ -119,6 +119,7 @@ type side struct {
 	ep      flow.Endpoint
 	start   time.Time // the side's ConnStart
 	expires uint64    // the interval after which it is forgotten
+	gaveUp  bool      // a client connection whose record was released without its server side
 }
 
 // index is a bounded multimap of connection sides by client address.
@@ -212,6 +213,32 @@ func (j *Joiner) Match(r *flow.Record) bool {
 	return true
 }
 
+// GiveUp records that the caller released r, a client record, without its
+// server side: the later records of its connection need not wait again,
+// for a server side that did not come while the first waited will not.
+func (j *Joiner) GiveUp(r *flow.Record) {
+	if c := j.client(r); c != nil {
+		c.gaveUp = true
+	}
+}
+
+// GivenUp reports whether the caller gave up on r's connection (GiveUp).
+func (j *Joiner) GivenUp(r *flow.Record) bool {
+	c := j.client(r)
+	return c != nil && c.gaveUp
+}
+
+// client returns the indexed client side of r's connection, or nil.
+func (j *Joiner) client(r *flow.Record) *side {
+	ss := j.clients.byKey[key{r.Protocol, netip.AddrPortFrom(r.Source.IP, r.Source.Port)}]
+	for i := range ss {
+		if ss[i].start.Equal(r.ConnStart) {
+			return &ss[i]
+		}
+	}
+	return nil
+}
+
 // closerClient reports whether another client connection on k began
 // closer to a server side that began at server than the one that began at
 // client: the server side is that one's (a reused port).
@@ -243,6 +270,7 @@ func (ix *index) add(k key, s side, limit int) bool {
 	ss := ix.byKey[k]
 	for i := range ss {
 		if ss[i].start.Equal(s.start) {
+			s.gaveUp = ss[i].gaveUp
 			ss[i] = s
 			return true
 		}

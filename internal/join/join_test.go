@@ -202,3 +202,16 @@ func TestRetriedSYNAndPortReuse(t *testing.T) {
 		t.Errorf("matched %d, want 1", s.Matched)
 	}
 }
+
+// A connection given up on stays given up while its later records are
+// learned, and only that connection.
+func TestGiveUp(t *testing.T) {
+	j := New(Config{})
+	c1, c2 := clientRec(1000, flow.VerdictEstablished, t0), clientRec(1000, flow.VerdictEstablished, t0.Add(time.Second))
+	interval(j, c1, c2)
+	j.GiveUp(&c1)
+	interval(j, c1, c2)
+	if !j.GivenUp(&c1) || j.GivenUp(&c2) {
+		t.Fatalf("given up: c1 %v, c2 %v; want true, false", j.GivenUp(&c1), j.GivenUp(&c2))
+	}
+}

@@ -20,7 +20,9 @@
 // waits at most Hold intervals from its arrival, for whatever it lacks, and
 // a client record whose server side is itself still waiting for its pod
 // waits with it. Nothing is dropped: a record whose wait ends goes out as
-// it is, and is counted (Stats).
+// it is, and is counted (Stats); so do the later records of a connection
+// whose first record waited for its server side in vain (a long-lived
+// connection to a backend on another node waits once, not every interval).
 //
 // # A cap per source
 //
@@ -63,7 +65,8 @@ type Config struct {
 	MaxHeld int
 	// MaxPerSource is how many records one source may put in the ring per
 	// interval: 0 means a quarter of RingSize (so others' records outlive
-	// a flood by at least four intervals), -1 no cap.
+	// a flood by at least four intervals; no cap without a RingSize), -1
+	// no cap.
 	MaxPerSource int
 	// RingSize is the capacity of the ring the records go to.
 	RingSize int
@@ -102,7 +105,10 @@ func (c *Config) defaults() {
 		c.MaxHeld = d.MaxHeld
 	}
 	if c.MaxPerSource == 0 {
-		c.MaxPerSource = max(c.RingSize/4, 1)
+		c.MaxPerSource = c.RingSize / 4
+		if c.MaxPerSource == 0 { // no ring size given, or a ring too small to share
+			c.MaxPerSource = -1
+		}
 	}
 	// A closed connection's server side must stay known as long as its
 	// client record may wait for it, and one interval more: the sides can
@@ -148,6 +154,9 @@ type held struct {
 // ready to sink each interval (sink must not keep the slice).
 func New(cfg Config, names enrich.Enricher, sink func([]flow.Record), log *slog.Logger) *Publisher {
 	cfg.defaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	p := &Publisher{cfg: cfg, names: names, sink: sink, log: log}
 	if names.Identities != nil {
 		p.join = join.New(cfg.Join)
@@ -240,6 +249,8 @@ func (p *Publisher) interval(recs []flow.Record) ([]flow.Record, []cappedSource)
 			r := &h.rec
 			switch {
 			case !join.Ambiguous(r) || p.join.Match(r):
+			case p.join.GivenUp(r): // an earlier record of its connection waited in vain
+				p.stats.Unmatched++
 			case (h.deadline > p.tick || pending[sideKey(r)]) && len(waiting) < p.cfg.MaxHeld:
 				waiting = append(waiting, h)
 				continue
@@ -247,6 +258,7 @@ func (p *Publisher) interval(recs []flow.Record) ([]flow.Record, []cappedSource)
 				p.stats.Overflow++
 			default:
 				p.stats.Unmatched++
+				p.join.GiveUp(r)
 			}
 			out = append(out, *r)
 		}

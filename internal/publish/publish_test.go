@@ -1,7 +1,6 @@
 package publish
 
 import (
-	"log/slog"
 	"net/netip"
 	"slices"
 	"testing"
@@ -227,7 +226,7 @@ func TestWithoutIdentityNothingWaits(t *testing.T) {
 // records in per interval, the first ones, and the rest are counted.
 func TestCapPerSource(t *testing.T) {
 	var written []flow.Record
-	p := New(Config{MaxPerSource: 2}, enrich.Enricher{}, func(recs []flow.Record) { written = append(written, recs...) }, slog.New(slog.DiscardHandler))
+	p := New(Config{MaxPerSource: 2}, enrich.Enricher{}, func(recs []flow.Record) { written = append(written, recs...) }, nil)
 	var recs []flow.Record
 	for port := range uint16(5) { // noisy: a client in cgroup 7
 		r := clientRec(2000+port, t0)
@@ -258,10 +257,30 @@ func TestCapPerSource(t *testing.T) {
 }
 
 func TestCapDefaultsToAQuarterOfTheRing(t *testing.T) {
-	for _, tc := range []struct{ max, ring, want int }{{0, 1 << 16, 1 << 14}, {0, 2, 1}, {-1, 1 << 16, -1}, {7, 1 << 16, 7}} {
+	for _, tc := range []struct{ max, ring, want int }{{0, 1 << 16, 1 << 14}, {0, 3, -1}, {0, 0, -1}, {-1, 1 << 16, -1}, {7, 1 << 16, 7}} {
 		p := New(Config{MaxPerSource: tc.max, RingSize: tc.ring}, enrich.Enricher{}, func([]flow.Record) {}, nil)
 		if p.cfg.MaxPerSource != tc.want {
 			t.Errorf("MaxPerSource %d with a ring of %d: %d, want %d", tc.max, tc.ring, p.cfg.MaxPerSource, tc.want)
 		}
+	}
+}
+
+// A long-lived connection whose server side is elsewhere waits once: its
+// later records go out at once, with the Service alone, each counted.
+func TestGivenUpConnectionWaitsOnce(t *testing.T) {
+	p, written := newPublisher(Config{Hold: 2}, &lagging{known: map[string]string{}})
+	open := clientRec(1000, t0)
+	open.Verdict = flow.VerdictEstablished
+	p.Publish([]flow.Record{open})
+	p.Publish(nil)
+	p.Publish([]flow.Record{open}) // 3: the first record's wait ends; the next one needs none
+	p.Publish([]flow.Record{open})
+	w := *written
+	expect(t, 1, w[0])
+	expect(t, 2, w[1])
+	expect(t, 3, w[2], summary{"client", "", true}, summary{"client", "", true})
+	expect(t, 4, w[3], summary{"client", "", true})
+	if s := p.Stats(); s.Unmatched != 3 || s.Held != 0 {
+		t.Errorf("stats %+v, want 3 unmatched, none held", s)
 	}
 }
