@@ -272,7 +272,9 @@ func (t *Table) EndTCP(ev flow.TCPEnd) {
 	var c connection
 	if e, ok := t.socks[s.Cookie]; ok {
 		switch {
-		case e.conn.start == s.StartNS:
+		case e.conn.start == s.StartNS && !(ev.Failed && e.conn.opened):
+			// (A failed connect cannot end a connection read established:
+			// it is an earlier one, even if the clock gave both one start.)
 			c = e.conn
 			delete(t.socks, s.Cookie)
 		case e.earlier != nil && e.earlier.start == s.StartNS:

@@ -434,20 +434,30 @@ func TestReconnectSameCookie(t *testing.T) {
 	neu := clientSock(1)
 	neu.StartNS, neu.BytesSent, neu.SegsOut = 200, 100, 3
 	refused := flow.TCPEnd{Socket: old, Failed: true, Errno: int32(syscall.ECONNREFUSED)}
-	for name, order := range map[string]func(tb *Table){
-		"map read first": func(tb *Table) {
-			tb.SyncTCP([]flow.TCPSocket{neu})
-			tb.EndTCP(refused)
-		},
-		"end event first": func(tb *Table) {
-			tb.EndTCP(refused)
-			tb.SyncTCP([]flow.TCPSocket{neu})
-		},
+	sameStart := neu
+	sameStart.StartNS = old.StartNS
+	for _, tc := range []struct {
+		name     string
+		neu      flow.TCPSocket
+		mapFirst bool
+	}{
+		{"map read first", neu, true},
+		{"end event first", neu, false},
+		// Defensive: a failed connect cannot end a connection read
+		// established, even if both had one start time.
+		{"map read first, same start", sameStart, true},
 	} {
+		name, neu := tc.name, tc.neu
 		tb := New(Config{})
 		tb.SyncTCP([]flow.TCPSocket{old})
 		tb.Flush(t0, t1)
-		order(tb)
+		if tc.mapFirst {
+			tb.SyncTCP([]flow.TCPSocket{neu})
+			tb.EndTCP(refused)
+		} else {
+			tb.EndTCP(refused)
+			tb.SyncTCP([]flow.TCPSocket{neu})
+		}
 		recs := tb.Flush(t0, t1)
 		tb.SyncTCP([]flow.TCPSocket{neu})
 		recs = append(recs, tb.Flush(t0, t1)...)
