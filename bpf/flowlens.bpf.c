@@ -58,8 +58,8 @@ struct {
 	__type(value, struct cgroup_usage);
 } tcp_usage SEC(".maps");
 
-/* udp_flows entries per cgroup: userspace, which deletes UDP entries,
- * writes these back from each read; the kernel side only reads them. */
+/* udp_flows entries per cgroup: the kernel side adds what it creates,
+ * userspace, which deletes UDP entries, writes the true count back. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
@@ -762,6 +762,22 @@ static __always_inline void note_udp_dst(struct bpf_sock_addr *ctx, int v6)
 	u->dst_port = bpf_ntohs(ctx->user_port);
 }
 
+/* cgroup/sock_create runs in socket(), in the creating process: a UDP
+ * socket's owner is known before its first datagram, sent or received
+ * (a server's first datagrams arrive before its first recvmsg returns). */
+SEC("cgroup/sock_create")
+int udp_sock_create(struct bpf_sock *ctx)
+{
+	struct udp_meta *u;
+
+	if (ctx->protocol != IPPROTO_UDP)
+		return 1;
+	u = bpf_sk_storage_get(&udp_socks, ctx, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (u)
+		owner_task(&u->owner);
+	return 1;
+}
+
 SEC("cgroup/sendmsg4")
 int udp_sendmsg4(struct bpf_sock_addr *ctx)
 {
@@ -818,16 +834,26 @@ static __always_inline void pre_nat_remote(const struct udp_meta *u, struct l4_t
 }
 
 /* Past its share, a cgroup's new conversations are refused (existing ones
- * go on being counted). udp_usage is written back by userspace at every
- * read, so the share is enforced with one interval's delay. */
-static __always_inline int udp_over_share(__u64 cgroup)
+ * go on being counted). The kernel side adds each entry it creates to
+ * udp_usage; userspace, which deletes entries, writes the true count back
+ * at every read. */
+static __always_inline int udp_charge(__u64 cgroup)
 {
-	__u32 *n;
+	__u32 *n, zero = 0;
 
 	if (!udp_per_cgroup || !cgroup)
 		return 0;
 	n = bpf_map_lookup_elem(&udp_usage, &cgroup);
-	return n && *n >= udp_per_cgroup;
+	if (!n) {
+		bpf_map_update_elem(&udp_usage, &cgroup, &zero, BPF_NOEXIST);
+		n = bpf_map_lookup_elem(&udp_usage, &cgroup);
+		if (!n)
+			return 0;
+	}
+	if (*n >= udp_per_cgroup)
+		return -1;
+	__sync_fetch_and_add(n, 1);
+	return 0;
 }
 
 #define IPV6_MAX_EXT 4
@@ -976,7 +1002,7 @@ static __always_inline void count_udp(struct __sk_buff *skb, int egress)
 		struct udp_stats init = { .first_ns = now, .initiator = egress };
 
 		cg = bpf_skb_cgroup_id(skb);
-		if (udp_over_share(cg)) {
+		if (udp_charge(cg)) {
 			count(CNT_UDP_CGROUP_QUOTA);
 			note_refused(cg, 0);
 			return;

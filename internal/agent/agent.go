@@ -139,9 +139,11 @@ func New(cfg Config, log *slog.Logger, sink Sink) (*Agent, error) {
 	// After the hooks are attached, so a socket is either walked or hooked.
 	switch walked, err := dp.WalkTCP(); {
 	case err != nil:
-		log.Warn("could not learn the sockets open before the agent: their roles and first counts may be wrong", "err", err)
-	case !walked:
+		log.Warn("could not learn every socket open before the agent: their roles and first counts may be wrong", "namespaces", walked, "err", err)
+	case walked == 0:
 		log.Warn("kernel has no iter/tcp: sockets open before the agent are adopted at their first I/O, their roles guessed from listeners seen since")
+	default:
+		log.Info("learnt the sockets open before the agent", "namespaces", walked)
 	}
 	return a, nil
 }

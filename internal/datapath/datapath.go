@@ -3,7 +3,6 @@ package datapath
 import (
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"sort"
@@ -195,7 +194,7 @@ func (d *Datapath) attach(cgroupMount string) error {
 			continue
 		case prog.Type() == ebpf.Tracing:
 			l, err = link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
-		case prog.Type() == ebpf.CGroupSKB, prog.Type() == ebpf.CGroupSockAddr:
+		case prog.Type() == ebpf.CGroupSKB, prog.Type() == ebpf.CGroupSockAddr, prog.Type() == ebpf.CGroupSock:
 			l, err = link.AttachCgroup(link.CgroupOptions{Path: cgroupMount, Attach: h.attach, Program: prog})
 		default:
 			err = fmt.Errorf("unexpected program type %s", prog.Type())
@@ -397,8 +396,9 @@ func (d *Datapath) DeleteUDP(idx []int) error {
 }
 
 // writeUDPUsage writes udp_usage from the last read less what was just
-// deleted. Entries the kernel created since the read are missing until the
-// next one: the share is enforced one interval late, never early.
+// deleted, over the kernel side's running count. Entries the kernel created
+// since the read are missing from it until the next one: for one interval
+// a cgroup may hold that many more than its share, never fewer.
 func (d *Datapath) writeUDPUsage(deleted []int) error {
 	gone := make(map[int]bool, len(deleted))
 	for _, i := range deleted {
@@ -412,9 +412,6 @@ func (d *Datapath) writeUDPUsage(deleted []int) error {
 	}
 	var errs []error
 	for cg, n := range usage {
-		if d.udpUsage[cg] == n {
-			continue
-		}
 		if err := d.maps.UdpUsage.Put(cg, n); err != nil {
 			errs = append(errs, err)
 		}
@@ -501,29 +498,4 @@ func (d *Datapath) Refusals() ([]Refusal, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].TCP+out[i].UDP > out[j].TCP+out[j].UDP })
 	return out, nil
-}
-
-// WalkTCP learns the TCP sockets that existed before the programs were
-// attached: listeners, so that connections they accepted keep their server
-// role, and live connections, adopted with their counters as a baseline.
-// Call it once, after Open. It reports whether the kernel could walk.
-func (d *Datapath) WalkTCP() (bool, error) {
-	if d.walk == nil {
-		return false, nil
-	}
-	it, err := link.AttachIter(link.IterOptions{Program: d.walk})
-	if err != nil {
-		return false, fmt.Errorf("attach iter/tcp: %w", err)
-	}
-	defer it.Close()
-	r, err := it.Open()
-	if err != nil {
-		return false, fmt.Errorf("open iter/tcp: %w", err)
-	}
-	defer r.Close()
-	// The program writes nothing; reading to the end runs it over every socket.
-	if _, err := io.Copy(io.Discard, r); err != nil {
-		return false, fmt.Errorf("run iter/tcp: %w", err)
-	}
-	return true, nil
 }

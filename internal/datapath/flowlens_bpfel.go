@@ -188,6 +188,7 @@ const (
 	flowlensProgUdpIngress         = "udp_ingress"
 	flowlensProgUdpSendmsg4        = "udp_sendmsg4"
 	flowlensProgUdpSendmsg6        = "udp_sendmsg6"
+	flowlensProgUdpSockCreate      = "udp_sock_create"
 	flowlensProgWalkTcp            = "walk_tcp"
 	flowlensVarSelfPid             = "self_pid"
 	flowlensVarTcpPerCgroup        = "tcp_per_cgroup"
@@ -197,7 +198,7 @@ const (
 	flowlensVarUnusedConnEvent     = "unused_conn_event"
 	flowlensVarUnusedCounter       = "unused_counter"
 	flowlensVarUnusedEventKind     = "unused_event_kind"
-	flowlensVarUnusedListener      = "unused_listener"
+	flowlensVarUnusedListenInfo    = "unused_listen_info"
 	flowlensVarUnusedListenerKey   = "unused_listener_key"
 	flowlensVarUnusedOwnerSource   = "unused_owner_source"
 	flowlensVarUnusedRole          = "unused_role"
@@ -262,6 +263,7 @@ type flowlensProgramSpecs struct {
 	UdpIngress     *ebpf.ProgramSpec `ebpf:"udp_ingress"`
 	UdpSendmsg4    *ebpf.ProgramSpec `ebpf:"udp_sendmsg4"`
 	UdpSendmsg6    *ebpf.ProgramSpec `ebpf:"udp_sendmsg6"`
+	UdpSockCreate  *ebpf.ProgramSpec `ebpf:"udp_sock_create"`
 	WalkTcp        *ebpf.ProgramSpec `ebpf:"walk_tcp"`
 }
 
@@ -292,7 +294,7 @@ type flowlensVariableSpecs struct {
 	UnusedConnEvent     *ebpf.VariableSpec `ebpf:"unused_conn_event"`
 	UnusedCounter       *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedEventKind     *ebpf.VariableSpec `ebpf:"unused_event_kind"`
-	UnusedListener      *ebpf.VariableSpec `ebpf:"unused_listener"`
+	UnusedListenInfo    *ebpf.VariableSpec `ebpf:"unused_listen_info"`
 	UnusedListenerKey   *ebpf.VariableSpec `ebpf:"unused_listener_key"`
 	UnusedOwnerSource   *ebpf.VariableSpec `ebpf:"unused_owner_source"`
 	UnusedRole          *ebpf.VariableSpec `ebpf:"unused_role"`
@@ -359,7 +361,7 @@ type flowlensVariables struct {
 	UnusedConnEvent     *ebpf.Variable `ebpf:"unused_conn_event"`
 	UnusedCounter       *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedEventKind     *ebpf.Variable `ebpf:"unused_event_kind"`
-	UnusedListener      *ebpf.Variable `ebpf:"unused_listener"`
+	UnusedListenInfo    *ebpf.Variable `ebpf:"unused_listen_info"`
 	UnusedListenerKey   *ebpf.Variable `ebpf:"unused_listener_key"`
 	UnusedOwnerSource   *ebpf.Variable `ebpf:"unused_owner_source"`
 	UnusedRole          *ebpf.Variable `ebpf:"unused_role"`
@@ -386,6 +388,7 @@ type flowlensPrograms struct {
 	UdpIngress     *ebpf.Program `ebpf:"udp_ingress"`
 	UdpSendmsg4    *ebpf.Program `ebpf:"udp_sendmsg4"`
 	UdpSendmsg6    *ebpf.Program `ebpf:"udp_sendmsg6"`
+	UdpSockCreate  *ebpf.Program `ebpf:"udp_sock_create"`
 	WalkTcp        *ebpf.Program `ebpf:"walk_tcp"`
 }
 
@@ -404,6 +407,7 @@ func (p *flowlensPrograms) Close() error {
 		p.UdpIngress,
 		p.UdpSendmsg4,
 		p.UdpSendmsg6,
+		p.UdpSockCreate,
 		p.WalkTcp,
 	)
 }

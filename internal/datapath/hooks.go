@@ -43,7 +43,7 @@ func plan(spec *ebpf.CollectionSpec, cgroupMount string, hasType func(string) (b
 			case !ok:
 				h.Attached, h.Reason = false, "tracepoint "+p.AttachTo+" not in kernel BTF"
 			}
-		case p.Type == ebpf.CGroupSKB, p.Type == ebpf.CGroupSockAddr:
+		case p.Type == ebpf.CGroupSKB, p.Type == ebpf.CGroupSockAddr, p.Type == ebpf.CGroupSock:
 			h.Target = p.SectionName + " on " + cgroupMount
 			if cgroupMount == "" {
 				h.Attached, h.Reason = false, "no cgroup2 mount"

@@ -29,7 +29,7 @@ func TestPlanSkipsWhatTheKernelLacks(t *testing.T) {
 		"on_send": false, "on_recv": false, "walk_tcp": false,
 		// No cgroup2 mount: none of the cgroup programs.
 		"udp_egress": false, "udp_ingress": false,
-		"udp_sendmsg4": false, "udp_sendmsg6": false, "udp_connect4": false, "udp_connect6": false,
+		"udp_sendmsg4": false, "udp_sendmsg6": false, "udp_connect4": false, "udp_connect6": false, "udp_sock_create": false,
 	}
 	if len(got) != len(want) {
 		t.Fatalf("planned %v, want %v", got, want)
@@ -40,7 +40,7 @@ func TestPlanSkipsWhatTheKernelLacks(t *testing.T) {
 		}
 	}
 	for _, p := range spec.Programs {
-		if p.Type != ebpf.Tracing && p.Type != ebpf.CGroupSKB && p.Type != ebpf.CGroupSockAddr {
+		if p.Type != ebpf.Tracing && p.Type != ebpf.CGroupSKB && p.Type != ebpf.CGroupSockAddr && p.Type != ebpf.CGroupSock {
 			t.Errorf("program %s has type %s the planner does not know", p.Name, p.Type)
 		}
 	}

@@ -10,6 +10,9 @@
 //	peer http-serve  -listen ADDR [-body N]            HTTP/1.1 keep-alive server
 //	peer http-load   -addr ADDR [-connections C] [-requests N] [-duration D]
 //	peer dns-load    -addr ADDR -count N [-rate R] [-concurrency C]
+//	peer tcp-hold    -addr ADDR -count N [-before B] [-after A]   hold N connections until a line on stdin
+//	peer udp-send    -addr ADDR -count N [-size S] [-ports P] [-gso K] [-hopopts]
+//	peer udp-sink    -listen ADDR                      count datagrams, no answer
 //
 // The load modes (load.go) are what the benchmarks (bench/) drive.
 //
@@ -37,7 +40,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: peer tcp-serve|tcp-connect|tcp-stream|dns-serve|http-serve|http-load|dns-load [flags]")
+		fmt.Fprintln(os.Stderr, "usage: peer tcp-serve|tcp-connect|tcp-stream|dns-serve|http-serve|http-load|dns-load|tcp-hold|udp-send|udp-sink [flags]")
 		os.Exit(2)
 	}
 	modes := map[string]func([]string) (any, error){
@@ -48,6 +51,9 @@ func main() {
 		"http-serve":  httpServe,
 		"http-load":   httpLoad,
 		"dns-load":    dnsLoad,
+		"tcp-hold":    tcpHold,
+		"udp-send":    udpSend,
+		"udp-sink":    udpSink,
 	}
 	run, ok := modes[os.Args[1]]
 	if !ok {

@@ -1,0 +1,108 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"syscall"
+
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// WalkTCP learns the TCP sockets that existed before the programs were
+// attached: listeners, so that connections they accepted keep their server
+// role, and live connections, adopted with their counters as a baseline.
+// Call it once, after Open. An iter/tcp iterator sees only the network
+// namespace it is opened in, so it is opened in every namespace a process
+// on this host is in (which needs the host's /proc: hostPID in a pod). It
+// reports how many namespaces were walked; 0 where the kernel lacks the
+// iterator.
+func (d *Datapath) WalkTCP() (int, error) {
+	if d.walk == nil {
+		return 0, nil
+	}
+	it, err := link.AttachIter(link.IterOptions{Program: d.walk})
+	if err != nil {
+		return 0, fmt.Errorf("attach iter/tcp: %w", err)
+	}
+	defer it.Close()
+	// setns changes the calling thread only: keep this goroutine on it,
+	// and if it cannot be put back, let it die with the goroutine rather
+	// than serve the runtime in a foreign namespace.
+	runtime.LockOSThread()
+	home, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		runtime.UnlockOSThread()
+		return 0, fmt.Errorf("open own network namespace: %w", err)
+	}
+	defer home.Close()
+	walked := 0
+	var errs []error
+	for _, path := range netnsPaths() {
+		if err := walkIn(it, path); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		walked++
+	}
+	if err := unix.Setns(int(home.Fd()), unix.CLONE_NEWNET); err != nil {
+		return walked, fmt.Errorf("return to own network namespace: %w", err)
+	}
+	runtime.UnlockOSThread()
+	return walked, errors.Join(errs...)
+}
+
+// walkIn runs the iterator once inside the network namespace at path.
+func walkIn(it *link.Iter, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
+			return nil // the process left meanwhile
+		}
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	defer f.Close()
+	if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+		return fmt.Errorf("enter %s: %w", path, err)
+	}
+	r, err := it.Open()
+	if err != nil {
+		return fmt.Errorf("open iter/tcp in %s: %w", path, err)
+	}
+	defer r.Close()
+	// The program writes nothing; reading to the end runs it over every socket.
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		return fmt.Errorf("run iter/tcp in %s: %w", path, err)
+	}
+	return nil
+}
+
+// netnsPaths returns one path for each network namespace that a process,
+// or a bind mount under /run/netns, holds; the namespaces are told apart by
+// inode.
+func netnsPaths() []string {
+	seen := map[uint64]bool{}
+	var out []string
+	add := func(path string) {
+		var st unix.Stat_t
+		if unix.Stat(path, &st) != nil || seen[st.Ino] {
+			return
+		}
+		seen[st.Ino] = true
+		out = append(out, path)
+	}
+	add("/proc/self/ns/net")
+	procs, _ := filepath.Glob("/proc/[0-9]*/ns/net")
+	for _, p := range procs {
+		add(p)
+	}
+	mounts, _ := filepath.Glob("/run/netns/*")
+	for _, p := range mounts {
+		add(p)
+	}
+	return out
+}
