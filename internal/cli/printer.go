@@ -3,15 +3,22 @@ package cli
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
-	"text/tabwriter"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/flowlens/flowlens/internal/filter"
 	"github.com/flowlens/flowlens/internal/flow"
+	"github.com/flowlens/flowlens/internal/server"
 )
 
+// printer writes what `observe` reads. raw is the line as the API sent it.
+// flush is called whenever no more input is at hand, before observe waits
+// for the network, so nothing is held back from the terminal while it waits.
 type printer interface {
 	print(r *flow.Record, raw []byte) error
+	lost(l *server.LostRecords, raw []byte) error
 	flush() error
 }
 
@@ -22,19 +29,23 @@ func newPrinter(format string, w io.Writer) (printer, error) {
 	case "json":
 		return jsonLines{w}, nil
 	case "table":
-		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "TIME\tOBSERVER\tSOURCE\tDESTINATION\tPROTO\tVERDICT\tOPENED\tCLOSED\tFAILED\tBYTES→\tBYTES←\tRTT")
-		return table{tw}, nil
+		return &table{w: w}, nil
 	}
 	return nil, fmt.Errorf("unknown output %q: want compact, json or table", format)
 }
 
+// jsonLines passes the API's lines through, lost-records lines included.
 type jsonLines struct{ w io.Writer }
 
-func (p jsonLines) print(_ *flow.Record, raw []byte) error {
+func (p jsonLines) print(_ *flow.Record, raw []byte) error { return p.line(raw) }
+
+func (p jsonLines) lost(_ *server.LostRecords, raw []byte) error { return p.line(raw) }
+
+func (p jsonLines) line(raw []byte) error {
 	_, err := fmt.Fprintf(p.w, "%s\n", raw)
 	return err
 }
+
 func (jsonLines) flush() error { return nil }
 
 type compact struct{ w io.Writer }
@@ -60,24 +71,126 @@ func (p compact) print(r *flow.Record, _ []byte) error {
 	if r.RTT != nil {
 		fmt.Fprintf(&b, " rtt=%dµs", r.RTT.AvgMicros)
 	}
-	_, err := fmt.Fprintln(p.w, b.String())
+	_, err := fmt.Fprintln(p.w, clean(b.String()))
 	return err
 }
+
+// lost writes a line no one can take for a flow:
+//
+//	06:30:02.000 LOST 1536 records: this reader fell behind the agent's ring, which overwrote them (reader_behind_ring)
+func (p compact) lost(l *server.LostRecords, _ []byte) error {
+	_, err := fmt.Fprintln(p.w, lostLine(l))
+	return err
+}
+
 func (compact) flush() error { return nil }
 
-type table struct{ w *tabwriter.Writer }
+func lostLine(l *server.LostRecords) string {
+	why := "records were lost"
+	if l.Reason == server.ReasonBehindRing {
+		why = "this reader fell behind the agent's ring, which overwrote them"
+	}
+	return clean(fmt.Sprintf("%s LOST %d records: %s (%s)", l.Time.Local().Format("15:04:05.000"), l.Count, why, l.Reason))
+}
 
-func (p table) print(r *flow.Record, _ []byte) error {
+// table prints aligned columns as rows come: the rows at hand are aligned
+// together when observe runs out of input, and a column only ever widens,
+// so a stream stays aligned unless a wider value arrives.
+type table struct {
+	w       io.Writer
+	widths  []int
+	pending []tableRow
+	started bool // header written
+}
+
+// tableRow is a flow's cells, or a note (a lost-records line) printed as is.
+type tableRow struct {
+	cells []string
+	note  string
+}
+
+var tableHeader = []string{"TIME", "OBSERVER", "SOURCE", "DESTINATION", "PROTO", "VERDICT", "OPENED", "CLOSED", "FAILED", "BYTES→", "BYTES←", "RTT"}
+
+func (p *table) print(r *flow.Record, _ []byte) error {
 	rtt := "-"
 	if r.RTT != nil {
 		rtt = fmt.Sprintf("%dµs", r.RTT.AvgMicros)
 	}
-	_, err := fmt.Fprintf(p.w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n",
-		r.Time.Local().Format("15:04:05.000"), r.Observer, endpoint(&r.Source), endpoint(&r.Destination),
-		r.Protocol, r.Verdict, r.Opened, r.Closed, r.Refused+r.TimedOut+r.FailedOther, r.BytesToDst, r.BytesToSrc, rtt)
+	cells := []string{r.Time.Local().Format("15:04:05.000"), r.Observer, endpoint(&r.Source), endpoint(&r.Destination),
+		string(r.Protocol), string(r.Verdict), fmt.Sprint(r.Opened), fmt.Sprint(r.Closed),
+		fmt.Sprint(r.Refused + r.TimedOut + r.FailedOther), fmt.Sprint(r.BytesToDst), fmt.Sprint(r.BytesToSrc), rtt}
+	for i := range cells {
+		cells[i] = clean(cells[i])
+	}
+	p.pending = append(p.pending, tableRow{cells: cells})
+	return nil
+}
+
+func (p *table) lost(l *server.LostRecords, _ []byte) error {
+	p.pending = append(p.pending, tableRow{note: "--- " + lostLine(l) + " ---"})
+	return nil
+}
+
+func (p *table) flush() error {
+	if p.started && len(p.pending) == 0 {
+		return nil
+	}
+	if p.widths == nil {
+		p.widths = make([]int, len(tableHeader))
+	}
+	rows := p.pending
+	if !p.started {
+		rows = append([]tableRow{{cells: tableHeader}}, rows...)
+	}
+	for _, r := range rows {
+		for i, c := range r.cells {
+			p.widths[i] = max(p.widths[i], utf8.RuneCountInString(c))
+		}
+	}
+	var b strings.Builder
+	for _, r := range rows {
+		if r.cells == nil {
+			b.WriteString(r.note)
+		}
+		for i, c := range r.cells {
+			b.WriteString(c)
+			if i < len(r.cells)-1 {
+				b.WriteString(strings.Repeat(" ", p.widths[i]-utf8.RuneCountInString(c)+2))
+			}
+		}
+		b.WriteByte('\n')
+	}
+	p.started, p.pending = true, p.pending[:0]
+	_, err := io.WriteString(p.w, b.String())
 	return err
 }
-func (p table) flush() error { return p.w.Flush() }
+
+// clean makes text from the kernel (process names are anyone's to choose)
+// or the API server safe for a terminal: every rune that is not printable
+// (ESC and other controls, bidirectional overrides, invalid UTF-8) is shown
+// escaped, as Go quotes it, instead of being interpreted.
+func clean(s string) string {
+	i := strings.IndexFunc(s, func(r rune) bool { return r == utf8.RuneError || !unicode.IsPrint(r) })
+	if i < 0 {
+		return s
+	}
+	var b strings.Builder
+	b.WriteString(s[:i])
+	for s = s[i:]; s != ""; {
+		r, n := utf8.DecodeRuneInString(s)
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[0])
+		case !unicode.IsPrint(r):
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteString(s[:n])
+		}
+		s = s[n:]
+	}
+	return b.String()
+}
 
 // endpoint renders an endpoint by the most meaningful name known, its port,
 // and in parentheses what stands behind it:
@@ -86,6 +199,8 @@ func (p table) flush() error { return p.w.Flush() }
 //	shop/frontend-7d9f:43122 (deploy/frontend curl 1234) a pod
 //	backend/api:80 (svc/api → pod api-5c-xyz)          a Service and the backend it reached
 //	node/worker-1:10250, apiserver:6443, 192.0.2.1:443 (world)
+//
+// Its names are raw: printers clean the line they make of it.
 func endpoint(e *flow.Endpoint) string {
 	host := e.IP.String()
 	if e.IP.Is6() {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -27,14 +26,11 @@ import (
 	"github.com/flowlens/flowlens/internal/server"
 )
 
-// DefaultListen is where `flowlens up` serves and `flowlens observe` asks.
-const DefaultListen = "127.0.0.1:4245"
-
 // upConfig is everything `flowlens up` is started with.
 type upConfig struct {
 	Agent    agent.Config
 	Kube     k8smeta.Config
-	Listen   string
+	API      server.Config // where and how the API is served
 	RingSize int
 	// Publish is how records wait for their names and other side, and how
 	// many one source may put in the ring per interval.
@@ -49,7 +45,7 @@ type upConfig struct {
 }
 
 func newUpCmd(logger func() *slog.Logger) *cobra.Command {
-	cfg := upConfig{Agent: agent.DefaultConfig(), Publish: publish.DefaultConfig(), Listen: DefaultListen, RingSize: 1 << 16,
+	cfg := upConfig{Agent: agent.DefaultConfig(), Publish: publish.DefaultConfig(), API: server.DefaultConfig(), RingSize: 1 << 16,
 		KubeletCgroupRoot: "/", SyncWait: 30 * time.Second}
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -71,7 +67,7 @@ kernel with BTF.`,
 	cfg.Publish.Flags(cmd.Flags())
 	cmd.Flags().StringVar(&cfg.KubeletCgroupRoot, "kubelet-cgroup-root", cfg.KubeletCgroupRoot,
 		"cgroup kubelet keeps its pods under (its --cgroup-root, as /proc/<pid>/cgroup shows it): a cgroup names a pod only below it")
-	cmd.Flags().StringVar(&cfg.Listen, "listen", cfg.Listen, "address of the HTTP API")
+	cfg.API.Flags(cmd.Flags())
 	cmd.Flags().IntVar(&cfg.RingSize, "flow-buffer", cfg.RingSize, "flow records kept in memory for the API")
 	cmd.Flags().DurationVar(&cfg.SyncWait, "k8s-sync-wait", cfg.SyncWait, "how long to wait at start for the first list of Kubernetes objects")
 	return cmd
@@ -84,11 +80,15 @@ func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
 	if os.Geteuid() != 0 {
 		log.Warn("not running as root: loading eBPF programs will likely fail")
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	lns, err := cfg.API.Open(log)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+		return fmt.Errorf("open the API's listeners: %w", err)
 	}
-	defer ln.Close()
+	defer func() {
+		for _, l := range lns {
+			l.Close()
+		}
+	}()
 
 	flows := ring.New(cfg.RingSize)
 	var names enrich.Enricher
@@ -141,12 +141,13 @@ func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: "flowlens"}),
 	)
-	srv := server.New(flows, reg, readiness(a, kube), log)
-	log.Info("flowlens up", "listen", ln.Addr().String(), "node", cfg.Agent.Node,
+	srv := server.New(flows, reg, readiness(a, kube), log, cfg.API.Limits)
+	reg.MustRegister(metrics.APICollector{API: srv})
+	log.Info("flowlens up", "listen", cfg.API.Listen, "metrics_listen", cfg.API.MetricsListen, "node", cfg.Agent.Node,
 		"interval", cfg.Agent.Interval, "kubernetes", kube != nil)
 
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ctx, ln) }()
+	go func() { errc <- srv.Serve(ctx, lns...) }()
 	runErr := a.Run(ctx)
 	stopErr := <-errc
 	log.Info("flowlens stopped: eBPF programs detached")

@@ -3,12 +3,39 @@
 package ring
 
 import (
+	"encoding/json"
+	"fmt"
 	"sync"
 
 	"github.com/flowlens/flowlens/internal/flow"
 )
 
-// Ring is a bounded buffer of records addressed by a sequence number that
+// Entry is one record as written. Entries are immutable once written, so
+// readers share them without copying; the JSON encoding is made once, by the
+// first reader that needs it, and every other reader writes the same bytes.
+type Entry struct {
+	Record flow.Record
+
+	once sync.Once
+	json []byte // encoding plus '\n'
+	err  error
+}
+
+// JSON is the record encoded as one JSON line (with its newline). The bytes
+// are shared: callers must not modify them.
+func (e *Entry) JSON() ([]byte, error) {
+	e.once.Do(func() {
+		b, err := json.Marshal(&e.Record)
+		if err != nil {
+			e.err = fmt.Errorf("encode flow record: %w", err)
+			return
+		}
+		e.json = append(b, '\n')
+	})
+	return e.json, e.err
+}
+
+// Ring is a bounded buffer of entries addressed by a sequence number that
 // only grows. The writer never waits for readers; a reader that falls more
 // than the capacity behind loses the overwritten records and is told how
 // many.
@@ -20,27 +47,34 @@ import (
 //	          └── cap records, oldest = next-cap (or 0) ──┘
 //
 // Invariants: 0 <= next-oldest <= cap; the record with sequence s (oldest <=
-// s < next) is buf[s%cap].
+// s < next) is buf[s%cap]. Every method reads next once, under the one lock,
+// so oldest and next always come from the same moment.
 type Ring struct {
 	mu   sync.Mutex
-	buf  []flow.Record
+	buf  []*Entry
 	next uint64
 	wake chan struct{} // closed and replaced after every write
 }
 
 // New returns a ring holding up to capacity records.
 func New(capacity int) *Ring {
-	return &Ring{buf: make([]flow.Record, max(capacity, 1)), wake: make(chan struct{})}
+	return &Ring{buf: make([]*Entry, max(capacity, 1)), wake: make(chan struct{})}
 }
 
-// Write appends records, overwriting the oldest, and wakes followers.
+// Write appends records, overwriting the oldest, and wakes followers. The
+// entries are built outside the lock, so readers wait only for the pointer
+// stores.
 func (r *Ring) Write(recs []flow.Record) {
 	if len(recs) == 0 {
 		return
 	}
-	r.mu.Lock()
+	entries := make([]Entry, len(recs))
 	for i := range recs {
-		r.buf[r.next%uint64(len(r.buf))] = recs[i]
+		entries[i].Record = recs[i]
+	}
+	r.mu.Lock()
+	for i := range entries {
+		r.buf[r.next%uint64(len(r.buf))] = &entries[i]
 		r.next++
 	}
 	close(r.wake)
@@ -48,18 +82,23 @@ func (r *Ring) Write(recs []flow.Record) {
 	r.mu.Unlock()
 }
 
-// Next is the sequence number the next record written will get.
-func (r *Ring) Next() uint64 {
+// Bounds is the range of sequence numbers the ring holds now: [oldest, next).
+func (r *Ring) Bounds() (oldest, next uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.next
+	return r.oldest(), r.next
+}
+
+// Next is the sequence number the next record written will get.
+func (r *Ring) Next() uint64 {
+	_, next := r.Bounds()
+	return next
 }
 
 // Len is how many records the ring holds now.
 func (r *Ring) Len() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return int(r.next - r.oldest())
+	oldest, next := r.Bounds()
+	return int(next - oldest)
 }
 
 // Cap is the ring's capacity.
@@ -72,10 +111,11 @@ func (r *Ring) oldest() uint64 {
 	return r.next - uint64(len(r.buf))
 }
 
-// ReadFrom appends to dst up to limit records with sequence >= from and
-// returns the sequence to read from next and how many records were lost
-// because the reader was too far behind.
-func (r *Ring) ReadFrom(from uint64, limit int, dst []flow.Record) (out []flow.Record, next, lost uint64) {
+// Read appends to dst up to limit entries with sequence numbers from `from`
+// on, oldest first. Records from `from` on that were overwritten before this
+// read are lost to the reader: Read says how many, and the entries it
+// returns start at from+lost. A reader continues at from+lost+len(out).
+func (r *Ring) Read(from uint64, limit int, dst []*Entry) (out []*Entry, lost uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if o := r.oldest(); from < o {
@@ -84,7 +124,7 @@ func (r *Ring) ReadFrom(from uint64, limit int, dst []flow.Record) (out []flow.R
 	for ; from < r.next && limit > 0; from, limit = from+1, limit-1 {
 		dst = append(dst, r.buf[from%uint64(len(r.buf))])
 	}
-	return dst, from, lost
+	return dst, lost
 }
 
 // Wait returns a channel closed at the next write.

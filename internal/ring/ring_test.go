@@ -1,6 +1,9 @@
 package ring
 
 import (
+	"encoding/json"
+	"slices"
+	"sync"
 	"testing"
 
 	"github.com/flowlens/flowlens/internal/flow"
@@ -14,10 +17,10 @@ func recs(from, to uint32) []flow.Record {
 	return out
 }
 
-func ids(rs []flow.Record) []uint32 {
+func ids(es []*Entry) []uint32 {
 	var out []uint32
-	for _, r := range rs {
-		out = append(out, r.Opened)
+	for _, e := range es {
+		out = append(out, e.Record.Opened)
 	}
 	return out
 }
@@ -25,17 +28,27 @@ func ids(rs []flow.Record) []uint32 {
 func TestOverwriteAndLoss(t *testing.T) {
 	r := New(4)
 	r.Write(recs(0, 3))
-	got, next, lost := r.ReadFrom(0, 100, nil)
-	if len(got) != 3 || next != 3 || lost != 0 || r.Len() != 3 {
-		t.Fatalf("got %v next %d lost %d", ids(got), next, lost)
+	got, lost := r.Read(0, 100, nil)
+	if !slices.Equal(ids(got), []uint32{0, 1, 2}) || lost != 0 || r.Len() != 3 {
+		t.Fatalf("got %v lost %d len %d", ids(got), lost, r.Len())
 	}
 	r.Write(recs(3, 10)) // 10 written, capacity 4: 6..9 remain
-	got, next, lost = r.ReadFrom(3, 100, nil)
-	if want := []uint32{6, 7, 8, 9}; len(got) != 4 || got[0].Opened != 6 || got[3].Opened != 9 || next != 10 || lost != 3 {
-		t.Fatalf("got %v next %d lost %d, want %v next 10 lost 3", ids(got), next, lost, want)
+	got, lost = r.Read(3, 100, nil)
+	if !slices.Equal(ids(got), []uint32{6, 7, 8, 9}) || lost != 3 {
+		t.Fatalf("got %v lost %d, want [6 7 8 9] lost 3", ids(got), lost)
 	}
-	if r.Len() != 4 || r.Next() != 10 {
-		t.Fatalf("len %d next %d", r.Len(), r.Next())
+	if oldest, next := r.Bounds(); oldest != 6 || next != 10 || r.Len() != 4 || r.Next() != 10 {
+		t.Fatalf("bounds [%d,%d) len %d next %d", oldest, next, r.Len(), r.Next())
+	}
+	// Everything overwritten since from is lost at once, however far behind
+	// the reader is; the limit counts entries returned.
+	got, lost = r.Read(1, 2, nil)
+	if !slices.Equal(ids(got), []uint32{6, 7}) || lost != 5 {
+		t.Fatalf("read 2 from 1: got %v lost %d, want [6 7] lost 5", ids(got), lost)
+	}
+	// Past the head there is nothing yet, and nothing is lost.
+	if got, lost = r.Read(10, 20, nil); len(got) != 0 || lost != 0 {
+		t.Fatalf("read past head: got %v lost %d", ids(got), lost)
 	}
 }
 
@@ -48,14 +61,55 @@ func TestLimitAndWake(t *testing.T) {
 	default:
 		t.Fatal("write did not wake the follower")
 	}
-	got, next, _ := r.ReadFrom(1, 2, nil)
-	if len(got) != 2 || got[0].Opened != 1 || next != 3 {
-		t.Fatalf("got %v next %d", ids(got), next)
+	if got, lost := r.Read(1, 2, nil); !slices.Equal(ids(got), []uint32{1, 2}) || lost != 0 {
+		t.Fatalf("got %v lost %d", ids(got), lost)
 	}
 	r.Write(nil)
 	select {
 	case <-r.Wait():
 		t.Fatal("an empty write woke followers")
 	default:
+	}
+}
+
+// Bounds comes from one moment: next-oldest never exceeds the capacity nor
+// goes negative, whatever the writer does meanwhile (run with -race).
+func TestBoundsConsistentUnderWrites(t *testing.T) {
+	const capacity = 64
+	r := New(capacity)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := range uint32(20000) {
+			r.Write(recs(i, i+1))
+		}
+	}()
+	for range 20000 {
+		oldest, next := r.Bounds()
+		if next < oldest || next-oldest > capacity {
+			t.Fatalf("bounds [%d,%d) with capacity %d", oldest, next, capacity)
+		}
+	}
+	wg.Wait()
+}
+
+// Every reader gets the same encoding, made once.
+func TestEntryJSONSharedAndExact(t *testing.T) {
+	r := New(2)
+	r.Write([]flow.Record{{Opened: 7, Protocol: flow.TCP}})
+	a, _ := r.Read(0, 1, nil)
+	b, _ := r.Read(0, 1, nil)
+	ja, err := a[0].JSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	jb, _ := b[0].JSON()
+	if &ja[0] != &jb[0] {
+		t.Error("two readers got two encodings of one record")
+	}
+	want, _ := json.Marshal(&flow.Record{Opened: 7, Protocol: flow.TCP})
+	if string(ja) != string(want)+"\n" {
+		t.Errorf("JSON = %s, want %s", ja, want)
 	}
 }

@@ -1,44 +1,57 @@
 // Package server serves flowlens' HTTP API: flows as JSON lines (with
-// follow), Prometheus metrics, and health.
+// follow), Prometheus metrics, and health, on TCP (optionally TLS with client
+// certificates, or a bearer token) and unix sockets.
 package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/flowlens/flowlens/internal/filter"
-	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/ring"
 )
 
 // Server is the HTTP front of an agent (and later the hub).
 type Server struct {
-	ring  *ring.Ring
-	reg   *prometheus.Registry
-	ready func() error
-	log   *slog.Logger
+	ring   *ring.Ring
+	reg    *prometheus.Registry
+	ready  func() error
+	log    *slog.Logger
+	limits Limits
+	stats  stats
 }
 
 // New returns a server over a flow ring; ready says whether /readyz is OK.
-func New(r *ring.Ring, reg *prometheus.Registry, ready func() error, log *slog.Logger) *Server {
-	return &Server{ring: r, reg: reg, ready: ready, log: log}
+func New(r *ring.Ring, reg *prometheus.Registry, ready func() error, log *slog.Logger, limits Limits) *Server {
+	return &Server{ring: r, reg: reg, ready: ready, log: log, limits: limits}
 }
 
-// Handler routes the API.
-func (s *Server) Handler() http.Handler {
+// Handler routes the whole API with no token: what a unix socket serves.
+func (s *Server) Handler() http.Handler { return s.handler(false, nil) }
+
+// handler routes the API, or with metricsOnly only /metrics and health;
+// with a token every route but health asks for it.
+func (s *Server) handler(metricsOnly bool, token []byte) http.Handler {
+	guard := func(h http.Handler) http.Handler {
+		if token == nil {
+			return h
+		}
+		return requireToken(token, &s.stats, h)
+	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /api/v1/flows", s.flows)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}))
+	if !metricsOnly {
+		mux.Handle("GET /api/v1/flows", guard(http.HandlerFunc(s.flows)))
+	}
+	mux.Handle("GET /metrics", guard(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)})))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if err := s.ready(); err != nil {
@@ -50,108 +63,82 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
-// Serve serves on ln until ctx ends.
-func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve http: %w", err)
+// Serve serves on every listener until ctx ends.
+func (s *Server) Serve(ctx context.Context, lns ...Listener) error {
+	errs := make([]error, len(lns))
+	var wg sync.WaitGroup
+	for i, l := range lns {
+		srv := &http.Server{
+			Handler:           s.handler(l.MetricsOnly, l.Token),
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			// Filters travel in the query: bound it before they are parsed.
+			MaxHeaderBytes: 64 << 10,
+			BaseContext:    func(_ net.Listener) context.Context { return ctx },
+			// Failed TLS handshakes of port scanners are not warnings.
+			ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		}
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+		}()
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errs[i] = fmt.Errorf("serve http on %s: %w", l.Addr(), err)
+			}
+		}()
 	}
-	return nil
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
-const chunk = 1024
-
-// flows writes matching records as JSON lines, oldest first: the last N
-// (?last=N; all the ring holds by default), then, with ?follow=1, every new
-// one until the client goes away.
-func (s *Server) flows(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	match, err := filter.Parse(q)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	last := -1
-	if v := q.Get("last"); v != "" {
-		if last, err = strconv.Atoi(v); err != nil || last < 0 {
-			http.Error(w, "last must be a non-negative integer", http.StatusBadRequest)
-			return
-		}
-	}
-	follow := q.Get("follow") == "1" || q.Get("follow") == "true"
-	if follow && last < 0 {
-		last = 0
-	}
-
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	enc := json.NewEncoder(w)
-
-	// All matches stream out chunk by chunk; only ?last=N keeps a window,
-	// of at most N plus one chunk, so a request never copies the ring. What
-	// is held is what the ring held when the request came: a writer faster
-	// than the client cannot keep it reading (following picks up from there).
-	end := s.ring.Next()
-	next := end - uint64(s.ring.Len())
-	var window []flow.Record
-	buf := make([]flow.Record, 0, chunk)
-	for next < end {
-		var recs []flow.Record
-		recs, next, _ = s.ring.ReadFrom(next, int(min(chunk, end-next)), buf[:0])
-		for i := range recs {
-			switch {
-			case !match(&recs[i]):
-			case last < 0:
-				if err := enc.Encode(&recs[i]); err != nil {
-					return
-				}
-			default:
-				window = append(window, recs[i])
-			}
-		}
-		if last >= 0 && len(window) > last {
-			window = append(window[:0], window[len(window)-last:]...)
-		}
-		if len(recs) == 0 {
-			break // overwritten while we read: ReadFrom moved next past it
-		}
-	}
-	for i := range window {
-		if err := enc.Encode(&window[i]); err != nil {
-			return
-		}
-	}
-	if !follow {
-		return
-	}
-	rc := http.NewResponseController(w)
-	_ = rc.Flush()
-	for {
-		wake := s.ring.Wait()
-		recs, n, _ := s.ring.ReadFrom(next, chunk, buf[:0])
-		next = n
-		for i := range recs {
-			if match(&recs[i]) {
-				if err := enc.Encode(&recs[i]); err != nil {
-					return
-				}
-			}
-		}
-		if len(recs) == chunk {
-			continue
-		}
-		if err := rc.Flush(); err != nil {
-			return
-		}
-		select {
-		case <-wake:
-		case <-r.Context().Done():
-			return
-		}
-	}
+// Stats is what the API did, for metrics.
+type Stats struct {
+	Followers    int               // follow streams open now
+	MaxFollowers int               // their limit
+	LostRecords  uint64            // records readers were told they lost (lost_records lines)
+	Rejected     map[string]uint64 // requests refused, by reason
+	SlowDropped  uint64            // streams ended because the client did not take a write in time
 }
+
+// Stats reads the counters.
+func (s *Server) Stats() Stats {
+	out := Stats{
+		Followers:    int(s.stats.followers.Load()),
+		MaxFollowers: s.limits.MaxFollowers,
+		LostRecords:  s.stats.lost.Load(),
+		Rejected:     map[string]uint64{},
+		SlowDropped:  s.stats.slowDropped.Load(),
+	}
+	for i, n := range rejectReasons {
+		out.Rejected[n] = s.stats.rejected[i].Load()
+	}
+	return out
+}
+
+type rejectReason int
+
+const (
+	rejectUnknownParameter rejectReason = iota
+	rejectInvalidParameter
+	rejectTooManyFilterValues
+	rejectTooManyFollowers
+	rejectUnauthorized
+)
+
+// rejectReasons are the reasons' metric labels, by rejectReason.
+var rejectReasons = [...]string{"unknown_parameter", "invalid_parameter", "too_many_filter_values", "too_many_followers", "unauthorized"}
+
+type stats struct {
+	followers   atomic.Int64
+	lost        atomic.Uint64
+	slowDropped atomic.Uint64
+	rejected    [len(rejectReasons)]atomic.Uint64
+}
+
+func (s *stats) reject(r rejectReason) { s.rejected[r].Add(1) }
