@@ -6,33 +6,48 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/flowlens/flowlens/internal/flow"
 )
 
 // Entry is one record as written. Entries are immutable once written, so
-// readers share them without copying; the JSON encoding is made once, by the
-// first reader that needs it, and every other reader writes the same bytes.
+// readers share them without copying.
 type Entry struct {
 	Record flow.Record
 
-	once sync.Once
-	json []byte // encoding plus '\n'
-	err  error
+	seq  uint64
+	json atomic.Pointer[[]byte] // encoding plus '\n', kept while among the newest
 }
 
-// JSON is the record encoded as one JSON line (with its newline). The bytes
-// are shared: callers must not modify them.
-func (e *Entry) JSON() ([]byte, error) {
-	e.once.Do(func() {
-		b, err := json.Marshal(&e.Record)
-		if err != nil {
-			e.err = fmt.Errorf("encode flow record: %w", err)
-			return
-		}
-		e.json = append(b, '\n')
-	})
-	return e.json, e.err
+// encodedWindow is how many of the newest entries keep their JSON once a
+// reader made it: where followers read, so that any number of them encode
+// a record once, while the memory encodings take stays bounded (a record's
+// JSON is larger than the record). It must exceed the records one write
+// brings, or followers would encode the head of each batch again.
+const encodedWindow = 16384
+
+// JSON is e's record encoded as one JSON line (with its newline). Among the
+// newest entries the encoding is made once and shared: callers must not
+// modify the bytes. An older entry, read only by a reader far behind or a
+// read of everything, is encoded for that read alone.
+func (r *Ring) JSON(e *Entry) ([]byte, error) {
+	if p := e.json.Load(); p != nil {
+		return *p, nil
+	}
+	b, err := json.Marshal(&e.Record)
+	if err != nil {
+		return nil, fmt.Errorf("encode flow record: %w", err)
+	}
+	line := make([]byte, len(b)+1) // exactly sized: it may be kept
+	copy(line, b)
+	line[len(b)] = '\n'
+	// A writer passing meanwhile may have released it already: then it is
+	// kept until overwritten, which the bound tolerates.
+	if r.head.Load()-e.seq <= r.keep {
+		e.json.Store(&line)
+	}
+	return line, nil
 }
 
 // Ring is a bounded buffer of entries addressed by a sequence number that
@@ -54,11 +69,15 @@ type Ring struct {
 	buf  []*Entry
 	next uint64
 	wake chan struct{} // closed and replaced after every write
+
+	head atomic.Uint64 // next, for JSON's lock-free look
+	keep uint64        // the newest entries that keep their JSON
 }
 
 // New returns a ring holding up to capacity records.
 func New(capacity int) *Ring {
-	return &Ring{buf: make([]*Entry, max(capacity, 1)), wake: make(chan struct{})}
+	capacity = max(capacity, 1)
+	return &Ring{buf: make([]*Entry, capacity), wake: make(chan struct{}), keep: uint64(min(capacity, encodedWindow))}
 }
 
 // Write appends records, overwriting the oldest, and wakes followers. The
@@ -74,9 +93,17 @@ func (r *Ring) Write(recs []flow.Record) {
 	}
 	r.mu.Lock()
 	for i := range entries {
+		// The entry leaving the window drops its encoding.
+		if r.next >= r.keep {
+			if old := r.buf[(r.next-r.keep)%uint64(len(r.buf))]; old != nil {
+				old.json.Store(nil)
+			}
+		}
+		entries[i].seq = r.next
 		r.buf[r.next%uint64(len(r.buf))] = &entries[i]
 		r.next++
 	}
+	r.head.Store(r.next)
 	close(r.wake)
 	r.wake = make(chan struct{})
 	r.mu.Unlock()

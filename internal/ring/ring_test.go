@@ -94,22 +94,38 @@ func TestBoundsConsistentUnderWrites(t *testing.T) {
 	wg.Wait()
 }
 
-// Every reader gets the same encoding, made once.
-func TestEntryJSONSharedAndExact(t *testing.T) {
-	r := New(2)
+// Every reader gets the same encoding, made once, while the entry is among
+// the newest; past them it is released and made per read.
+func TestEntryJSONSharedWhileNew(t *testing.T) {
+	r := New(8)
+	r.keep = 2
 	r.Write([]flow.Record{{Opened: 7, Protocol: flow.TCP}})
 	a, _ := r.Read(0, 1, nil)
 	b, _ := r.Read(0, 1, nil)
-	ja, err := a[0].JSON()
+	ja, err := r.JSON(a[0])
 	if err != nil {
 		t.Fatal(err)
 	}
-	jb, _ := b[0].JSON()
+	jb, _ := r.JSON(b[0])
 	if &ja[0] != &jb[0] {
 		t.Error("two readers got two encodings of one record")
 	}
 	want, _ := json.Marshal(&flow.Record{Opened: 7, Protocol: flow.TCP})
 	if string(ja) != string(want)+"\n" {
 		t.Errorf("JSON = %s, want %s", ja, want)
+	}
+	r.Write(recs(1, 3)) // entry 0 is now 3 behind the head, past keep=2
+	if a[0].json.Load() != nil {
+		t.Error("an entry past the window kept its encoding")
+	}
+	jc, _ := r.JSON(a[0])
+	if string(jc) != string(ja) || a[0].json.Load() != nil {
+		t.Errorf("an old entry: %s, kept %v", jc, a[0].json.Load() != nil)
+	}
+	// Entry 1 is within the window: kept.
+	e1, _ := r.Read(1, 1, nil)
+	j1, _ := r.JSON(e1[0])
+	if j2, _ := r.JSON(e1[0]); &j1[0] != &j2[0] {
+		t.Error("an entry within the window was encoded twice")
 	}
 }

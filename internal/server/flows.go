@@ -132,7 +132,7 @@ func (s *Server) flows(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
-	st := &stream{w: w, rc: http.NewResponseController(w), timeout: s.limits.WriteTimeout, match: req.match, stats: &s.stats}
+	st := &stream{ring: s.ring, w: w, rc: http.NewResponseController(w), timeout: s.limits.WriteTimeout, match: req.match, stats: &s.stats}
 	oldest, end := s.ring.Bounds()
 	var err error
 	if req.last < 0 {
@@ -246,6 +246,7 @@ func (s *Server) follow(st *stream, r *http.Request, next uint64) error {
 // stream writes JSON lines to one client, each batch under a write deadline
 // so a client that stops reading cannot hold the request forever.
 type stream struct {
+	ring    *ring.Ring
 	w       http.ResponseWriter
 	rc      *http.ResponseController
 	timeout time.Duration
@@ -265,7 +266,7 @@ func (st *stream) entries(es []*ring.Entry) error {
 		if !st.match(&e.Record) {
 			continue
 		}
-		b, err := e.JSON()
+		b, err := st.ring.JSON(e)
 		if err != nil {
 			return err
 		}

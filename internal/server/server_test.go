@@ -345,7 +345,7 @@ func TestOverwrittenDuringReadIsAnnounced(t *testing.T) {
 		{"last 2", func(st *stream) error { return s.writeLast(st, oldest, end, 2) }, "2, 3"},
 	} {
 		w := httptest.NewRecorder()
-		st := &stream{w: w, rc: http.NewResponseController(w), timeout: time.Second, match: func(*flow.Record) bool { return true }, stats: &s.stats}
+		st := &stream{ring: r, w: w, rc: http.NewResponseController(w), timeout: time.Second, match: func(*flow.Record) bool { return true }, stats: &s.stats}
 		if err := tc.read(st); err != nil {
 			t.Fatal(err)
 		}
