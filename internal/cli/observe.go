@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 
 	"github.com/spf13/cobra"
@@ -160,6 +161,9 @@ func (c *apiClient) get(ctx context.Context, path string) (*http.Response, error
 		req.Header.Set("Authorization", c.token)
 	}
 	resp, err := c.http.Do(req)
+	if errors.Is(err, os.ErrPermission) {
+		return nil, fmt.Errorf("ask flowlens: %w (the socket is root's, as flows name processes: run as root)", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("ask flowlens: %w", err)
 	}
