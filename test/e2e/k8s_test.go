@@ -577,3 +577,42 @@ func readyz(a api) (int, string) {
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
+
+// Test 5: a cgroup named like another pod's, anywhere but where kubelet
+// puts pods (here a systemd user's delegated tree, which any user can
+// create), claims nothing: the impostor's connections are named by its own
+// address, and never after the pod whose UID and container id it copied.
+func TestKubernetesCgroupCannotClaimAPod(t *testing.T) {
+	k := newKubeCluster(t)
+	c := k.cp.Client
+	ns := cluster.CreateNamespace(t, c, "spoof")
+	victim := k.a.RunPod(t, c, cluster.PodObject(ns, "victim", map[string]string{"app": "victim"}, nil),
+		netip.MustParseAddr("10.247.1.10"), cluster.PodOptions{})
+	app := k.b.RunPod(t, c, cluster.PodObject(ns, "app", map[string]string{"app": "app"}, nil),
+		netip.MustParseAddr("10.247.2.10"), cluster.PodOptions{})
+	k.waitKnown(t, 2, 2, 1)
+	uid := strings.ReplaceAll(string(victim.UID), "-", "_")
+	impostor := k.a.AddPod(ns, "impostor", victim.UID, netip.MustParseAddr("10.247.1.66"), cluster.PodOptions{
+		ContainerID: victim.ContainerID,
+		CgroupPath: "user.slice/user-1000.slice/user@1000.service/app.slice/kubepods-besteffort-pod" + uid +
+			".slice/cri-containerd-" + victim.ContainerID + ".scope",
+	})
+
+	s := serve(t, app, "0.0.0.0:8080")
+	const n = 5
+	connect(t, impostor, "10.247.2.10:8080", n)
+	stopServer(t, s)
+	recs := k.flowlens.settled(t, q("observer", "client", "from-ip", "10.247.1.66", "to-pod", ns+"/app"), opened(n))
+	if s := sum(recs); s.opened != n {
+		t.Errorf("impostor's connections: %d, want %d", s.opened, n)
+	}
+	for _, r := range recs {
+		if src := r.Source; src.Kind != flow.KindWorld || src.Pod != "" || src.Namespace != "" || src.ContainerID != victim.ContainerID {
+			t.Errorf("impostor's source %+v: want named by address (world), with the container id its cgroup shows", src)
+		}
+	}
+	// Nothing waited for a pod: the path names none.
+	if got := k.metrics(t)[`flowlens_names_early_records_total{result="gave_up"}`]; got != 0 {
+		t.Errorf("early records given up: %v, want 0", got)
+	}
+}

@@ -23,6 +23,10 @@ type PodOptions struct {
 	ContainerID string
 	// ContainerName names the container in the Pod object (default "main").
 	ContainerName string
+	// CgroupPath, if set, is the container cgroup's path below the kubelet
+	// root instead of the kubelet-shaped one: a cgroup a user with a
+	// delegated subtree could make, for tests that check it claims no pod.
+	CgroupPath string
 }
 
 // Pod is a simulated pod: a network namespace (or, for host-network pods, the
@@ -125,7 +129,10 @@ func (node *Node) addPod(namespace, name string, uid types.UID, ip netip.Addr, h
 	n.pods = append(n.pods, p)
 	n.mu.Unlock()
 
-	rel := podCgroupPath(opts.CgroupDriver, opts.QOS, uid, opts.ContainerID)
+	rel := opts.CgroupPath
+	if rel == "" {
+		rel = podCgroupPath(opts.CgroupDriver, opts.QOS, uid, opts.ContainerID)
+	}
 	p.CgroupDir = filepath.Join(n.cgroupRoot, rel)
 	p.podCgroup = filepath.Dir(p.CgroupDir)
 	p.CgroupPath = path.Join(n.cgroup.root, n.Prefix+"kubelet", rel)
