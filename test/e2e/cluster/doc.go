@@ -77,8 +77,12 @@
 //	<cgroup2>/<prefix>kubelet/kubepods.slice/kubepods-besteffort.slice/
 //	    kubepods-besteffort-pod<uid with _>.slice/cri-containerd-<id>.scope      (Systemd)
 //
-// Node.Command runs a process in the node netns, in a per-node cgroup outside
-// kubepods (like a system daemon).
+// <cgroup2>/<prefix>kubelet is what a kubelet's --cgroup-root would be
+// (Network.KubeletCgroupRoot): flowlens must be told it
+// (--kubelet-cgroup-root), since it reads pods only directly below it.
+// PodOptions.CgroupPath puts a container cgroup anywhere else below it, for
+// cgroups that must claim no pod. Node.Command runs a process in the node
+// netns, in a per-node cgroup outside kubepods (like a system daemon).
 //
 // # API objects
 //
