@@ -170,8 +170,13 @@ func (p *Publisher) Publish(recs []flow.Record) {
 	out, capped := p.interval(recs)
 	p.mu.Unlock()
 	for _, c := range capped {
-		p.log.Warn("a source put more records in one interval than the flow buffer takes from one source: the excess is counted, not kept",
-			"source", c.source, "records", c.records, "kept", p.cfg.MaxPerSource)
+		attrs := []any{"source", c.source.String(), "records", c.records, "kept", p.cfg.MaxPerSource}
+		if c.source.cgroup != 0 && p.names.Cgroups != nil {
+			if ctr, ok := p.names.Cgroups.Lookup(c.source.cgroup); ok {
+				attrs = append(attrs, "cgroup_path", ctr.Path)
+			}
+		}
+		p.log.Warn("a source put more records in one interval than the flow buffer takes from one source: the excess is counted, not kept", attrs...)
 	}
 	p.sink(out)
 }
@@ -190,8 +195,8 @@ func (p *Publisher) Stats() Stats {
 
 // cappedSource is a source that passed MaxPerSource in an interval.
 type cappedSource struct {
-	source  string // "cgroup <id>" or "netns <inode>"
-	records int    // records it had in the interval
+	source  source
+	records int // records it had in the interval
 }
 
 // interval is Publish's pure core: it returns the records ready to write,
@@ -344,7 +349,7 @@ func (p *Publisher) capSources(recs []flow.Record) ([]flow.Record, []cappedSourc
 	var capped []cappedSource
 	for s, n := range counts {
 		if n > limit {
-			capped = append(capped, cappedSource{source: s.String(), records: n})
+			capped = append(capped, cappedSource{source: s, records: n})
 		}
 	}
 	return kept, capped
