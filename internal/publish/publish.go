@@ -136,11 +136,16 @@ type Publisher struct {
 	sink  func([]flow.Record)
 	log   *slog.Logger
 
-	mu    sync.Mutex
-	tick  uint64
-	held  []held // oldest first
-	stats Stats
+	mu        sync.Mutex
+	tick      uint64
+	held      []held // oldest first
+	stats     Stats
+	loggedCap uint64 // the interval capped sources were last logged
 }
+
+// capLogEvery is how many intervals apart capped sources are logged: the
+// metric counts every record, the log names who, and a flood lasts.
+const capLogEvery = 60
 
 // held is a record waiting, for its pod (names) and then for its server
 // side, until its deadline.
@@ -168,6 +173,11 @@ func New(cfg Config, names enrich.Enricher, sink func([]flow.Record), log *slog.
 func (p *Publisher) Publish(recs []flow.Record) {
 	p.mu.Lock()
 	out, capped := p.interval(recs)
+	if len(capped) > 0 && p.loggedCap != 0 && p.tick-p.loggedCap < capLogEvery {
+		capped = nil // counted; the log says it once in a while
+	} else if len(capped) > 0 {
+		p.loggedCap = p.tick
+	}
 	p.mu.Unlock()
 	for _, c := range capped {
 		attrs := []any{"source", c.source.String(), "records", c.records, "kept", p.cfg.MaxPerSource}
