@@ -3,58 +3,77 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/flowlens/flowlens/internal/testutil"
 )
 
-// programNames are the eBPF programs flowlens loads (bpftool prints the
-// full name from BTF, not the 15-character object name).
-var programNames = map[string]bool{
-	"on_set_state": true, "on_destroy": true, "on_send": true, "on_recv": true, "on_retransmit": true,
-	"on_send_reset": true, "on_receive_reset": true, "udp_egress": true, "udp_ingress": true,
+// bpfIDs are the ids of every eBPF program, link and map loaded on the host.
+type bpfIDs struct{ progs, links, maps map[uint32]bool }
+
+// loadedBPF lists what bpftool sees loaded, and the programs' names (full,
+// from BTF, where the kernel's own is cut at 15 characters).
+func loadedBPF(t *testing.T) (bpfIDs, map[uint32]string) {
+	t.Helper()
+	ids := bpfIDs{map[uint32]bool{}, map[uint32]bool{}, map[uint32]bool{}}
+	names := map[uint32]string{}
+	for kind, set := range map[string]map[uint32]bool{"prog": ids.progs, "link": ids.links, "map": ids.maps} {
+		out, err := exec.Command("bpftool", "-j", kind, "show").Output()
+		testutil.Must(t, err, "bpftool "+kind+" show")
+		var objs []struct {
+			ID   uint32 `json:"id"`
+			Name string `json:"name"`
+		}
+		testutil.Must(t, json.Unmarshal(out, &objs), "decode bpftool "+kind+" show")
+		for _, o := range objs {
+			set[o.ID] = true
+			if kind == "prog" {
+				names[o.ID] = o.Name
+			}
+		}
+	}
+	return ids, names
 }
 
-// attached counts flowlens programs loaded in the kernel and the links that
-// attach them, as bpftool sees them.
-func attached(t *testing.T) (progs, links int) {
+// attachedHooks is what the agent at addr reports attached: program → target.
+func attachedHooks(t *testing.T, addr string) map[string]string {
 	t.Helper()
-	out, err := exec.Command("bpftool", "-j", "prog", "show").Output()
-	testutil.Must(t, err, "bpftool prog show")
-	var ps []struct {
-		ID   uint32 `json:"id"`
-		Name string `json:"name"`
-	}
-	testutil.Must(t, json.Unmarshal(out, &ps), "decode bpftool prog show")
-	ours := map[uint32]bool{}
-	for _, p := range ps {
-		if programNames[p.Name] {
-			ours[p.ID] = true
+	resp, err := http.Get("http://" + addr + "/metrics")
+	testutil.Must(t, err, "get /metrics")
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	testutil.Must(t, err, "parse /metrics")
+	hooks := map[string]string{}
+	for _, m := range families["flowlens_datapath_hook_attached"].GetMetric() {
+		if m.GetGauge().GetValue() != 1 {
+			continue
 		}
-	}
-	out, err = exec.Command("bpftool", "-j", "link", "show").Output()
-	testutil.Must(t, err, "bpftool link show")
-	var ls []struct {
-		ProgID uint32 `json:"prog_id"`
-	}
-	testutil.Must(t, json.Unmarshal(out, &ls), "decode bpftool link show")
-	for _, l := range ls {
-		if ours[l.ProgID] {
-			links++
+		labels := map[string]string{}
+		for _, l := range m.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
 		}
+		hooks[labels["program"]] = labels["target"]
 	}
-	return len(ours), links
+	return hooks
 }
 
 // Test 6: after `flowlens up` exits — asked to (SIGTERM, SIGINT) or killed
-// (SIGKILL) — none of its programs or links is left in the kernel.
+// (SIGKILL) — none of its programs, links or maps is left in the kernel.
+// What the agent holds is read from its own descriptors, by id, so the
+// package's shared agent, other tests' agents and a developer's own flowlens
+// on the host change nothing.
 func TestNothingLeftAttachedAfterExit(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	if _, err := exec.LookPath("bpftool"); err != nil {
@@ -62,23 +81,82 @@ func TestNothingLeftAttachedAfterExit(t *testing.T) {
 	}
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGKILL} {
 		t.Run(sig.String(), func(t *testing.T) {
-			progs0, links0 := attached(t) // the package's shared agent
-			cmd, _, err := startAgent()
+			cmd, addr, err := startAgent()
 			testutil.Must(t, err, "start a second agent")
-			progs1, links1 := attached(t)
-			if progs1 != progs0+len(programNames) || links1 != links0+len(programNames) {
-				t.Errorf("running: %d programs %d links, want %d and %d", progs1, links1, progs0+len(programNames), links0+len(programNames))
+			t.Cleanup(func() {
+				if cmd.ProcessState == nil {
+					_ = cmd.Process.Kill()
+					_ = cmd.Wait()
+				}
+			})
+			held, err := testutil.HeldBPF(cmd.Process.Pid)
+			testutil.Must(t, err, "read the agent's descriptors")
+			_, names := loadedBPF(t)
+			hooks := attachedHooks(t, addr)
+			if _, ok := hooks["on_set_state"]; !ok {
+				t.Fatalf("the agent reports on_set_state not attached; attached: %v", hooks)
 			}
+
+			// It holds one program per hook it reports attached and nothing
+			// else, and one link to each but the iterators, which it runs on
+			// demand and never attaches.
+			progs, wantProgs := map[string]int{}, map[string]int{}
+			for id := range held.Progs {
+				progs[names[id]]++
+			}
+			links, wantLinks := map[string]int{}, map[string]int{}
+			for _, prog := range held.Links {
+				if !held.Progs[prog] {
+					t.Errorf("a link of the agent attaches program %d (%q), which the agent does not hold", prog, names[prog])
+				}
+				links[names[prog]]++
+			}
+			for prog, target := range hooks {
+				wantProgs[prog] = 1
+				if !strings.HasPrefix(target, "iter/") {
+					wantLinks[prog] = 1
+				}
+			}
+			if !maps.Equal(progs, wantProgs) {
+				t.Errorf("running: programs %v, want %v", progs, wantProgs)
+			}
+			if !maps.Equal(links, wantLinks) {
+				t.Errorf("running: links to %v, want %v", links, wantLinks)
+			}
+			if len(held.Maps) == 0 {
+				t.Error("running: the agent holds no map")
+			}
+
 			testutil.Must(t, cmd.Process.Signal(sig), "signal agent")
 			err = cmd.Wait()
 			if sig != syscall.SIGKILL && err != nil {
 				t.Errorf("flowlens up exited with %v on %s", err, sig)
 			}
 			// Links go with the process's file descriptors at once; the
-			// kernel frees the programs themselves a moment later.
+			// kernel frees programs and maps a moment later. Ids are not
+			// reused while the kernel has fresh ones, so one still listed is
+			// one of the agent's.
 			testutil.Eventually(t, 10*time.Second, func() error {
-				if progs2, links2 := attached(t); progs2 != progs0 || links2 != links0 {
-					return fmt.Errorf("after %s: %d programs %d links left, want %d and %d", sig, progs2, links2, progs0, links0)
+				loaded, _ := loadedBPF(t)
+				var left []string
+				for _, o := range []struct {
+					kind   string
+					held   []uint32
+					loaded map[uint32]bool
+				}{
+					{"program", slices.Collect(maps.Keys(held.Progs)), loaded.progs},
+					{"link", slices.Collect(maps.Keys(held.Links)), loaded.links},
+					{"map", slices.Collect(maps.Keys(held.Maps)), loaded.maps},
+				} {
+					for _, id := range o.held {
+						if o.loaded[id] {
+							left = append(left, fmt.Sprintf("%s %d", o.kind, id))
+						}
+					}
+				}
+				if len(left) > 0 {
+					return fmt.Errorf("after %s, of the agent's %d programs, %d links and %d maps these are left: %s",
+						sig, len(held.Progs), len(held.Links), len(held.Maps), strings.Join(left, ", "))
 				}
 				return nil
 			})
