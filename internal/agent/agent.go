@@ -94,6 +94,8 @@ type Agent struct {
 	dp    *datapath.Datapath
 	table *conntable.Table
 	sink  Sink
+	// finals holds what released UDP entries held when deleted; reused.
+	finals []flow.UDPConversation
 
 	stats statCounters
 	mu    sync.Mutex // guards snap
@@ -221,9 +223,16 @@ func (a *Agent) tick(socks []flow.TCPSocket, convs []flow.UDPConversation, start
 	if convs, err = a.dp.UDPConversations(convs); err != nil {
 		a.stats.readErrors.Add(1)
 		a.log.Warn("read UDP conversations", "err", err)
-	} else if err := a.dp.DeleteUDP(a.table.SyncUDP(convs, monotonicNow())); err != nil {
-		a.stats.readErrors.Add(1)
-		a.log.Warn("release UDP conversations", "err", err)
+	} else {
+		expired := a.table.SyncUDP(convs, monotonicNow())
+		a.finals, err = a.dp.DeleteUDP(expired, a.finals[:0])
+		if err != nil {
+			a.stats.readErrors.Add(1)
+			a.log.Warn("release UDP conversations", "err", err)
+		}
+		for k, i := range expired[:len(a.finals)] {
+			a.table.ReleasedUDP(&convs[i], &a.finals[k])
+		}
 	}
 	a.sink(a.table.Flush(start, now))
 	a.ticks(len(socks), len(convs))

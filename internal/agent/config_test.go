@@ -15,7 +15,7 @@ func TestTableSizedFromKernelMaps(t *testing.T) {
 		wantSockets, wantUDP int
 		wantErr              string
 	}{
-		{nil, 2 * 65536, 13 * 16384, ""},
+		{nil, 2 * 65536, 13 * 65536, ""},
 		{[]string{"--max-tcp-sockets=1000", "--max-udp-flows=100"}, 2000, 1300, ""},
 		{[]string{"--max-udp-flows=100", "--udp-remember=10s"}, 2 * 65536, 300, ""},
 		{[]string{"--max-udp-flows=100", "--max-udp-conversations=5000"}, 2 * 65536, 5000, ""},

@@ -423,6 +423,22 @@ func (t *Table) SyncUDP(live []flow.UDPConversation, now uint64) (expired []int)
 	return expired
 }
 
+// ReleasedUDP accounts what a conversation counted between its read (as
+// given to SyncUDP) and the deletion of its kernel entry: a datagram can
+// land in between, and the deletion returns the entry's final counts.
+func (t *Table) ReleasedUDP(read, final *flow.UDPConversation) {
+	prev := udpCounts{txBytes: read.TxBytes, rxBytes: read.RxBytes, txd: read.TxDatagrams, rxd: read.RxDatagrams}
+	if final.FirstNS != read.FirstNS {
+		prev = udpCounts{} // a new entry made after the read under the same key
+	}
+	initiator := final.Initiator
+	if e, ok := t.convs[convKey{final.Cookie, final.Local, final.Remote}]; ok {
+		initiator = e.initiator
+		e.lastNS = max(e.lastNS, final.LastNS)
+	}
+	t.accountUDP(final, prev, initiator)
+}
+
 func (t *Table) idle(c *flow.UDPConversation, now uint64) bool {
 	return now >= c.LastNS && now-c.LastNS >= uint64(t.cfg.UDPIdle)
 }

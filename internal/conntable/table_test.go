@@ -502,3 +502,32 @@ func TestReconnectAfterEstablishedKeepsBothConnections(t *testing.T) {
 		t.Errorf("opened %d closed %d bytes %d, want 1 (second) 1 (first) 20+5", r.Opened, r.Closed, r.BytesToDst)
 	}
 }
+
+// A datagram that lands between the read of an idle conversation and the
+// deletion of its kernel entry is accounted from the deletion's final
+// counts: a resolver reusing a client port makes that happen.
+func TestReleasedUDPAccountsWhatLandedAfterTheRead(t *testing.T) {
+	const sec = uint64(time.Second)
+	tb := New(Config{})
+	read := flow.UDPConversation{Cookie: 9, Local: server, Remote: client, FirstNS: sec, LastNS: sec,
+		RxBytes: 40, RxDatagrams: 1, TxBytes: 80, TxDatagrams: 1}
+	tb.SyncUDP([]flow.UDPConversation{read}, sec)
+	tb.Flush(t0, t1)
+	expired := tb.SyncUDP([]flow.UDPConversation{read}, 7*sec)
+	if len(expired) != 1 {
+		t.Fatalf("expired %v, want the idle conversation", expired)
+	}
+	final := read
+	final.LastNS, final.RxBytes, final.RxDatagrams = 7*sec, 90, 2 // a new query from the same port
+	tb.ReleasedUDP(&read, &final)
+	r := flushOne(t, tb)
+	if r.DatagramsToDst != 1 || r.BytesToDst != 50 || r.DatagramsToSrc != 0 || r.Observer != "server" {
+		t.Errorf("record %s: datagrams %d→ %d← bytes %d→, want server 1 0 50", r.Observer, r.DatagramsToDst, r.DatagramsToSrc, r.BytesToDst)
+	}
+	// A key made anew after the read counts from zero.
+	fresh := flow.UDPConversation{Cookie: 9, Local: server, Remote: client, FirstNS: 8 * sec, LastNS: 8 * sec, RxBytes: 30, RxDatagrams: 1}
+	tb.ReleasedUDP(&final, &fresh)
+	if r := flushOne(t, tb); r.DatagramsToDst != 1 || r.BytesToDst != 30 {
+		t.Errorf("new entry: datagrams %d bytes %d, want 1 30", r.DatagramsToDst, r.BytesToDst)
+	}
+}

@@ -32,7 +32,7 @@ type Config struct {
 
 // DefaultConfig is what `flowlens up` uses unless told otherwise.
 func DefaultConfig() Config {
-	return Config{TCPSockets: 65536, UDPFlows: 16384, RingBytes: 4 << 20}
+	return Config{TCPSockets: 65536, UDPFlows: 65536, RingBytes: 4 << 20}
 }
 
 func (c *Config) defaults() {
@@ -102,9 +102,9 @@ type Datapath struct {
 	tcpVals   []flowlensTcpState
 	udpKeys   []flowlensUdpKey
 	udpVals   []flowlensUdpStats
-	udpLoaded []flowlensUdpKey // keys of the last UDPConversations result
-	udpOwners []uint64         // the charged cgroup of each, in the same order
-	udpShare  uint32           // per-cgroup UDP share; 0: none
+	udpLoaded []flowlensUdpKey   // keys of the last UDPConversations result
+	udpRead   []flowlensUdpStats // and their values, in the same order
+	udpShare  uint32             // per-cgroup UDP share; 0: none
 	udpUsage  map[uint64]uint32
 }
 
@@ -336,6 +336,18 @@ func (d *Datapath) TCPSockets(dst []flow.TCPSocket) ([]flow.TCPSocket, error) {
 	}
 }
 
+func (d *Datapath) conversation(k *flowlensUdpKey, v *flowlensUdpStats) flow.UDPConversation {
+	local, remote := tuple(&k.Tuple)
+	return flow.UDPConversation{
+		Cookie: k.Cookie, Local: local, Remote: remote,
+		Owner:     d.owner(&v.Owner),
+		Initiator: v.Initiator != 0,
+		FirstNS:   v.FirstNs, LastNS: v.LastNs,
+		TxBytes: v.TxBytes, RxBytes: v.RxBytes,
+		TxDatagrams: v.TxDatagrams, RxDatagrams: v.RxDatagrams,
+	}
+}
+
 // UDPConversations appends every UDP conversation the kernel counts to dst.
 // DeleteUDP takes indexes into the slice it returned.
 func (d *Datapath) UDPConversations(dst []flow.UDPConversation) ([]flow.UDPConversation, error) {
@@ -344,24 +356,16 @@ func (d *Datapath) UDPConversations(dst []flow.UDPConversation) ([]flow.UDPConve
 		d.udpVals = make([]flowlensUdpStats, batchSize)
 	}
 	d.udpLoaded = d.udpLoaded[:0]
-	d.udpOwners = d.udpOwners[:0]
+	d.udpRead = d.udpRead[:0]
 	base := len(dst)
 	var cursor ebpf.MapBatchCursor
 	for {
 		n, err := d.maps.UdpFlows.BatchLookup(&cursor, d.udpKeys, d.udpVals, nil)
 		for i := range n {
 			k, v := &d.udpKeys[i], &d.udpVals[i]
-			local, remote := tuple(&k.Tuple)
-			dst = append(dst, flow.UDPConversation{
-				Cookie: k.Cookie, Local: local, Remote: remote,
-				Owner:     d.owner(&v.Owner),
-				Initiator: v.Initiator != 0,
-				FirstNS:   v.FirstNs, LastNS: v.LastNs,
-				TxBytes: v.TxBytes, RxBytes: v.RxBytes,
-				TxDatagrams: v.TxDatagrams, RxDatagrams: v.RxDatagrams,
-			})
+			dst = append(dst, d.conversation(k, v))
 			d.udpLoaded = append(d.udpLoaded, *k)
-			d.udpOwners = append(d.udpOwners, v.Cgroup)
+			d.udpRead = append(d.udpRead, *v)
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			break
@@ -377,22 +381,38 @@ func (d *Datapath) UDPConversations(dst []flow.UDPConversation) ([]flow.UDPConve
 }
 
 // DeleteUDP releases the kernel entries of the conversations at the given
-// indexes of the last UDPConversations result, then tells the kernel side
-// what each cgroup holds now, for its per-cgroup share.
-func (d *Datapath) DeleteUDP(idx []int) error {
-	if len(idx) > 0 {
-		keys := make([]flowlensUdpKey, 0, len(idx))
-		for _, i := range idx {
-			keys = append(keys, d.udpLoaded[i])
+// indexes of the last UDPConversations result, and appends to final what
+// each entry held when it was deleted (in idx's order; a datagram may have
+// landed since the read). It then tells the kernel side what each cgroup
+// holds now, for its per-cgroup share.
+func (d *Datapath) DeleteUDP(idx []int, final []flow.UDPConversation) ([]flow.UDPConversation, error) {
+	var errs []error
+	for _, i := range idx {
+		k := &d.udpLoaded[i]
+		var v flowlensUdpStats
+		err := d.maps.UdpFlows.LookupAndDelete(k, &v)
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			// Before Linux 5.14: a datagram between the read and the
+			// delete is lost with the entry.
+			err = d.maps.UdpFlows.Delete(k)
+			v = d.udpRead[i]
 		}
-		if _, err := d.maps.UdpFlows.BatchDelete(keys, nil); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("delete udp_flows: %w", err)
+		switch {
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			v = d.udpRead[i]
+		case err != nil:
+			errs = append(errs, err)
+			v = d.udpRead[i]
 		}
+		final = append(final, d.conversation(k, &v))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return final, fmt.Errorf("delete udp_flows: %w", err)
 	}
 	if d.udpShare == 0 {
-		return nil
+		return final, nil
 	}
-	return d.writeUDPUsage(idx)
+	return final, d.writeUDPUsage(idx)
 }
 
 // writeUDPUsage writes udp_usage from the last read less what was just
@@ -405,8 +425,8 @@ func (d *Datapath) writeUDPUsage(deleted []int) error {
 		gone[i] = true
 	}
 	usage := make(map[uint64]uint32)
-	for i, cg := range d.udpOwners {
-		if cg != 0 && !gone[i] {
+	for i := range d.udpRead {
+		if cg := d.udpRead[i].Cgroup; cg != 0 && !gone[i] {
 			usage[cg]++
 		}
 	}

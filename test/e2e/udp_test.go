@@ -236,7 +236,8 @@ func TestSustainedDNSStaysExact(t *testing.T) {
 			stable, prev = 0, cur
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("followers did not settle within 30s: client %+v server %+v", prev[0], prev[1])
+			t.Errorf("followers did not settle within 30s")
+			break
 		}
 	}
 	for side, f := range map[string]*follower{"client": client, "server": server} {
