@@ -94,6 +94,7 @@ func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
 	var names enrich.Enricher
 	reg := prometheus.NewRegistry()
 	var naming metrics.NamesCollector
+	var cgroupPath func(uint64) string // names the sources of overload in the metrics
 	mount, err := cgroup.ReadMount()
 	if cfg.Agent.Datapath.CgroupMount == "" {
 		if err != nil {
@@ -101,14 +102,19 @@ func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
 		}
 		// Inside a cgroup namespace the mount's root is this pod's own
 		// cgroup: attached there, the programs would see only flowlens.
-		if host, nsErr := datapath.InInitCgroupNamespace(); nsErr != nil || !host {
-			return fmt.Errorf("in a cgroup namespace (%v), the cgroup2 mount is not the host's root: mount the host's /sys/fs/cgroup and pass --cgroup-root", nsErr)
+		host, nsErr := datapath.InInitCgroupNamespace()
+		if nsErr != nil {
+			return nsErr
+		}
+		if !host {
+			return errors.New("in a cgroup namespace the cgroup2 mount is this container's own cgroup, not the host's root: mount the host's /sys/fs/cgroup and pass --cgroup-root")
 		}
 		cfg.Agent.Datapath.CgroupMount = mount.Dir
 	}
 	if dir := cfg.Agent.Datapath.CgroupMount; dir != "" {
 		cgroups := cgroup.NewResolver(cgroup.ResolverConfig{Mount: dir, KubeletRoot: cfg.KubeletCgroupRoot})
 		names.Cgroups, naming.Cgroups = cgroups, cgroups.Stats
+		cgroupPath = func(id uint64) string { c, _ := cgroups.Lookup(id); return c.Path }
 	}
 	// Only where v1 hierarchies exist can a pod's cgroup be missing from
 	// its sockets; elsewhere a /proc read per process would only risk a
@@ -135,7 +141,7 @@ func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
 		return fmt.Errorf("start agent: %w", err)
 	}
 	reg.MustRegister(
-		metrics.AgentCollector{Agent: a},
+		metrics.AgentCollector{Agent: a, CgroupName: cgroupPath},
 		metrics.RingCollector{Ring: flows},
 		naming,
 		collectors.NewGoCollector(),

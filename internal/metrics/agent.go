@@ -5,6 +5,8 @@
 package metrics
 
 import (
+	"strconv"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flowlens/flowlens/internal/agent"
@@ -33,6 +35,11 @@ var (
 		"Maximum entries of a kernel map.", []string{"map"}, nil)
 	tableEntries = prometheus.NewDesc("flowlens_agent_table_entries",
 		"Sockets and conversations the connection table remembers.", []string{"kind"}, nil)
+	adopted = prometheus.NewDesc("flowlens_agent_adopted_sockets_total",
+		"TCP sockets first seen already established (open before the agent started): counted from then on, never as opened.", nil, nil)
+	refused = prometheus.NewDesc("flowlens_agent_refused_total",
+		"What the kernel side refused a cgroup because it held its share of a map (sockets for tcp_socks, datagrams for udp_flows): the sources of overload, the 10 noisiest.",
+		[]string{"map", "cgroup"}, nil)
 	flowsEmitted = prometheus.NewDesc("flowlens_agent_flows_emitted_total",
 		"Flow records emitted.", nil, nil)
 	hook = prometheus.NewDesc("flowlens_datapath_hook_attached",
@@ -46,11 +53,29 @@ var (
 )
 
 // AgentCollector reports an agent's health.
-type AgentCollector struct{ Agent AgentSource }
+type AgentCollector struct {
+	Agent AgentSource
+	// CgroupName names a cgroup id in the refusal metrics (its path, or
+	// its pod); nil names it by id.
+	CgroupName func(id uint64) string
+}
+
+// maxRefusers bounds the cgroups named in flowlens_agent_refused_total:
+// the noisiest ones, so the label set stays small.
+const maxRefusers = 10
+
+func (c AgentCollector) cgroupName(id uint64) string {
+	if c.CgroupName != nil {
+		if n := c.CgroupName(id); n != "" {
+			return n
+		}
+	}
+	return strconv.FormatUint(id, 10)
+}
 
 // Describe implements prometheus.Collector.
 func (AgentCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{eventsRead, lost, mapEntries, mapCapacity, tableEntries, flowsEmitted, hook} {
+	for _, d := range []*prometheus.Desc{eventsRead, lost, adopted, refused, mapEntries, mapCapacity, tableEntries, flowsEmitted, hook} {
 		ch <- d
 	}
 }
@@ -70,6 +95,17 @@ func (c AgentCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(lost, s.Kernel.UDPMapFull, "kernel", "udp_map_full")
 	counter(lost, s.Kernel.ListenerMapFull, "kernel", "listener_map_full")
 	counter(lost, s.Kernel.UDPUnparsed, "kernel", "udp_unparsed")
+	counter(lost, s.Kernel.TCPCgroupQuota, "kernel", "tcp_cgroup_share")
+	counter(lost, s.Kernel.UDPCgroupQuota, "kernel", "udp_cgroup_share")
+	counter(adopted, s.Kernel.Adopted)
+	for i, r := range s.Refusals {
+		if i == maxRefusers {
+			break
+		}
+		name := c.cgroupName(r.Cgroup)
+		counter(refused, r.TCP, "tcp_socks", name)
+		counter(refused, r.UDP, "udp_flows", name)
+	}
 	counter(lost, s.DecodeErrors, "userspace", "decode_error")
 	counter(lost, s.ReadErrors, "userspace", "map_read_error")
 	counter(lost, s.Table.SocketsUntracked, "userspace", "table_full_tcp")
