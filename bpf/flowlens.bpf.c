@@ -320,11 +320,13 @@ static __always_inline struct tcp_state *track(const struct sock *sk, __u8 role,
 	return bpf_map_lookup_elem(&tcp_socks, &key);
 }
 
+/* The port comes from inet_sport, not skc_num: at a listener's TCP_CLOSE,
+ * inet_put_port() has zeroed skc_num unless the port was bound explicitly. */
 static __always_inline struct listener_key listener_key_of(const struct sock *sk)
 {
 	struct listener_key lk = {
 		.netns = sock_netns(sk),
-		.port = BPF_CORE_READ(sk, __sk_common.skc_num),
+		.port = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport)),
 		.family = BPF_CORE_READ(sk, __sk_common.skc_family),
 	};
 

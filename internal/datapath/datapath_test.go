@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -92,4 +93,75 @@ func TestOpenAttachAndSeeAConnection(t *testing.T) {
 	if s.Cookie == 0 || s.Remote.Addr().String() != "127.0.0.1" {
 		t.Errorf("cookie %d remote %s", s.Cookie, s.Remote)
 	}
+}
+
+// listenerSockets reads how many listening sockets the kernel side counts
+// on a port of this process's network namespace, by address family.
+func listenerSockets(t *testing.T, d *Datapath, port uint16) map[uint16]uint32 {
+	t.Helper()
+	var (
+		k   flowlensListenerKey
+		v   flowlensListenInfo
+		out = map[uint16]uint32{}
+	)
+	it := d.maps.Listeners.Iterate()
+	for it.Next(&k, &v) {
+		if k.Port == port {
+			out[k.Family] = v.Sockets
+		}
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// A v4 and a v6 listener on one port are two listeners, and a listener
+// closed by another process than the one that opened it (an inherited
+// socket, a handed-over one) is forgotten all the same.
+func TestListenersByFamilyAndWhoeverCloses(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	d, err := Open(Config{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	// Plain TCP: an MPTCP listener (Go's default) is counted through its
+	// TCP subflow just the same, but one kind keeps the test simple.
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	ln4, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+	testutil.Must(t, err, "listen v4")
+	port := uint16(ln4.Addr().(*net.TCPAddr).Port)
+	ln6, err := lc.Listen(context.Background(), "tcp6", fmt.Sprintf("[::1]:%d", port))
+	testutil.Must(t, err, "listen v6 on the same port")
+	if got := listenerSockets(t, d, port); got[afInet] != 1 || got[afInet6] != 1 || len(got) != 2 {
+		t.Fatalf("listeners on port %d by family: %v, want one v4 and one v6", port, got)
+	}
+	testutil.Must(t, ln6.Close(), "close v6 listener")
+	if got := listenerSockets(t, d, port); got[afInet] != 1 || len(got) != 1 {
+		t.Fatalf("after closing the v6 listener: %v, want the v4 one only", got)
+	}
+
+	// A child inherits the v4 listener; this process lets go of it, and the
+	// socket closes when the child exits.
+	f, err := ln4.(*net.TCPListener).File()
+	testutil.Must(t, err, "listener file")
+	child := exec.Command("sleep", "30")
+	child.ExtraFiles = []*os.File{f}
+	testutil.Must(t, child.Start(), "start child")
+	f.Close()
+	ln4.Close()
+	if got := listenerSockets(t, d, port); got[afInet] != 1 {
+		t.Fatalf("while the child holds it: %v, want the v4 listener", got)
+	}
+	testutil.Must(t, child.Process.Kill(), "kill child")
+	_ = child.Wait()
+	// The kernel may release the socket after the child is reaped.
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if got := listenerSockets(t, d, port); len(got) != 0 {
+			return fmt.Errorf("after the child closed it: %v, want no listener", got)
+		}
+		return nil
+	})
 }
