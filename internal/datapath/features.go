@@ -54,6 +54,11 @@ func Probe(cgroupMount string) []Feature {
 			add(h.Target, usedFor[h.Program], herr)
 		}
 	}
+	mptcp := errors.New("kernel built without MPTCP: nothing to attribute")
+	if ok, err := kernelHasType("mptcp_sock"); err != nil || ok {
+		mptcp = err
+	}
+	add("MPTCP (mptcp_sock in BTF)", "bytes of MPTCP sockets (Go listens with MPTCP), attributed to their subflow", mptcp)
 	err = errors.New("no cgroup2 mount")
 	if cgroupMount != "" {
 		err = features.HaveProgramType(ebpf.CGroupSKB)
