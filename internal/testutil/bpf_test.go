@@ -2,6 +2,8 @@ package testutil
 
 import (
 	"maps"
+
+	"github.com/flowlens/flowlens/internal/bpffd"
 	"os"
 	"strings"
 	"testing"
@@ -19,11 +21,14 @@ const (
 
 func TestBPFHeldAdd(t *testing.T) {
 	h := BPFHeld{Progs: map[uint32]bool{}, Maps: map[uint32]bool{}, Links: map[uint32]uint32{}}
-	for _, d := range []struct{ kind, fdinfo string }{
+	for _, d := range []struct {
+		kind   bpffd.Kind
+		fdinfo string
+	}{
 		{"prog", progFdinfo}, {"prog", progFdinfo}, // a dup'ed descriptor is one program
 		{"map", mapFdinfo}, {"link", linkFdinfo},
 	} {
-		if err := h.add(d.kind, d.fdinfo); err != nil {
+		if err := h.add(d.kind, bpffd.Parse(d.fdinfo)); err != nil {
 			t.Fatalf("add %s: %v", d.kind, err)
 		}
 	}
@@ -37,12 +42,15 @@ func TestBPFHeldAdd(t *testing.T) {
 		t.Errorf("links %v, want %v", h.Links, want)
 	}
 
-	for _, bad := range []struct{ kind, fdinfo string }{
+	for _, bad := range []struct {
+		kind   bpffd.Kind
+		fdinfo string
+	}{
 		{"prog", strings.Replace(progFdinfo, "prog_id:\t503", "prog_id:\t0", 1)},
 		{"map", strings.Replace(mapFdinfo, "map_id:", "map_ix:", 1)},
 		{"link", strings.Replace(linkFdinfo, "prog_id:\t504", "prog_id:\t4294967296", 1)},
 	} {
-		if err := h.add(bad.kind, bad.fdinfo); err == nil {
+		if err := h.add(bad.kind, bpffd.Parse(bad.fdinfo)); err == nil {
 			t.Errorf("add %s %q: no error", bad.kind, bad.fdinfo)
 		}
 	}
@@ -69,7 +77,7 @@ func FuzzBPFHeldAdd(f *testing.F) {
 	f.Add("link", linkFdinfo)
 	f.Fuzz(func(t *testing.T, kind, fdinfo string) {
 		h := BPFHeld{Progs: map[uint32]bool{}, Maps: map[uint32]bool{}, Links: map[uint32]uint32{}}
-		err := h.add(kind, fdinfo)
+		err := h.add(bpffd.Kind(kind), bpffd.Parse(fdinfo))
 		n := len(h.Progs) + len(h.Maps) + len(h.Links)
 		switch {
 		case err != nil && n != 0:

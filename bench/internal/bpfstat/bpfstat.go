@@ -1,20 +1,16 @@
 // Package bpfstat finds the eBPF programs and maps a process holds and what
 // they cost: run time and run count (with BPF stats enabled) and locked
 // memory. Ownership comes from the process's own file descriptors
-// (/proc/<pid>/fdinfo), which is exact even when other agents load programs
+// (internal/bpffd), which is exact even when other agents load programs
 // with the same names; bpftool's JSON adds the names.
 package bpfstat
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
-	"os"
-	"path/filepath"
 	"sort"
-	"strconv"
-	"strings"
+
+	"github.com/flowlens/flowlens/internal/bpffd"
 )
 
 // Prog is one program's counters.
@@ -42,72 +38,28 @@ type Snapshot struct {
 	Maps  map[uint32]Map
 }
 
-// ParseFdinfo reads "key:\tvalue" lines.
-func ParseFdinfo(r io.Reader) map[string]string {
-	out := map[string]string{}
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if ok {
-			out[strings.TrimSpace(k)] = strings.TrimSpace(v)
-		}
-	}
-	return out
-}
-
-func num(m map[string]string, k string) uint64 {
-	n, _ := strconv.ParseUint(m[k], 10, 64)
-	return n
-}
-
-// FromFdinfo adds one descriptor's fdinfo to s; kind is "prog" or "map".
-func (s *Snapshot) FromFdinfo(kind string, info map[string]string) {
+// FromFdinfo adds one descriptor's fdinfo to s; links are not counted.
+func (s *Snapshot) FromFdinfo(kind bpffd.Kind, info bpffd.Info) {
 	switch kind {
-	case "prog":
-		id := uint32(num(info, "prog_id"))
-		if id == 0 {
-			return
+	case bpffd.Prog:
+		if id, err := info.ID("prog_id"); err == nil {
+			s.Progs[id] = Prog{ID: id, RunTimeNS: info.Uint("run_time_ns"), RunCnt: info.Uint("run_cnt"), Memlock: info.Uint("memlock")}
 		}
-		s.Progs[id] = Prog{ID: id, RunTimeNS: num(info, "run_time_ns"), RunCnt: num(info, "run_cnt"), Memlock: num(info, "memlock")}
-	case "map":
-		id := uint32(num(info, "map_id"))
-		if id == 0 {
-			return
+	case bpffd.Map:
+		if id, err := info.ID("map_id"); err == nil {
+			s.Maps[id] = Map{ID: id, MaxEntries: uint32(info.Uint("max_entries")), Memlock: info.Uint("memlock")}
 		}
-		s.Maps[id] = Map{ID: id, MaxEntries: uint32(num(info, "max_entries")), Memlock: num(info, "memlock")}
 	}
 }
 
 // Read walks the descriptors of pid.
 func Read(pid int) (Snapshot, error) {
 	s := Snapshot{Progs: map[uint32]Prog{}, Maps: map[uint32]Map{}}
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return s, err
-	}
-	for _, e := range ents {
-		link, err := os.Readlink(filepath.Join(dir, e.Name()))
-		if err != nil {
-			continue
-		}
-		var kind string
-		switch link {
-		case "anon_inode:bpf-prog":
-			kind = "prog"
-		case "anon_inode:bpf-map":
-			kind = "map"
-		default:
-			continue
-		}
-		f, err := os.Open(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, e.Name()))
-		if err != nil {
-			continue
-		}
-		s.FromFdinfo(kind, ParseFdinfo(f))
-		f.Close()
-	}
-	return s, nil
+	err := bpffd.Walk(pid, func(kind bpffd.Kind, info bpffd.Info) error {
+		s.FromFdinfo(kind, info)
+		return nil
+	})
+	return s, err
 }
 
 // Names fills program and map names and types from `bpftool prog show -j`

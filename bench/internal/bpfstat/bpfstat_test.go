@@ -2,8 +2,9 @@ package bpfstat
 
 import (
 	"os"
-	"strings"
 	"testing"
+
+	"github.com/flowlens/flowlens/internal/bpffd"
 )
 
 const progFdinfo = "pos:\t0\nflags:\t02000002\nprog_type:\t26\nprog_jited:\t1\nprog_tag:\t7ffd544cd6a52c52\nmemlock:\t4096\nprog_id:\t53\nrun_time_ns:\t1500\nrun_cnt:\t10\nrecursion_misses:\t0\n"
@@ -11,9 +12,9 @@ const mapFdinfo = "pos:\t0\nmap_type:\t1\nkey_size:\t8\nvalue_size:\t144\nmax_en
 
 func TestSnapshotDiffAndNames(t *testing.T) {
 	before := Snapshot{Progs: map[uint32]Prog{}, Maps: map[uint32]Map{}}
-	before.FromFdinfo("prog", ParseFdinfo(strings.NewReader(progFdinfo)))
-	before.FromFdinfo("map", ParseFdinfo(strings.NewReader(mapFdinfo)))
-	before.FromFdinfo("prog", map[string]string{"pos": "0"}) // no id: ignored
+	before.FromFdinfo(bpffd.Prog, bpffd.Parse(progFdinfo))
+	before.FromFdinfo(bpffd.Map, bpffd.Parse(mapFdinfo))
+	before.FromFdinfo(bpffd.Prog, bpffd.Info{"pos": "0"}) // no id: ignored
 	after := Snapshot{Progs: map[uint32]Prog{
 		53: {ID: 53, RunTimeNS: 101500, RunCnt: 510},
 		54: {ID: 54, RunTimeNS: 900, RunCnt: 3},     // new: not in before
