@@ -6,6 +6,7 @@ package e2e
 import (
 	"bufio"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net"
 	"net/http"
@@ -33,8 +34,9 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	if os.Geteuid() != 0 {
-		return m.Run() // privileged tests skip themselves
+	flag.Parse()
+	if os.Geteuid() != 0 || testing.Short() {
+		return m.Run() // privileged tests skip themselves: no agent to start
 	}
 	dir, err := os.MkdirTemp("", "flowlens-e2e-")
 	if err != nil {

@@ -13,13 +13,15 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/flowlens/flowlens/internal/testutil"
 )
 
 // TestControlPlane starts etcd and kube-apiserver, creates a topology and its
 // API objects (every workload kind), checks what reads back, checks RBAC for
 // a non-admin identity, and restarts the apiserver.
 func TestControlPlane(t *testing.T) {
-	RequireRoot(t)
+	testutil.RequirePrivileged(t)
 	bin := probe(t)
 	cp := StartControlPlane(t)
 	c := cp.Client

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -35,15 +34,6 @@ func randomHex(n int) string {
 		panic(err) // crypto/rand never fails on Linux
 	}
 	return hex.EncodeToString(b)
-}
-
-// RequireRoot skips the test when it cannot create namespaces, cgroups and
-// iptables rules.
-func RequireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("cluster harness needs root (network namespaces, cgroups, iptables): run as root")
-	}
 }
 
 // BuildProgram builds the main package in dir (relative to the test's working

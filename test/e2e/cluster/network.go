@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/flowlens/flowlens/internal/testutil"
 )
 
 // netnsDir is where `ip netns add` bind-mounts named namespaces.
@@ -88,7 +90,7 @@ func (n *Network) podVethPod() string        { return n.Prefix + "eth0" }
 // Everything is removed at t.Cleanup, or on SIGINT/SIGTERM.
 func NewNetwork(t testing.TB) *Network {
 	t.Helper()
-	RequireRoot(t)
+	testutil.RequirePrivileged(t)
 	sweepLeftovers(t)
 	cg, err := cgroup2Mount()
 	if err != nil {

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/flowlens/flowlens/internal/testutil"
 )
 
 var probeOnce struct {
@@ -131,7 +133,7 @@ func twoNodes(t *testing.T) (*Network, *Node, *Node) {
 }
 
 func TestPodToPodAcrossNodes(t *testing.T) {
-	RequireRoot(t)
+	testutil.RequirePrivileged(t)
 	bin := probe(t)
 	_, a, b := twoNodes(t)
 	client := a.AddPod("default", "client", uid("11111111-1111-1111-1111-111111111111"), netip.MustParseAddr("10.244.1.10"), PodOptions{})
@@ -160,7 +162,7 @@ func TestPodToPodAcrossNodes(t *testing.T) {
 }
 
 func TestClusterIPRoundRobin(t *testing.T) {
-	RequireRoot(t)
+	testutil.RequirePrivileged(t)
 	bin := probe(t)
 	n, a, b := twoNodes(t)
 	client := a.AddPod("default", "client", uid("11111111-0000-0000-0000-000000000001"), netip.MustParseAddr("10.244.1.10"), PodOptions{})
@@ -221,7 +223,7 @@ func procCgroup(t *testing.T, pid int) string {
 }
 
 func TestPodCommandCgroupAndNetns(t *testing.T) {
-	RequireRoot(t)
+	testutil.RequirePrivileged(t)
 	bin := probe(t)
 	n := NewNetwork(t)
 	node := n.AddNode("node-a", netip.MustParsePrefix("10.244.1.0/24"))
@@ -294,7 +296,7 @@ func TestPodCommandCgroupAndNetns(t *testing.T) {
 // running in a pod, and checks that after the subtest's cleanup nothing with
 // the prefix remains: no netns, no link in the host, no cgroup, no process.
 func TestTeardownLeavesNothing(t *testing.T) {
-	RequireRoot(t)
+	testutil.RequirePrivileged(t)
 	bin := probe(t)
 	var prefix string
 	var cmd *exec.Cmd
