@@ -50,6 +50,16 @@ struct {
 	__type(value, struct listen_info);
 } listeners SEC(".maps");
 
+/* The agent's own sockets that existed before its programs were attached,
+ * by cookie, filled by the agent before it walks: neither the walk nor a
+ * handshake that completes later may take them for traffic. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, __u8);
+} self_socks SEC(".maps");
+
 /* tcp_socks entries per cgroup, counted here as entries come and go. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -186,6 +196,13 @@ static __always_inline void owner_task(struct owner *o)
 static __always_inline int is_self(void)
 {
 	return self_pid && (bpf_get_current_pid_tgid() >> 32) == self_pid;
+}
+
+static __always_inline int self_socket(const struct sock *sk)
+{
+	__u64 cookie = bpf_get_socket_cookie((void *)sk);
+
+	return bpf_map_lookup_elem(&self_socks, &cookie) != NULL;
 }
 
 /* Cumulative counters the TCP stack already keeps; copying them is cheaper
@@ -477,9 +494,13 @@ int BPF_PROG(on_set_state, const struct sock *sk, const int oldstate, const int 
 	case TCP_ESTABLISHED:
 		if (oldstate == TCP_SYN_SENT) {
 			st = bpf_map_lookup_elem(&tcp_socks, &key);
-			/* A connect that began before the agent: owner is filled on first I/O. */
-			if (!st)
+			/* A connect that began before the agent: owner is filled
+			 * on first I/O, unless it is the agent's own. */
+			if (!st) {
+				if (self_socket(sk))
+					return 0;
 				st = track(sk, ROLE_CLIENT, NULL, OWNER_NONE, 0, 0);
+			}
 		} else if (oldstate == TCP_SYN_RECV) {
 			l = listener_of(sk);
 			if (l && self_pid && l->owner.pid == self_pid)
@@ -577,7 +598,7 @@ int walk_tcp(struct bpf_iter__tcp *ctx)
 	if (!connected_state(state))
 		return 0;
 	key = (__u64)sk;
-	if (bpf_map_lookup_elem(&tcp_socks, &key))
+	if (bpf_map_lookup_elem(&tcp_socks, &key) || self_socket(sk))
 		return 0;
 	adopt(sk, NULL);
 	return 0;

@@ -165,3 +165,61 @@ func TestListenersByFamilyAndWhoeverCloses(t *testing.T) {
 		return nil
 	})
 }
+
+// socketsOnPort reads the tracked TCP sockets with port at either end.
+func socketsOnPort(t *testing.T, d *Datapath, port uint16) []flow.TCPSocket {
+	t.Helper()
+	all, err := d.TCPSockets(nil)
+	testutil.Must(t, err, "read tcp_socks")
+	var out []flow.TCPSocket
+	for _, s := range all {
+		if s.Local.Port() == port || s.Remote.Port() == port {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// The start-up walk adopts another process's connection that was open
+// before the agent, from a baseline and never as opened, and leaves the
+// agent's own connections alone: this test process is the agent here.
+func TestWalkAdoptsOthersAndSkipsOwnSockets(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	testutil.Must(t, err, "listen")
+	defer ln.Close()
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	own, err := net.Dial("tcp4", ln.Addr().String())
+	testutil.Must(t, err, "own connection")
+	defer own.Close()
+	ownPeer, err := ln.Accept()
+	testutil.Must(t, err, "accept own connection")
+	defer ownPeer.Close()
+	// Another process's connection to this one, held open.
+	child := exec.Command("bash", "-c", fmt.Sprintf("exec 3<>/dev/tcp/127.0.0.1/%d; printf x >&3; sleep 30", port))
+	testutil.Must(t, child.Start(), "start child")
+	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
+	theirs, err := ln.Accept()
+	testutil.Must(t, err, "accept the child's connection")
+	defer theirs.Close()
+	if _, err := io.ReadFull(theirs, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+
+	d, err := Open(Config{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	testutil.Must(t, err, "open")
+	defer d.Close()
+	walked, err := d.WalkTCP()
+	testutil.Must(t, err, "walk")
+	if walked < 1 {
+		t.Fatalf("walked %d namespaces", walked)
+	}
+	socks := socketsOnPort(t, d, port)
+	if len(socks) != 1 {
+		t.Fatalf("tracked %d sockets on port %d, want only the child's: %+v", len(socks), port, socks)
+	}
+	s := socks[0]
+	if !s.Adopted || !s.Established || s.Role != flow.RoleClient || s.Remote.Port() != port || s.BytesSent != 0 || s.SegsOut != 0 {
+		t.Errorf("child's socket %+v, want adopted, established, client, counters from zero", s)
+	}
+}

@@ -170,6 +170,7 @@ const (
 	flowlensMapEvents              = "events"
 	flowlensMapListeners           = "listeners"
 	flowlensMapRefused             = "refused"
+	flowlensMapSelfSocks           = "self_socks"
 	flowlensMapTcpSocks            = "tcp_socks"
 	flowlensMapTcpUsage            = "tcp_usage"
 	flowlensMapUdpFlows            = "udp_flows"
@@ -275,6 +276,7 @@ type flowlensMapSpecs struct {
 	Events    *ebpf.MapSpec `ebpf:"events"`
 	Listeners *ebpf.MapSpec `ebpf:"listeners"`
 	Refused   *ebpf.MapSpec `ebpf:"refused"`
+	SelfSocks *ebpf.MapSpec `ebpf:"self_socks"`
 	TcpSocks  *ebpf.MapSpec `ebpf:"tcp_socks"`
 	TcpUsage  *ebpf.MapSpec `ebpf:"tcp_usage"`
 	UdpFlows  *ebpf.MapSpec `ebpf:"udp_flows"`
@@ -328,6 +330,7 @@ type flowlensMaps struct {
 	Events    *ebpf.Map `ebpf:"events"`
 	Listeners *ebpf.Map `ebpf:"listeners"`
 	Refused   *ebpf.Map `ebpf:"refused"`
+	SelfSocks *ebpf.Map `ebpf:"self_socks"`
 	TcpSocks  *ebpf.Map `ebpf:"tcp_socks"`
 	TcpUsage  *ebpf.Map `ebpf:"tcp_usage"`
 	UdpFlows  *ebpf.Map `ebpf:"udp_flows"`
@@ -341,6 +344,7 @@ func (m *flowlensMaps) Close() error {
 		m.Events,
 		m.Listeners,
 		m.Refused,
+		m.SelfSocks,
 		m.TcpSocks,
 		m.TcpUsage,
 		m.UdpFlows,

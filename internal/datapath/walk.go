@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"syscall"
 
 	"github.com/cilium/ebpf/link"
@@ -24,6 +25,9 @@ import (
 func (d *Datapath) WalkTCP() (int, error) {
 	if d.walk == nil {
 		return 0, nil
+	}
+	if err := d.markOwnSockets(); err != nil {
+		return 0, err
 	}
 	it, err := link.AttachIter(link.IterOptions{Program: d.walk})
 	if err != nil {
@@ -105,4 +109,29 @@ func netnsPaths() []string {
 		add(p)
 	}
 	return out
+}
+
+// markOwnSockets tells the kernel side the cookies of this process's own
+// sockets (an API server connection made before the programs were
+// attached), so that neither the walk nor a handshake completing later
+// takes them for traffic. Sockets opened afterwards are known by the pid.
+func (d *Datapath) markOwnSockets() error {
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return fmt.Errorf("list own descriptors: %w", err)
+	}
+	for _, e := range fds {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cookie, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE)
+		if err != nil {
+			continue // not a socket, or closed since the listing
+		}
+		if err := d.maps.SelfSocks.Put(cookie, uint8(1)); err != nil {
+			return fmt.Errorf("mark own socket: %w", err)
+		}
+	}
+	return nil
 }
