@@ -64,9 +64,11 @@ type Config struct {
 	// and are counted. Default 65536.
 	MaxHeld int
 	// MaxPerSource is how many records one source may put in the ring per
-	// interval: 0 means a quarter of RingSize (so others' records outlive
-	// a flood by at least four intervals; no cap without a RingSize), -1
-	// no cap.
+	// interval: 0 means half of RingSize (a source past it would turn the
+	// whole ring over within two intervals; no cap without a RingSize), -1
+	// no cap. Half, not less: the cap is a loss for the source it holds
+	// back, and one busy pod's 10,000 short connections per second (20,000
+	// records, both sides on the node) must stay exact by default.
 	MaxPerSource int
 	// RingSize is the capacity of the ring the records go to.
 	RingSize int
@@ -82,7 +84,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Hold, "hold", c.Hold,
 		"intervals a record waits for its pod's Kubernetes metadata and for the server side of its connection")
 	fs.IntVar(&c.MaxPerSource, "max-records-per-source", c.MaxPerSource,
-		"records one cgroup (or network namespace) may put in the flow buffer per interval; the excess is counted (0: a quarter of the buffer, -1: no cap)")
+		"records one cgroup (or network namespace) may put in the flow buffer per interval; the excess is counted (0: half the buffer, -1: no cap)")
 }
 
 // Validate reports an unusable policy.
@@ -105,7 +107,7 @@ func (c *Config) defaults() {
 		c.MaxHeld = d.MaxHeld
 	}
 	if c.MaxPerSource == 0 {
-		c.MaxPerSource = c.RingSize / 4
+		c.MaxPerSource = c.RingSize / 2
 		if c.MaxPerSource == 0 { // no ring size given, or a ring too small to share
 			c.MaxPerSource = -1
 		}

@@ -256,8 +256,8 @@ func TestCapPerSource(t *testing.T) {
 	}
 }
 
-func TestCapDefaultsToAQuarterOfTheRing(t *testing.T) {
-	for _, tc := range []struct{ max, ring, want int }{{0, 1 << 16, 1 << 14}, {0, 3, -1}, {0, 0, -1}, {-1, 1 << 16, -1}, {7, 1 << 16, 7}} {
+func TestCapDefaultsToHalfTheRing(t *testing.T) {
+	for _, tc := range []struct{ max, ring, want int }{{0, 1 << 16, 1 << 15}, {0, 1, -1}, {0, 0, -1}, {-1, 1 << 16, -1}, {7, 1 << 16, 7}} {
 		p := New(Config{MaxPerSource: tc.max, RingSize: tc.ring}, enrich.Enricher{}, func([]flow.Record) {}, nil)
 		if p.cfg.MaxPerSource != tc.want {
 			t.Errorf("MaxPerSource %d with a ring of %d: %d, want %d", tc.max, tc.ring, p.cfg.MaxPerSource, tc.want)
