@@ -245,6 +245,9 @@ func (p *Publisher) interval(recs []flow.Record) ([]flow.Record, []cappedSource)
 		}
 		joining = append(joining, h)
 	}
+	// Records that need no wait stay where they are in recs, compacted,
+	// and are copied only where the join must hold some of them back.
+	ready := recs[:0]
 	for i := range recs {
 		r := &recs[i]
 		if p.names.Record(r) {
@@ -254,13 +257,27 @@ func (p *Publisher) interval(recs []flow.Record) ([]flow.Record, []cappedSource)
 			}
 			p.stats.Overflow++
 		}
-		joining = append(joining, held{rec: *r, deadline: p.tick + hold})
+		if p.join != nil {
+			joining = append(joining, held{rec: *r, deadline: p.tick + hold})
+		} else if len(ready) != i {
+			ready = append(ready, *r)
+		} else {
+			ready = ready[:i+1]
+		}
 	}
 	// 2. The join: learn every side that has its names, then match.
-	out := p.out[:0]
+	// Without one (no cluster identity: no address is ambiguous) what is
+	// ready goes out, after what waited for its names.
+	out := ready
+	if len(joining) > 0 {
+		out = p.out[:0]
+	}
 	if p.join == nil {
-		for _, h := range joining {
-			out = append(out, h.rec)
+		if len(joining) > 0 {
+			for _, h := range joining {
+				out = append(out, h.rec)
+			}
+			out = append(out, ready...)
 		}
 	} else {
 		for i := range joining {
@@ -290,7 +307,9 @@ func (p *Publisher) interval(recs []flow.Record) ([]flow.Record, []cappedSource)
 	clear(joining)
 	p.joining = joining[:0]
 	out, capped := p.capSources(out)
-	p.out = out[:0]
+	if len(joining) > 0 {
+		p.out = out[:0]
+	}
 	return out, capped
 }
 
