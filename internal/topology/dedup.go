@@ -1,0 +1,253 @@
+package topology
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/flowlens/flowlens/internal/flow"
+)
+
+// The dedup rule. A connection observed on both ends arrives as two
+// streams of records, the client's and the server's. Each connection is
+// counted from exactly one side, chosen once:
+//
+//   - the client's, when its client record is known by the time the
+//     connection is first counted: connections, failures, bytes and RTT
+//     come from the client's records only, the edge is named as the client
+//     saw it (a Service stays the Service), and the destination takes the
+//     process (command, container) that only the server's records name;
+//   - the server's, when a server record waited Hold batches and no
+//     client record came: the client is not observed (outside the
+//     cluster, or on a node without an agent).
+//
+// Retransmits are the exception: each side counts only the segments it
+// sent again (the client's are retransmits_to_destination, the server's
+// retransmits_to_source), so they are taken from both sides' records and
+// added onto the edge of the counted side; no segment is counted twice.
+//
+// Two records are of one connection when they have the same protocol and
+// client address and port, their connection_start is within the join's
+// tolerance (the server side begins between MaxSkew before and
+// MaxSynDelay+MaxSkew after the client), and the server's address and
+// port are the client's destination, or the client dialed a Service or
+// node address and the join named the same backend pod (or none).
+
+type side uint8
+
+const (
+	sideNone side = iota
+	sideClient
+	sideServer
+)
+
+type connKey struct {
+	proto  flow.Protocol
+	client netip.AddrPort
+}
+
+// conn is one connection in the dedup index.
+type conn struct {
+	seenClient, seenServer   bool
+	clientStart, serverStart time.Time
+	clientDst                flow.Endpoint // where the client says it connected
+	serverDst                flow.Endpoint // the server's own socket: its process
+	serverNode               string        // the host that observed the server
+
+	counted side
+	edge    edgeKey       // the counted side's edge, for the other side's retransmits
+	held    []flow.Record // server records waiting for their client
+	heldAt  uint64        // the tick the first of them came
+	expires uint64        // the tick after which the connection is forgotten
+}
+
+// perKey bounds the connections of one client address and port: more at
+// once means an unconnected UDP socket talking to many peers.
+const perKey = 16
+
+type connIndex struct {
+	byKey map[connKey][]*conn
+	count int
+}
+
+func connKeyOf(r *flow.Record) connKey {
+	return connKey{r.Protocol, netip.AddrPortFrom(r.Source.IP, r.Source.Port)}
+}
+
+// learn finds (or indexes) r's connection and notes r's side on it; nil
+// when the index is full.
+func (ix *connIndex) learn(r *flow.Record, s *Store) *conn {
+	k := connKeyOf(r)
+	client := r.Observer != flow.RoleServer.String()
+	c := ix.find(k, r, client, &s.cfg)
+	if c == nil {
+		if ix.count >= s.cfg.MaxConnections {
+			return nil
+		}
+		c = &conn{}
+		list := ix.byKey[k]
+		if len(list) >= perKey { // give way: the one forgotten soonest goes
+			i := 0
+			for j := range list {
+				if list[j].expires < list[i].expires {
+					i = j
+				}
+			}
+			s.release(list[i])
+			list = slices.Delete(list, i, i+1)
+			ix.count--
+		}
+		ix.byKey[k] = append(list, c)
+		ix.count++
+	}
+	if client {
+		c.seenClient, c.clientStart, c.clientDst = true, r.ConnStart, r.Destination
+	} else {
+		c.seenServer, c.serverStart, c.serverDst, c.serverNode = true, r.ConnStart, r.Destination, r.Node
+	}
+	ttl := uint64(s.cfg.Remember)
+	if r.Verdict != flow.VerdictEstablished {
+		ttl = uint64(s.cfg.Linger)
+	}
+	c.expires = max(c.expires, s.tick+ttl)
+	return c
+}
+
+// find returns the indexed connection r belongs to, or nil: the same
+// side's record of the same start, or the other side's within tolerance,
+// whichever is closest.
+func (ix *connIndex) find(k connKey, r *flow.Record, client bool, cfg *Config) *conn {
+	var (
+		best *conn
+		gap  time.Duration
+	)
+	for _, c := range ix.byKey[k] {
+		var d time.Duration
+		switch {
+		case client && c.seenClient:
+			d = c.clientStart.Sub(r.ConnStart)
+			if d.Abs() > cfg.MaxSkew {
+				continue
+			}
+		case !client && c.seenServer:
+			d = c.serverStart.Sub(r.ConnStart)
+			if d.Abs() > cfg.MaxSkew {
+				continue
+			}
+		case client: // a server side waiting for its client
+			d = c.serverStart.Sub(r.ConnStart)
+			if d < -cfg.MaxSkew || d > cfg.MaxSynDelay+cfg.MaxSkew || !sameServer(&r.Destination, &c.serverDst) {
+				continue
+			}
+		default: // a client side, and this its server
+			d = r.ConnStart.Sub(c.clientStart)
+			if d < -cfg.MaxSkew || d > cfg.MaxSynDelay+cfg.MaxSkew || !sameServer(&c.clientDst, &r.Destination) {
+				continue
+			}
+		}
+		if best == nil || d.Abs() < gap {
+			best, gap = c, d.Abs()
+		}
+	}
+	return best
+}
+
+// sameServer reports whether a server socket at server can be the one the
+// client reached by dialing dialed.
+func sameServer(dialed, server *flow.Endpoint) bool {
+	if dialed.IP == server.IP && dialed.Port == server.Port {
+		return true
+	}
+	translated := dialed.Service != nil || dialed.Kind == flow.KindService || dialed.Kind == flow.KindNode
+	return translated && (dialed.Pod == "" || dialed.Pod == server.Pod && dialed.Namespace == server.Namespace)
+}
+
+// fold counts r by the dedup rule; c is its connection, nil if unindexed.
+func (s *Store) fold(r *flow.Record, c *conn) {
+	if c == nil {
+		k := keyOf(r)
+		s.stats.RecordsUndeduplicated++
+		s.countAll(r, &k)
+		return
+	}
+	client := r.Observer != flow.RoleServer.String()
+	switch {
+	case client && c.counted != sideServer:
+		c.counted = sideClient
+		c.edge = keyOf(r)
+		if c.seenServer && c.edge.dst.command == "" {
+			name(&c.edge.dst, &c.serverDst, c.serverNode)
+		}
+		s.countAll(r, &c.edge)
+		s.release(c)
+	case !client && c.counted == sideNone:
+		if len(c.held) == 0 {
+			c.heldAt = s.tick
+		}
+		c.held = append(c.held, *r)
+		s.stats.RecordsHeld++
+	case !client && c.counted == sideServer:
+		c.edge = keyOf(r)
+		s.countAll(r, &c.edge)
+	default: // the other side of a connection counted from one side
+		s.countRetransmits(r, &c.edge)
+	}
+}
+
+// name gives a destination the process that only its server's own record
+// names.
+func name(dst *ident, server *flow.Endpoint, host string) {
+	dst.command, dst.containerID = server.Command, server.ContainerID
+	if dst.nodeName == "" {
+		dst.nodeName = host
+	}
+	if dst.command != "" || dst.containerID != "" {
+		dst.addr = netip.Addr{}
+	}
+}
+
+// release counts c's held server records: as the other side's if its
+// client is counted, else as the counted side, for no client will come.
+func (s *Store) release(c *conn) {
+	if len(c.held) == 0 {
+		return
+	}
+	if c.counted == sideNone {
+		c.counted = sideServer
+	}
+	for i := range c.held {
+		r := &c.held[i]
+		if c.counted == sideClient {
+			s.countRetransmits(r, &c.edge)
+			continue
+		}
+		c.edge = keyOf(r)
+		s.countAll(r, &c.edge)
+	}
+	s.stats.RecordsHeld -= len(c.held)
+	c.held = nil
+}
+
+// expire counts server records that waited Hold batches and forgets
+// connections whose time is up.
+func (ix *connIndex) expire(s *Store) {
+	for k, list := range ix.byKey {
+		live := list[:0]
+		for _, c := range list {
+			if len(c.held) > 0 && s.tick-c.heldAt > uint64(s.cfg.Hold) {
+				s.release(c)
+			}
+			if c.expires < s.tick {
+				s.release(c)
+				ix.count--
+				continue
+			}
+			live = append(live, c)
+		}
+		if len(live) == 0 {
+			delete(ix.byKey, k)
+		} else {
+			ix.byKey[k] = live
+		}
+	}
+}

@@ -1,0 +1,214 @@
+package topology
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Windows a query may ask for.
+const (
+	MinWindow = 10 * time.Second
+	MaxWindow = 24 * time.Hour
+)
+
+// ParseWindow reads a window as the API spells it ("10s", "1m", "24h"): a
+// Go duration from MinWindow to MaxWindow.
+func ParseWindow(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("window %q: %w", s, err)
+	}
+	if d < MinWindow || d > MaxWindow {
+		return 0, fmt.Errorf("window %q: want from %s to %s", s, MinWindow, MaxWindow)
+	}
+	return d, nil
+}
+
+// Query asks for the graph of one window.
+type Query struct {
+	Level  Level
+	Window time.Duration // a multiple of the store's resolution, within what it retains
+	// At is the window's end, rounded up to the store's resolution: the
+	// window is the Window/Resolution buckets ending there, the last one
+	// still filling when At is now.
+	At        time.Time
+	Namespace string // when set, only edges with an endpoint in this namespace
+}
+
+// Graph is the topology of one window: the JSON of GET /api/v1/topology.
+type Graph struct {
+	Level         Level     `json:"level"`
+	WindowStart   time.Time `json:"window_start"`
+	WindowEnd     time.Time `json:"window_end"`
+	WindowSeconds float64   `json:"window_seconds"`
+	Nodes         []Node    `json:"nodes"` // sorted by id
+	Edges         []Edge    `json:"edges"` // sorted by id
+}
+
+// Edge is what went from one node to another in a window. Counts are
+// totals in the window; rates are those totals over window_seconds.
+type Edge struct {
+	ID          string `json:"id"`          // stable: a hash of source and destination ids
+	Source      string `json:"source"`      // node id of the side that opened the connections
+	Destination string `json:"destination"` // node id of the side that accepted them
+
+	ConnectionsOpened          uint64   `json:"connections_opened"`
+	ConnectionsClosed          uint64   `json:"connections_closed"`
+	ConnectionsOpenedPerSecond float64  `json:"connections_opened_per_second"`
+	ConnectionsClosedPerSecond float64  `json:"connections_closed_per_second"`
+	Failures                   Failures `json:"failures"`
+	FailuresPerSecond          float64  `json:"failures_per_second"` // all verdicts together
+
+	RetransmitsToDestination uint64 `json:"retransmits_to_destination"` // segments the client sent again
+	RetransmitsToSource      uint64 `json:"retransmits_to_source"`      // segments the server sent again
+	BytesToDestination       uint64 `json:"bytes_to_destination"`
+	BytesToSource            uint64 `json:"bytes_to_source"`
+
+	// RTT of the connection intervals that sampled one (each record's
+	// average smoothed RTT is one sample): p50 and p95 to RelativeError
+	// (or 1 µs), max exact (the largest of the records' max).
+	RTTSamples uint64 `json:"rtt_samples"`
+	RTTP50     uint32 `json:"rtt_p50_us"`
+	RTTP95     uint32 `json:"rtt_p95_us"`
+	RTTMax     uint32 `json:"rtt_max_us"`
+
+	Records uint64 `json:"records"` // flow records folded in (the counted side's)
+}
+
+// Failures counts connections (UDP: conversation intervals) by how they
+// failed.
+type Failures struct {
+	Refused     uint64 `json:"refused"`     // connect answered by RST
+	Timeout     uint64 `json:"timeout"`     // connect never answered
+	Reset       uint64 `json:"reset"`       // closed by a RST
+	Unanswered  uint64 `json:"unanswered"`  // UDP intervals with datagrams from the source only
+	Unreachable uint64 `json:"unreachable"` // connect failed: host or network unreachable
+	Failed      uint64 `json:"failed"`      // connect failed otherwise
+}
+
+// window returns the first and last bucket index of q, checked.
+func (s *Store) window(q *Query) (first, last int64, err error) {
+	res := s.cfg.Resolution
+	if q.Window < res || q.Window%res != 0 {
+		return 0, 0, fmt.Errorf("window %s: want a multiple of the resolution %s", q.Window, res)
+	}
+	if n := int64(q.Window / res); n > int64(s.cfg.MaxBuckets) {
+		return 0, 0, fmt.Errorf("window %s: longer than the %s retained", q.Window, time.Duration(s.cfg.MaxBuckets)*res)
+	}
+	if !slices.Contains(Levels, q.Level) {
+		return 0, 0, fmt.Errorf("unknown level %q", q.Level)
+	}
+	last = s.bucketIndex(q.At)
+	return last - int64(q.Window/res) + 1, last, nil
+}
+
+// levelEdge is one edge of a graph being summed.
+type levelEdge struct {
+	src, dst Node
+	counts
+}
+
+// Query sums the window's buckets into a graph at the query's level.
+// Buckets no longer (or not yet) retained count as empty.
+func (s *Store) Query(q Query) (Graph, error) {
+	first, last, err := s.window(&q)
+	if err != nil {
+		return Graph{}, err
+	}
+	res := int64(s.cfg.Resolution)
+	g := Graph{Level: q.Level, WindowStart: time.Unix(0, first*res).UTC(), WindowEnd: time.Unix(0, (last+1)*res).UTC(),
+		WindowSeconds: q.Window.Seconds()}
+
+	// Each retained edge maps to one level edge (or none, filtered):
+	// computed once per query, then every bucket adds by index.
+	const unknown, skip = -2, -1
+	slot := make([]int32, len(s.edges))
+	for i := range slot {
+		slot[i] = unknown
+	}
+	byID := map[string]int32{}
+	var sum []levelEdge
+	for idx := max(first, s.head-int64(s.cfg.MaxBuckets)+1); idx <= last; idx++ {
+		b := s.ring[int(((idx%int64(s.cfg.MaxBuckets))+int64(s.cfg.MaxBuckets))%int64(s.cfg.MaxBuckets))]
+		if b == nil || b.index != idx {
+			continue
+		}
+		for i := range b.entries {
+			e := &b.entries[i]
+			j := slot[e.edge]
+			if j == unknown {
+				j = skip
+				k := &s.edges[e.edge].key
+				if keep(k, &q) {
+					src, dst := k.src.name(q.Level), k.dst.name(q.Level)
+					id := src.ID + "\x00" + dst.ID
+					var ok bool
+					if j, ok = byID[id]; !ok {
+						j = int32(len(sum))
+						byID[id] = j
+						sum = append(sum, levelEdge{src: src, dst: dst})
+					}
+				}
+				slot[e.edge] = j
+			}
+			if j >= 0 {
+				sum[j].merge(&e.counts)
+			}
+		}
+	}
+
+	nodes := map[string]Node{}
+	for i := range sum {
+		le := &sum[i]
+		nodes[le.src.ID], nodes[le.dst.ID] = le.src, le.dst
+		g.Edges = append(g.Edges, le.edge(g.WindowSeconds))
+	}
+	g.Nodes = make([]Node, 0, len(nodes))
+	for _, n := range nodes {
+		g.Nodes = append(g.Nodes, n)
+	}
+	slices.SortFunc(g.Nodes, func(a, b Node) int { return strings.Compare(a.ID, b.ID) })
+	if g.Edges == nil {
+		g.Edges = []Edge{}
+	}
+	slices.SortFunc(g.Edges, func(a, b Edge) int { return strings.Compare(a.ID, b.ID) })
+	return g, nil
+}
+
+// keep applies the query's filters to an edge at the finest naming.
+func keep(k *edgeKey, q *Query) bool {
+	if q.Level == LevelExternal && !k.src.external() && !k.dst.external() {
+		return false
+	}
+	if q.Namespace == "" {
+		return true
+	}
+	return k.src.namespace == q.Namespace || k.dst.namespace == q.Namespace || k.dst.serviceNS == q.Namespace
+}
+
+// EdgeID is the stable id of the edge from node src to node dst.
+func EdgeID(src, dst string) string {
+	h := sha256.Sum256([]byte(src + "\x00" + dst))
+	return hex.EncodeToString(h[:8])
+}
+
+func (le *levelEdge) edge(seconds float64) Edge {
+	c := &le.counts
+	return Edge{
+		ID: EdgeID(le.src.ID, le.dst.ID), Source: le.src.ID, Destination: le.dst.ID,
+		ConnectionsOpened: c.opened, ConnectionsClosed: c.closed,
+		ConnectionsOpenedPerSecond: float64(c.opened) / seconds,
+		ConnectionsClosedPerSecond: float64(c.closed) / seconds,
+		Failures: Failures{Refused: c.refused, Timeout: c.timedOut, Reset: c.reset, Unanswered: c.unanswered,
+			Unreachable: c.unreachable, Failed: c.failed},
+		FailuresPerSecond:        float64(c.failures()) / seconds,
+		RetransmitsToDestination: c.retransToDst, RetransmitsToSource: c.retransToSrc,
+		BytesToDestination: c.bytesToDst, BytesToSource: c.bytesToSrc,
+		RTTSamples: c.rtt.total(), RTTP50: c.rtt.quantile(0.5), RTTP95: c.rtt.quantile(0.95), RTTMax: c.rttMax,
+		Records: c.records,
+	}
+}
