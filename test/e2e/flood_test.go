@@ -36,19 +36,6 @@ const (
 	floodHeld = 400
 )
 
-// floodMetrics scrapes an agent's /metrics.
-func floodMetrics(t *testing.T, a api) map[string]float64 {
-	t.Helper()
-	c := http.Client{Timeout: 30 * time.Second}
-	resp, err := c.Get("http://" + string(a) + "/metrics")
-	testutil.Must(t, err, "get /metrics of the flood agent")
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("get /metrics of the flood agent: %s", resp.Status)
-	}
-	return scrape(t, resp)
-}
-
 // floodLost sums flowlens_agent_lost_total over every stage and reason, and
 // returns the series one by one for the log.
 func floodLost(m map[string]float64) (float64, map[string]float64) {
@@ -162,7 +149,7 @@ func TestFloodStaysWithinLimits(t *testing.T) {
 	floodServer := startServer(t, p.A, "tcp-serve", floodAddr)
 	afterServer := startServer(t, p.A, "tcp-serve", afterAddr)
 
-	before := floodMetrics(t, a)
+	before := a.metrics(t)
 	if c := before[`flowlens_datapath_map_capacity{map="tcp_socks"}`]; c != floodMapCapacity {
 		t.Fatalf("tcp_socks capacity %v, want %d (--max-tcp-sockets)", c, floodMapCapacity)
 	}
@@ -198,7 +185,7 @@ func TestFloodStaysWithinLimits(t *testing.T) {
 	)
 	const tableBound = 2 * floodMapCapacity
 	sample := func() map[string]float64 {
-		m := floodMetrics(t, a)
+		m := a.metrics(t)
 		samples++
 		entries := m[`flowlens_datapath_map_entries{map="tcp_socks"}`]
 		capacity := m[`flowlens_datapath_map_capacity{map="tcp_socks"}`]

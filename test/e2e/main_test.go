@@ -131,43 +131,61 @@ type totals struct {
 
 func sum(recs []flow.Record) totals {
 	var s totals
-	for _, r := range recs {
-		s.records++
-		s.opened += r.Opened
-		s.closed += r.Closed
-		s.refused += r.Refused
-		s.timedOut += r.TimedOut
-		s.failedOther += r.FailedOther
-		s.bytesToDst += r.BytesToDst
-		s.bytesToSrc += r.BytesToSrc
-		s.datagramsToDst += r.DatagramsToDst
-		s.datagramsToSrc += r.DatagramsToSrc
+	for i := range recs {
+		s = s.plus(&recs[i])
 	}
 	return s
 }
 
-// settled waits until the records matching query stop changing for two
-// intervals and done says they are complete, then returns them. The caller
-// asserts exact values on the result: a count that overshoots fails there.
-func (a api) settled(t testing.TB, query string, done func(totals) bool) []flow.Record {
+// plus adds one record's counts.
+func (s totals) plus(r *flow.Record) totals {
+	s.records++
+	s.opened += r.Opened
+	s.closed += r.Closed
+	s.refused += r.Refused
+	s.timedOut += r.TimedOut
+	s.failedOther += r.FailedOther
+	s.bytesToDst += r.BytesToDst
+	s.bytesToSrc += r.BytesToSrc
+	s.datagramsToDst += r.DatagramsToDst
+	s.datagramsToSrc += r.DatagramsToSrc
+	return s
+}
+
+// settle polls read until what it returns stops changing for two polls
+// and done says it is complete, then returns it; it fails the test after
+// timeout. The caller asserts exact values on the result: a count that
+// overshoots fails there.
+func settle[T comparable](t testing.TB, what string, timeout time.Duration, read func() T, done func(T) bool) T {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	var prev totals
+	deadline := time.Now().Add(timeout)
+	var prev T
 	stable := 0
 	for {
-		recs := a.flows(t, query)
-		cur := sum(recs)
+		cur := read()
 		if cur == prev && done(cur) {
 			if stable++; stable >= 2 {
-				return recs
+				return cur
 			}
 		} else {
 			stable = 0
 		}
 		prev = cur
 		if time.Now().After(deadline) {
-			t.Fatalf("flows?%s did not settle within 20s; last totals %+v", query, cur)
+			t.Fatalf("%s did not settle within %s; last %+v", what, timeout, cur)
 		}
 		time.Sleep(700 * time.Millisecond)
 	}
+}
+
+// settled waits until the records matching query settle (two intervals
+// unchanged) and done says they are complete, then returns them.
+func (a api) settled(t testing.TB, query string, done func(totals) bool) []flow.Record {
+	t.Helper()
+	var recs []flow.Record
+	settle(t, "flows?"+query, 20*time.Second, func() totals {
+		recs = a.flows(t, query)
+		return sum(recs)
+	}, done)
+	return recs
 }

@@ -156,7 +156,7 @@ func (a api) follow(t *testing.T, query string) *follower {
 			if line.Lost != nil {
 				f.lost = append(f.lost, string(line.Lost))
 			} else {
-				f.sum = add(f.sum, sum([]flow.Record{line.Record}))
+				f.sum = f.sum.plus(&line.Record)
 			}
 			f.mu.Unlock()
 		}
@@ -173,20 +173,6 @@ func (f *follower) totals() (totals, []string) {
 func (f *follower) stop() {
 	f.cancel()
 	<-f.done
-}
-
-func add(a, b totals) totals {
-	a.records += b.records
-	a.opened += b.opened
-	a.closed += b.closed
-	a.refused += b.refused
-	a.timedOut += b.timedOut
-	a.failedOther += b.failedOther
-	a.bytesToDst += b.bytesToDst
-	a.bytesToSrc += b.bytesToSrc
-	a.datagramsToDst += b.datagramsToDst
-	a.datagramsToSrc += b.datagramsToSrc
-	return a
 }
 
 // A resolver that opens a socket per query at 1,000 queries/s, for longer
@@ -222,24 +208,15 @@ func TestSustainedDNSStaysExact(t *testing.T) {
 	if sres.DatagramsIn != load.Queries || load.Queries != int64(seconds*rate) {
 		t.Fatalf("traffic itself was not as planned: load %+v, server %+v", load, sres)
 	}
-	// Conversations are released after 5 s idle; wait until both sides
-	// stop changing for two intervals (as settled does), then compare.
-	deadline := time.Now().Add(30 * time.Second)
-	var prev [2]totals
-	for stable := 0; stable < 2; {
-		time.Sleep(700 * time.Millisecond)
+	// Conversations are released after 5 s idle: wait until both sides
+	// settle with every answer counted, then compare exactly.
+	settle(t, "the followers' sums", 30*time.Second, func() [2]totals {
 		cs, _ := client.totals()
 		ss, _ := server.totals()
-		if cur := [2]totals{cs, ss}; cur == prev && int64(cs.datagramsToSrc) >= sres.DatagramsOut && int64(ss.datagramsToSrc) >= sres.DatagramsOut {
-			stable++
-		} else {
-			stable, prev = 0, cur
-		}
-		if time.Now().After(deadline) {
-			t.Errorf("followers did not settle within 30s")
-			break
-		}
-	}
+		return [2]totals{cs, ss}
+	}, func(v [2]totals) bool {
+		return int64(v[0].datagramsToSrc) >= sres.DatagramsOut && int64(v[1].datagramsToSrc) >= sres.DatagramsOut
+	})
 	for side, f := range map[string]*follower{"client": client, "server": server} {
 		s, lost := f.totals()
 		if len(lost) > 0 {
