@@ -494,9 +494,15 @@ int BPF_PROG(on_set_state, const struct sock *sk, const int oldstate, const int 
 	case TCP_ESTABLISHED:
 		if (oldstate == TCP_SYN_SENT) {
 			st = bpf_map_lookup_elem(&tcp_socks, &key);
-			/* A connect that began before the agent: owner is filled
-			 * on first I/O, unless it is the agent's own. */
-			if (!st) {
+			if (st) {
+				/* Tracked since connect(): how long the handshake
+				 * took, and how many SYNs it needed (nothing but
+				 * SYNs was sent yet). */
+				st->established_ns = bpf_ktime_get_ns();
+				st->syn_retrans = BPF_CORE_READ((const struct tcp_sock *)sk, total_retrans);
+			} else {
+				/* A connect that began before the agent: owner is
+				 * filled on first I/O, unless it is the agent's own. */
 				if (self_socket(sk))
 					return 0;
 				st = track(sk, ROLE_CLIENT, NULL, OWNER_NONE, 0, 0);

@@ -67,7 +67,8 @@ struct tcp_state {
 	__u32 base_segs_out;
 	__u32 base_segs_in;
 	__u32 base_retrans;
-	__u32 _pad0;
+	__u32 syn_retrans;     /* SYNs sent again before the handshake completed (client) */
+	__u64 established_ns;  /* when an active open completed its handshake; 0: not seen */
 	__u64 charged_cgroup; /* the cgroup whose quota this entry counts against; 0: none */
 	__u8 role;
 	__u8 owner_source;

@@ -62,7 +62,8 @@ func (p compact) print(r *flow.Record, _ []byte) error {
 		v    uint32
 	}{{"opened", r.Opened}, {"closed", r.Closed}, {"refused", r.Refused}, {"timeout", r.TimedOut},
 		{"failed", r.FailedOther}, {"rst_src", r.ResetsBySrc}, {"rst_dst", r.ResetsByDst},
-		{"retrans", r.RetransToDst + r.RetransToSrc}, {"dgrams_out", r.DatagramsToDst}, {"dgrams_in", r.DatagramsToSrc}} {
+		{"retrans", r.RetransToDst + r.RetransToSrc}, {"syn_retrans", r.SYNRetrans},
+		{"dgrams_out", r.DatagramsToDst}, {"dgrams_in", r.DatagramsToSrc}} {
 		if c.v > 0 {
 			fmt.Fprintf(&b, " %s=%d", c.name, c.v)
 		}
@@ -70,6 +71,9 @@ func (p compact) print(r *flow.Record, _ []byte) error {
 	fmt.Fprintf(&b, " bytes=%d/%d", r.BytesToDst, r.BytesToSrc)
 	if r.RTT != nil {
 		fmt.Fprintf(&b, " rtt=%dµs", r.RTT.AvgMicros)
+	}
+	if r.ConnectLatency != nil {
+		fmt.Fprintf(&b, " connect=%dµs", r.ConnectLatency.AvgMicros)
 	}
 	_, err := fmt.Fprintln(p.w, clean(b.String()))
 	return err

@@ -2,6 +2,7 @@ package conntable
 
 import (
 	"cmp"
+	"math"
 	"net/netip"
 	"slices"
 	"syscall"
@@ -145,12 +146,46 @@ type recKey struct {
 }
 
 type pending struct {
-	rec      flow.Record
-	startNS  uint64       // ConnStart, converted at Flush
-	open     bool         // a socket of this flow is established at the end
-	failure  flow.Verdict // the last failed connect's verdict
-	rttSum   uint64
-	rttCount uint32
+	rec     flow.Record
+	startNS uint64       // ConnStart, converted at Flush
+	open    bool         // a socket of this flow is established at the end
+	failure flow.Verdict // the last failed connect's verdict
+	rtt     micros       // the sockets' smoothed RTT samples
+	connect micros       // the connects' handshake times
+}
+
+// micros gathers microsecond samples into a minimum, average and maximum.
+type micros struct {
+	sum       uint64
+	n, lo, hi uint32
+}
+
+func (m *micros) add(v uint32) {
+	if m.n == 0 || v < m.lo {
+		m.lo = v
+	}
+	m.hi = max(m.hi, v)
+	m.sum += uint64(v)
+	m.n++
+}
+
+// stats is nil without samples.
+func (m *micros) stats() *flow.RTT {
+	if m.n == 0 {
+		return nil
+	}
+	return &flow.RTT{MinMicros: m.lo, AvgMicros: uint32(m.sum / uint64(m.n)), MaxMicros: m.hi}
+}
+
+// opened counts a connection seen opening, with how long its handshake
+// took and how many SYNs it needed where the kernel side saw it from
+// connect() on.
+func (p *pending) opened(s *flow.TCPSocket) {
+	p.rec.Opened++
+	if s.Role == flow.RoleClient && s.EstablishedNS > s.StartNS {
+		p.connect.add(uint32(min((s.EstablishedNS-s.StartNS)/1000, math.MaxUint32)))
+		p.rec.SYNRetrans += s.SYNRetrans
+	}
 }
 
 // Table is the per-node connection table. It is not safe for concurrent use.
@@ -258,7 +293,7 @@ func (t *Table) syncSocket(e *sockEntry, s *flow.TCPSocket) {
 	if p := t.accountTCP(s, &c.last, opening); p != nil {
 		p.open = !s.Closed
 		if opening {
-			p.rec.Opened++
+			p.opened(s)
 		}
 	}
 	c.opened = true
@@ -288,6 +323,8 @@ func (t *Table) EndTCP(ev flow.TCPEnd) {
 	if ev.Failed {
 		v := failure(ev.Errno)
 		p.failure = v
+		// A connect that never completed sent nothing but SYNs.
+		p.rec.SYNRetrans += s.Retrans
 		switch v {
 		case flow.VerdictRefused:
 			p.rec.Refused++
@@ -299,7 +336,7 @@ func (t *Table) EndTCP(ev flow.TCPEnd) {
 		return
 	}
 	if !c.opened && !s.Adopted {
-		p.rec.Opened++
+		p.opened(s)
 	}
 	p.rec.Closed++
 }
@@ -368,13 +405,7 @@ func (t *Table) accountTCP(s, prev *flow.TCPSocket, force bool) *pending {
 		r.ResetsByDst += rstOut
 	}
 	if s.SRTTMicros > 0 {
-		p.rttSum += uint64(s.SRTTMicros)
-		p.rttCount++
-		if r.RTT == nil {
-			r.RTT = &flow.RTT{MinMicros: s.SRTTMicros, MaxMicros: s.SRTTMicros}
-		}
-		r.RTT.MinMicros = min(r.RTT.MinMicros, s.SRTTMicros)
-		r.RTT.MaxMicros = max(r.RTT.MaxMicros, s.SRTTMicros)
+		p.rtt.add(s.SRTTMicros)
 	}
 	return p
 }
@@ -569,11 +600,7 @@ func (t *Table) Flush(start, end time.Time) []flow.Record {
 		}
 		r.Start, r.Time = start, end
 		r.ConnStart = t.clock.wall(p.startNS)
-		if p.rttCount > 0 {
-			rtt := *r.RTT
-			rtt.AvgMicros = uint32(p.rttSum / uint64(p.rttCount))
-			r.RTT = &rtt
-		}
+		r.RTT, r.ConnectLatency = p.rtt.stats(), p.connect.stats()
 		r.Verdict = verdict(k.proto, p)
 		out = append(out, r)
 	}

@@ -531,3 +531,44 @@ func TestReleasedUDPAccountsWhatLandedAfterTheRead(t *testing.T) {
 		t.Errorf("new entry: datagrams %d bytes %d, want 1 30", r.DatagramsToDst, r.BytesToDst)
 	}
 }
+
+// The connects opened in an interval report how long their handshakes
+// took and how many SYNs they needed; a connect that failed, its SYNs; a
+// socket adopted or accepted, neither.
+func TestConnectLatencyAndSYNRetransmits(t *testing.T) {
+	const ms = uint64(time.Millisecond)
+	tb := New(Config{})
+	// Two connections on one 4-tuple's record: one read while open, one
+	// known only by its end.
+	slow := clientSock(1)
+	slow.StartNS, slow.EstablishedNS, slow.SYNRetrans = 1000*ms, 2020*ms, 1 // its first SYN was dropped
+	tb.SyncTCP([]flow.TCPSocket{slow})
+	fast := clientSock(1)
+	fast.StartNS, fast.EstablishedNS = 3000*ms, 3000*ms+100_000
+	tb.EndTCP(flow.TCPEnd{Socket: slow})
+	tb.EndTCP(flow.TCPEnd{Socket: fast})
+	r := flushOne(t, tb)
+	want := flow.RTT{MinMicros: 100, AvgMicros: (1_020_000 + 100) / 2, MaxMicros: 1_020_000}
+	if r.Opened != 2 || r.ConnectLatency == nil || *r.ConnectLatency != want || r.SYNRetrans != 1 {
+		t.Errorf("opened %d connect latency %+v syn retransmits %d, want 2 %+v 1", r.Opened, r.ConnectLatency, r.SYNRetrans, want)
+	}
+
+	failed := clientSock(2)
+	failed.Established, failed.StartNS, failed.Retrans = false, 5000*ms, 2
+	tb.EndTCP(flow.TCPEnd{Socket: failed, Failed: true, Errno: 110})
+	if r := flushOne(t, tb); r.SYNRetrans != 2 || r.TimedOut != 1 || r.ConnectLatency != nil {
+		t.Errorf("failed connect: syn retransmits %d timed out %d latency %+v, want 2 1 none", r.SYNRetrans, r.TimedOut, r.ConnectLatency)
+	}
+
+	adopted := clientSock(3)
+	adopted.Adopted, adopted.StartNS, adopted.EstablishedNS = true, 6000*ms, 6001*ms
+	accepted := flow.TCPSocket{Cookie: 4, Local: server, Remote: client, Role: flow.RoleServer, Established: true,
+		StartNS: 7000 * ms, EstablishedNS: 7001 * ms}
+	tb.EndTCP(flow.TCPEnd{Socket: adopted})
+	tb.EndTCP(flow.TCPEnd{Socket: accepted})
+	for _, r := range tb.Flush(t0, t1) {
+		if r.ConnectLatency != nil || r.SYNRetrans != 0 {
+			t.Errorf("%s record of an adopted or accepted socket: latency %+v syn retransmits %d", r.Observer, r.ConnectLatency, r.SYNRetrans)
+		}
+	}
+}

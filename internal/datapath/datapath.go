@@ -286,17 +286,19 @@ func checkState(s *flowlensTcpState) error {
 func (d *Datapath) tcpSocket(s *flowlensTcpState) flow.TCPSocket {
 	local, remote := tuple(&s.Tuple)
 	return flow.TCPSocket{
-		Cookie:      s.Cookie,
-		Local:       local,
-		Remote:      remote,
-		Owner:       d.owner(&s.Owner),
-		Role:        flow.Role(s.Role),
-		Established: s.Established != 0,
-		Closed:      s.EndNs != 0,
-		Adopted:     s.Adopted != 0,
-		StartNS:     s.StartNs,
-		BytesSent:   s.BytesSent,
-		BytesRecv:   s.BytesRecv,
+		Cookie:        s.Cookie,
+		Local:         local,
+		Remote:        remote,
+		Owner:         d.owner(&s.Owner),
+		Role:          flow.Role(s.Role),
+		Established:   s.Established != 0,
+		Closed:        s.EndNs != 0,
+		Adopted:       s.Adopted != 0,
+		StartNS:       s.StartNs,
+		EstablishedNS: s.EstablishedNs,
+		SYNRetrans:    s.SynRetrans,
+		BytesSent:     s.BytesSent,
+		BytesRecv:     s.BytesRecv,
 		// Modular: the kernel's counters are 32 bits and may wrap
 		// between adoption and now.
 		SegsOut:    s.SegsOut - s.BaseSegsOut,

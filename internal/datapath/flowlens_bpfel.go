@@ -122,8 +122,9 @@ type flowlensTcpState struct {
 	BaseSegsOut   uint32
 	BaseSegsIn    uint32
 	BaseRetrans   uint32
-	Pad0          uint32
+	SynRetrans    uint32
 	_             [4]byte
+	EstablishedNs uint64
 	ChargedCgroup uint64
 	Role          uint8
 	OwnerSource   uint8

@@ -44,6 +44,11 @@ type TCPSocket struct {
 	// counted as opened.
 	Adopted bool
 	StartNS uint64 // CLOCK_MONOTONIC
+	// EstablishedNS is when an active open tracked since connect()
+	// completed its handshake (CLOCK_MONOTONIC), 0 otherwise; SYNRetrans
+	// how many SYNs it sent again first.
+	EstablishedNS uint64
+	SYNRetrans    uint32
 
 	BytesSent, BytesRecv uint64 // application payload
 	SegsOut, SegsIn      uint32

@@ -84,8 +84,9 @@ type Endpoint struct {
 	Service     *ServiceRef       `json:"service,omitempty"`      // the Service address the source connected to
 }
 
-// RTT is the smoothed round-trip time over the sockets of a record in one
-// interval, in microseconds.
+// RTT is a minimum, average and maximum in microseconds: of the smoothed
+// round-trip time over the sockets of a record in one interval, or of
+// their connect latency.
 type RTT struct {
 	MinMicros uint32 `json:"min_us"`
 	AvgMicros uint32 `json:"avg_us"`
@@ -121,6 +122,12 @@ type Record struct {
 	ResetsByDst uint32 `json:"resets_from_destination,omitempty"`
 	Retransmits uint32 `json:"retransmits,omitempty"` // segments the observer retransmitted
 	RTT         *RTT   `json:"rtt,omitempty"`
+	// ConnectLatency is how long the connections opened in the interval
+	// took from connect() to established (client side; min/avg/max, µs),
+	// and SYNRetrans how many SYNs they, and the connects that failed,
+	// had to send again: the signature of a drop or a full queue.
+	ConnectLatency *RTT   `json:"connect_latency,omitempty"`
+	SYNRetrans     uint32 `json:"syn_retransmits,omitempty"`
 
 	// Traffic in this interval, by direction.
 	BytesToDst     uint64 `json:"bytes_to_destination"`
