@@ -139,13 +139,16 @@ func New(cfg Config, log *slog.Logger, sink Sink) (*Agent, error) {
 		log.Info("hook", "program", h.Program, "target", h.Target, "attached", h.Attached, "reason", h.Reason)
 	}
 	// After the hooks are attached, so a socket is either walked or hooked.
-	switch walked, err := dp.WalkTCP(); {
+	switch w, err := dp.WalkTCP(); {
 	case err != nil:
-		log.Warn("could not learn every socket open before the agent: their roles and first counts may be wrong", "namespaces", walked, "err", err)
-	case walked == 0:
+		log.Warn("could not learn every socket open before the agent: their roles and first counts may be wrong", "namespaces", w.Namespaces, "err", err)
+	case w.Namespaces == 0:
 		log.Warn("kernel has no iter/tcp: sockets open before the agent are adopted at their first I/O, their roles guessed from listeners seen since")
+	case w.Unreadable > 0:
+		log.Warn("learnt the sockets open before the agent, but not in the network namespaces of processes whose /proc/<pid>/ns/net it may not open (needs CAP_SYS_PTRACE, or another user namespace)",
+			"namespaces", w.Namespaces, "unreadable_processes", w.Unreadable)
 	default:
-		log.Info("learnt the sockets open before the agent", "namespaces", walked)
+		log.Info("learnt the sockets open before the agent", "namespaces", w.Namespaces)
 	}
 	return a, nil
 }

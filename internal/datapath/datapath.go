@@ -116,7 +116,12 @@ func Open(cfg Config, log *slog.Logger) (*Datapath, error) {
 	}
 	cfg.defaults()
 	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("remove memlock limit: %w", err)
+		return nil, fmt.Errorf("remove memlock limit (needs root, or CAP_BPF): %w", err)
+	}
+	if cfg.CgroupMount != "" {
+		if err := checkCgroup2(cfg.CgroupMount); err != nil {
+			return nil, err
+		}
 	}
 	spec, err := loadFlowlens()
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -209,10 +210,10 @@ func TestWalkAdoptsOthersAndSkipsOwnSockets(t *testing.T) {
 	d, err := Open(Config{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	testutil.Must(t, err, "open")
 	defer d.Close()
-	walked, err := d.WalkTCP()
+	w, err := d.WalkTCP()
 	testutil.Must(t, err, "walk")
-	if walked < 1 {
-		t.Fatalf("walked %d namespaces", walked)
+	if w.Namespaces < 1 {
+		t.Fatalf("walked %+v", w)
 	}
 	socks := socketsOnPort(t, d, port)
 	if len(socks) != 1 {
@@ -221,5 +222,16 @@ func TestWalkAdoptsOthersAndSkipsOwnSockets(t *testing.T) {
 	s := socks[0]
 	if !s.Adopted || !s.Established || s.Role != flow.RoleClient || s.Remote.Port() != port || s.BytesSent != 0 || s.SegsOut != 0 {
 		t.Errorf("child's socket %+v, want adopted, established, client, counters from zero", s)
+	}
+}
+
+// A --cgroup-root that is not a cgroup2 mount is refused by name, before
+// the kernel's "bad file descriptor" at attach.
+func TestOpenRefusesANonCgroup2Root(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	dir := t.TempDir()
+	_, err := Open(Config{CgroupMount: dir}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil || !strings.Contains(err.Error(), "is not a cgroup2 mount") {
+		t.Errorf("Open with %s as the cgroup root: %v, want it named not a cgroup2 mount", dir, err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 )
 
 // Feature is one kernel capability, whether this host offers it, and what
@@ -91,7 +92,11 @@ var usedFor = map[string]string{
 // requireTracingHelpers fails with a clear message on a kernel whose
 // tracing programs cannot call what every TCP hook needs.
 func requireTracingHelpers() error {
-	if err := probeTracingCookie(); err != nil {
+	err := probeTracingCookie()
+	switch {
+	case errors.Is(err, unix.EPERM):
+		return fmt.Errorf("not allowed to load tracing programs (needs root, or CAP_BPF and CAP_PERFMON): %w", err)
+	case err != nil:
 		return fmt.Errorf("this kernel cannot run flowlens' TCP hooks (bpf_get_socket_cookie from tracing programs needs Linux 5.12+): %w", err)
 	}
 	return nil

@@ -20,18 +20,18 @@ import (
 // Call it once, after Open. An iter/tcp iterator sees only the network
 // namespace it is opened in, so it is opened in every namespace a process
 // on this host is in (which needs the host's /proc: hostPID in a pod). It
-// reports how many namespaces were walked; 0 where the kernel lacks the
-// iterator.
-func (d *Datapath) WalkTCP() (int, error) {
+// reports how many namespaces were walked (none where the kernel lacks the
+// iterator) and how many it was not allowed to open.
+func (d *Datapath) WalkTCP() (Walk, error) {
 	if d.walk == nil {
-		return 0, nil
+		return Walk{}, nil
 	}
 	if err := d.markOwnSockets(); err != nil {
-		return 0, err
+		return Walk{}, err
 	}
 	it, err := link.AttachIter(link.IterOptions{Program: d.walk})
 	if err != nil {
-		return 0, fmt.Errorf("attach iter/tcp: %w", err)
+		return Walk{}, fmt.Errorf("attach iter/tcp: %w", err)
 	}
 	defer it.Close()
 	// setns changes the calling thread only: keep this goroutine on it,
@@ -41,23 +41,35 @@ func (d *Datapath) WalkTCP() (int, error) {
 	home, err := os.Open("/proc/thread-self/ns/net")
 	if err != nil {
 		runtime.UnlockOSThread()
-		return 0, fmt.Errorf("open own network namespace: %w", err)
+		return Walk{}, fmt.Errorf("open own network namespace: %w", err)
 	}
 	defer home.Close()
-	walked := 0
+	var w Walk
+	paths, unreadable := netnsPaths()
+	w.Unreadable = unreadable
 	var errs []error
-	for _, path := range netnsPaths() {
+	for _, path := range paths {
 		if err := walkIn(it, path); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		walked++
+		w.Namespaces++
 	}
 	if err := unix.Setns(int(home.Fd()), unix.CLONE_NEWNET); err != nil {
-		return walked, fmt.Errorf("return to own network namespace: %w", err)
+		return w, fmt.Errorf("return to own network namespace: %w", err)
 	}
 	runtime.UnlockOSThread()
-	return walked, errors.Join(errs...)
+	return w, errors.Join(errs...)
+}
+
+// Walk is what the start-up walk covered.
+type Walk struct {
+	Namespaces int // network namespaces walked
+	// Unreadable counts processes whose /proc/<pid>/ns/net could not be
+	// opened: another user namespace's, or any other's without
+	// CAP_SYS_PTRACE. Their namespaces are walked only if another process
+	// shares them.
+	Unreadable int
 }
 
 // walkIn runs the iterator once inside the network namespace at path.
@@ -87,17 +99,23 @@ func walkIn(it *link.Iter, path string) error {
 
 // netnsPaths returns one path for each network namespace that a process,
 // or a bind mount under /run/netns, holds; the namespaces are told apart by
-// inode.
-func netnsPaths() []string {
+// inode. It also says how many paths it was not allowed to read: a walk
+// that silently skipped them would look complete.
+func netnsPaths() (paths []string, unreadable int) {
 	seen := map[uint64]bool{}
-	var out []string
 	add := func(path string) {
 		var st unix.Stat_t
-		if unix.Stat(path, &st) != nil || seen[st.Ino] {
+		if err := unix.Stat(path, &st); err != nil {
+			if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+				unreadable++
+			}
+			return // or the process left meanwhile
+		}
+		if seen[st.Ino] {
 			return
 		}
 		seen[st.Ino] = true
-		out = append(out, path)
+		paths = append(paths, path)
 	}
 	add("/proc/self/ns/net")
 	procs, _ := filepath.Glob("/proc/[0-9]*/ns/net")
@@ -108,7 +126,7 @@ func netnsPaths() []string {
 	for _, p := range mounts {
 		add(p)
 	}
-	return out
+	return paths, unreadable
 }
 
 // markOwnSockets tells the kernel side the cookies of this process's own
