@@ -69,6 +69,13 @@ type Config struct {
 	// MaxBackends bounds the index of server sides by client address, and
 	// the index of client connection starts alike.
 	MaxBackends int
+	Window
+}
+
+// Window is when the server side of a connection may begin, seen from its
+// client's connection_start: one definition for the join and for the
+// hub's topology, which both pair the two sides of one connection.
+type Window struct {
 	// MaxSkew is how far before its client a server side may seem to
 	// begin, and how much later than the last SYN retry: a round trip, plus
 	// the clock difference of two nodes for the hub. Default 1s.
@@ -77,6 +84,22 @@ type Config struct {
 	// the last SYN retry (Linux's default tcp_syn_retries=6 sends the last
 	// one 63 s after the first). Default 63s.
 	MaxSynDelay time.Duration
+}
+
+// Defaults fills what is zero.
+func (w *Window) Defaults() {
+	if w.MaxSkew <= 0 {
+		w.MaxSkew = time.Second
+	}
+	if w.MaxSynDelay <= 0 {
+		w.MaxSynDelay = 63 * time.Second
+	}
+}
+
+// Admits reports whether a server side that began d after its client
+// (negative: before) can be that client's connection.
+func (w Window) Admits(d time.Duration) bool {
+	return d >= -w.MaxSkew && d <= w.MaxSynDelay+w.MaxSkew
 }
 
 func (c *Config) defaults() {
@@ -89,12 +112,7 @@ func (c *Config) defaults() {
 	if c.MaxBackends <= 0 {
 		c.MaxBackends = 1 << 17
 	}
-	if c.MaxSkew <= 0 {
-		c.MaxSkew = time.Second
-	}
-	if c.MaxSynDelay <= 0 {
-		c.MaxSynDelay = 63 * time.Second
-	}
+	c.Window.Defaults()
 }
 
 // perKey bounds the connections remembered for one client address: more
@@ -196,7 +214,7 @@ func (j *Joiner) Match(r *flow.Record) bool {
 	)
 	for i, b := range j.backends.byKey[k] {
 		d := b.start.Sub(r.ConnStart)
-		if d < -j.cfg.MaxSkew || d > j.cfg.MaxSynDelay+j.cfg.MaxSkew || j.closerClient(k, r.ConnStart, b.start) {
+		if !j.cfg.Admits(d) || j.closerClient(k, r.ConnStart, b.start) {
 			continue
 		}
 		if best == nil || d.Abs() < gap {

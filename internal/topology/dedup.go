@@ -126,22 +126,22 @@ func (ix *connIndex) find(k connKey, r *flow.Record, client bool, cfg *Config) *
 		switch {
 		case client && c.seenClient:
 			d = c.clientStart.Sub(r.ConnStart)
-			if d.Abs() > cfg.MaxSkew {
+			if d.Abs() > cfg.Sides.MaxSkew {
 				continue
 			}
 		case !client && c.seenServer:
 			d = c.serverStart.Sub(r.ConnStart)
-			if d.Abs() > cfg.MaxSkew {
+			if d.Abs() > cfg.Sides.MaxSkew {
 				continue
 			}
 		case client: // a server side waiting for its client
 			d = c.serverStart.Sub(r.ConnStart)
-			if d < -cfg.MaxSkew || d > cfg.MaxSynDelay+cfg.MaxSkew || !sameServer(&r.Destination, &c.serverDst) {
+			if !cfg.Sides.Admits(d) || !sameServer(&r.Destination, &c.serverDst) {
 				continue
 			}
 		default: // a client side, and this its server
 			d = r.ConnStart.Sub(c.clientStart)
-			if d < -cfg.MaxSkew || d > cfg.MaxSynDelay+cfg.MaxSkew || !sameServer(&c.clientDst, &r.Destination) {
+			if !cfg.Sides.Admits(d) || !sameServer(&c.clientDst, &r.Destination) {
 				continue
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/flowlens/flowlens/internal/flow"
+	"github.com/flowlens/flowlens/internal/join"
 )
 
 // Config bounds a Store. Zero values take the defaults.
@@ -29,10 +30,9 @@ type Config struct {
 	// after its last record while it is open; Linger, once it ended.
 	// Defaults 60 and 2.
 	Remember, Linger int
-	// MaxSkew and MaxSynDelay are the join's tolerance between a client's
-	// and its server's connection_start: the server side begins at most
-	// MaxSkew before and MaxSynDelay+MaxSkew after. Defaults 1s and 63s.
-	MaxSkew, MaxSynDelay time.Duration
+	// Sides is the join's tolerance between a client's and its server's
+	// connection_start.
+	Sides join.Window
 }
 
 func (c *Config) defaults() {
@@ -57,12 +57,7 @@ func (c *Config) defaults() {
 	if c.Linger <= 0 {
 		c.Linger = 2
 	}
-	if c.MaxSkew <= 0 {
-		c.MaxSkew = time.Second
-	}
-	if c.MaxSynDelay <= 0 {
-		c.MaxSynDelay = 63 * time.Second
-	}
+	c.Sides.Defaults()
 }
 
 // Stats counts what the store did and holds. Every record ingested ends in
