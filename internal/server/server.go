@@ -28,6 +28,8 @@ type Server struct {
 	log    *slog.Logger
 	limits Limits
 	stats  stats
+	// topology serves /api/v1/topology when set (topology.go).
+	topology Topology
 }
 
 // New returns a server over a flow ring; ready says whether /readyz is OK.
@@ -50,6 +52,9 @@ func (s *Server) handler(metricsOnly bool, token []byte) http.Handler {
 	mux := http.NewServeMux()
 	if !metricsOnly {
 		mux.Handle("GET /api/v1/flows", guard(http.HandlerFunc(s.flows)))
+		if s.topology != nil {
+			mux.Handle("GET /api/v1/topology", guard(http.HandlerFunc(s.topologyGraph)))
+		}
 	}
 	mux.Handle("GET /metrics", guard(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)})))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
