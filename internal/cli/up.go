@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -18,12 +19,14 @@ import (
 	"github.com/flowlens/flowlens/internal/cgroup"
 	"github.com/flowlens/flowlens/internal/datapath"
 	"github.com/flowlens/flowlens/internal/enrich"
+	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/identity"
 	"github.com/flowlens/flowlens/internal/k8smeta"
 	"github.com/flowlens/flowlens/internal/metrics"
 	"github.com/flowlens/flowlens/internal/publish"
 	"github.com/flowlens/flowlens/internal/ring"
 	"github.com/flowlens/flowlens/internal/server"
+	"github.com/flowlens/flowlens/internal/topology"
 )
 
 // upConfig is everything `flowlens up` is started with.
@@ -133,7 +136,11 @@ func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
 		waitForSync(ctx, kube, cfg.SyncWait, log)
 	}
 	cfg.Publish.RingSize = cfg.RingSize
-	pub := publish.New(cfg.Publish, names, flows.Write, log)
+	topo := &lockedTopology{store: topology.New(topology.Config{})}
+	pub := publish.New(cfg.Publish, names, func(recs []flow.Record) {
+		flows.Write(recs)
+		topo.ingest(time.Now(), recs)
+	}, log)
 	naming.Publish = pub.Stats
 
 	a, err := agent.New(cfg.Agent, log, pub.Publish)
@@ -148,6 +155,7 @@ func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: "flowlens"}),
 	)
 	srv := server.New(flows, reg, readiness(a, kube), log, cfg.API.Limits)
+	srv.SetTopology(topo)
 	reg.MustRegister(metrics.APICollector{API: srv})
 	log.Info("flowlens up", "listen", cfg.API.Listen, "metrics_listen", cfg.API.MetricsListen, "node", cfg.Agent.Node,
 		"interval", cfg.Agent.Interval, "kubernetes", kube != nil)
@@ -158,6 +166,34 @@ func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
 	stopErr := <-errc
 	log.Info("flowlens stopped: eBPF programs detached")
 	return errors.Join(runErr, stopErr)
+}
+
+// lockedTopology is the embedded hub's topology store, fed by the
+// publisher and queried by the API: the store is single-threaded, so every
+// use of it takes the lock.
+type lockedTopology struct {
+	mu    sync.Mutex
+	store *topology.Store
+}
+
+// ingest starts the interval ending at now and folds its records in.
+func (t *lockedTopology) ingest(now time.Time, recs []flow.Record) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.store.Tick(now)
+	t.store.Ingest(recs)
+}
+
+func (t *lockedTopology) Query(q topology.Query) (topology.Graph, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.store.Query(q)
+}
+
+func (t *lockedTopology) Diff(q topology.Query, since time.Time, factor float64) (topology.Diff, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.store.Diff(q, since, factor)
 }
 
 func waitForSync(ctx context.Context, kube *k8smeta.Watcher, wait time.Duration, log *slog.Logger) {
