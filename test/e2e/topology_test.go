@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -120,6 +121,20 @@ func TestTopologyProcessEdgeCountedOnce(t *testing.T) {
 	want := intoServer{edges: 1, source: clientID, opened: n, closed: n, bytesToDst: n * size, bytesToSrc: n * reply}
 	if got != want {
 		t.Fatalf("edges touching %s: %+v, want %+v", serverID, got, want)
+	}
+
+	// The command shows the same edge.
+	out, err := exec.Command(flowlensBin, "topology", "--server", string(shared), "--level", "process", "--window", "5m").CombinedOutput()
+	if err != nil {
+		t.Fatalf("flowlens topology: %v\n%s", err, out)
+	}
+	row := fmt.Sprintf("%s %s %d %d 0", clientID, serverID, n, n)
+	found := false
+	for _, l := range strings.Split(string(out), "\n") {
+		found = found || strings.HasPrefix(strings.Join(strings.Fields(l), " "), row)
+	}
+	if !found {
+		t.Fatalf("flowlens topology printed no row %q:\n%s", row, out)
 	}
 }
 
