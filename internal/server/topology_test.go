@@ -120,6 +120,25 @@ func TestTopologyPassesTheQuery(t *testing.T) {
 	}
 }
 
+// Without parameters: the default level and window, ending now.
+func TestTopologyDefaults(t *testing.T) {
+	fake := &fakeTopology{}
+	s := newServer(ring.New(1), testLimits)
+	s.SetTopology(fake)
+	before := time.Now()
+	if code, body := getTopology(t, s, ""); code != http.StatusOK {
+		t.Fatalf("got %d %q", code, body)
+	}
+	after := time.Now()
+	if len(fake.queries) != 1 {
+		t.Fatalf("asked %d times, want 1", len(fake.queries))
+	}
+	q := fake.queries[0]
+	if q.Level != topology.LevelWorkload || q.Window != time.Minute || q.Namespace != "" || q.At.Before(before) || q.At.After(after) {
+		t.Fatalf("asked %+v, want level workload, window 1m, at between %v and %v", q, before, after)
+	}
+}
+
 // The store's own refusals (a window its resolution does not divide) are
 // the request's fault: 400, not 500.
 func TestTopologyStoreRefusalIsBadRequest(t *testing.T) {
