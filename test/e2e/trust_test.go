@@ -37,24 +37,21 @@ func ownAgent(t *testing.T, extra ...string) api {
 // testCgroup makes a cgroup of the test's own below the cgroup2 mount,
 // removed at cleanup (after the processes started in it, which are stopped
 // by cleanups registered later).
-func testCgroup(t *testing.T) (dir string, id uint64) {
+func testCgroup(t *testing.T) string {
 	t.Helper()
 	m, err := cgroup.ReadMount()
 	testutil.Must(t, err, "find the cgroup2 mount")
-	dir = filepath.Join(m.Dir, "flowlens-e2e-"+testutil.Prefix())
+	dir := filepath.Join(m.Dir, "flowlens-e2e-"+testutil.Prefix())
 	testutil.Must(t, os.Mkdir(dir, 0o755), "make a test cgroup")
 	t.Cleanup(func() { _ = os.Remove(dir) })
-	var st syscall.Stat_t
-	testutil.Must(t, syscall.Stat(dir, &st), "stat the test cgroup")
-	return dir, st.Ino
+	return dir
 }
 
 // inCgroup runs cmd with its process moved into the cgroup before it execs,
 // so every socket it opens is the cgroup's.
 func inCgroup(dir string, cmd *exec.Cmd) *exec.Cmd {
 	args := append([]string{"-c", `echo $$ > "$0/cgroup.procs" && exec "$@"`, dir}, cmd.Args...)
-	wrapped := exec.Command("sh", args...)
-	return wrapped
+	return exec.Command("sh", args...)
 }
 
 // holdConnections starts `peer tcp-hold` and returns once its connections
@@ -202,7 +199,7 @@ func TestNoisyNeighbourCannotBlindTheNode(t *testing.T) {
 	)
 	a := ownAgent(t, "--max-tcp-sockets", strconv.Itoa(mapSize), "--max-udp-flows", strconv.Itoa(mapSize), "--flow-buffer", strconv.Itoa(1<<18))
 
-	noisyDir, _ := testCgroup(t)
+	noisyDir := testCgroup(t)
 	noisy := testutil.NewNetns(t, testutil.Prefix()+"-noisy")
 	srv := testutil.Start(t, inCgroup(noisyDir, noisy.Command(peerBin, "tcp-serve", "-listen", "127.0.0.1:9000")))
 	var ready struct{ Ready bool }
@@ -219,7 +216,7 @@ func TestNoisyNeighbourCannotBlindTheNode(t *testing.T) {
 	}
 
 	// The quiet pod, while the noisy one holds everything it could.
-	quietDir, _ := testCgroup(t)
+	quietDir := testCgroup(t)
 	p := randomPair(t, false)
 	addr := netip.AddrPortFrom(p.AddrA, 8084)
 	qsrv := testutil.Start(t, inCgroup(quietDir, p.A.Command(peerBin, "tcp-serve", "-listen", addr.String(), "-reply", "100")))
