@@ -33,7 +33,18 @@ type Config struct {
 	// Sides is the join's tolerance between a client's and its server's
 	// connection_start.
 	Sides join.Window
+	// Observe, when set, is told of every record as it is counted: whole
+	// when its connection is counted from its side, else only its
+	// retransmits. The hub's per-edge metrics are fed from it, so they
+	// count exactly what the graph counts.
+	Observe func(r *flow.Record, e EdgeRef, whole bool)
 }
+
+// EdgeRef is the edge a record was counted on, at the finest naming.
+type EdgeRef struct{ k *edgeKey }
+
+// Names names the edge's two ends at level l.
+func (e EdgeRef) Names(l Level) (src, dst Node) { return e.k.src.name(l), e.k.dst.name(l) }
 
 func (c *Config) defaults() {
 	if c.Resolution <= 0 {
@@ -60,9 +71,9 @@ func (c *Config) defaults() {
 	c.Sides.Defaults()
 }
 
-// Stats counts what the store did and holds. Every record ingested ends in
-// exactly one of Counted, Deduplicated, TooOld, TooNew, OverEdgeLimit, or
-// is still Held.
+// Stats counts what the store did and holds. Every record ingested while
+// counting (SetCounting) ends in exactly one of Counted, Deduplicated,
+// TooOld, TooNew, OverEdgeLimit, or is still Held.
 type Stats struct {
 	Records              uint64 // ingested
 	RecordsCounted       uint64 // their counts are on an edge
@@ -121,6 +132,9 @@ type Store struct {
 
 	conns connIndex
 	stats Stats
+	// learning: records only teach the dedup index who was counted from
+	// which side, and are not counted (SetCounting).
+	learning bool
 }
 
 // New returns an empty store.
@@ -246,21 +260,40 @@ func (s *Store) counts(t time.Time, k *edgeKey) *counts {
 	return &b.entries[len(b.entries)-1].counts
 }
 
+// SetCounting turns counting off (false) or back on. With it off, records
+// go through the dedup index and the wait for their other side as ever,
+// but nothing is counted: the hub replays the records that follow its
+// last checkpoint's, so that the index and the waiting records are what
+// they were when it stopped, while the counts come from the checkpoint.
+func (s *Store) SetCounting(on bool) { s.learning = !on }
+
 // countAll folds r whole into edge k: the side its connection is counted from.
 func (s *Store) countAll(r *flow.Record, k *edgeKey) {
+	if s.learning {
+		return
+	}
 	if c := s.counts(r.Time, k); c != nil {
 		c.addRecord(r)
 		c.addRetransmits(r)
 		s.stats.RecordsCounted++
+		if s.cfg.Observe != nil {
+			s.cfg.Observe(r, EdgeRef{k}, true)
+		}
 	}
 }
 
 // countRetransmits folds only r's own retransmits into edge k: r is the
 // other side of a connection counted from one side.
 func (s *Store) countRetransmits(r *flow.Record, k *edgeKey) {
+	if s.learning {
+		return
+	}
 	if c := s.counts(r.Time, k); c != nil {
 		c.addRetransmits(r)
 		s.stats.RecordsDeduplicated++
+		if s.cfg.Observe != nil {
+			s.cfg.Observe(r, EdgeRef{k}, false)
+		}
 	}
 }
 

@@ -1,0 +1,81 @@
+package topology
+
+import (
+	"testing"
+	"time"
+
+	"github.com/flowlens/flowlens/internal/flow"
+)
+
+// The observer sees each record once, whole on the counted side and for
+// its retransmits on the other, named as the graph names the edge.
+func TestObserveSeesWhatIsCounted(t *testing.T) {
+	type seen struct {
+		observer, src, dst string
+		whole              bool
+	}
+	var got []seen
+	s := New(Config{Observe: func(r *flow.Record, e EdgeRef, whole bool) {
+		src, dst := e.Names(LevelWorkload)
+		got = append(got, seen{r.Observer, src.ID, dst.ID, whole})
+	}})
+	c, srv := clientServer(t0.Add(5*time.Second), 43122)
+	s.Tick(t0.Add(6 * time.Second))
+	s.Ingest([]flow.Record{srv, c})
+	want := []seen{
+		{"client", "workload:shop/Deployment/client", "workload:shop/Deployment/api", true},
+		{"server", "workload:shop/Deployment/client", "workload:shop/Deployment/api", false},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("observed %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("observation %d: %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}
+
+// A store that learnt the first batches without counting them, then
+// counts, holds exactly what a store that counted throughout holds, less
+// what the first batches counted: the hub's replay after a restart.
+func TestLearningThenCountingDoesNotCountTwice(t *testing.T) {
+	// Batch i holds connection i's client record and connection i-1's
+	// server record: a replay that begins between a connection's two
+	// sides must still recognise the second.
+	var batches [][]flow.Record
+	for i := range 5 {
+		var b []flow.Record
+		if i < 4 {
+			c, _ := clientServer(t0.Add(time.Duration(i+1)*time.Second), uint16(40000+i))
+			b = append(b, c)
+		}
+		if i > 0 {
+			_, srv := clientServer(t0.Add(time.Duration(i)*time.Second), uint16(40000+i-1))
+			b = append(b, srv)
+		}
+		batches = append(batches, b)
+	}
+
+	run := func(learnFirst int) Edge {
+		s := New(Config{})
+		for i, b := range batches {
+			s.SetCounting(i >= learnFirst)
+			s.Tick(t0.Add(time.Duration(i+1) * time.Second))
+			s.Ingest(append([]flow.Record(nil), b...))
+		}
+		g := query(t, s, LevelWorkload, time.Minute, t0.Add(10*time.Second))
+		if len(g.Edges) != 1 {
+			t.Fatalf("learning %d batches: %d edges, want 1", learnFirst, len(g.Edges))
+		}
+		return g.Edges[0]
+	}
+	all, resumed := run(0), run(2)
+	// Batches 0 and 1 counted two clients and one server's retransmits (2 each).
+	if all.ConnectionsOpened != 4 || resumed.ConnectionsOpened != 2 {
+		t.Errorf("opened: %d throughout, %d after learning 2 batches; want 4 and 2", all.ConnectionsOpened, resumed.ConnectionsOpened)
+	}
+	if all.RetransmitsToSource != 8 || resumed.RetransmitsToSource != 6 {
+		t.Errorf("server retransmits: %d throughout, %d after learning; want 8 and 6", all.RetransmitsToSource, resumed.RetransmitsToSource)
+	}
+}
