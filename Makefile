@@ -8,7 +8,7 @@ FUZZTIME ?= 10s
 # cluster.StartControlPlane honour it.
 UNIT_PKGS = $(shell $(GO) list ./... | grep -v '/test/e2e')
 
-.PHONY: help setup kube generate build up test unit race fuzz bench validate root
+.PHONY: help setup kube generate proto build up test unit race fuzz bench validate root
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
@@ -20,6 +20,9 @@ kube: ## Build etcd, kube-apiserver, kubectl for the end-to-end cluster (cached)
 
 generate: ## Rebuild the eBPF objects from bpf/ (needs clang)
 	$(GO) generate ./internal/datapath
+
+proto: setup ## Rebuild the protobuf Go from api/ (Debian's protoc, generators pinned in go.mod)
+	$(GO) generate ./api/...
 
 build: ## Build bin/flowlens
 	$(GO) build -o bin/flowlens ./cmd/flowlens

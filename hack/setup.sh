@@ -11,6 +11,7 @@ packages=(
   dnsutils                # dig: real DNS clients in tests
   procps                  # sysctl inside test namespaces
   conntrack               # the benchmark's no-eBPF baseline (conntrack -L)
+  protobuf-compiler       # protoc: regenerate api/ (make proto) to check it matches the .proto
 )
 missing=()
 for p in "${packages[@]}"; do
