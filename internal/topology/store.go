@@ -132,6 +132,9 @@ type Store struct {
 
 	conns connIndex
 	stats Stats
+	// dirty holds the index of every bucket whose counts changed since
+	// the last Dirty (persist.go).
+	dirty map[int64]struct{}
 	// learning: records only teach the dedup index who was counted from
 	// which side, and are not counted (SetCounting).
 	learning bool
@@ -141,7 +144,8 @@ type Store struct {
 func New(cfg Config) *Store {
 	cfg.defaults()
 	return &Store{cfg: cfg, ring: make([]*bucket, cfg.MaxBuckets), edgeIDs: map[edgeKey]uint32{},
-		conns: connIndex{byKey: map[connKey][]*conn{}}, now: -1 << 62, head: -1 << 62}
+		conns: connIndex{byKey: map[connKey][]*conn{}}, now: -1 << 62, head: -1 << 62,
+		dirty: map[int64]struct{}{}}
 }
 
 // Config returns the configuration in force, defaults filled in.
@@ -196,6 +200,7 @@ func (s *Store) evict(slot int) {
 			s.free = append(s.free, e.edge)
 		}
 	}
+	delete(s.dirty, s.ring[slot].index) // so dirty stays within the ring
 	s.ring[slot] = nil
 	s.stats.BucketsEvicted++
 }
@@ -212,10 +217,13 @@ func (s *Store) bucket(t time.Time) *bucket {
 		s.stats.RecordsTooOld++
 		return nil
 	}
-	slot := int(idx % int64(s.cfg.MaxBuckets))
-	if slot < 0 {
-		slot += s.cfg.MaxBuckets
-	}
+	return s.bucketAt(idx)
+}
+
+// bucketAt returns the bucket of index idx, creating it in its slot (and
+// evicting the older bucket there).
+func (s *Store) bucketAt(idx int64) *bucket {
+	slot := s.slotOf(idx)
 	if b := s.ring[slot]; b != nil && b.index == idx {
 		return b
 	} else if b != nil {
@@ -234,6 +242,18 @@ func (s *Store) counts(t time.Time, k *edgeKey) *counts {
 	if b == nil {
 		return nil
 	}
+	c := s.entry(b, k)
+	if c == nil {
+		s.stats.RecordsOverEdgeLimit++
+		return nil
+	}
+	s.dirty[b.index] = struct{}{}
+	return c
+}
+
+// entry returns the counts of edge k in bucket b, adding the edge, or nil
+// when b holds MaxEdgesPerBucket edges already.
+func (s *Store) entry(b *bucket, k *edgeKey) *counts {
 	id, known := s.edgeIDs[*k]
 	if known {
 		if i, ok := b.slot[id]; ok {
@@ -241,7 +261,6 @@ func (s *Store) counts(t time.Time, k *edgeKey) *counts {
 		}
 	}
 	if len(b.entries) >= s.cfg.MaxEdgesPerBucket {
-		s.stats.RecordsOverEdgeLimit++
 		return nil
 	}
 	if !known {
