@@ -1,0 +1,352 @@
+// Package wire converts flow records to and from the protobuf messages of
+// the agent → hub stream (api/flowlens/v1), and checks what it decodes: a
+// hub takes batches from the network, so every field that could make a
+// record meaningless or unbounded is refused with an error naming the
+// record and the field. It is pure: no I/O, no clock.
+//
+// The encoder runs the same check on what it produced, so an agent finds
+// a record the hub would refuse before sending it, instead of having a
+// whole batch refused and resent forever.
+package wire
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+	"unicode/utf8"
+
+	pb "github.com/flowlens/flowlens/api/flowlens/v1"
+	"github.com/flowlens/flowlens/internal/flow"
+)
+
+// Bounds of what one record may carry. Kubernetes' own limits fit inside
+// them (names of 253 bytes, label keys of 253+1+63 and values of 63), so a
+// record an agent made from real metadata is never refused.
+const (
+	MaxString        = 1024 // any name, command or id
+	MaxLabels        = 256  // labels of one endpoint
+	MaxLabelKeyLen   = 317
+	MaxLabelValueLen = 63
+)
+
+var protocols = map[flow.Protocol]pb.Protocol{flow.TCP: pb.Protocol_PROTOCOL_TCP, flow.UDP: pb.Protocol_PROTOCOL_UDP}
+
+var observers = map[string]pb.Observer{
+	flow.RoleUnknown.String(): pb.Observer_OBSERVER_UNKNOWN,
+	flow.RoleClient.String():  pb.Observer_OBSERVER_CLIENT,
+	flow.RoleServer.String():  pb.Observer_OBSERVER_SERVER,
+}
+
+var verdicts = map[flow.Verdict]pb.Verdict{
+	flow.VerdictEstablished: pb.Verdict_VERDICT_ESTABLISHED,
+	flow.VerdictClosed:      pb.Verdict_VERDICT_CLOSED,
+	flow.VerdictReset:       pb.Verdict_VERDICT_RESET,
+	flow.VerdictRefused:     pb.Verdict_VERDICT_REFUSED,
+	flow.VerdictTimeout:     pb.Verdict_VERDICT_TIMEOUT,
+	flow.VerdictUnreachable: pb.Verdict_VERDICT_UNREACHABLE,
+	flow.VerdictFailed:      pb.Verdict_VERDICT_FAILED,
+	flow.VerdictAnswered:    pb.Verdict_VERDICT_ANSWERED,
+	flow.VerdictUnanswered:  pb.Verdict_VERDICT_UNANSWERED,
+}
+
+var kinds = map[flow.Kind]pb.Kind{
+	"":                  pb.Kind_KIND_NONE,
+	flow.KindPod:       pb.Kind_KIND_POD,
+	flow.KindService:   pb.Kind_KIND_SERVICE,
+	flow.KindNode:      pb.Kind_KIND_NODE,
+	flow.KindAPIServer: pb.Kind_KIND_APISERVER,
+	flow.KindWorld:     pb.Kind_KIND_WORLD,
+}
+
+// The decoders' tables, inverted once.
+var (
+	protocolOf = invert(protocols)
+	observerOf = invert(observers)
+	verdictOf  = invert(verdicts)
+	kindOf     = invert(kinds)
+)
+
+func invert[K, V comparable](m map[K]V) map[V]K {
+	out := make(map[V]K, len(m))
+	for k, v := range m {
+		out[v] = k
+	}
+	return out
+}
+
+// FieldError is a refused record: which one in its batch, which field, why.
+type FieldError struct {
+	Index int    // the record's index in its batch
+	Field string // dotted path, e.g. source.ip
+	Msg   string
+}
+
+func (e *FieldError) Error() string {
+	return fmt.Sprintf("record %d: %s: %s", e.Index, e.Field, e.Msg)
+}
+
+// Records decodes and checks every record of a batch; the first one refused
+// makes it refuse the batch, whose error is a *FieldError.
+func Records(b *pb.Batch) ([]flow.Record, error) {
+	out := make([]flow.Record, len(b.GetRecords()))
+	for i, r := range b.GetRecords() {
+		if err := decode(r, &out[i]); err != nil {
+			err.Index = i
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// Encode converts one record for a batch. A record that cannot be carried
+// (a value without an enum, an invalid address) or that a hub would refuse
+// is a *FieldError (Index 0), as Records would return: the agent drops it
+// rather than have the hub refuse its batch.
+func Encode(r *flow.Record) (*pb.Record, error) {
+	p, err := encode(r)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func encode(r *flow.Record) (*pb.Record, *FieldError) {
+	p := &pb.Record{
+		TimeUnixNano:      unixNano(r.Time),
+		StartUnixNano:     unixNano(r.Start),
+		Node:              r.Node,
+		IpVersion:         uint32(r.IPVersion),
+		ConnStartUnixNano: unixNano(r.ConnStart),
+		Opened:            r.Opened,
+		Closed:            r.Closed,
+		Refused:           r.Refused,
+		TimedOut:          r.TimedOut,
+		FailedOther:       r.FailedOther,
+		ResetsBySrc:       r.ResetsBySrc,
+		ResetsByDst:       r.ResetsByDst,
+		Retransmits:       r.Retransmits,
+		Rtt:               encodeRTT(r.RTT),
+		ConnectLatency:    encodeRTT(r.ConnectLatency),
+		SynRetrans:        r.SYNRetrans,
+		BytesToDst:        r.BytesToDst,
+		BytesToSrc:        r.BytesToSrc,
+		SegmentsToDst:     r.SegmentsToDst,
+		SegmentsToSrc:     r.SegmentsToSrc,
+		DatagramsToDst:    r.DatagramsToDst,
+		DatagramsToSrc:    r.DatagramsToSrc,
+		RetransToDst:      r.RetransToDst,
+		RetransToSrc:      r.RetransToSrc,
+	}
+	var ok bool
+	if p.Observer, ok = observers[r.Observer]; !ok {
+		return nil, fieldErr("observer", "%q is not client, server or unknown", r.Observer)
+	}
+	if p.Protocol, ok = protocols[r.Protocol]; !ok {
+		return nil, fieldErr("protocol", "%q is not tcp or udp", r.Protocol)
+	}
+	if p.Verdict, ok = verdicts[r.Verdict]; !ok {
+		return nil, fieldErr("verdict", "unknown verdict %q", r.Verdict)
+	}
+	var err *FieldError
+	if p.Source, err = encodeEndpoint("source", &r.Source); err != nil {
+		return nil, err
+	}
+	if p.Destination, err = encodeEndpoint("destination", &r.Destination); err != nil {
+		return nil, err
+	}
+	// The same check the hub runs, on what the hub would receive.
+	if err := decode(p, &flow.Record{}); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func encodeEndpoint(field string, e *flow.Endpoint) (*pb.Endpoint, *FieldError) {
+	if !e.IP.IsValid() || e.IP.Zone() != "" {
+		return nil, fieldErr(field+".ip", "%q is not an address without a zone", e.IP)
+	}
+	kind, ok := kinds[e.Kind]
+	if !ok {
+		return nil, fieldErr(field+".kind", "unknown kind %q", e.Kind)
+	}
+	p := &pb.Endpoint{
+		Ip:          e.IP.AsSlice(),
+		Port:        uint32(e.Port),
+		Netns:       e.Netns,
+		Pid:         e.PID,
+		Command:     []byte(e.Command),
+		CgroupId:    e.CgroupID,
+		ContainerId: e.ContainerID,
+		Kind:        kind,
+		Namespace:   e.Namespace,
+		Pod:         e.Pod,
+		Container:   e.Container,
+		Labels:      e.Labels,
+		NodeName:    e.NodeName,
+		HostNetwork: e.HostNetwork,
+	}
+	if e.Workload != nil {
+		p.Workload = &pb.Workload{Kind: e.Workload.Kind, Name: e.Workload.Name}
+	}
+	if e.Service != nil {
+		p.Service = &pb.ServiceRef{Namespace: e.Service.Namespace, Name: e.Service.Name}
+	}
+	return p, nil
+}
+
+func encodeRTT(r *flow.RTT) *pb.RTT {
+	if r == nil {
+		return nil
+	}
+	return &pb.RTT{MinUs: r.MinMicros, AvgUs: r.AvgMicros, MaxUs: r.MaxMicros}
+}
+
+// decode checks p and fills r; the error's Index is left for the caller.
+func decode(p *pb.Record, r *flow.Record) *FieldError {
+	if p == nil {
+		return fieldErr("record", "missing")
+	}
+	var ok bool
+	if r.Observer, ok = observerOf[p.GetObserver()]; !ok {
+		return fieldErr("observer", "unknown value %d", p.GetObserver())
+	}
+	if r.Protocol, ok = protocolOf[p.GetProtocol()]; !ok {
+		return fieldErr("protocol", "unknown value %d", p.GetProtocol())
+	}
+	if r.Verdict, ok = verdictOf[p.GetVerdict()]; !ok {
+		return fieldErr("verdict", "unknown value %d", p.GetVerdict())
+	}
+	if v := p.GetIpVersion(); v != 4 && v != 6 {
+		return fieldErr("ip_version", "%d, want 4 or 6", v)
+	}
+	if err := checkString("node", p.GetNode()); err != nil {
+		return err
+	}
+	r.Time, r.Start, r.ConnStart = fromUnixNano(p.GetTimeUnixNano()), fromUnixNano(p.GetStartUnixNano()), fromUnixNano(p.GetConnStartUnixNano())
+	r.Node = p.GetNode()
+	r.IPVersion = int(p.GetIpVersion())
+	if err := decodeEndpoint("source", p.GetSource(), &r.Source); err != nil {
+		return err
+	}
+	if err := decodeEndpoint("destination", p.GetDestination(), &r.Destination); err != nil {
+		return err
+	}
+	r.Opened, r.Closed, r.Refused = p.GetOpened(), p.GetClosed(), p.GetRefused()
+	r.TimedOut, r.FailedOther = p.GetTimedOut(), p.GetFailedOther()
+	r.ResetsBySrc, r.ResetsByDst = p.GetResetsBySrc(), p.GetResetsByDst()
+	r.Retransmits, r.SYNRetrans = p.GetRetransmits(), p.GetSynRetrans()
+	r.RTT, r.ConnectLatency = decodeRTT(p.GetRtt()), decodeRTT(p.GetConnectLatency())
+	r.BytesToDst, r.BytesToSrc = p.GetBytesToDst(), p.GetBytesToSrc()
+	r.SegmentsToDst, r.SegmentsToSrc = p.GetSegmentsToDst(), p.GetSegmentsToSrc()
+	r.DatagramsToDst, r.DatagramsToSrc = p.GetDatagramsToDst(), p.GetDatagramsToSrc()
+	r.RetransToDst, r.RetransToSrc = p.GetRetransToDst(), p.GetRetransToSrc()
+	return nil
+}
+
+func decodeEndpoint(field string, p *pb.Endpoint, e *flow.Endpoint) *FieldError {
+	if p == nil {
+		return fieldErr(field, "missing")
+	}
+	ip, ok := netip.AddrFromSlice(p.GetIp())
+	if !ok {
+		return fieldErr(field+".ip", "%d bytes, want 4 or 16", len(p.GetIp()))
+	}
+	if p.GetPort() > 0xffff {
+		return fieldErr(field+".port", "%d is above 65535", p.GetPort())
+	}
+	if e.Kind, ok = kindOf[p.GetKind()]; !ok {
+		return fieldErr(field+".kind", "unknown value %d", p.GetKind())
+	}
+	if len(p.GetCommand()) > MaxString {
+		return fieldErr(field+".command", "%d bytes, at most %d", len(p.GetCommand()), MaxString)
+	}
+	for _, s := range []struct{ name, v string }{
+		{"container_id", p.GetContainerId()}, {"namespace", p.GetNamespace()}, {"pod", p.GetPod()},
+		{"container", p.GetContainer()}, {"node_name", p.GetNodeName()},
+		{"workload.kind", p.GetWorkload().GetKind()}, {"workload.name", p.GetWorkload().GetName()},
+		{"service.namespace", p.GetService().GetNamespace()}, {"service.name", p.GetService().GetName()},
+	} {
+		if err := checkString(field+"."+s.name, s.v); err != nil {
+			return err
+		}
+	}
+	if err := checkLabels(field+".labels", p.GetLabels()); err != nil {
+		return err
+	}
+	e.IP, e.Port = ip, uint16(p.GetPort())
+	e.Netns, e.PID, e.Command, e.CgroupID = p.GetNetns(), p.GetPid(), string(p.GetCommand()), p.GetCgroupId()
+	e.ContainerID, e.Namespace, e.Pod, e.Container = p.GetContainerId(), p.GetNamespace(), p.GetPod(), p.GetContainer()
+	e.NodeName, e.HostNetwork = p.GetNodeName(), p.GetHostNetwork()
+	if w := p.GetWorkload(); w != nil {
+		e.Workload = &flow.Workload{Kind: w.GetKind(), Name: w.GetName()}
+	}
+	if s := p.GetService(); s != nil {
+		e.Service = &flow.ServiceRef{Namespace: s.GetNamespace(), Name: s.GetName()}
+	}
+	if len(p.GetLabels()) > 0 {
+		e.Labels = make(map[string]string, len(p.GetLabels()))
+		for k, v := range p.GetLabels() {
+			e.Labels[k] = v
+		}
+	}
+	return nil
+}
+
+func checkLabels(field string, labels map[string]string) *FieldError {
+	if len(labels) > MaxLabels {
+		return fieldErr(field, "%d labels, at most %d", len(labels), MaxLabels)
+	}
+	for k, v := range labels {
+		switch {
+		case k == "":
+			return fieldErr(field, "an empty key")
+		case len(k) > MaxLabelKeyLen:
+			return fieldErr(field, "key of %d bytes, at most %d", len(k), MaxLabelKeyLen)
+		case len(v) > MaxLabelValueLen:
+			return fieldErr(field+"["+k+"]", "value of %d bytes, at most %d", len(v), MaxLabelValueLen)
+		case !utf8.ValidString(k) || !utf8.ValidString(v):
+			return fieldErr(field, "not UTF-8")
+		}
+	}
+	return nil
+}
+
+// checkString bounds a string field and requires UTF-8, which protobuf
+// requires of strings: a record that breaks it would fail its whole batch
+// at marshalling.
+func checkString(field, s string) *FieldError {
+	if len(s) > MaxString {
+		return fieldErr(field, "%d bytes, at most %d", len(s), MaxString)
+	}
+	if !utf8.ValidString(s) {
+		return fieldErr(field, "not UTF-8")
+	}
+	return nil
+}
+
+func decodeRTT(p *pb.RTT) *flow.RTT {
+	if p == nil {
+		return nil
+	}
+	return &flow.RTT{MinMicros: p.GetMinUs(), AvgMicros: p.GetAvgUs(), MaxMicros: p.GetMaxUs()}
+}
+
+// unixNano keeps the zero time as 0: time.Time{}.UnixNano() is not.
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// fromUnixNano returns times in UTC, 0 as the zero time.
+func fromUnixNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+func fieldErr(field, format string, args ...any) *FieldError {
+	return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
+}
