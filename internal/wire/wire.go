@@ -50,7 +50,7 @@ var verdicts = map[flow.Verdict]pb.Verdict{
 }
 
 var kinds = map[flow.Kind]pb.Kind{
-	"":                  pb.Kind_KIND_NONE,
+	"":                 pb.Kind_KIND_NONE,
 	flow.KindPod:       pb.Kind_KIND_POD,
 	flow.KindService:   pb.Kind_KIND_SERVICE,
 	flow.KindNode:      pb.Kind_KIND_NODE,

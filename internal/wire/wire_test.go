@@ -191,7 +191,9 @@ func TestEncodeRefuses(t *testing.T) {
 		{"destination.workload.name", func(r *flow.Record) { r.Destination.Workload.Name = "\xc3" }},
 		{"source.service.namespace", func(r *flow.Record) { r.Source.Service.Namespace = strings.Repeat("n", MaxString+1) }},
 		{"source.labels", func(r *flow.Record) { r.Source.Labels = map[string]string{"": "v"} }},
-		{"source.labels[k]", func(r *flow.Record) { r.Source.Labels = map[string]string{"k": strings.Repeat("v", MaxLabelValueLen+1)} }},
+		{"source.labels[k]", func(r *flow.Record) {
+			r.Source.Labels = map[string]string{"k": strings.Repeat("v", MaxLabelValueLen+1)}
+		}},
 	} {
 		r := fullRecord()
 		tc.mutate(&r)
