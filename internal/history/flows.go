@@ -12,7 +12,7 @@ import (
 
 // FlowQuery selects flow records from the history.
 type FlowQuery struct {
-	Since, Until time.Time              // records with Since <= time < Until; a zero bound is open
+	Since, Until time.Time               // records with Since <= time < Until; a zero bound is open
 	Match        func(*flow.Record) bool // when set, only records it accepts
 	// Limit, when positive, keeps the newest Limit matching records. The
 	// caller bounds it: without it every matching record is returned.
