@@ -67,8 +67,9 @@ func (c *Config) Flags(fs *pflag.FlagSet) {
 // Listener is one opened address and what it serves.
 type Listener struct {
 	net.Listener
-	MetricsOnly bool   // only /metrics and health
-	Token       []byte // bearer token every request but health must carry; nil: none
+	MetricsOnly bool        // only /metrics and health
+	Token       []byte      // bearer token every request but health must carry; nil: none
+	tlsConfig   *tls.Config // the TLS listener's, where HTTP/2 is offered (grpc.go); nil: no TLS
 }
 
 // Address is a parsed listen or server address.
@@ -138,7 +139,7 @@ func (c Config) Open(log *slog.Logger) ([]Listener, error) {
 		l := Listener{Listener: ln}
 		if a.Network == "tcp" {
 			if tlsCfg != nil {
-				l.Listener = tls.NewListener(ln, tlsCfg)
+				l.Listener, l.tlsConfig = tls.NewListener(ln, tlsCfg), tlsCfg
 			}
 			l.Token = token
 			if !isLoopback(ln.Addr()) && token == nil && (tlsCfg == nil || tlsCfg.ClientCAs == nil) {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
 
 	"github.com/flowlens/flowlens/internal/ring"
 )
@@ -30,6 +31,8 @@ type Server struct {
 	stats  stats
 	// topology serves /api/v1/topology when set (topology.go).
 	topology Topology
+	// grpc shares the API listeners when set (grpc.go).
+	grpc *grpc.Server
 }
 
 // New returns a server over a flow ring; ready says whether /readyz is OK.
@@ -65,7 +68,7 @@ func (s *Server) handler(metricsOnly bool, token []byte) http.Handler {
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	return mux
+	return s.routeGRPC(mux, metricsOnly, token)
 }
 
 // Serve serves on every listener until ctx ends.
@@ -83,6 +86,7 @@ func (s *Server) Serve(ctx context.Context, lns ...Listener) error {
 			// Failed TLS handshakes of port scanners are not warnings.
 			ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		}
+		s.offerHTTP2(srv, l)
 		wg.Add(2)
 		go func() {
 			defer wg.Done()
