@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"os/signal"
-	"sync"
 	"syscall"
 	"time"
 
@@ -20,13 +20,12 @@ import (
 	"github.com/flowlens/flowlens/internal/datapath"
 	"github.com/flowlens/flowlens/internal/enrich"
 	"github.com/flowlens/flowlens/internal/flow"
+	"github.com/flowlens/flowlens/internal/hub"
 	"github.com/flowlens/flowlens/internal/identity"
 	"github.com/flowlens/flowlens/internal/k8smeta"
 	"github.com/flowlens/flowlens/internal/metrics"
 	"github.com/flowlens/flowlens/internal/publish"
-	"github.com/flowlens/flowlens/internal/ring"
 	"github.com/flowlens/flowlens/internal/server"
-	"github.com/flowlens/flowlens/internal/topology"
 )
 
 // upConfig is everything `flowlens up` is started with.
@@ -93,7 +92,6 @@ func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
 		}
 	}()
 
-	flows := ring.New(cfg.RingSize)
 	var names enrich.Enricher
 	reg := prometheus.NewRegistry()
 	var naming metrics.NamesCollector
@@ -135,13 +133,29 @@ func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
 		names.Identities, naming.Identity, naming.Kube = idx, idx.Stats, kube.Status
 		waitForSync(ctx, kube, cfg.SyncWait, log)
 	}
-	cfg.Publish.RingSize = cfg.RingSize
-	topo := &lockedTopology{store: topology.New(topology.Config{})}
-	pub := publish.New(cfg.Publish, names, func(recs []flow.Record) {
-		flows.Write(recs)
-		topo.ingest(time.Now(), recs)
+	// The embedded hub: the same pipeline `flowlens hub` runs over every
+	// agent's records, fed in process. The join is done before it, in the
+	// agent's publisher, where a record's wait for its pod and for its
+	// other side are one wait; the hub caps what one source puts in the ring.
+	hubCfg := hub.Config{Interval: cfg.Agent.Interval, RingSize: cfg.RingSize,
+		Publish: publish.Config{Hold: cfg.Publish.Hold, MaxPerSource: cfg.Publish.MaxPerSource}}
+	core := hub.New(hubCfg, log)
+	local := hub.Agent{ID: cfg.Agent.Node, Node: cfg.Agent.Node, Incarnation: rand.Uint64(), Addr: "local"}
+	var seq uint64
+	agentPub := cfg.Publish
+	agentPub.Join, agentPub.MaxPerSource = kube != nil, -1
+	pub := publish.New(agentPub, names, func(recs []flow.Record) {
+		seq++
+		if err := core.Receive(ctx, &hub.Batch{Agent: local, Seq: seq, SentAt: time.Now(), Records: recs}); err != nil {
+			log.Warn("embedded hub refused an interval's records", "records", len(recs), "err", err)
+		}
+		core.Tick(time.Now())
 	}, log)
-	naming.Publish = pub.Stats
+	naming.Publish = func() publish.Stats {
+		s := pub.Stats()
+		s.Capped = core.Publish().Capped
+		return s
+	}
 
 	a, err := agent.New(cfg.Agent, log, pub.Publish)
 	if err != nil {
@@ -149,13 +163,13 @@ func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
 	}
 	reg.MustRegister(
 		metrics.AgentCollector{Agent: a, CgroupName: cgroupPath},
-		metrics.RingCollector{Ring: flows},
+		metrics.RingCollector{Ring: core.Ring()},
 		naming,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: "flowlens"}),
 	)
-	srv := server.New(flows, reg, readiness(a, kube), log, cfg.API.Limits)
-	srv.SetTopology(topo)
+	srv := server.New(core.Ring(), reg, readiness(a, kube), log, cfg.API.Limits)
+	srv.SetTopology(core)
 	reg.MustRegister(metrics.APICollector{API: srv})
 	log.Info("flowlens up", "listen", cfg.API.Listen, "metrics_listen", cfg.API.MetricsListen, "node", cfg.Agent.Node,
 		"interval", cfg.Agent.Interval, "kubernetes", kube != nil)
@@ -166,34 +180,6 @@ func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
 	stopErr := <-errc
 	log.Info("flowlens stopped: eBPF programs detached")
 	return errors.Join(runErr, stopErr)
-}
-
-// lockedTopology is the embedded hub's topology store, fed by the
-// publisher and queried by the API: the store is single-threaded, so every
-// use of it takes the lock.
-type lockedTopology struct {
-	mu    sync.Mutex
-	store *topology.Store
-}
-
-// ingest starts the interval ending at now and folds its records in.
-func (t *lockedTopology) ingest(now time.Time, recs []flow.Record) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.store.Tick(now)
-	t.store.Ingest(recs)
-}
-
-func (t *lockedTopology) Query(q topology.Query) (topology.Graph, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.store.Query(q)
-}
-
-func (t *lockedTopology) Diff(q topology.Query, since time.Time, factor float64) (topology.Diff, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.store.Diff(q, since, factor)
 }
 
 func waitForSync(ctx context.Context, kube *k8smeta.Watcher, wait time.Duration, log *slog.Logger) {

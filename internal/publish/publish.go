@@ -1,8 +1,10 @@
 // Package publish is the path from an agent's interval records to the
 // records people read: name the endpoints, hold back what is not ready,
 // join the two sides of a connection, and cap what one source may put in
-// the API ring. `flowlens up` composes it with one host's agent; the hub
-// will compose the same Publisher over every agent's records.
+// the API ring. An agent names its records with one (no join: the hub
+// joins); the hub runs one over every agent's records (join, cap); `flowlens
+// up` runs both in one process, the join in the agent's, where a record's
+// wait for its names and for its other side are one wait.
 //
 //	records of an interval ─▶ enrich.Enricher ─▶ wait for the pod ─┐
 //	                                                               ▼
@@ -72,8 +74,13 @@ type Config struct {
 	MaxPerSource int
 	// RingSize is the capacity of the ring the records go to.
 	RingSize int
-	// Join bounds the join's index; its Linger follows Hold.
-	Join join.Config
+	// Join pairs a client record to a Service or node address with its
+	// server side, which names the backend. Off, records wait only for
+	// their names: an agent that ships to a hub leaves the join to the
+	// hub, which sees both sides whatever node each is on.
+	Join bool
+	// JoinIndex bounds the join's index; its Linger follows Hold.
+	JoinIndex join.Config
 }
 
 // DefaultConfig returns the defaults.
@@ -115,7 +122,7 @@ func (c *Config) defaults() {
 	// A closed connection's server side must stay known as long as its
 	// client record may wait for it, and one interval more: the sides can
 	// arrive an interval apart.
-	c.Join.Linger = c.Hold + 1
+	c.JoinIndex.Linger = c.Hold + 1
 }
 
 // Stats counts what waited, how each wait ended, and what was capped.
@@ -134,6 +141,10 @@ type Stats struct {
 type Publisher struct {
 	cfg   Config
 	names enrich.Enricher
+	// naming: records are named here. The hub's records come named by
+	// their agents, and naming them again without the agent's cgroups
+	// would wipe what only the agent could tell.
+	naming bool
 	join  *join.Joiner // nil without identities: no address is ambiguous
 	sink  func([]flow.Record)
 	log   *slog.Logger
@@ -169,9 +180,9 @@ func New(cfg Config, names enrich.Enricher, sink func([]flow.Record), log *slog.
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := &Publisher{cfg: cfg, names: names, sink: sink, log: log}
-	if names.Identities != nil {
-		p.join = join.New(cfg.Join)
+	p := &Publisher{cfg: cfg, names: names, naming: names.Cgroups != nil || names.Processes != nil || names.Identities != nil, sink: sink, log: log}
+	if cfg.Join {
+		p.join = join.New(cfg.JoinIndex)
 	}
 	return p
 }
@@ -250,7 +261,7 @@ func (p *Publisher) interval(recs []flow.Record) ([]flow.Record, []cappedSource)
 	ready := recs[:0]
 	for i := range recs {
 		r := &recs[i]
-		if p.names.Record(r) {
+		if p.naming && p.names.Record(r) {
 			if len(waiting) < p.cfg.MaxHeld {
 				waiting = append(waiting, held{rec: *r, deadline: p.tick + hold, names: true})
 				continue
@@ -266,8 +277,9 @@ func (p *Publisher) interval(recs []flow.Record) ([]flow.Record, []cappedSource)
 		}
 	}
 	// 2. The join: learn every side that has its names, then match.
-	// Without one (no cluster identity: no address is ambiguous) what is
-	// ready goes out, after what waited for its names.
+	// Without one (no cluster identity, where no address is ambiguous, or
+	// an agent leaving the join to its hub) what is ready goes out, after
+	// what waited for its names.
 	out := ready
 	if len(joining) > 0 {
 		out = p.out[:0]

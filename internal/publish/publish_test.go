@@ -60,6 +60,7 @@ func newPublisher(cfg Config, l *lagging) (*Publisher, *[][]flow.Record) {
 		}),
 		Identities: l,
 	}
+	cfg.Join = true
 	p := New(cfg, names, func(recs []flow.Record) { written = append(written, slices.Clone(recs)) }, nil)
 	return p, &written
 }
@@ -206,6 +207,19 @@ func TestHeldIsBounded(t *testing.T) {
 	}
 	if s := p.Stats(); s.Held != 2 || s.Overflow != 1 {
 		t.Errorf("stats %+v", s)
+	}
+}
+
+// The hub's publisher takes records its agents named: it must leave
+// their names alone, what only the agent's cgroups could tell included.
+func TestWithoutNamesRecordsKeepTheirs(t *testing.T) {
+	var written []flow.Record
+	p := New(Config{Join: true}, enrich.Enricher{}, func(recs []flow.Record) { written = append(written, recs...) }, nil)
+	r := clientRec(1000, t0)
+	r.Source.CgroupID, r.Source.ContainerID, r.Source.Pod = 1, "4f1c", "client-1"
+	p.Publish([]flow.Record{r})
+	if len(written) != 1 || written[0].Source.ContainerID != "4f1c" || written[0].Source.Pod != "client-1" {
+		t.Fatalf("wrote %+v, want the record as named by its agent", written)
 	}
 }
 
