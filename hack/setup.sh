@@ -12,6 +12,7 @@ packages=(
   procps                  # sysctl inside test namespaces
   conntrack               # the benchmark's no-eBPF baseline (conntrack -L)
   protobuf-compiler       # protoc: regenerate api/ (make proto) to check it matches the .proto
+  prometheus              # a real Prometheus scrapes the hub in e2e; promtool checks the exposition and the dashboard's PromQL
 )
 missing=()
 for p in "${packages[@]}"; do
