@@ -118,34 +118,28 @@ func floorDiv(a, b int64) int64 {
 // budgetRounds bounds the delete-and-measure rounds of one enforcement.
 const budgetRounds = 10
 
-// enforceBudget deletes the oldest flows, then the oldest buckets, until
-// the bytes in use are under 90% of the budget (so that it does not run
-// at every checkpoint). Deleted rows free DuckDB's blocks only when it
-// checkpoints its WAL, so each round checkpoints and measures again. The
-// log is never cut here: it is what was acknowledged. The caller holds
-// db.mu.
+// enforceBudget deletes the oldest flows, then the oldest buckets, once
+// the bytes in use pass 85% of the budget, down to 70% of it. Deleted rows
+// free DuckDB's blocks only when it checkpoints its WAL into the file, and
+// it writes a checkpoint's new blocks before it frees the old: the file,
+// which never shrinks, peaks above what is in use, and the margin keeps
+// that peak within the budget. Each round deletes, checkpoints and
+// measures again. The log is never cut here: it is what was acknowledged.
+// The caller holds db.mu.
 func (db *DB) enforceBudget(ctx context.Context) error {
 	used, err := db.usedBytes(ctx)
 	if err != nil {
 		return err
 	}
 	defer func() { db.stats.UsedBytes = used }()
-	if used <= db.cfg.DiskBudget {
+	if used <= db.cfg.DiskBudget/100*85 {
 		return nil
 	}
-	target := db.cfg.DiskBudget - db.cfg.DiskBudget/10
+	target := db.cfg.DiskBudget / 100 * 70
 	st := &db.stats
 	for range budgetRounds {
-		if _, err := db.w.ExecContext(ctx, `CHECKPOINT`); err != nil {
-			// Another transaction may hold it off; the next round or
-			// checkpoint tries again.
-			db.log.Debug("history: DuckDB checkpoint deferred", "err", err)
-		}
-		if used, err = db.usedBytes(ctx); err != nil || used <= target {
-			return err
-		}
-		// Delete about as many rows as the excess holds, at the mean
-		// bytes per row; the next round measures what that freed.
+		// About as many rows as the excess holds at the mean bytes per
+		// row; the next round measures what that freed.
 		rows := max(1, st.Flows+st.LogRecords+st.EdgeRows+st.Events)
 		n := max(1, (used-target)*rows/used)
 		switch {
@@ -167,6 +161,14 @@ func (db *DB) enforceBudget(ctx context.Context) error {
 		default:
 			db.log.Warn("history: over the disk budget with only the ingest log left", "used_bytes", used, "budget_bytes", db.cfg.DiskBudget)
 			return nil
+		}
+		if _, err := db.w.ExecContext(ctx, `CHECKPOINT`); err != nil {
+			// Another transaction may hold it off; the next round or
+			// checkpoint tries again.
+			db.log.Debug("history: DuckDB checkpoint deferred", "err", err)
+		}
+		if used, err = db.usedBytes(ctx); err != nil || used <= target {
+			return err
 		}
 	}
 	return nil

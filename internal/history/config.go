@@ -77,5 +77,5 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// minDiskBudget fits the empty tables and a few blocks of each.
-const minDiskBudget = 16 << 20
+// minDiskBudget fits the empty tables (768 KiB) and a few blocks of each.
+const minDiskBudget = 4 << 20

@@ -1,0 +1,78 @@
+package history
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/flowlens/flowlens/internal/flow"
+)
+
+// realistic returns n records as a node's interval brings them: pods of a
+// few workloads talking to a few Services, distinct ports, RTTs and bytes.
+func realistic(n int, end time.Time) []flow.Record {
+	out := make([]flow.Record, n)
+	for i := range out {
+		c, _ := sides(i, end)
+		c.Source.Pod = fmt.Sprintf("client-%d", i%50)
+		c.Source.IP = netip.AddrFrom4([4]byte{10, 244, byte(i % 50), 10})
+		c.Source.Labels = map[string]string{"app": "client", "pod-template-hash": "5c8f7d"}
+		c.Source.CgroupID, c.Source.ContainerID = uint64(1000+i%50), fmt.Sprintf("%064x", i%50)
+		c.Destination.Service.Name = fmt.Sprintf("api-%d", i%10)
+		c.BytesToDst, c.BytesToSrc = uint64(1000+i%977), uint64(100+i%313)
+		c.SegmentsToDst, c.SegmentsToSrc, c.IPVersion = 5, 4, 4
+		out[i] = c
+	}
+	return out
+}
+
+// BenchmarkAppend measures the log's write rate: batches of 1,000
+// records, one transaction each, as an agent's interval arrives.
+func BenchmarkAppend(b *testing.B) {
+	db, err := Open(context.Background(), Config{Dir: b.TempDir()}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	recs := realistic(1000, t0)
+	b.ResetTimer()
+	for i := range b.N {
+		if err := db.Append(context.Background(), []Event{{Pos: uint64(i + 1), Time: t0, Agent: "a", Seq: uint64(i), Records: recs}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*len(recs))/b.Elapsed().Seconds(), "records/s")
+}
+
+// BenchmarkCheckpointFlows measures the flows table's write rate and what
+// a stored record costs on disk.
+func BenchmarkCheckpointFlows(b *testing.B) {
+	ctx := context.Background()
+	db, err := Open(ctx, Config{Dir: b.TempDir()}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Append(ctx, []Event{{Pos: 1, Time: t0, Tick: true}}); err != nil {
+		b.Fatal(err)
+	}
+	recs := realistic(10_000, t0)
+	b.ResetTimer()
+	for range b.N {
+		if err := db.Checkpoint(ctx, Checkpoint{Pos: 1, Time: t0, Flows: recs}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N*len(recs))/b.Elapsed().Seconds(), "records/s")
+	if _, err := db.w.ExecContext(ctx, `CHECKPOINT`); err != nil {
+		b.Fatal(err)
+	}
+	used, err := db.usedBytes(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(used)/float64(b.N*len(recs)), "bytes/record")
+}
