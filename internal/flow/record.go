@@ -139,3 +139,12 @@ type Record struct {
 	RetransToDst   uint32 `json:"retransmits_to_destination,omitempty"` // TCP segments sent again
 	RetransToSrc   uint32 `json:"retransmits_to_source,omitempty"`
 }
+
+// Observing returns the endpoint whose socket made the record: the
+// destination of a server's record, else the source.
+func (r *Record) Observing() *Endpoint {
+	if r.Observer == RoleServer.String() {
+		return &r.Destination
+	}
+	return &r.Source
+}

@@ -16,6 +16,8 @@ var (
 		"Walks of the cgroup2 tree to learn new cgroup ids.", nil, nil)
 	cgroupEntries = prometheus.NewDesc("flowlens_cgroup_entries",
 		"Cgroup ids cached.", nil, nil)
+	scopeRecords = prometheus.NewDesc("flowlens_agent_scope_records_total",
+		"Records by whether their observing socket's cgroup is in the agent's --watch-cgroup subtree: inside (kept), outside or unknown (a cgroup gone before its record was read; dropped).", []string{"cgroup"}, nil)
 	cgroupEvictions = prometheus.NewDesc("flowlens_cgroup_evictions_total",
 		"Cgroup ids dropped from the full cache; they are looked up again when seen.", nil, nil)
 	procReads = prometheus.NewDesc("flowlens_cgroup_proc_reads_total",
@@ -49,6 +51,7 @@ type NamesCollector struct {
 	Identity func() identity.Stats
 	Kube     func() k8smeta.Status
 	Publish  func() publish.Stats
+	Scope    func() cgroup.ScopeStats
 }
 
 // Describe implements prometheus.Collector. Losses are reported under
@@ -56,7 +59,7 @@ type NamesCollector struct {
 // the agent collector's, and a registry takes each descriptor once.
 func (NamesCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{cgroupLookups, cgroupWalks, cgroupEntries, cgroupEvictions, procReads, identityObjects,
-		kubeStale, kubeSynced, kubeWatchErrors, kubeEvents, joined, joinBackends, early, earlyHeld} {
+		kubeStale, kubeSynced, kubeWatchErrors, kubeEvents, joined, joinBackends, early, earlyHeld, scopeRecords} {
 		ch <- d
 	}
 }
@@ -82,6 +85,12 @@ func (c NamesCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(cgroupWalks, s.Rescans)
 		gauge(cgroupEntries, float64(s.Entries))
 		counter(cgroupEvictions, s.Evicted)
+	}
+	if c.Scope != nil {
+		s := c.Scope()
+		counter(scopeRecords, s.Inside, "inside")
+		counter(scopeRecords, s.Outside, "outside")
+		counter(scopeRecords, s.Unknown, "unknown")
 	}
 	if c.Procs != nil {
 		s := c.Procs()

@@ -355,16 +355,8 @@ type source struct {
 	netns  uint32
 }
 
-// observing returns the endpoint of r whose socket made the record.
-func observing(r *flow.Record) *flow.Endpoint {
-	if r.Observer == flow.RoleServer.String() {
-		return &r.Destination
-	}
-	return &r.Source
-}
-
 func sourceOf(r *flow.Record) source {
-	ep := observing(r)
+	ep := r.Observing()
 	if ep.CgroupID != 0 {
 		return source{cgroup: ep.CgroupID}
 	}

@@ -38,6 +38,7 @@ type Network struct {
 	underlayNS string
 	cgroup     cgroup2
 	cgroupRoot string // absolute dir of <prefix>kubelet
+	separate   bool   // SeparateNodeCgroups
 
 	mu       sync.Mutex
 	nodes    []*Node
@@ -67,6 +68,7 @@ type Node struct {
 
 	index      int
 	cgroupDir  string // node-level processes (Node.Command), outside kubepods
+	kubeletRel string // the node's kubelet root below the network's ("" unless SeparateNodeCgroups)
 	cgroupFile *os.File
 	iptInit    bool
 }
@@ -78,6 +80,18 @@ type Node struct {
 // --cgroup-root would be, and what flowlens' --kubelet-cgroup-root must be
 // to read pods from them.
 func (n *Network) KubeletCgroupRoot() string { return path.Join(n.cgroup.root, n.Prefix+"kubelet") }
+
+// SeparateNodeCgroups gives each node added after it its own kubelet root
+// below KubeletCgroupRoot, as each node of a real cluster has its own
+// cgroup tree: an agent scoped to Node.KubeletCgroupRoot then sees that
+// node's pods only, though all nodes share this machine's kernel.
+func (n *Network) SeparateNodeCgroups() { n.separate = true }
+
+// KubeletCgroupRoot is the cgroup this node's pods live under, as
+// /proc/<pid>/cgroup shows it.
+func (node *Node) KubeletCgroupRoot() string {
+	return path.Join(node.net.KubeletCgroupRoot(), node.kubeletRel)
+}
 
 func (n *Network) bridgeName() string        { return n.Prefix + "br" }
 func (n *Network) underlayBridge() string    { return n.Prefix + "ul" }
@@ -221,6 +235,9 @@ func (n *Network) addNode(name string, podCIDR netip.Prefix) (*Node, error) {
 		Gateway: podCIDR.Addr().Next(),
 		Netns:   n.Prefix + "node-" + sanitize(name),
 		index:   index,
+	}
+	if n.separate {
+		node.kubeletRel = "node-" + sanitize(name)
 	}
 	node.NetnsPath = filepath.Join(netnsDir, node.Netns)
 	if err := addNetns(node.Netns); err != nil {

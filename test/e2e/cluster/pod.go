@@ -133,6 +133,7 @@ func (node *Node) addPod(namespace, name string, uid types.UID, ip netip.Addr, h
 	if rel == "" {
 		rel = podCgroupPath(opts.CgroupDriver, opts.QOS, uid, opts.ContainerID)
 	}
+	rel = path.Join(node.kubeletRel, rel)
 	p.CgroupDir = filepath.Join(n.cgroupRoot, rel)
 	p.podCgroup = filepath.Dir(p.CgroupDir)
 	p.CgroupPath = path.Join(n.cgroup.root, n.Prefix+"kubelet", rel)
