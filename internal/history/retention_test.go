@@ -135,3 +135,78 @@ func TestDiskBudget(t *testing.T) {
 		t.Errorf("%d bytes on disk: over the budget of %d", st.DiskBytes, budget)
 	}
 }
+
+// TestRetentionAndFlowQuery: flows and buckets past their retention are
+// deleted and counted exactly; the flow query's bounds, limit and match
+// select exactly.
+func TestRetentionAndFlowQuery(t *testing.T) {
+	ctx := context.Background()
+	db := open(t, Config{FlowRetention: time.Minute, EdgeRetention: time.Minute})
+	if err := db.Append(ctx, []Event{{Pos: 1, Time: t0, Tick: true}}); err != nil {
+		t.Fatal(err)
+	}
+	// Flow k ends at k*5 s, refused when k%3 == 0; bucket b0+j holds one edge.
+	var flows []flow.Record
+	for k := range 12 {
+		r := sparse(t0.Add(time.Duration(k) * 5 * time.Second))
+		r.Source.Port = uint16(k)
+		if k%3 == 0 {
+			r.Verdict = flow.VerdictRefused
+		}
+		flows = append(flows, r)
+	}
+	b0 := t0.UnixNano() / int64(10*time.Second)
+	var rows []topology.EdgeRow
+	for j := range 6 {
+		rows = append(rows, topology.EdgeRow{Bucket: b0 + int64(j), Src: topology.Ident{Pod: "a"}, Dst: topology.Ident{Pod: "b"}})
+	}
+	if err := db.Checkpoint(ctx, Checkpoint{Pos: 1, Time: t0.Add(time.Minute), Flows: flows, Edges: rows}); err != nil {
+		t.Fatal(err)
+	}
+	refused := func(r *flow.Record) bool { return r.Verdict == flow.VerdictRefused }
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	for _, tc := range []struct {
+		name string
+		q    FlowQuery
+		want []uint16 // the flows' k
+	}{
+		{"all", FlowQuery{}, []uint16{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}},
+		{"since inclusive, until exclusive", FlowQuery{Since: at(10), Until: at(30)}, []uint16{2, 3, 4, 5}},
+		{"since only", FlowQuery{Since: at(51)}, []uint16{11}},
+		{"until only", FlowQuery{Until: at(5)}, []uint16{0}},
+		{"newest 3", FlowQuery{Limit: 3}, []uint16{9, 10, 11}},
+		{"match", FlowQuery{Match: refused}, []uint16{0, 3, 6, 9}},
+		{"newest 2 matching", FlowQuery{Match: refused, Limit: 2}, []uint16{6, 9}},
+		{"all of it", FlowQuery{Since: at(0), Until: at(30), Match: refused, Limit: 5}, []uint16{0, 3}},
+		{"none", FlowQuery{Since: at(56)}, nil},
+	} {
+		got, err := db.Flows(ctx, tc.q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ks []uint16
+		for _, r := range got {
+			ks = append(ks, r.Source.Port)
+		}
+		if fmt.Sprint(ks) != fmt.Sprint(tc.want) {
+			t.Errorf("%s: flows %v, want %v", tc.name, ks, tc.want)
+		}
+	}
+
+	// At 90 s, flows before 30 s (k < 6) and buckets ending by 30 s
+	// (b0, b0+1, b0+2: the retention is the 6 buckets ending with 90 s's)
+	// go.
+	if err := db.Checkpoint(ctx, Checkpoint{Pos: 1, Time: at(90)}); err != nil {
+		t.Fatal(err)
+	}
+	st := db.Stats()
+	if st.FlowsExpired != 6 || st.Flows != 6 || count(t, db, "flows") != 6 || st.EdgeRowsExpired != 3 || count(t, db, "edges") != 3 {
+		t.Errorf("after 90 s: %+v", st)
+	}
+	if got, err := db.Flows(ctx, FlowQuery{Limit: 100}); err != nil || len(got) != 6 || got[0].Source.Port != 6 {
+		t.Errorf("held after expiry: %d flows from %v (%v), want 6 from k=6", len(got), got[0].Source.Port, err)
+	}
+	if st.FlowsOverBudget != 0 || st.EdgeRowsOverBudget != 0 {
+		t.Errorf("deleted for the budget: %+v", st)
+	}
+}
