@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -38,15 +39,20 @@ Levels: pod, workload, service, namespace, node, external; on a plain host
 without Kubernetes process, container, node and external say the most.`,
 		Example: `  flowlens topology --level process
   flowlens topology --level workload --namespace shop --window 5m
-  flowlens topology --since 10m -o json`,
+  flowlens topology --since 10m -o json
+  flowlens topology -o dot | dot -Tsvg > topology.svg
+  flowlens topology -o mermaid`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			q, err := topologyQuery(level, window, since, ns, time.Now())
 			if err != nil {
 				return err
 			}
-			if output != "table" && output != "json" {
-				return fmt.Errorf("unknown output %q: want table or json", output)
+			if _, ok := graphPrinters[output]; !ok && output != "table" && output != "json" {
+				return fmt.Errorf("unknown output %q: want table, json, dot or mermaid", output)
+			}
+			if _, ok := graphPrinters[output]; ok && since != "" {
+				return fmt.Errorf("-o %s draws a window's graph, not a diff: with --since use table or json", output)
 			}
 			c, err := client.open()
 			if err != nil {
@@ -60,11 +66,18 @@ without Kubernetes process, container, node and external say the most.`,
 				_, err = cmd.OutOrStdout().Write(body)
 				return err
 			}
+			if draw, ok := graphPrinters[output]; ok {
+				var g topology.Graph
+				if err := json.Unmarshal(body, &g); err != nil {
+					return fmt.Errorf("decode topology: %w", err)
+				}
+				return draw(cmd.OutOrStdout(), &g)
+			}
 			return printTopology(cmd.OutOrStdout(), body, q.Has("since"))
 		},
 	}
 	client.Flags(cmd.Flags())
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "table, json, dot (Graphviz) or mermaid")
 	cmd.Flags().StringVar(&level, "level", string(server.DefaultTopologyLevel), "pod, workload, service, namespace, node, external, process or container")
 	cmd.Flags().StringVar(&window, "window", server.DefaultTopologyWindow.String(), "the window's length, from 10s to 24h, a multiple of 10s")
 	cmd.Flags().StringVar(&since, "since", "", "show what changed since then: a time (RFC 3339) or how long ago (10m)")
@@ -189,4 +202,109 @@ func printTopology(w io.Writer, body []byte, diff bool) error {
 
 func failures(f *topology.Failures) uint64 {
 	return f.Refused + f.Timeout + f.Reset + f.Unanswered + f.Unreachable + f.Failed
+}
+
+// graphPrinters draw a window's graph in a language that renders it.
+var graphPrinters = map[string]func(io.Writer, *topology.Graph) error{
+	"dot":     printDot,
+	"mermaid": printMermaid,
+}
+
+// edgeSummary is an edge's label in a drawing.
+func edgeSummary(e *topology.Edge) string {
+	return fmt.Sprintf("%d opened, %d failed", e.ConnectionsOpened, failures(&e.Failures))
+}
+
+// byNamespace groups a graph's nodes (sorted by id) by their Kubernetes
+// namespace, namespaces sorted; nodes without one come under "".
+func byNamespace(nodes []topology.Node) (namespaces []string, members map[string][]topology.Node) {
+	members = map[string][]topology.Node{}
+	for _, n := range nodes {
+		if _, ok := members[n.Namespace]; !ok {
+			namespaces = append(namespaces, n.Namespace)
+		}
+		members[n.Namespace] = append(members[n.Namespace], n)
+	}
+	slices.Sort(namespaces)
+	return namespaces, members
+}
+
+// dotQuote makes s one quoted DOT id: control characters are written out
+// (clean), then backslashes and quotes escaped, so no name ends the
+// string or becomes a Graphviz escape such as \N.
+func dotQuote(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(clean(s)) + `"`
+}
+
+// printDot draws g for Graphviz: one cluster per namespace, nodes by id
+// labelled with their names, edges labelled with connections and failures.
+func printDot(w io.Writer, g *topology.Graph) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "digraph flowlens {\n\tlabel=%s;\n\trankdir=LR;\n\tnode [shape=box];\n",
+		dotQuote(fmt.Sprintf("%s level, %s to %s", g.Level, g.WindowStart.Format(time.RFC3339), g.WindowEnd.Format(time.RFC3339))))
+	namespaces, members := byNamespace(g.Nodes)
+	for _, ns := range namespaces {
+		indent := "\t"
+		if ns != "" {
+			fmt.Fprintf(&b, "\tsubgraph %s {\n\t\tlabel=%s;\n", dotQuote("cluster_"+ns), dotQuote(ns))
+			indent = "\t\t"
+		}
+		for _, n := range members[ns] {
+			fmt.Fprintf(&b, "%s%s [label=%s];\n", indent, dotQuote(n.ID), dotQuote(n.Name))
+		}
+		if ns != "" {
+			b.WriteString("\t}\n")
+		}
+	}
+	for i := range g.Edges {
+		e := &g.Edges[i]
+		fmt.Fprintf(&b, "\t%s -> %s [label=%s];\n", dotQuote(e.Source), dotQuote(e.Destination), dotQuote(edgeSummary(e)))
+	}
+	b.WriteString("}\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// mermaidText makes s safe inside a quoted Mermaid label: control
+// characters written out, and the characters Mermaid reads as syntax or
+// HTML as its entity codes.
+func mermaidText(s string) string {
+	return strings.NewReplacer("#", "#35;", `"`, "#quot;", "<", "#lt;", ">", "#gt;").Replace(clean(s))
+}
+
+// printMermaid draws g as a Mermaid flowchart. Mermaid ids cannot hold a
+// node id's / and :, so nodes are n0, n1, ... in id order, labelled with
+// their names, and namespaces are subgraphs s0, s1, ...
+func printMermaid(w io.Writer, g *topology.Graph) error {
+	var b strings.Builder
+	b.WriteString("flowchart LR\n")
+	ids := make(map[string]string, len(g.Nodes))
+	for i, n := range g.Nodes {
+		ids[n.ID] = fmt.Sprintf("n%d", i)
+	}
+	namespaces, members := byNamespace(g.Nodes)
+	for i, ns := range namespaces {
+		indent := "  "
+		if ns != "" {
+			fmt.Fprintf(&b, "  subgraph s%d[\"%s\"]\n", i, mermaidText(ns))
+			indent = "    "
+		}
+		for _, n := range members[ns] {
+			fmt.Fprintf(&b, "%s%s[\"%s\"]\n", indent, ids[n.ID], mermaidText(n.Name))
+		}
+		if ns != "" {
+			b.WriteString("  end\n")
+		}
+	}
+	for i := range g.Edges {
+		e := &g.Edges[i]
+		src, okS := ids[e.Source]
+		dst, okD := ids[e.Destination]
+		if !okS || !okD {
+			return fmt.Errorf("topology: edge %s names a node the graph does not list", e.ID)
+		}
+		fmt.Fprintf(&b, "  %s -->|\"%s\"| %s\n", src, mermaidText(edgeSummary(e)), dst)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
 }

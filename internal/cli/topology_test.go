@@ -131,3 +131,99 @@ func TestTopologyServerRefusal(t *testing.T) {
 		t.Fatalf("error %v, want %q", err, want)
 	}
 }
+
+// drawnGraph has a namespace of two workloads, a process whose name holds a
+// quote, a backslash and a terminal escape, and an address.
+func drawnGraph() *topology.Graph {
+	start := time.Date(2026, 11, 29, 20, 0, 0, 0, time.UTC)
+	return &topology.Graph{Level: topology.LevelWorkload, WindowStart: start, WindowEnd: start.Add(time.Minute), WindowSeconds: 60,
+		Nodes: []topology.Node{
+			{ID: "external:203.0.113.9", Kind: topology.NodeExternal, Name: "203.0.113.9"},
+			{ID: `process:host-1/ev"il\x` + "\x1b", Kind: topology.NodeProcess, Name: `host-1/ev"il\x` + "\x1b"},
+			{ID: "workload:shop/Deployment/api", Kind: topology.NodeWorkload, Namespace: "shop", Name: "Deployment/api"},
+			{ID: "workload:shop/Deployment/client", Kind: topology.NodeWorkload, Namespace: "shop", Name: "Deployment/client"},
+		},
+		Edges: []topology.Edge{
+			{ID: "1", Source: "workload:shop/Deployment/client", Destination: "workload:shop/Deployment/api",
+				ConnectionsOpened: 20, Failures: topology.Failures{Refused: 2, Reset: 1}},
+			{ID: "2", Source: `process:host-1/ev"il\x` + "\x1b", Destination: "external:203.0.113.9", ConnectionsOpened: 1},
+		}}
+}
+
+func TestTopologyDot(t *testing.T) {
+	var out bytes.Buffer
+	if err := printDot(&out, drawnGraph()); err != nil {
+		t.Fatal(err)
+	}
+	want := `digraph flowlens {
+	label="workload level, 2026-11-29T20:00:00Z to 2026-11-29T20:01:00Z";
+	rankdir=LR;
+	node [shape=box];
+	"external:203.0.113.9" [label="203.0.113.9"];
+	"process:host-1/ev\"il\\x\\x1b" [label="host-1/ev\"il\\x\\x1b"];
+	subgraph "cluster_shop" {
+		label="shop";
+		"workload:shop/Deployment/api" [label="Deployment/api"];
+		"workload:shop/Deployment/client" [label="Deployment/client"];
+	}
+	"workload:shop/Deployment/client" -> "workload:shop/Deployment/api" [label="20 opened, 3 failed"];
+	"process:host-1/ev\"il\\x\\x1b" -> "external:203.0.113.9" [label="1 opened, 0 failed"];
+}
+`
+	if out.String() != want {
+		t.Errorf("dot:\n%s\nwant:\n%s", out.String(), want)
+	}
+}
+
+func TestTopologyMermaid(t *testing.T) {
+	var out bytes.Buffer
+	if err := printMermaid(&out, drawnGraph()); err != nil {
+		t.Fatal(err)
+	}
+	want := `flowchart LR
+  n0["203.0.113.9"]
+  n1["host-1/ev#quot;il\x\x1b"]
+  subgraph s1["shop"]
+    n2["Deployment/api"]
+    n3["Deployment/client"]
+  end
+  n3 -->|"20 opened, 3 failed"| n2
+  n1 -->|"1 opened, 0 failed"| n0
+`
+	if out.String() != want {
+		t.Errorf("mermaid:\n%s\nwant:\n%s", out.String(), want)
+	}
+	g := drawnGraph()
+	g.Edges[0].Destination = "workload:shop/Deployment/gone"
+	if err := printMermaid(io.Discard, g); err == nil || !strings.Contains(err.Error(), "names a node the graph does not list") {
+		t.Errorf("an edge to an unlisted node: %v", err)
+	}
+}
+
+// The command draws what the API answers, and refuses to draw a diff.
+func TestTopologyDrawCommand(t *testing.T) {
+	addr := topologyAPI(t)
+	out, err := runTopology(t, "--server", addr, "--level", "process", "-o", "mermaid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `  n0 -->|"1 opened, 0 failed"| n1` + "\n"; !strings.HasSuffix(out, want) || !strings.Contains(out, `n0["host-1/evil\x1b[31m"]`) {
+		t.Errorf("mermaid\n%s\nwant an edge n0 -> n1 from the escaped evil process", out)
+	}
+	out, err = runTopology(t, "--server", addr, "--level", "process", "-o", "dot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `	"process:host-1/evil\\x1b[31m" -> "process:host-1/nginx" [label="1 opened, 0 failed"];`; !strings.Contains(out, want+"\n") {
+		t.Errorf("dot\n%s\nwant the line %s", out, want)
+	}
+	for _, o := range []string{"dot", "mermaid"} {
+		_, err := runTopology(t, "--server", addr, "-o", o, "--since", "5m")
+		if want := "-o " + o + " draws a window's graph, not a diff: with --since use table or json"; err == nil || err.Error() != want {
+			t.Errorf("-o %s --since: %v, want %q", o, err, want)
+		}
+	}
+	if _, err := runTopology(t, "--server", addr, "-o", "svg"); err == nil || err.Error() != `unknown output "svg": want table, json, dot or mermaid` {
+		t.Errorf("-o svg: %v", err)
+	}
+}
