@@ -62,7 +62,7 @@ func (r *recorder) snapshot() ([]*ingest.Batch, int) {
 }
 
 // startHub serves the ingest service on a unix socket until stopped.
-func startHub(t *testing.T, path string, recv ingest.Receiver) (stop func()) {
+func startHub(t testing.TB, path string, recv ingest.Receiver) (stop func()) {
 	t.Helper()
 	ln, err := net.Listen("unix", path)
 	if err != nil {
@@ -90,7 +90,7 @@ func testConfig(hub string, batch, backlogBatches int) Config {
 }
 
 // run runs s until the test ends.
-func run(t *testing.T, s *Shipper) {
+func run(t testing.TB, s *Shipper) {
 	t.Helper()
 	if err := s.cfg.Validate(); err != nil {
 		t.Fatal(err)
