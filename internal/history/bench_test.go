@@ -28,22 +28,26 @@ func realistic(n int, end time.Time) []flow.Record {
 	return out
 }
 
-// BenchmarkAppend measures the log's write rate: batches of 1,000
-// records, one transaction each, as an agent's interval arrives.
+// BenchmarkAppend measures the log's write rate by batch size, one
+// transaction each: a commit's fixed cost against the per-record one.
 func BenchmarkAppend(b *testing.B) {
-	db, err := Open(context.Background(), Config{Dir: b.TempDir()}, nil)
-	if err != nil {
-		b.Fatal(err)
+	for _, n := range []int{1, 100, 1000} {
+		b.Run(fmt.Sprintf("records=%d", n), func(b *testing.B) {
+			db, err := Open(context.Background(), Config{Dir: b.TempDir()}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			recs := realistic(n, t0)
+			b.ResetTimer()
+			for i := range b.N {
+				if err := db.Append(context.Background(), []Event{{Pos: uint64(i + 1), Time: t0, Agent: "a", Seq: uint64(i), Records: recs}}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N*len(recs))/b.Elapsed().Seconds(), "records/s")
+		})
 	}
-	defer db.Close()
-	recs := realistic(1000, t0)
-	b.ResetTimer()
-	for i := range b.N {
-		if err := db.Append(context.Background(), []Event{{Pos: uint64(i + 1), Time: t0, Agent: "a", Seq: uint64(i), Records: recs}}); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(b.N*len(recs))/b.Elapsed().Seconds(), "records/s")
 }
 
 // BenchmarkCheckpointFlows measures the flows table's write rate and what

@@ -32,6 +32,8 @@ type DB struct {
 	path string
 	sql  *sql.DB
 	w    *sql.Conn // the one writing connection
+	// appenders of the writing connection, by table; made on first use.
+	appenders map[string]*duckdb.Appender
 
 	mu      sync.Mutex // serialises writes; guards what follows
 	lastPos uint64     // of the last event appended, or the checkpoint's
@@ -70,7 +72,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open history %s: %w", path, err)
 	}
-	db := &DB{cfg: cfg, log: log, path: path, sql: sql.OpenDB(connector)}
+	db := &DB{cfg: cfg, log: log, path: path, sql: sql.OpenDB(connector), appenders: map[string]*duckdb.Appender{}}
 	if err := db.open(ctx); err != nil {
 		db.sql.Close()
 		return nil, fmt.Errorf("open history %s: %w", path, err)
@@ -126,7 +128,13 @@ func (db *DB) open(ctx context.Context) error {
 func (db *DB) Close() error {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	return errors.Join(db.w.Close(), db.sql.Close())
+	var errs []error
+	for table, a := range db.appenders {
+		if err := a.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close appender of %s: %w", table, err))
+		}
+	}
+	return errors.Join(append(errs, db.w.Close(), db.sql.Close())...)
 }
 
 // Stats reports what the history holds and did.
@@ -175,29 +183,38 @@ func (db *DB) tx(ctx context.Context, fn func() error) error {
 }
 
 // appendRows appends n rows to table through DuckDB's appender, in the
-// writing connection's transaction. row fills the i-th row into buf.
+// writing connection's transaction. row fills the i-th row into buf. The
+// appenders live as long as the connection: making one costs milliseconds
+// (a chunk of vectors for every column), more than a small batch's rows.
+// The caller holds db.mu.
 func (db *DB) appendRows(table string, n int, row func(i int, buf []driver.Value) []driver.Value) error {
 	if n == 0 {
 		return nil
 	}
 	return db.w.Raw(func(dc any) error {
-		conn, ok := dc.(driver.Conn)
-		if !ok {
-			return fmt.Errorf("append to %s: driver connection %T", table, dc)
-		}
-		a, err := duckdb.NewAppenderFromConn(conn, "", table)
-		if err != nil {
-			return fmt.Errorf("append to %s: %w", table, err)
+		a := db.appenders[table]
+		if a == nil {
+			conn, ok := dc.(driver.Conn)
+			if !ok {
+				return fmt.Errorf("append to %s: driver connection %T", table, dc)
+			}
+			var err error
+			if a, err = duckdb.NewAppenderFromConn(conn, "", table); err != nil {
+				return fmt.Errorf("append to %s: %w", table, err)
+			}
+			db.appenders[table] = a
 		}
 		var buf []driver.Value
 		for i := range n {
 			buf = row(i, buf[:0])
 			if err := a.AppendRow(buf...); err != nil {
-				return errors.Join(fmt.Errorf("append to %s: %w", table, err), a.Close())
+				// Drop what this call appended: the transaction rolls back.
+				return errors.Join(fmt.Errorf("append to %s: %w", table, err), a.Clear())
 			}
 		}
-		if err := a.Close(); err != nil {
-			return fmt.Errorf("append to %s: %w", table, err)
+		// Into the transaction: the commit makes it durable.
+		if err := a.Flush(); err != nil {
+			return errors.Join(fmt.Errorf("append to %s: %w", table, err), a.Clear())
 		}
 		return nil
 	})
