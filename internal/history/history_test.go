@@ -294,3 +294,18 @@ func TestCrashSafety(t *testing.T) {
 	}
 	t.Logf("killed after %d committed events (%d in the log), %d flows checkpointed (%d held)", committed, len(evs), flowsCheckpointed, len(flows))
 }
+
+func TestConfig(t *testing.T) {
+	for _, c := range []Config{{}, {Dir: t.TempDir(), DiskBudget: 1 << 20}} {
+		if err := c.Validate(); err == nil {
+			t.Errorf("%+v accepted", c)
+		}
+	}
+	// A directory written with other buckets is refused, not misread.
+	dir := t.TempDir()
+	open(t, Config{Dir: dir}).Close()
+	if db, err := Open(context.Background(), Config{Dir: dir, Resolution: time.Minute}, slog.New(slog.DiscardHandler)); err == nil {
+		db.Close()
+		t.Error("a history of 10 s buckets opened with 1 m ones")
+	}
+}
