@@ -78,7 +78,7 @@ func TestDeployServerDryRun(t *testing.T) {
 
 // TestDeployAgentLeastPrivilege reads the agent's DaemonSet as shipped: not
 // privileged, exactly the capabilities the README lists, and flags that
-// `flowlens up` has. Pure: it runs under -short too.
+// `flowlens agent` has. Pure: it runs under -short too.
 func TestDeployAgentLeastPrivilege(t *testing.T) {
 	ds := agentDaemonSet(t)
 	pod := ds.Spec.Template.Spec
@@ -114,21 +114,12 @@ func TestDeployAgentLeastPrivilege(t *testing.T) {
 		t.Errorf("tolerations = %+v, want one tolerating every taint", pod.Tolerations)
 	}
 
-	// Every flag is one of `flowlens up`'s, with a value it takes.
-	if len(c.Args) == 0 || c.Args[0] != "up" {
-		t.Fatalf("args = %q, want `up` first", c.Args)
+	// Every flag is one of `flowlens agent`'s, with a value it takes, and
+	// the records go to the hub's Service.
+	flag := commandFlags(t, "agent", c.Args)
+	if got, want := flag("hub"), hubServiceAddress(t); got != want {
+		t.Errorf("--hub = %q, want the hub's Service %q", got, want)
 	}
-	up, _, err := cli.New().Find([]string{"up"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := up.ParseFlags(c.Args[1:]); err != nil {
-		t.Fatalf("flowlens up %s: %v", strings.Join(c.Args[1:], " "), err)
-	}
-	if rest := up.Flags().Args(); len(rest) != 0 {
-		t.Errorf("arguments that are not flags: %q", rest)
-	}
-	flag := func(name string) string { return up.Flags().Lookup(name).Value.String() }
 
 	// --cgroup-root is the host's cgroup2 root, mounted read-only.
 	root := mountOf(t, pod, c, flag("cgroup-root"))
@@ -159,6 +150,147 @@ func TestDeployAgentLeastPrivilege(t *testing.T) {
 	}
 	if c.Resources.Limits.Memory().IsZero() || c.Resources.Requests.Memory().IsZero() {
 		t.Errorf("resources = %+v, want memory requests and limits", c.Resources)
+	}
+}
+
+// TestDeployHubLeastPrivilege reads the hub's Deployment as shipped: no
+// host access, no capability, not root, read-only root, one replica that
+// is stopped before its successor starts (one writer of the history), its
+// data on the claim, the probes on its one port. Pure.
+func TestDeployHubLeastPrivilege(t *testing.T) {
+	var d appsv1.Deployment
+	manifestObject(t, "Deployment", "flowlens-hub", &d)
+	if d.Spec.Replicas == nil || *d.Spec.Replicas != 1 || d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
+		t.Errorf("replicas %v, strategy %q: want 1 and Recreate", d.Spec.Replicas, d.Spec.Strategy.Type)
+	}
+	pod := d.Spec.Template.Spec
+	if pod.HostPID || pod.HostNetwork || pod.HostIPC {
+		t.Errorf("hostPID, hostNetwork, hostIPC = %v, %v, %v, want none", pod.HostPID, pod.HostNetwork, pod.HostIPC)
+	}
+	for _, v := range pod.Volumes {
+		if v.HostPath != nil {
+			t.Errorf("volume %s is a hostPath", v.Name)
+		}
+	}
+	if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
+		t.Error("the hub mounts a Kubernetes API token it has no use for")
+	}
+	psc := pod.SecurityContext
+	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.RunAsUser == nil || *psc.RunAsUser == 0 ||
+		psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("pod securityContext = %+v, want runAsNonRoot, a non-root runAsUser and the RuntimeDefault seccomp profile", psc)
+	}
+	if len(pod.Containers) != 1 || len(pod.InitContainers) != 0 {
+		t.Fatalf("containers = %d, init containers = %d, want 1 and 0", len(pod.Containers), len(pod.InitContainers))
+	}
+	c := pod.Containers[0]
+	sc := c.SecurityContext
+	if sc == nil || sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) != 0 {
+		t.Fatalf("container securityContext = %+v, want every capability dropped and none added", sc)
+	}
+	if sc.Privileged == nil || *sc.Privileged || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
+		sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+		t.Errorf("privileged %v, allowPrivilegeEscalation %v, readOnlyRootFilesystem %v: want false, false, true",
+			sc.Privileged, sc.AllowPrivilegeEscalation, sc.ReadOnlyRootFilesystem)
+	}
+
+	if len(c.Ports) != 1 || c.Ports[0].Name != "grpc-and-http" || c.Ports[0].ContainerPort != 4245 {
+		t.Errorf("ports = %+v, want grpc-and-http 4245", c.Ports)
+	}
+	for name, p := range map[string]*corev1.Probe{"readiness": c.ReadinessProbe, "liveness": c.LivenessProbe} {
+		want := map[string]string{"readiness": "/readyz", "liveness": "/healthz"}[name]
+		if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != want || p.HTTPGet.Port.String() != "grpc-and-http" {
+			t.Errorf("%s probe = %+v, want GET %s on port grpc-and-http", name, p, want)
+		}
+	}
+	if c.Resources.Limits.Memory().IsZero() || c.Resources.Requests.Memory().IsZero() {
+		t.Errorf("resources = %+v, want memory requests and limits", c.Resources)
+	}
+
+	// The Service selects exactly this pod and serves its port.
+	var svc corev1.Service
+	manifestObject(t, "Service", "flowlens-hub", &svc)
+	for k, v := range svc.Spec.Selector {
+		if d.Spec.Template.Labels[k] != v {
+			t.Errorf("the Service selects %s=%s, which the hub's pods do not carry", k, v)
+		}
+	}
+	if len(svc.Spec.Selector) == 0 || len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 4245 ||
+		svc.Spec.Ports[0].TargetPort.String() != "grpc-and-http" || svc.Spec.Ports[0].Name != "grpc-and-http" {
+		t.Errorf("Service selector %v, ports %+v: want the hub's pods, grpc-and-http 4245", svc.Spec.Selector, svc.Spec.Ports)
+	}
+
+	// Last, as it skips until `flowlens hub` exists: its flags: the one port, the data on the claim.
+	flag := commandFlags(t, "hub", c.Args)
+	if got := flag("listen"); strings.Trim(got, "[]") != ":4245" {
+		t.Errorf("--listen = %q, want :4245", got)
+	}
+	data := mountOf(t, pod, c, flag("data-dir"))
+	if data.mount.ReadOnly || data.volume.PersistentVolumeClaim == nil {
+		t.Fatalf("--data-dir %s: volume %+v, read-only %v: want a writable PersistentVolumeClaim", flag("data-dir"), data.volume, data.mount.ReadOnly)
+	}
+	var pvc corev1.PersistentVolumeClaim
+	manifestObject(t, "PersistentVolumeClaim", data.volume.PersistentVolumeClaim.ClaimName, &pvc)
+}
+
+// commandFlags parses a container's args as flowlens does: args[0] is the
+// command, the rest its flags, every one it knows with a value it takes.
+// It returns the flags' values by name.
+func commandFlags(t *testing.T, command string, args []string) func(name string) string {
+	t.Helper()
+	if len(args) == 0 || args[0] != command {
+		t.Fatalf("args = %q, want `%s` first", args, command)
+	}
+	cmd, _, err := cli.New().Find(args[:1])
+	if err != nil || cmd.Name() != command {
+		// The lead adds `agent` and `hub` with the hub (issue 12).
+		t.Skipf("flowlens has no %s command yet to check the manifest's flags against (found %v, %v)", command, cmd.Name(), err)
+	}
+	if err := cmd.ParseFlags(args[1:]); err != nil {
+		t.Fatalf("flowlens %s: %v", strings.Join(args, " "), err)
+	}
+	if rest := cmd.Flags().Args(); len(rest) != 0 {
+		t.Errorf("arguments that are not flags: %q", rest)
+	}
+	return func(name string) string {
+		f := cmd.Flags().Lookup(name)
+		if f == nil {
+			t.Fatalf("flowlens %s has no --%s", command, name)
+		}
+		return f.Value.String()
+	}
+}
+
+// hubServiceAddress is where agents reach the hub: its Service's DNS name
+// in the cluster and its port.
+func hubServiceAddress(t *testing.T) string {
+	t.Helper()
+	var svc corev1.Service
+	manifestObject(t, "Service", "flowlens-hub", &svc)
+	if len(svc.Spec.Ports) == 0 {
+		t.Fatal("the hub's Service has no port")
+	}
+	return fmt.Sprintf("%s.%s.svc:%d", svc.Name, svc.Namespace, svc.Spec.Ports[0].Port)
+}
+
+// manifestObject decodes the one object of kind and name under deploy/
+// into into, strictly: a field the type does not have fails.
+func manifestObject(t *testing.T, kind, name string, into any) {
+	t.Helper()
+	found := 0
+	for _, f := range deployManifests(t) {
+		for _, o := range f.objects {
+			if o.GetKind() != kind || o.GetName() != name {
+				continue
+			}
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(o.Object, into, true); err != nil {
+				t.Fatalf("%s: %s %s: %v", f.path, kind, name, err)
+			}
+			found++
+		}
+	}
+	if found != 1 {
+		t.Fatalf("%d %s objects named %s under %s, want 1", found, kind, name, deployDir)
 	}
 }
 
