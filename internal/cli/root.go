@@ -36,7 +36,7 @@ func New() *cobra.Command {
 		}
 		return slog.New(slog.NewTextHandler(os.Stderr, opts))
 	}
-	root.AddCommand(newUpCmd(logger), newObserveCmd(), newTopologyCmd(), newCheckCmd())
+	root.AddCommand(newUpCmd(logger), newAgentCmd(logger), newHubCmd(logger), newObserveCmd(), newTopologyCmd(), newCheckCmd())
 	return root
 }
 

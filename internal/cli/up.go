@@ -23,18 +23,19 @@ import (
 // upConfig is everything `flowlens up` is started with.
 type upConfig struct {
 	nodeConfig
-	API      server.Config // where and how the API is served
-	RingSize int
+	hubConfig
+	API server.Config // where and how the API is served
 }
 
 func newUpCmd(logger func() *slog.Logger) *cobra.Command {
-	cfg := upConfig{nodeConfig: defaultNodeConfig(), API: server.DefaultConfig(), RingSize: 1 << 16}
+	cfg := upConfig{nodeConfig: defaultNodeConfig(), hubConfig: defaultHubConfig(), API: server.DefaultConfig()}
 	cmd := &cobra.Command{
 		Use:   "up",
-		Short: "Watch every connection on this host and serve flows, metrics and health",
-		Long: `up runs the node agent and its API in one process: the embedded default for a
+		Short: "Watch every connection on this host and serve flows, topology, metrics and health",
+		Long: `up runs the node agent and the hub in one process: the embedded default for a
 single Linux host, no Kubernetes needed. With a kubeconfig (--kubeconfig,
-$KUBECONFIG, or in-cluster) it names pods, workloads, Services and nodes too.
+$KUBECONFIG, or in-cluster) it names pods, workloads, Services and nodes too;
+with --data-dir its history survives a restart.
 It needs root (or CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_SYS_ADMIN) and a
 kernel with BTF.`,
 		Args: cobra.NoArgs,
@@ -45,8 +46,8 @@ kernel with BTF.`,
 		},
 	}
 	cfg.nodeConfig.flags(cmd.Flags())
+	cfg.hubConfig.flags(cmd.Flags())
 	cfg.API.Flags(cmd.Flags())
-	cmd.Flags().IntVar(&cfg.RingSize, "flow-buffer", cfg.RingSize, "flow records kept in memory for the API")
 	return cmd
 }
 
@@ -60,38 +61,46 @@ func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
 			l.Close()
 		}
 	}()
+	reg := prometheus.NewRegistry()
 
 	// The embedded hub: the same pipeline `flowlens hub` runs over every
-	// agent's records, fed in process. The join is done before it, in the
-	// node's publisher, where a record's wait for its pod and for its other
-	// side are one wait; the hub caps what one source puts in the ring.
-	core := hub.New(hub.Config{Interval: cfg.Agent.Interval, RingSize: cfg.RingSize,
-		Publish: publish.Config{Hold: cfg.Publish.Hold, MaxPerSource: cfg.Publish.MaxPerSource}}, log)
-	local := hub.Agent{ID: cfg.Agent.Node, Node: cfg.Agent.Node, Incarnation: rand.Uint64(), Addr: "local"}
-	var seq uint64
-	cfg.Publish.Join, cfg.Publish.MaxPerSource = cfg.Kube.Enabled(), -1
-	reg := prometheus.NewRegistry()
-	n, err := startNode(ctx, log, cfg.nodeConfig, reg, func(recs []flow.Record) {
-		seq++
-		if err := core.Receive(ctx, &hub.Batch{Agent: local, Seq: seq, SentAt: time.Now(), Records: recs}); err != nil {
-			log.Warn("embedded hub refused an interval's records", "records", len(recs), "err", err)
-		}
-		core.Tick(time.Now())
-	}, func() uint64 { return core.Publish().Capped })
+	// agent's records, fed in process and ticked with the agent's
+	// interval. The join is done before it, in the node's publisher, where
+	// a record's wait for its pod and for its other side are one wait; the
+	// hub caps what one source puts in the ring.
+	cfg.Hub.Interval, cfg.Hub.ExternalTicks = cfg.Agent.Interval, true
+	cfg.Hub.Publish = publish.Config{Hold: cfg.Publish.Hold, MaxPerSource: cfg.Publish.MaxPerSource}
+	h, err := startHub(ctx, log, cfg.hubConfig, reg)
 	if err != nil {
 		return err
 	}
-	reg.MustRegister(metrics.RingCollector{Ring: core.Ring()})
-	srv := server.New(core.Ring(), reg, n.ready, log, cfg.API.Limits)
-	srv.SetTopology(core)
+	defer h.close()
+	reg.MustRegister(h.collector)
+
+	local := hub.Agent{ID: cfg.Agent.Node, Node: cfg.Agent.Node, Incarnation: rand.Uint64(), Addr: "local"}
+	var seq uint64
+	cfg.Publish.Join, cfg.Publish.MaxPerSource = cfg.Kube.Enabled(), -1
+	n, err := startNode(ctx, log, cfg.nodeConfig, reg, func(recs []flow.Record) {
+		seq++
+		if err := h.core.Receive(ctx, &hub.Batch{Agent: local, Seq: seq, SentAt: time.Now(), Records: recs}); err != nil {
+			log.Warn("embedded hub refused an interval's records", "records", len(recs), "err", err)
+		}
+		h.core.Tick(ctx, time.Now())
+	}, func() uint64 { return h.core.Publish().Capped })
+	if err != nil {
+		return err
+	}
+	srv := server.New(h.core.Ring(), reg, n.ready, log, cfg.API.Limits)
+	h.serve(srv)
 	reg.MustRegister(metrics.APICollector{API: srv})
 	log.Info("flowlens up", "listen", cfg.API.Listen, "metrics_listen", cfg.API.MetricsListen, "node", cfg.Agent.Node,
-		"interval", cfg.Agent.Interval, "kubernetes", n.kube != nil)
+		"interval", cfg.Agent.Interval, "kubernetes", n.kube != nil, "data_dir", cfg.History.Dir)
 
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ctx, lns...) }()
+	go func() { errc <- h.core.Run(ctx) }()
 	runErr := n.agent.Run(ctx)
-	stopErr := <-errc
+	err = errors.Join(runErr, <-errc, <-errc)
 	log.Info("flowlens stopped: eBPF programs detached")
-	return errors.Join(runErr, stopErr)
+	return err
 }

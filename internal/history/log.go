@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql/driver"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/flowlens/flowlens/internal/flow"
@@ -76,7 +77,10 @@ func (db *DB) Append(ctx context.Context, evs []Event) error {
 			if _, err := db.exec(ctx, `DELETE FROM high_waters WHERE agent = ?`, agent); err != nil {
 				return fmt.Errorf("high water of %s: %w", agent, err)
 			}
-			if _, err := db.exec(ctx, `INSERT INTO high_waters VALUES (?, ?, ?)`, agent, h.Incarnation, h.Seq); err != nil {
+			// database/sql takes no uint64 past 1<<63, and incarnations
+			// are random: they travel as text, cast by DuckDB.
+			if _, err := db.exec(ctx, `INSERT INTO high_waters VALUES (?, CAST(? AS UBIGINT), CAST(? AS UBIGINT))`,
+				agent, strconv.FormatUint(h.Incarnation, 10), strconv.FormatUint(h.Seq, 10)); err != nil {
 				return fmt.Errorf("high water of %s: %w", agent, err)
 			}
 		}

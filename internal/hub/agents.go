@@ -7,26 +7,15 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/flowlens/flowlens/internal/flow"
+	"github.com/flowlens/flowlens/internal/ingest"
 )
 
-// Agent is who sent a batch: a stable id (its node), and the incarnation
-// of its process, which starts its sequence numbers again at 1.
-type Agent struct {
-	ID, Node, Version string
-	Incarnation       uint64
-	Addr              string // the stream's peer address
-}
-
-// Batch is one batch of an agent's records.
-type Batch struct {
-	Agent        Agent
-	Seq          uint64
-	SentAt       time.Time
-	Records      []flow.Record
-	AgentDropped uint64 // records the agent's backlog dropped so far (its total)
-	Backlog      int    // records waiting in the agent's backlog when it sent
-}
+// Agent and Batch are what the ingest service hands the hub; `up` makes
+// them for its own agent.
+type (
+	Agent = ingest.Agent
+	Batch = ingest.Batch
+)
 
 // agentState is what the hub knows of one agent. Guarded by Hub.in.
 type agentState struct {
@@ -128,10 +117,18 @@ type Stats struct {
 	Busy                    uint64 // batches refused: MaxPending records waited
 	Pending                 int
 	Agents, Connected       int
+	// The history's side: log appends that failed (the batch was refused,
+	// or a tick went unlogged), checkpoints written and failed, their
+	// total time, and flows never saved because MaxUnsaved waited.
+	LogErrors, Checkpoints, CheckpointErrors uint64
+	CheckpointTime                           time.Duration
+	Unsaved                                  uint64
 }
 
 type counters struct {
-	ticks, batches, records, resent, busy atomic.Uint64
+	ticks, batches, records, resent, busy    atomic.Uint64
+	logErrors, checkpoints, checkpointErrors atomic.Uint64
+	checkpointNanos, unsaved                 atomic.Uint64
 }
 
 // Stats reads the counters.
@@ -139,7 +136,9 @@ func (h *Hub) Stats() Stats {
 	h.in.Lock()
 	defer h.in.Unlock()
 	s := Stats{Ticks: h.stats.ticks.Load(), Batches: h.stats.batches.Load(), Records: h.stats.records.Load(),
-		Resent: h.stats.resent.Load(), Busy: h.stats.busy.Load(), Pending: len(h.pending), Agents: len(h.agents)}
+		Resent: h.stats.resent.Load(), Busy: h.stats.busy.Load(), Pending: len(h.pending), Agents: len(h.agents),
+		LogErrors: h.stats.logErrors.Load(), Checkpoints: h.stats.checkpoints.Load(), CheckpointErrors: h.stats.checkpointErrors.Load(),
+		CheckpointTime: time.Duration(h.stats.checkpointNanos.Load()), Unsaved: h.stats.unsaved.Load()}
 	for _, a := range h.agents {
 		if a.connected {
 			s.Connected++

@@ -1,14 +1,20 @@
 package hub
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/flowlens/flowlens/internal/enrich"
+	"github.com/flowlens/flowlens/internal/filter"
 	"github.com/flowlens/flowlens/internal/flow"
+	"github.com/flowlens/flowlens/internal/history"
 	"github.com/flowlens/flowlens/internal/publish"
 	"github.com/flowlens/flowlens/internal/ring"
 	"github.com/flowlens/flowlens/internal/topology"
@@ -19,6 +25,10 @@ type Config struct {
 	// Interval is the hub's tick: how often the records received since
 	// the last one go through the join into the topology. Default 1s.
 	Interval time.Duration
+	// ExternalTicks: the caller calls Tick (`up`, once per interval of
+	// its own agent, so a record waits for no second clock); otherwise
+	// Run ticks every Interval.
+	ExternalTicks bool
 	// Publish is the join and the cap per source.
 	Publish publish.Config
 	// Topology bounds the store; its Observe feeds the per-edge metrics.
@@ -30,6 +40,12 @@ type Config struct {
 	// rather than the hub growing without bound when its tick falls behind.
 	// Default 1<<20.
 	MaxPending int
+	// Checkpoint is how often the history is checkpointed. Default 5s.
+	Checkpoint time.Duration
+	// MaxUnsaved bounds the flows published and not yet checkpointed (the
+	// history failing to write): past it the oldest are not saved, and
+	// counted. Default 1<<20.
+	MaxUnsaved int
 }
 
 func (c *Config) defaults() {
@@ -41,6 +57,12 @@ func (c *Config) defaults() {
 	}
 	if c.MaxPending <= 0 {
 		c.MaxPending = 1 << 20
+	}
+	if c.Checkpoint <= 0 {
+		c.Checkpoint = 5 * time.Second
+	}
+	if c.MaxUnsaved <= 0 {
+		c.MaxUnsaved = 1 << 20
 	}
 	c.Publish.RingSize = c.RingSize
 }
@@ -54,6 +76,7 @@ type Hub struct {
 	cfg  Config
 	log  *slog.Logger
 	ring *ring.Ring
+	hist *history.DB // nil: everything in memory, nothing survives a restart
 
 	// in orders the inputs: positions, the log, the pending records and
 	// the agents' marks change together under it.
@@ -62,40 +85,94 @@ type Hub struct {
 	pending []flow.Record
 	agents  map[string]*agentState
 
-	// mu guards the pipeline: the publisher, the store and what the next
+	// mu guards the pipeline: the publisher, the store, and what the next
 	// checkpoint saves.
-	mu   sync.Mutex
-	pub  *publish.Publisher
-	topo *topology.Store
-	now  time.Time // the tick being processed, for the publisher's sink
-	live bool      // records published now are new: to the ring and the history
+	mu        sync.Mutex
+	pub       *publish.Publisher
+	topo      *topology.Store
+	live      bool   // records published now are new: to the ring and the history
+	processed uint64 // the position of the last tick the store reflects
+	now       time.Time
+	unsaved   []flow.Record // published since the last checkpoint
+	retry     *history.Checkpoint
+	// saved is the ring position up to which published records are in
+	// the history: the API reads the rest from the ring.
+	saved atomic.Uint64
 
 	stats counters
 }
 
-// New returns a hub with an empty state.
-func New(cfg Config, log *slog.Logger) *Hub {
+// New returns a hub. With a history it first loads the topology from the
+// last checkpoint and replays the log (see the package doc); without, it
+// starts empty.
+func New(ctx context.Context, cfg Config, hist *history.DB, log *slog.Logger) (*Hub, error) {
 	cfg.defaults()
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &Hub{cfg: cfg, log: log, ring: ring.New(cfg.RingSize), agents: map[string]*agentState{},
+	h := &Hub{cfg: cfg, log: log, ring: ring.New(cfg.RingSize), hist: hist, agents: map[string]*agentState{},
 		topo: topology.New(cfg.Topology), live: true}
 	// Agents name their records: the hub only joins and caps.
 	h.pub = publish.New(cfg.Publish, enrich.Enricher{}, h.published, log)
-	return h
+	if hist != nil {
+		if err := h.recover(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
+// recover rebuilds the state the history holds.
+func (h *Hub) recover(ctx context.Context) error {
+	start := time.Now()
+	checkpoint, err := h.hist.Restore(ctx, h.topo)
+	if err != nil {
+		return fmt.Errorf("restore the topology: %w", err)
+	}
+	marks, err := h.hist.HighWaters(ctx)
+	if err != nil {
+		return fmt.Errorf("read the agents' marks: %w", err)
+	}
+	for id, m := range marks {
+		h.agents[id] = &agentState{id: id, incarnation: m.Incarnation, seq: m.Seq}
+	}
+	var learnt, counted int
+	err = h.hist.Replay(ctx, 0, func(ev history.Event) error {
+		h.pos = ev.Pos
+		if !ev.Tick {
+			h.pending = append(h.pending, ev.Records...)
+			return nil
+		}
+		// Ticks up to the checkpoint are in its counts: relearn only.
+		counting := ev.Pos > checkpoint
+		if counting {
+			counted++
+		} else {
+			learnt++
+		}
+		h.topo.SetCounting(counting)
+		h.live = counting
+		h.process(ev.Pos, ev.Time, h.pending)
+		h.pending = nil
+		return nil
+	})
+	h.topo.SetCounting(true)
+	h.live = true
+	if err != nil {
+		return fmt.Errorf("replay the log: %w", err)
+	}
+	h.log.Info("hub state restored", "checkpoint", checkpoint, "log_end", h.pos, "ticks_relearnt", learnt,
+		"ticks_replayed", counted, "records_waiting", len(h.pending), "agents", len(marks), "took", time.Since(start).Round(time.Millisecond))
+	return nil
 }
 
 // Ring is the recent flows, for the API.
 func (h *Hub) Ring() *ring.Ring { return h.ring }
 
-// Interval is the hub's tick.
-func (h *Hub) Interval() time.Duration { return h.cfg.Interval }
-
 // Receive takes one batch from an agent. It returns once the batch is
 // durable, or recognised as one already received (a resend after a lost
 // ack): either way the agent may forget it.
-func (h *Hub) Receive(_ context.Context, b *Batch) error {
+func (h *Hub) Receive(ctx context.Context, b *Batch) error {
 	h.in.Lock()
 	defer h.in.Unlock()
 	now := time.Now()
@@ -108,6 +185,14 @@ func (h *Hub) Receive(_ context.Context, b *Batch) error {
 	if len(h.pending)+len(b.Records) > h.cfg.MaxPending && len(h.pending) > 0 {
 		h.stats.busy.Add(1)
 		return ErrBusy
+	}
+	if h.hist != nil {
+		ev := history.Event{Pos: h.pos + 1, Time: now, Agent: b.Agent.ID, Incarnation: b.Agent.Incarnation,
+			Seq: b.Seq, Records: b.Records}
+		if err := h.hist.Append(ctx, []history.Event{ev}); err != nil {
+			h.stats.logErrors.Add(1)
+			return fmt.Errorf("log the batch: %w", err)
+		}
 	}
 	h.pos++
 	a.received(b, now)
@@ -131,22 +216,31 @@ func (h *Hub) Disconnected(a Agent, err error) {
 
 // Tick closes an interval at now: the records received since the last
 // tick go through the join into the topology, the ring and the history.
-func (h *Hub) Tick(now time.Time) {
+func (h *Hub) Tick(ctx context.Context, now time.Time) {
 	h.in.Lock()
+	if h.hist != nil {
+		// A tick missing from the log only regroups the batches around it
+		// in a replay; the interval goes on.
+		if err := h.hist.Append(ctx, []history.Event{{Pos: h.pos + 1, Time: now, Tick: true}}); err != nil {
+			h.stats.logErrors.Add(1)
+			h.log.Warn("log a tick", "err", err)
+		}
+	}
 	h.pos++
-	recs := h.pending
+	pos, recs := h.pos, h.pending
 	h.pending = nil
 	h.in.Unlock()
 
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.process(now, recs)
+	h.process(pos, now, recs)
 	h.stats.ticks.Add(1)
 }
 
-// process runs one tick's records through the pipeline. Callers hold mu.
-func (h *Hub) process(now time.Time, recs []flow.Record) {
-	h.now = now
+// process runs one tick's records through the pipeline. Callers hold mu
+// (or, recovering, own the hub alone).
+func (h *Hub) process(pos uint64, now time.Time, recs []flow.Record) {
+	h.processed, h.now = pos, now
 	h.topo.Tick(now)
 	h.pub.Publish(recs)
 }
@@ -158,20 +252,105 @@ func (h *Hub) published(recs []flow.Record) {
 		return
 	}
 	h.ring.Write(recs)
+	if h.hist == nil {
+		return
+	}
+	if over := len(h.unsaved) + len(recs) - h.cfg.MaxUnsaved; over > 0 {
+		over = min(over, len(h.unsaved))
+		h.unsaved = h.unsaved[over:]
+		h.stats.unsaved.Add(uint64(over))
+	}
+	h.unsaved = append(h.unsaved, recs...)
 }
 
-// Run ticks every interval until ctx ends.
+// Run ticks every interval (unless the caller ticks) and checkpoints the
+// history until ctx ends, then checkpoints once more.
 func (h *Hub) Run(ctx context.Context) error {
-	t := time.NewTicker(h.cfg.Interval)
-	defer t.Stop()
+	var tick, save <-chan time.Time
+	if !h.cfg.ExternalTicks {
+		t := time.NewTicker(h.cfg.Interval)
+		defer t.Stop()
+		tick = t.C
+	}
+	if h.hist != nil {
+		t := time.NewTicker(h.cfg.Checkpoint)
+		defer t.Stop()
+		save = t.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
-		case now := <-t.C:
-			h.Tick(now)
+			if h.hist == nil {
+				return nil
+			}
+			// The last checkpoint: a clean restart replays nothing.
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			return h.checkpoint(sctx)
+		case now := <-tick:
+			h.Tick(ctx, now)
+		case <-save:
+			if err := h.checkpoint(ctx); err != nil {
+				h.log.Warn("checkpoint the history", "err", err)
+			}
 		}
 	}
+}
+
+// checkpoint saves the buckets changed and the flows published since the
+// last checkpoint. What a failed one held is saved by the next.
+func (h *Hub) checkpoint(ctx context.Context) error {
+	h.mu.Lock()
+	c := history.Checkpoint{Pos: h.processed, Time: h.now, Edges: h.topo.Dirty(), Flows: h.unsaved}
+	upTo := h.ring.Next()
+	if r := h.retry; r != nil {
+		c.Edges = mergeBuckets(r.Edges, c.Edges)
+		c.Flows = append(r.Flows, c.Flows...)
+		h.retry = nil
+	}
+	h.unsaved = nil
+	h.mu.Unlock()
+	if c.Pos == 0 {
+		return nil // nothing processed yet
+	}
+	start := time.Now()
+	if err := h.hist.Checkpoint(ctx, c); err != nil {
+		h.stats.checkpointErrors.Add(1)
+		h.mu.Lock()
+		h.retry = &c
+		h.mu.Unlock()
+		return err
+	}
+	h.saved.Store(upTo)
+	h.stats.checkpoints.Add(1)
+	h.stats.checkpointNanos.Add(uint64(time.Since(start)))
+	return nil
+}
+
+// Flows returns the newest limit saved records in [since, until) that
+// match, oldest first: the API's time-bounded queries, with Saved.
+func (h *Hub) Flows(ctx context.Context, since, until time.Time, match filter.Filter, limit int) ([]flow.Record, error) {
+	return h.hist.Flows(ctx, history.FlowQuery{Since: since, Until: until, Match: match, Limit: limit})
+}
+
+// Saved is the ring position up to which published records are saved.
+func (h *Hub) Saved() uint64 { return h.saved.Load() }
+
+// mergeBuckets keeps every bucket of newer, and of older those newer does
+// not have: a bucket's rows are whole, the newer ones supersede.
+func mergeBuckets(older, newer []topology.EdgeRow) []topology.EdgeRow {
+	have := map[int64]bool{}
+	for _, r := range newer {
+		have[r.Bucket] = true
+	}
+	out := newer
+	for _, r := range older {
+		if !have[r.Bucket] {
+			out = append(out, r)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b topology.EdgeRow) int { return cmp.Compare(a.Bucket, b.Bucket) })
+	return out
 }
 
 // Query answers a topology query.

@@ -45,8 +45,13 @@ var (
 	agentB = Agent{ID: "node-b", Node: "node-b", Incarnation: 7}
 )
 
-func newHub() *Hub {
-	return New(Config{Publish: publish.Config{Join: true}}, nil)
+func newHub(t *testing.T) *Hub {
+	t.Helper()
+	h, err := New(t.Context(), Config{Publish: publish.Config{Join: true}}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }
 
 func receive(t *testing.T, h *Hub, a Agent, seq uint64, recs ...flow.Record) {
@@ -73,7 +78,7 @@ func edges(t *testing.T, h *Hub, level topology.Level, at time.Time) map[string]
 // joins them (the client's record learns its backend) and counts each
 // connection once, whichever agent's batch comes first.
 func TestCrossNodeJoinCountsOnce(t *testing.T) {
-	h := newHub()
+	h := newHub(t)
 	var clients, servers []flow.Record
 	for i := range 10 {
 		c, s := viaService(t0.Add(time.Second), uint16(40000+i))
@@ -82,10 +87,10 @@ func TestCrossNodeJoinCountsOnce(t *testing.T) {
 	// The server side arrives first for half, a tick later for the rest.
 	receive(t, h, agentB, 1, servers[:5]...)
 	receive(t, h, agentA, 1, clients...)
-	h.Tick(t0.Add(2 * time.Second))
+	h.Tick(t.Context(), t0.Add(2*time.Second))
 	receive(t, h, agentB, 2, servers[5:]...)
-	h.Tick(t0.Add(3 * time.Second))
-	h.Tick(t0.Add(4 * time.Second))
+	h.Tick(t.Context(), t0.Add(3*time.Second))
+	h.Tick(t.Context(), t0.Add(4*time.Second))
 
 	want := map[string]uint64{"workload:shop/Deployment/web -> service:shop/api": 10}
 	if got := edges(t, h, topology.LevelService, t0.Add(4*time.Second)); !maps.Equal(got, want) {
@@ -103,7 +108,7 @@ func TestCrossNodeJoinCountsOnce(t *testing.T) {
 // A batch resent after a lost ack is acked and not counted again; an
 // agent that restarted numbers its batches from 1 again and is heard.
 func TestResendsAndRestartedAgents(t *testing.T) {
-	h := newHub()
+	h := newHub(t)
 	c1, _ := viaService(t0.Add(time.Second), 40001)
 	c2, _ := viaService(t0.Add(time.Second), 40002)
 	c3, _ := viaService(t0.Add(time.Second), 40003)
@@ -115,7 +120,7 @@ func TestResendsAndRestartedAgents(t *testing.T) {
 	restarted.Incarnation = 2
 	receive(t, h, restarted, 1, c3)
 	for i := range 5 { // past the hold: nothing joins these
-		h.Tick(t0.Add(time.Duration(2+i) * time.Second))
+		h.Tick(t.Context(), t0.Add(time.Duration(2+i)*time.Second))
 	}
 	want := map[string]uint64{"workload:shop/Deployment/web -> service:shop/api": 3}
 	if got := edges(t, h, topology.LevelService, t0.Add(6*time.Second)); !maps.Equal(got, want) {
@@ -135,13 +140,13 @@ func TestResendsAndRestartedAgents(t *testing.T) {
 // Past MaxPending records waiting for a tick, batches are refused (the
 // agent keeps and resends them), never queued without bound.
 func TestBusyRefusesInsteadOfGrowing(t *testing.T) {
-	h := New(Config{MaxPending: 3}, nil)
+	h, _ := New(t.Context(), Config{MaxPending: 3}, nil, nil)
 	c, _ := viaService(t0.Add(time.Second), 40001)
 	receive(t, h, agentA, 1, c, c)
 	if err := h.Receive(t.Context(), &Batch{Agent: agentA, Seq: 2, Records: []flow.Record{c, c}}); !errors.Is(err, ErrBusy) {
 		t.Fatalf("receive past the bound: %v, want ErrBusy", err)
 	}
-	h.Tick(t0.Add(2 * time.Second))
+	h.Tick(t.Context(), t0.Add(2*time.Second))
 	receive(t, h, agentA, 2, c, c)
 	if s := h.Stats(); s.Busy != 1 || s.Batches != 2 || s.Records != 4 || s.Pending != 2 {
 		t.Errorf("stats %+v", s)

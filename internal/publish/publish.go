@@ -145,9 +145,9 @@ type Publisher struct {
 	// their agents, and naming them again without the agent's cgroups
 	// would wipe what only the agent could tell.
 	naming bool
-	join  *join.Joiner // nil without identities: no address is ambiguous
-	sink  func([]flow.Record)
-	log   *slog.Logger
+	join   *join.Joiner // nil without identities: no address is ambiguous
+	sink   func([]flow.Record)
+	log    *slog.Logger
 
 	mu        sync.Mutex
 	tick      uint64

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/flowlens/flowlens/internal/filter"
+	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/ring"
 )
 
@@ -43,9 +44,12 @@ const chunk = 1024
 
 // request is a parsed /api/v1/flows query.
 type request struct {
-	match  filter.Filter
-	last   int // -1: every record held
+	match  filter.Filter // the filters and the time window
+	last   int           // -1: every record held
 	follow bool
+	// since and until bound the records' end times (until excluded); a
+	// hub with a history answers them from it, beyond what its ring holds.
+	since, until time.Time
 }
 
 // rejection is a request refused before anything is written.
@@ -63,7 +67,7 @@ func badRequest(reason rejectReason, format string, args ...any) *rejection {
 
 // queryParams are the query parameters /api/v1/flows knows.
 var queryParams = func() []string {
-	out := []string{"last", "follow"}
+	out := []string{"last", "follow", "since", "until"}
 	for _, p := range filter.Params {
 		out = append(out, p.Name)
 	}
@@ -73,7 +77,7 @@ var queryParams = func() []string {
 // parseRequest reads a query: an unknown parameter (a misspelt filter would
 // otherwise select everything) or too many filter values is refused before
 // any filter is parsed.
-func parseRequest(q url.Values, limits Limits, ringCap int) (request, *rejection) {
+func parseRequest(q url.Values, limits Limits, ringCap int, now time.Time) (request, *rejection) {
 	for k := range q {
 		if !slices.Contains(queryParams, k) {
 			return request{}, badRequest(rejectUnknownParameter, "unknown query parameter %q; known: %s", k, strings.Join(queryParams, ", "))
@@ -107,7 +111,45 @@ func parseRequest(q url.Values, limits Limits, ringCap int) (request, *rejection
 		}
 		req.last = min(n, ringCap) // the ring holds no more
 	}
+	for _, b := range []struct {
+		name string
+		t    *time.Time
+	}{{"since", &req.since}, {"until", &req.until}} {
+		if v := q.Get(b.name); v != "" {
+			if *b.t, err = parseTime(v, now); err != nil {
+				return request{}, badRequest(rejectInvalidParameter, "%s=%q: %v", b.name, v, err)
+			}
+		}
+	}
+	switch {
+	case !req.since.IsZero() && !req.until.IsZero() && !req.since.Before(req.until):
+		return request{}, badRequest(rejectInvalidParameter, "since %s is not before until %s", req.since.Format(time.RFC3339), req.until.Format(time.RFC3339))
+	case req.follow && !req.until.IsZero():
+		return request{}, badRequest(rejectInvalidParameter, "until with follow: a followed stream has no end")
+	}
+	if !req.since.IsZero() || !req.until.IsZero() {
+		match, since, until := req.match, req.since, req.until
+		req.match = func(r *flow.Record) bool {
+			return (since.IsZero() || !r.Time.Before(since)) && (until.IsZero() || r.Time.Before(until)) && match(r)
+		}
+	}
 	return req, nil
+}
+
+// parseTime reads a point in time as the API takes it: RFC 3339, or a
+// duration meaning that long before now ("10m", as in observe --since 10m).
+func parseTime(v string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(v); err == nil {
+		if d < 0 {
+			return time.Time{}, errors.New("want a positive duration (that long ago) or an RFC 3339 time")
+		}
+		return now.Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, errors.New("want an RFC 3339 time or a duration (that long ago)")
+	}
+	return t, nil
 }
 
 // flows writes matching records as JSON lines, oldest first: the last N
@@ -118,7 +160,7 @@ func parseRequest(q url.Values, limits Limits, ringCap int) (request, *rejection
 // there. Records the writer overwrote before they were sent are announced
 // by a lost_records line where they would have been.
 func (s *Server) flows(w http.ResponseWriter, r *http.Request) {
-	req, rej := parseRequest(r.URL.Query(), s.limits, s.ring.Cap())
+	req, rej := parseRequest(r.URL.Query(), s.limits, s.ring.Cap(), time.Now())
 	if rej == nil && req.follow {
 		if s.stats.followers.Add(1) > int64(s.limits.MaxFollowers) {
 			rej = &rejection{rejectTooManyFollowers, http.StatusTooManyRequests,
@@ -135,9 +177,12 @@ func (s *Server) flows(w http.ResponseWriter, r *http.Request) {
 	st := &stream{ring: s.ring, w: w, rc: http.NewResponseController(w), timeout: s.limits.WriteTimeout, match: req.match, stats: &s.stats}
 	oldest, end := s.ring.Bounds()
 	var err error
-	if req.last < 0 {
+	switch {
+	case s.history != nil && (!req.since.IsZero() || !req.until.IsZero()):
+		err = s.writeHistory(r.Context(), st, req, oldest, end)
+	case req.last < 0:
 		err = s.writeRange(st, oldest, end)
-	} else {
+	default:
 		err = s.writeLast(st, oldest, end, req.last)
 	}
 	if err == nil && req.follow {

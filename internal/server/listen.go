@@ -105,10 +105,11 @@ func (a Address) String() string {
 
 // Open opens every listener the config names; on error it closes those
 // already open. TLS and the token guard TCP API listeners; a unix socket is
-// guarded by its mode (0600: root only).
+// guarded by its mode (0600: root only). With no Listen it serves the
+// metrics listener alone (an agent, whose flows its hub serves).
 func (c Config) Open(log *slog.Logger) ([]Listener, error) {
-	if len(c.Listen) == 0 {
-		return nil, errors.New("no API address: --listen is empty")
+	if len(c.Listen) == 0 && c.MetricsListen == "" {
+		return nil, errors.New("no address: --listen is empty")
 	}
 	tlsCfg, err := c.serverTLS()
 	if err != nil {

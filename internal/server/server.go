@@ -31,6 +31,10 @@ type Server struct {
 	stats  stats
 	// topology serves /api/v1/topology when set (topology.go).
 	topology Topology
+	// history answers time-bounded flow queries when set (history.go).
+	history History
+	// agents serves /api/v1/agents when set (agents.go).
+	agents func() any
 	// grpc shares the API listeners when set (grpc.go).
 	grpc *grpc.Server
 }
@@ -57,6 +61,9 @@ func (s *Server) handler(metricsOnly bool, token []byte) http.Handler {
 		mux.Handle("GET /api/v1/flows", guard(http.HandlerFunc(s.flows)))
 		if s.topology != nil {
 			mux.Handle("GET /api/v1/topology", guard(http.HandlerFunc(s.topologyGraph)))
+		}
+		if s.agents != nil {
+			mux.Handle("GET /api/v1/agents", guard(http.HandlerFunc(s.agentList)))
 		}
 	}
 	mux.Handle("GET /metrics", guard(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)})))

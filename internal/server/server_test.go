@@ -365,7 +365,7 @@ func TestOverwrittenDuringReadIsAnnounced(t *testing.T) {
 
 // ?last=N never holds more than the ring: a huge N is the ring's size.
 func TestLastCappedAtRing(t *testing.T) {
-	req, rej := parseRequest(url.Values{"last": {"1000000000"}}, testLimits, 100)
+	req, rej := parseRequest(url.Values{"last": {"1000000000"}}, testLimits, 100, time.Now())
 	if rej != nil || req.last != 100 {
 		t.Fatalf("last=1000000000 on a ring of 100: %d %v, want 100", req.last, rej)
 	}
