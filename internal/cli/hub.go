@@ -21,6 +21,7 @@ import (
 	"github.com/flowlens/flowlens/internal/metrics"
 	"github.com/flowlens/flowlens/internal/publish"
 	"github.com/flowlens/flowlens/internal/server"
+	"github.com/flowlens/flowlens/internal/ui"
 )
 
 // hubConfig is the hub side that `hub` and `up` share: the pipeline over
@@ -91,6 +92,7 @@ func startHub(ctx context.Context, log *slog.Logger, cfg hubConfig, reg *prometh
 func (h *hubSide) serve(srv *server.Server) {
 	srv.SetTopology(h.core)
 	srv.SetAgents(func() any { return h.core.Agents() })
+	srv.SetUI(ui.Handler(ui.Dist()))
 	if h.hist != nil {
 		srv.SetHistory(h.core)
 	}

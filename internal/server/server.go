@@ -37,6 +37,8 @@ type Server struct {
 	agents func() any
 	// grpc shares the API listeners when set (grpc.go).
 	grpc *grpc.Server
+	// ui serves the web UI at / when set (ui.go).
+	ui http.Handler
 }
 
 // New returns a server over a flow ring; ready says whether /readyz is OK.
@@ -75,6 +77,7 @@ func (s *Server) handler(metricsOnly bool, token []byte) http.Handler {
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	s.mountUI(mux, metricsOnly)
 	return s.routeGRPC(mux, metricsOnly, token)
 }
 

@@ -1,0 +1,138 @@
+// The JSON of flowlens' HTTP API, as README.md documents it, and the
+// requests the UI makes. Every request goes to the page's own origin.
+
+export interface TopoNode {
+  id: string;
+  kind: string;
+  namespace?: string;
+  name: string;
+}
+
+export interface Failures {
+  refused: number;
+  timeout: number;
+  reset: number;
+  unanswered: number;
+  unreachable: number;
+  failed: number;
+}
+
+export interface TopoEdge {
+  id: string;
+  source: string;
+  destination: string;
+  connections_opened: number;
+  connections_closed: number;
+  connections_opened_per_second: number;
+  connections_closed_per_second: number;
+  failures: Failures;
+  failures_per_second: number;
+  retransmits_to_destination: number;
+  retransmits_to_source: number;
+  bytes_to_destination: number;
+  bytes_to_source: number;
+  rtt_samples: number;
+  rtt_p50_us: number;
+  rtt_p95_us: number;
+  rtt_max_us: number;
+  records: number;
+}
+
+export interface Graph {
+  level: string;
+  window_start: string;
+  window_end: string;
+  window_seconds: number;
+  nodes: TopoNode[];
+  edges: TopoEdge[];
+}
+
+export interface EdgeChange {
+  id: string;
+  before: TopoEdge;
+  after: TopoEdge;
+  changed: string[];
+}
+
+export interface Diff {
+  level: string;
+  window_seconds: number;
+  at: string;
+  since: string;
+  factor: number;
+  nodes: { appeared: TopoNode[]; vanished: TopoNode[] };
+  edges: { appeared: TopoEdge[]; vanished: TopoEdge[]; changed: EdgeChange[] };
+}
+
+export interface Endpoint {
+  ip: string;
+  port: number;
+  netns?: number;
+  pid?: number;
+  command?: string;
+  container_id?: string;
+  kind?: string;
+  namespace?: string;
+  pod?: string;
+  workload?: { kind: string; name: string };
+  labels?: Record<string, string>;
+  node_name?: string;
+  service?: { namespace: string; name: string };
+}
+
+export interface FlowRecord {
+  time: string;
+  start: string;
+  node: string;
+  observer: string;
+  protocol: string;
+  verdict: string;
+  source: Endpoint;
+  destination: Endpoint;
+  connections_opened?: number;
+  connections_closed?: number;
+  connections_refused?: number;
+  connections_timed_out?: number;
+  bytes_to_destination: number;
+  bytes_to_source: number;
+  rtt?: { min_us: number; avg_us: number; max_us: number };
+}
+
+/** A line of /api/v1/flows: a record, or the notice of records lost. */
+export type FlowLine = FlowRecord | { lost_records: { count: number; reason: string; time: string } };
+
+/** getJSON fetches a path of the API; a refusal throws with the server's reason. */
+export async function getJSON<T>(path: string, signal?: AbortSignal): Promise<T> {
+  const resp = await fetch(path, { signal, headers: { Accept: "application/json" } });
+  if (!resp.ok) throw new Error(`${path}: ${resp.status} ${(await resp.text()).trim()}`);
+  return (await resp.json()) as T;
+}
+
+/** splitLines cuts a JSON-lines buffer into complete lines and the rest. */
+export function splitLines(buf: string): { lines: string[]; rest: string } {
+  const parts = buf.split("\n");
+  const rest = parts.pop() ?? "";
+  return { lines: parts.filter((l) => l.trim() !== ""), rest };
+}
+
+/**
+ * streamFlows reads /api/v1/flows (with follow=1 it never ends by itself)
+ * and hands each line to onLine (onOpen once the answer starts) until the stream ends or signal aborts.
+ */
+export async function streamFlows(
+  query: string, onLine: (l: FlowLine) => void, signal: AbortSignal, onOpen: () => void,
+): Promise<void> {
+  const resp = await fetch(`/api/v1/flows?${query}`, { signal });
+  if (!resp.ok || !resp.body) throw new Error(`flows: ${resp.status} ${(await resp.text()).trim()}`);
+  onOpen();
+  const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    const { lines, rest } = splitLines(buf + value);
+    buf = rest;
+    for (const l of lines) onLine(JSON.parse(l) as FlowLine);
+  }
+  if (buf.trim() !== "") onLine(JSON.parse(buf) as FlowLine);
+}

@@ -1,0 +1,160 @@
+// The details panel: a node's metadata (what its recent flows carry) and
+// its edges, or an edge's figures and its most recent flows.
+import { type Endpoint, type FlowRecord, type Graph, type TopoEdge, type TopoNode } from "./api";
+import { byId, h } from "./dom";
+import { type Filter, edgeFilters, endpointFilters, flowQuery } from "./filters";
+import { bytes, count, micros, rate } from "./format";
+import { flowRow } from "./flows";
+import { failuresOf } from "./model";
+
+async function recentFlows(fs: Filter[], signal: AbortSignal): Promise<FlowRecord[]> {
+  const resp = await fetch(`/api/v1/flows?${flowQuery(fs, { last: "20" })}`, { signal });
+  if (!resp.ok) throw new Error(`flows: ${resp.status} ${(await resp.text()).trim()}`);
+  const text = await resp.text();
+  return text.split("\n").filter((l) => l.trim() && !l.includes('"lost_records"')).map((l) => JSON.parse(l) as FlowRecord);
+}
+
+const field = (name: string, label: string, value: string) =>
+  h("div", { class: "field" }, h("dt", {}, label), h("dd", { "data-field": name }, value));
+
+function flowsTable(recs: FlowRecord[]): HTMLElement {
+  if (recs.length === 0) return h("p", { class: "muted" }, "no recent flows held");
+  return h("table", { class: "mini" },
+    h("thead", {}, h("tr", {}, ...["time", "obs", "source", "destination", "proto", "verdict", "opened", "failed", "bytes", "rtt"].map((c) => h("th", {}, c)))),
+    h("tbody", {}, ...recs.slice().reverse().map(flowRow)));
+}
+
+export function edgeFigures(e: TopoEdge): HTMLElement {
+  const f = e.failures;
+  return h("dl", { class: "figures" },
+    field("connections_opened", "connections opened", count(e.connections_opened)),
+    field("connections_closed", "connections closed", count(e.connections_closed)),
+    field("connections_opened_per_second", "opened per second", rate(e.connections_opened_per_second)),
+    field("failures", "failures", count(failuresOf(e))),
+    field("refused", "refused", count(f.refused)),
+    field("timeout", "timed out", count(f.timeout)),
+    field("reset", "reset", count(f.reset)),
+    field("unanswered", "unanswered", count(f.unanswered)),
+    field("retransmits", "retransmits →/←", `${count(e.retransmits_to_destination)} / ${count(e.retransmits_to_source)}`),
+    field("bytes", "bytes →/←", `${bytes(e.bytes_to_destination)} / ${bytes(e.bytes_to_source)}`),
+    field("rtt", "RTT p50 / p95 / max", e.rtt_samples ? `${micros(e.rtt_p50_us)} / ${micros(e.rtt_p95_us)} / ${micros(e.rtt_max_us)}` : "no samples"),
+    field("records", "flow records", count(e.records)),
+  );
+}
+
+/** What a node's flows say about it: labels, Kubernetes node, addresses. */
+export interface Seen {
+  labels: Map<string, string>;
+  nodes: Set<string>;
+  ips: Set<string>;
+  workloads: Set<string>;
+  pods: Set<string>;
+}
+
+export function seenOf(recs: FlowRecord[], id: string): Seen {
+  const s: Seen = { labels: new Map(), nodes: new Set(), ips: new Set(), workloads: new Set(), pods: new Set() };
+  const add = (e: Endpoint) => {
+    for (const [k, v] of Object.entries(e.labels ?? {})) s.labels.set(k, v);
+    if (e.node_name) s.nodes.add(e.node_name);
+    if (e.ip && !e.service) s.ips.add(e.ip);
+    if (e.workload) s.workloads.add(`${e.workload.kind}/${e.workload.name}`);
+    if (e.pod) s.pods.add(`${e.namespace}/${e.pod}`);
+  };
+  const from = endpointFilters(id, "from"), to = endpointFilters(id, "to");
+  for (const r of recs) {
+    if (from && matchesSide(r.source, id)) add(r.source);
+    if (to && matchesSide(r.destination, id)) add(r.destination);
+  }
+  return s;
+}
+
+/** matchesSide tells whether an endpoint is the graph node id (the same rule the filters apply). */
+function matchesSide(e: Endpoint, id: string): boolean {
+  const [kind, rest = ""] = [id.slice(0, id.indexOf(":")), id.slice(id.indexOf(":") + 1)];
+  switch (kind) {
+    case "workload":
+      return !!e.workload && `${e.namespace}/${e.workload.kind}/${e.workload.name}` === rest;
+    case "pod":
+      return `${e.namespace}/${e.pod}` === rest;
+    case "service":
+      return !!e.service && `${e.service.namespace}/${e.service.name}` === rest;
+    case "namespace":
+      return e.namespace === rest;
+    case "external":
+      return e.ip === rest;
+    case "process":
+      return !!e.command && rest.endsWith(`/${e.command}`);
+  }
+  return false;
+}
+
+export class Details {
+  private readonly panel = byId("details");
+  private abort?: AbortController;
+
+  clear(): void {
+    this.abort?.abort();
+    this.panel.dataset.kind = "";
+    this.panel.dataset.id = "";
+    this.panel.replaceChildren(h("p", { class: "muted" }, "Select a node or an edge on the map (or search) to see its details."));
+  }
+
+  showNode(n: TopoNode, g: Graph): void {
+    const ctl = this.begin("node", n.id);
+    const edgeRow = (e: TopoEdge, other: string) =>
+      h("tr", { "data-edge": e.id }, h("td", {}, other), h("td", { class: "num" }, count(e.connections_opened)),
+        h("td", { class: "num" }, count(failuresOf(e))), h("td", { class: "num" }, bytes(e.bytes_to_destination + e.bytes_to_source)),
+        h("td", { class: "num" }, e.rtt_samples ? micros(e.rtt_p50_us) : ""));
+    const edges = (title: string, list: TopoEdge[], other: (e: TopoEdge) => string) =>
+      h("section", {}, h("h3", {}, `${title} (${list.length})`),
+        list.length === 0 ? h("p", { class: "muted" }, "none") :
+          h("table", { class: "mini" }, h("thead", {}, h("tr", {}, ...["peer", "opened", "failed", "bytes", "rtt p50"].map((c) => h("th", {}, c)))),
+            h("tbody", {}, ...list.map((e) => edgeRow(e, other(e))))));
+    const seen = h("section", {}, h("h3", {}, "From its recent flows"), h("p", { class: "muted" }, "loading…"));
+    this.panel.replaceChildren(
+      h("h2", {}, n.name),
+      h("dl", { class: "figures" }, field("kind", "kind", n.kind), field("namespace", "namespace", n.namespace ?? "—"), field("id", "id", n.id)),
+      edges("Inbound", g.edges.filter((e) => e.destination === n.id), (e) => e.source),
+      edges("Outbound", g.edges.filter((e) => e.source === n.id), (e) => e.destination),
+      seen,
+    );
+    const sides = [endpointFilters(n.id, "from"), endpointFilters(n.id, "to")].filter((f): f is Filter[] => !!f);
+    Promise.all(sides.map((fs) => recentFlows(fs, ctl.signal)))
+      .then((lists) => {
+        const s = seenOf(lists.flat(), n.id);
+        const list = (xs: Iterable<string>) => [...xs].sort().join(", ") || "—";
+        seen.replaceChildren(h("h3", {}, "From its recent flows"), h("dl", { class: "figures" },
+          field("workloads", "workload", list(s.workloads)), field("pods", "pods", list(s.pods)),
+          field("nodes", "node", list(s.nodes)), field("ips", "IPs", list(s.ips)),
+          field("labels", "labels", [...s.labels].map(([k, v]) => `${k}=${v}`).sort().join(", ") || "—")));
+      })
+      .catch((err: Error) => !ctl.signal.aborted && seen.replaceChildren(h("p", { class: "error" }, err.message)));
+  }
+
+  showEdge(e: TopoEdge): void {
+    const ctl = this.begin("edge", e.id);
+    const flows = h("section", { id: "edge-flows" }, h("h3", {}, "Most recent flows"), h("p", { class: "muted" }, "loading…"));
+    this.panel.replaceChildren(
+      h("h2", {}, h("span", { "data-field": "source" }, e.source), " → ", h("span", { "data-field": "destination" }, e.destination)),
+      edgeFigures(e),
+      flows,
+    );
+    recentFlows(edgeFilters(e.source, e.destination), ctl.signal)
+      .then((recs) => flows.replaceChildren(h("h3", {}, "Most recent flows"), flowsTable(recs)))
+      .catch((err: Error) => !ctl.signal.aborted && flows.replaceChildren(h("p", { class: "error" }, err.message)));
+  }
+
+  /** update refreshes the figures of the edge shown, if it is still this one. */
+  updateEdge(e: TopoEdge): void {
+    if (this.panel.dataset.kind !== "edge" || this.panel.dataset.id !== e.id) return;
+    this.panel.querySelector("dl.figures")?.replaceWith(edgeFigures(e));
+  }
+
+  private begin(kind: string, id: string): AbortController {
+    this.abort?.abort();
+    this.abort = new AbortController();
+    this.panel.dataset.kind = kind;
+    this.panel.dataset.id = id;
+    return this.abort;
+  }
+}
