@@ -7,6 +7,8 @@ import (
 )
 
 var (
+	shipRecords = prometheus.NewDesc("flowlens_agent_hub_records_total",
+		"Records given to the stream to the hub: each is acknowledged, lost (flowlens_agent_lost_total{stage=\"hub\"}) or in the backlog.", nil, nil)
 	shipBacklog = prometheus.NewDesc("flowlens_agent_hub_backlog_records",
 		"Records kept for the hub and not acknowledged yet, in flight included.", nil, nil)
 	shipBatches = prometheus.NewDesc("flowlens_agent_hub_batches_total",
@@ -29,7 +31,7 @@ type ShipCollector struct {
 
 // Describe implements prometheus.Collector; lost is the agent collector's.
 func (ShipCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{shipBacklog, shipBatches, shipConnected, shipReconnects, shipLastAck} {
+	for _, d := range []*prometheus.Desc{shipRecords, shipBacklog, shipBatches, shipConnected, shipReconnects, shipLastAck} {
 		ch <- d
 	}
 }
@@ -43,6 +45,7 @@ func (c ShipCollector) Collect(ch chan<- prometheus.Metric) {
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
+	counter(shipRecords, s.Records)
 	gauge(shipBacklog, float64(s.Backlog))
 	counter(shipBatches, s.Sent, "sent")
 	counter(shipBatches, s.Acked, "acked")

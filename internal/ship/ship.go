@@ -109,6 +109,7 @@ func (c Config) Validate() error {
 
 // Stats is what the shipper did.
 type Stats struct {
+	Records    uint64    // records given to Send: each is acked, dropped, invalid, rejected or in the backlog
 	Backlog    int       // records waiting for an ack, in flight included
 	Sent       uint64    // batches sent, resends included
 	Acked      uint64    // batches the hub acked
@@ -182,6 +183,7 @@ func (s *Shipper) Send(recs []flow.Record) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.stats.Records += uint64(len(recs))
 	s.stats.Invalid += invalid
 	for len(enc) > 0 {
 		n := min(len(enc), s.cfg.MaxBatch)

@@ -41,14 +41,41 @@ type kubeCluster struct {
 	net      *cluster.Network
 	a, b     *cluster.Node
 	flowlens api
+	// kubeconfig has the shipped RBAC's service account, nothing more.
+	kubeconfig string
 }
 
 // newKubeCluster starts the cluster and a flowlens with the given extra flags.
 func newKubeCluster(t *testing.T, flags ...string) *kubeCluster {
 	t.Helper()
+	k := startCluster(t, false)
+	// The harness nests kubelet's tree under a test directory, as a kubelet
+	// started with --cgroup-root would.
+	cmd, addr, err := startAgent(append([]string{"--kubeconfig", k.kubeconfig, "--kubelet-cgroup-root", k.net.KubeletCgroupRoot()}, flags...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("flowlens up (kubernetes) exited: %v", err)
+		}
+	})
+	k.flowlens = api(addr)
+	return k
+}
+
+// startCluster starts an API server and two nodes, node-a and node-b;
+// separate gives each node its own kubelet cgroup root, so an agent can be
+// scoped to one node's pods.
+func startCluster(t *testing.T, separate bool) *kubeCluster {
+	t.Helper()
 	testutil.RequirePrivileged(t)
 	cp := cluster.StartControlPlane(t)
 	n := cluster.NewNetwork(t)
+	if separate {
+		n.SeparateNodeCgroups()
+	}
 	k := &kubeCluster{cp: cp, net: n,
 		a: n.AddNode("node-a", netip.MustParsePrefix("10.247.1.0/24")),
 		b: n.AddNode("node-b", netip.MustParsePrefix("10.247.2.0/24")),
@@ -62,20 +89,7 @@ func newKubeCluster(t *testing.T, flags ...string) *kubeCluster {
 	if out, err := cp.Kubectl("apply", "-f", rbac).CombinedOutput(); err != nil {
 		t.Fatalf("kubectl apply %s: %v\n%s", rbac, err, out)
 	}
-	kubeconfig := cp.ServiceAccountKubeconfig(t, "flowlens", "flowlens")
-	// The harness nests kubelet's tree under a test directory, as a kubelet
-	// started with --cgroup-root would.
-	cmd, addr, err := startAgent(append([]string{"--kubeconfig", kubeconfig, "--kubelet-cgroup-root", n.KubeletCgroupRoot()}, flags...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		if err := cmd.Wait(); err != nil {
-			t.Errorf("flowlens up (kubernetes) exited: %v", err)
-		}
-	})
-	k.flowlens = api(addr)
+	k.kubeconfig = cp.ServiceAccountKubeconfig(t, "flowlens", "flowlens")
 	return k
 }
 
@@ -122,9 +136,15 @@ func (a apiService) stop(t *testing.T) map[string]uint32 {
 // nothing. Each test has its own API server and agent, so counts are exact.
 func (k *kubeCluster) waitKnown(t *testing.T, pods, podAddrs, services int) {
 	t.Helper()
+	waitKnownAt(t, string(k.flowlens), pods, podAddrs, services)
+}
+
+// waitKnownAt waits for the flowlens whose metrics are at addr.
+func waitKnownAt(t *testing.T, addr string, pods, podAddrs, services int) {
+	t.Helper()
 	want := map[string]float64{"pod": float64(pods), "pod_address": float64(podAddrs), "service": float64(services)}
 	testutil.Eventually(t, 30*time.Second, func() error {
-		m := k.metrics(t)
+		m := api(addr).metrics(t)
 		for kind, n := range want {
 			if got := m[`flowlens_identity_objects{kind="`+kind+`"}`]; got != n {
 				return fmt.Errorf("flowlens knows %v %s objects, want %v", got, kind, n)
@@ -137,12 +157,7 @@ func (k *kubeCluster) waitKnown(t *testing.T, pods, podAddrs, services int) {
 // metrics scrapes the agent's /metrics.
 func (k *kubeCluster) metrics(t *testing.T) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + string(k.flowlens) + "/metrics")
-	if err != nil {
-		t.Fatalf("scrape metrics: %v", err)
-	}
-	defer resp.Body.Close()
-	return scrape(t, resp)
+	return k.flowlens.metrics(t)
 }
 
 // serve runs `peer tcp-serve` in a pod and waits until it listens.
