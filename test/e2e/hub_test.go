@@ -250,7 +250,9 @@ func TestHubKilledMidTrafficCountsExactly(t *testing.T) {
 	// (every 5 s) or not: a second in, both are in flight.
 	hubAPI := m.hub.api()
 	settle(t, "connections reach the hub", 30*time.Second,
-		func() uint64 { return hubAPI.edges(t, topology.LevelService, "1m")["workload:"+m.shop+"/Deployment/client -> service:"+m.backend+"/api"] },
+		func() uint64 {
+			return hubAPI.edges(t, topology.LevelService, "1m")["workload:"+m.shop+"/Deployment/client -> service:"+m.backend+"/api"]
+		},
 		func(v uint64) bool { return v > 0 })
 	m.hub.kill()
 	time.Sleep(2 * time.Second) // agents find it gone and keep their batches
