@@ -7,11 +7,40 @@ import { bytes, count, micros, rate } from "./format";
 import { flowRow } from "./flows";
 import { failuresOf } from "./model";
 
-async function recentFlows(fs: Filter[], signal: AbortSignal): Promise<FlowRecord[]> {
-  const resp = await fetch(`/api/v1/flows?${flowQuery(fs, { last: "20" })}`, { signal });
+async function recentFlows(fs: Filter[], signal: AbortSignal, last = "20"): Promise<FlowRecord[]> {
+  const resp = await fetch(`/api/v1/flows?${flowQuery(fs, { last })}`, { signal });
   if (!resp.ok) throw new Error(`flows: ${resp.status} ${(await resp.text()).trim()}`);
   const text = await resp.text();
   return text.split("\n").filter((l) => l.trim() && !l.includes('"lost_records"')).map((l) => JSON.parse(l) as FlowRecord);
+}
+
+/**
+ * edgeFlows is an edge's most recent flows. Where both ends' records name
+ * both ends (Kubernetes), one query selects them; otherwise (a plain
+ * host's processes: the client's record knows only the server's address)
+ * each end's flows are read and kept where the other end saw the same
+ * connection.
+ */
+async function edgeFlows(e: TopoEdge, signal: AbortSignal): Promise<FlowRecord[]> {
+  const both = await recentFlows(edgeFilters(e.source, e.destination), signal);
+  const from = endpointFilters(e.source, "from"), to = endpointFilters(e.destination, "to");
+  if (both.length > 0 || !from || !to) return both;
+  const [a, b] = await Promise.all([recentFlows(from, signal, "200"), recentFlows(to, signal, "200")]);
+  return pairedFlows(a, b).slice(-20);
+}
+
+const connKey = (r: FlowRecord) => `${r.protocol} ${r.source.ip} ${r.source.port}`;
+
+/** pairedFlows keeps the records of connections both lists saw (by client address and port), oldest first. */
+export function pairedFlows(a: FlowRecord[], b: FlowRecord[]): FlowRecord[] {
+  const inA = new Set(a.map(connKey)), inB = new Set(b.map(connKey));
+  const seen = new Set<string>();
+  return [...a.filter((r) => inB.has(connKey(r))), ...b.filter((r) => inA.has(connKey(r)))]
+    .filter((r) => {
+      const k = JSON.stringify(r); // one record may be in both lists
+      return !seen.has(k) && !!seen.add(k);
+    })
+    .sort((x, y) => Date.parse(x.time) - Date.parse(y.time));
 }
 
 const field = (name: string, label: string, value: string) =>
@@ -139,7 +168,7 @@ export class Details {
       edgeFigures(e),
       flows,
     );
-    recentFlows(edgeFilters(e.source, e.destination), ctl.signal)
+    edgeFlows(e, ctl.signal)
       .then((recs) => flows.replaceChildren(h("h3", {}, "Most recent flows"), flowsTable(recs)))
       .catch((err: Error) => !ctl.signal.aborted && flows.replaceChildren(h("p", { class: "error" }, err.message)));
   }
