@@ -35,11 +35,13 @@ type hubConfig struct {
 }
 
 func defaultHubConfig() hubConfig {
-	return hubConfig{RingSize: 1 << 16, MaxEdgeSeries: metrics.DefaultMaxEdgeSeries}
+	return hubConfig{RingSize: 1 << 16, MaxEdgeSeries: metrics.DefaultMaxEdgeSeries, Hub: hub.Config{Checkpoint: 5 * time.Second}}
 }
 
 func (c *hubConfig) flags(fs *flag.FlagSet) {
 	c.History.Flags(fs)
+	fs.DurationVar(&c.Hub.Checkpoint, "checkpoint-interval", c.Hub.Checkpoint,
+		"how often the topology and the flows published since are saved to --data-dir: a restart replays the ingest log since")
 	fs.IntVar(&c.RingSize, "flow-buffer", c.RingSize, "flow records kept in memory for the API")
 	fs.IntVar(&c.MaxEdgeSeries, "max-edge-series", c.MaxEdgeSeries,
 		"edge label sets (workload and namespace each end, port, protocol) with Prometheus series of their own; "+

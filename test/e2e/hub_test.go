@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/hub"
 	"github.com/flowlens/flowlens/internal/testutil"
 	"github.com/flowlens/flowlens/internal/topology"
@@ -60,7 +62,7 @@ func startHubProcess(t *testing.T) *hubProcess {
 
 func (h *hubProcess) start() {
 	h.t.Helper()
-	h.cmd = exec.Command(flowlensBin, "hub", "--listen", h.addr, "--data-dir", h.dir, "--hold", "3")
+	h.cmd = exec.Command(flowlensBin, "hub", "--listen", h.addr, "--data-dir", h.dir, "--checkpoint-interval", "1s")
 	h.cmd.Stdout, h.cmd.Stderr = os.Stderr, os.Stderr
 	testutil.Must(h.t, h.cmd.Start(), "start flowlens hub")
 	waitReady(h.t, h.addr, "flowlens hub")
@@ -237,28 +239,97 @@ func TestHubJoinsAcrossNodes(t *testing.T) {
 			t.Errorf("agent %s: %+v, want nothing dropped or resent", a.ID, a)
 		}
 	}
+	diffSinceTheServiceCalls(t, m, crecs)
+}
+
+// diffSinceTheServiceCalls: after the calls through the Service (crecs),
+// the client calls a database pod by its IP instead. Comparing 20 s windows
+// ending now and ending at the last Service call, the diff names exactly
+// the edge that appeared (to the database) and the one that vanished (to
+// the Service), and their nodes.
+func diffSinceTheServiceCalls(t *testing.T, m *multiNode, crecs []flow.Record) {
+	t.Helper()
+	c := m.k.cp.Client
+	_, dbRS := cluster.CreateDeployment(t, c, m.backend, "db", map[string]string{"app": "db"})
+	db := m.k.b.RunPod(t, c, cluster.PodObject(m.backend, dbRS.Name+"-g5h6i", map[string]string{"app": "db"}, dbRS),
+		netip.MustParseAddr("10.247.2.30"), cluster.PodOptions{})
+	sdb := serve(t, db, "0.0.0.0:5432")
+	for _, a := range []api{m.agentA, m.agentB} {
+		waitKnownAt(t, string(a), 4, 4, 2)
+	}
+	var last time.Time
+	for _, r := range crecs {
+		if r.Time.After(last) {
+			last = r.Time
+		}
+	}
+	// Past the two buckets (10 s each) of a 20 s window holding the last
+	// Service call, so the window ending now cannot hold it.
+	const res = int64(10 * time.Second)
+	clear := time.Unix(0, ((last.UnixNano()-1)/res+2)*res)
+	time.Sleep(time.Until(clear))
+	const direct = 5
+	connect(t, m.client, "10.247.2.30:5432", direct)
+	if got := stopServer(t, sdb).Connections; got != direct {
+		t.Fatalf("db accepted %d connections, want %d", got, direct)
+	}
+	client := "workload:" + m.shop + "/Deployment/client"
+	dbNode := "workload:" + m.backend + "/Deployment/db"
+	hubAPI := m.hub.api()
+	hubAPI.settledEdges(t, topology.LevelService, "20s", map[string]uint64{client + " -> " + dbNode: direct})
+
+	resp, err := http.Get("http://" + m.hub.addr + "/api/v1/topology?" + q("level", "service", "window", "20s",
+		"since", last.Format(time.RFC3339Nano)))
+	testutil.Must(t, err, "get the diff")
+	defer resp.Body.Close()
+	var d topology.Diff
+	testutil.Must(t, json.NewDecoder(resp.Body).Decode(&d), "decode the diff")
+	ids := func(edges []topology.Edge) (out []string) {
+		for _, e := range edges {
+			out = append(out, e.Source+" -> "+e.Destination)
+		}
+		return out
+	}
+	nodes := func(ns []topology.Node) (out []string) {
+		for _, n := range ns {
+			out = append(out, n.ID)
+		}
+		return out
+	}
+	want := fmt.Sprint([]string{client + " -> " + dbNode}, []string{client + " -> service:" + m.backend + "/api"},
+		[]string{dbNode}, []string{"service:" + m.backend + "/api"})
+	if got := fmt.Sprint(ids(d.Edges.Appeared), ids(d.Edges.Vanished), nodes(d.Nodes.Appeared), nodes(d.Nodes.Vanished)); got != want || len(d.Edges.Changed) != 0 {
+		t.Errorf("diff: appeared, vanished edges and nodes %s, changed %d; want %s and none changed", got, len(d.Edges.Changed), want)
+	}
 }
 
 // The hub SIGKILLed in the middle of the traffic and started again on its
 // data: every connection is on the topology exactly once.
 func TestHubKilledMidTrafficCountsExactly(t *testing.T) {
 	m := startMultiNode(t)
-	const n = 150
+	const n = 300 // 6 s at 50/s: the kill and the restart fall inside
 	load := testutil.Start(t, m.client.Command(peerBin, "tcp-connect", "-addr", "10.96.7.50:80", "-count", strconv.Itoa(n),
 		"-rate", "50", "-bytes", "1000", "-duration", "2m"))
-	// Kill it once the first connections are through it and checkpointed
-	// (every 5 s) or not: a second in, both are in flight.
+	// Killed once the first connections are through it and checkpointed
+	// (every second here), while others are in flight.
 	hubAPI := m.hub.api()
-	settle(t, "connections reach the hub", 30*time.Second,
-		func() uint64 {
-			return hubAPI.edges(t, topology.LevelService, "1m")["workload:"+m.shop+"/Deployment/client -> service:"+m.backend+"/api"]
-		},
-		func(v uint64) bool { return v > 0 })
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if v := hubAPI.edges(t, topology.LevelService, "1m")["workload:"+m.shop+"/Deployment/client -> service:"+m.backend+"/api"]; v == 0 {
+			return errors.New("no connection on the hub's topology yet")
+		}
+		if hubAPI.metrics(t)[`flowlens_hub_checkpoints_total{outcome="written"}`] == 0 {
+			return errors.New("no checkpoint yet")
+		}
+		return nil
+	})
 	m.hub.kill()
 	time.Sleep(2 * time.Second) // agents find it gone and keep their batches
 	m.hub.start()
 	var res result.Connect
-	load.Stop(t, &res)
+	load.ReadJSON(t, &res) // at its end
+	if err := load.Cmd.Wait(); err != nil {
+		t.Fatalf("load: %v", err)
+	}
 	if res.OK != n {
 		t.Fatalf("load: %+v, want %d connections", res, n)
 	}
