@@ -31,6 +31,8 @@ func newObserveCmd() *cobra.Command {
 		follow bool
 		last   int
 		output string
+		since  string
+		until  string
 	)
 	client.Server = server.DefaultListen
 	filters := map[string]*[]string{}
@@ -40,6 +42,7 @@ func newObserveCmd() *cobra.Command {
 		Example: `  flowlens observe --last 20
   flowlens observe --follow --protocol tcp --verdict refused,timeout
   flowlens observe -o json --to-port 53
+  flowlens observe --since 10m --verdict reset --server hub:4245
   flowlens observe --server node-1:4245 --tls-ca ca.pem --tls-cert me.pem --tls-key me-key.pem`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -60,7 +63,15 @@ func newObserveCmd() *cobra.Command {
 			if follow {
 				q.Set("follow", "1")
 			}
-			if last >= 0 && (!follow || cmd.Flags().Changed("last")) {
+			if since != "" {
+				q.Set("since", since)
+			}
+			if until != "" {
+				q.Set("until", until)
+			}
+			// A time window is the selection: --last 20 applies to it only when asked.
+			inWindow := since != "" || until != ""
+			if last >= 0 && (!follow && !inWindow || cmd.Flags().Changed("last")) {
 				q.Set("last", strconv.Itoa(last))
 			}
 			c, err := client.open()
@@ -74,6 +85,8 @@ func newObserveCmd() *cobra.Command {
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new flows")
 	cmd.Flags().IntVar(&last, "last", 20, "print the last N matching flows (-1: all held)")
 	cmd.Flags().StringVarP(&output, "output", "o", "compact", "compact, json or table")
+	cmd.Flags().StringVar(&since, "since", "", "only flows that ended since this time: RFC 3339, or a duration ago (10m); a hub with --data-dir answers from its history")
+	cmd.Flags().StringVar(&until, "until", "", "only flows that ended before this time: RFC 3339, or a duration ago")
 	for _, p := range filter.Params {
 		filters[p.Name] = cmd.Flags().StringSlice(p.Name, nil, p.Usage)
 	}

@@ -150,3 +150,39 @@ func TestObserveClientAccess(t *testing.T) {
 		}
 	}
 }
+
+// --since and --until select the records that ended in the window: all of
+// them, --last applying only when given.
+func TestObserveTimeWindow(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	r, _ := api(t, server.Config{Listen: []string{"unix:" + sock}})
+	var recs []flow.Record
+	for i := range 30 {
+		x := rec(uint16(1000 + i))
+		x.Time = at.Add(time.Duration(i) * time.Second)
+		recs = append(recs, x)
+	}
+	r.Write(recs)
+	for _, tc := range []struct {
+		args []string
+		want int
+	}{
+		{[]string{"--since", at.Add(5 * time.Second).Format(time.RFC3339)}, 25}, // past the default --last 20
+		{[]string{"--since", at.Add(5 * time.Second).Format(time.RFC3339), "--until", at.Add(10 * time.Second).Format(time.RFC3339)}, 5},
+		{[]string{"--since", at.Format(time.RFC3339), "--last", "3"}, 3},
+		{nil, 20},
+	} {
+		var out bytes.Buffer
+		args := append([]string{"--server", "unix:" + sock, "-o", "json"}, tc.args...)
+		if err := runObserve(context.Background(), &out, args...); err != nil {
+			t.Fatalf("observe %v: %v", tc.args, err)
+		}
+		if got := strings.Count(out.String(), "\n"); got != tc.want {
+			t.Errorf("observe %v: %d records, want %d", tc.args, got, tc.want)
+		}
+	}
+	if err := runObserve(context.Background(), io.Discard, "--server", "unix:"+sock, "--since", "yesterday"); err == nil ||
+		!strings.Contains(err.Error(), "since") {
+		t.Errorf("observe --since yesterday: %v, want the API's refusal naming since", err)
+	}
+}
