@@ -8,7 +8,7 @@ FUZZTIME ?= 10s
 # cluster.StartControlPlane honour it.
 UNIT_PKGS = $(shell $(GO) list ./... | grep -v '/test/e2e')
 
-.PHONY: help setup kube generate proto build up test unit race fuzz bench validate root
+.PHONY: help setup kube generate proto ui build up test unit race fuzz bench validate root
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
@@ -23,6 +23,9 @@ generate: ## Rebuild the eBPF objects from bpf/ (needs clang)
 
 proto: setup ## Rebuild the protobuf Go from api/ (Debian's protoc, generators pinned in go.mod)
 	$(GO) generate ./api/...
+
+ui: ## Rebuild the web UI's bundle (internal/ui/dist) from ui/ with the committed lockfile
+	cd ui && npm ci --no-audit --no-fund && npm test && npm run build
 
 build: ## Build bin/flowlens
 	$(GO) build -o bin/flowlens ./cmd/flowlens

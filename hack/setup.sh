@@ -13,12 +13,17 @@ packages=(
   conntrack               # the benchmark's no-eBPF baseline (conntrack -L)
   protobuf-compiler       # protoc: regenerate api/ (make proto) to check it matches the .proto
   prometheus              # a real Prometheus scrapes the hub in e2e; promtool checks the exposition and the dashboard's PromQL
+  chromium                # the web UI's browser tests (test/e2e/ui_test.go) drive Debian's Chromium headless
 )
 missing=()
 for p in "${packages[@]}"; do
   [[ $p == \#* ]] && continue
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Rebuild the web UI's bundle (make ui) to check it matches ui/: the
+# machine's Node.js and npm when it has them (NodeSource's nodejs carries its
+# own npm, which Debian's npm package would conflict with), else Debian's.
+command -v npm >/dev/null || missing+=(nodejs npm)
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}"
   if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
