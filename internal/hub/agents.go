@@ -30,6 +30,9 @@ type agentState struct {
 	dropped                 uint64
 	backlog                 int
 	lastError               string
+	// logging are the agent's batches on their way into the log, by seq:
+	// a resend of one of them waits for its outcome.
+	logging map[uint64]*logEntry
 }
 
 func (h *Hub) agent(a Agent, now time.Time) *agentState {
@@ -40,7 +43,7 @@ func (h *Hub) agent(a Agent, now time.Time) *agentState {
 	}
 	if s.incarnation != a.Incarnation {
 		// A restarted agent numbers its batches from 1 again.
-		s.incarnation, s.seq, s.connectedSince = a.Incarnation, 0, now
+		s.incarnation, s.seq, s.connectedSince, s.logging = a.Incarnation, 0, now, nil
 	}
 	if !s.connected {
 		s.connected, s.connectedSince, s.lastError = true, now, ""
@@ -49,9 +52,8 @@ func (h *Hub) agent(a Agent, now time.Time) *agentState {
 	return s
 }
 
-// received notes a new batch.
+// received notes a new batch, logged.
 func (s *agentState) received(b *Batch, now time.Time) {
-	s.seq = b.Seq
 	s.lastBatch = now
 	s.batches++
 	s.records += uint64(len(b.Records))
@@ -120,15 +122,15 @@ type Stats struct {
 	// The history's side: log appends that failed (the batch was refused,
 	// or a tick went unlogged), checkpoints written and failed, their
 	// total time, and flows never saved because MaxUnsaved waited.
-	LogErrors, Checkpoints, CheckpointErrors uint64
-	CheckpointTime                           time.Duration
-	Unsaved                                  uint64
+	LogAppends, LogErrors, Checkpoints, CheckpointErrors uint64
+	CheckpointTime                                       time.Duration
+	Unsaved                                              uint64
 }
 
 type counters struct {
-	ticks, batches, records, resent, busy    atomic.Uint64
-	logErrors, checkpoints, checkpointErrors atomic.Uint64
-	checkpointNanos, unsaved                 atomic.Uint64
+	ticks, batches, records, resent, busy                atomic.Uint64
+	logAppends, logErrors, checkpoints, checkpointErrors atomic.Uint64
+	checkpointNanos, unsaved                             atomic.Uint64
 }
 
 // Stats reads the counters.
@@ -137,7 +139,7 @@ func (h *Hub) Stats() Stats {
 	defer h.in.Unlock()
 	s := Stats{Ticks: h.stats.ticks.Load(), Batches: h.stats.batches.Load(), Records: h.stats.records.Load(),
 		Resent: h.stats.resent.Load(), Busy: h.stats.busy.Load(), Pending: len(h.pending), Agents: len(h.agents),
-		LogErrors: h.stats.logErrors.Load(), Checkpoints: h.stats.checkpoints.Load(), CheckpointErrors: h.stats.checkpointErrors.Load(),
+		LogAppends: h.stats.logAppends.Load(), LogErrors: h.stats.logErrors.Load(), Checkpoints: h.stats.checkpoints.Load(), CheckpointErrors: h.stats.checkpointErrors.Load(),
 		CheckpointTime: time.Duration(h.stats.checkpointNanos.Load()), Unsaved: h.stats.unsaved.Load()}
 	for _, a := range h.agents {
 		if a.connected {

@@ -2,7 +2,9 @@ package hub
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -111,4 +113,50 @@ func graph(t *testing.T, h *Hub, level topology.Level, at time.Time) topology.Gr
 		t.Fatal(err)
 	}
 	return g
+}
+
+// Agents arriving together share one append to the log, and each batch is
+// counted once; a batch the log refused is refused to its agent, and its
+// resend is tried again rather than taken for one already stored.
+func TestLogAppendsAreSharedAndFailuresRefused(t *testing.T) {
+	h, db := openHub(t, t.TempDir())
+	const agents, batches = 40, 3
+	var wg sync.WaitGroup
+	for i := range agents {
+		a := Agent{ID: fmt.Sprintf("node-%02d", i), Incarnation: uint64(i + 1)}
+		wg.Go(func() {
+			for seq := range uint64(batches) {
+				c, _ := viaService(t0.Add(time.Second), uint16(40000+i*batches+int(seq)))
+				if err := h.Receive(t.Context(), &Batch{Agent: a, Seq: seq + 1, Records: []flow.Record{c}}); err != nil {
+					t.Errorf("%s #%d: %v", a.ID, seq+1, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for i := range 5 {
+		h.Tick(t.Context(), t0.Add(time.Duration(2+i)*time.Second))
+	}
+	if got := graph(t, h, topology.LevelService, t0.Add(6*time.Second)); len(got.Edges) != 1 || got.Edges[0].ConnectionsOpened != agents*batches {
+		t.Fatalf("edges %+v, want one of %d connections", got.Edges, agents*batches)
+	}
+	s := h.Stats()
+	if s.Batches != agents*batches || s.LogAppends >= agents*batches+5 {
+		t.Errorf("%d batches counted in %d appends (with 5 ticks), want %d in fewer", s.Batches, s.LogAppends, agents*batches)
+	}
+	t.Logf("%d batches and 5 ticks in %d appends", s.Batches, s.LogAppends)
+
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	late := Agent{ID: "node-late", Incarnation: 1}
+	c, _ := viaService(t0.Add(time.Second), 50000)
+	for try := range 2 {
+		if err := h.Receive(t.Context(), &Batch{Agent: late, Seq: 1, Records: []flow.Record{c}}); err == nil {
+			t.Fatalf("try %d: a batch the log could not take was acked", try+1)
+		}
+	}
+	if s := h.Stats(); s.LogErrors != 2 || s.Resent != 0 {
+		t.Errorf("log errors %d, resent %d: want 2 refusals and no batch taken for stored", s.LogErrors, s.Resent)
+	}
 }

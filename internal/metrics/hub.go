@@ -21,8 +21,10 @@ var (
 		"Agents the hub has heard from since it started, by whether their stream is open.", []string{"state"}, nil)
 	hubTicks = prometheus.NewDesc("flowlens_hub_ticks_total",
 		"Intervals the hub closed.", nil, nil)
+	hubLogAppends = prometheus.NewDesc("flowlens_hub_log_appends_total",
+		"Appends to the ingest log: batches and ticks arriving together share one.", nil, nil)
 	hubLogErrors = prometheus.NewDesc("flowlens_hub_log_errors_total",
-		"Appends to the ingest log that failed: the batch was refused (the agent resends), or a tick went unlogged.", nil, nil)
+		"Inputs whose append to the ingest log failed: a batch was refused (the agent resends), or a tick went unlogged.", nil, nil)
 	hubCheckpoints = prometheus.NewDesc("flowlens_hub_checkpoints_total",
 		"History checkpoints, by outcome (a failed one is retried with the next).", []string{"outcome"}, nil)
 	hubCheckpointSeconds = prometheus.NewDesc("flowlens_hub_checkpoint_seconds_total",
@@ -63,7 +65,7 @@ type HubCollector struct {
 // each descriptor once); up sets no Publish here, its node's publisher
 // reports them.
 func (HubCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{hubBatches, hubRecords, hubPending, hubAgents, hubTicks, hubLogErrors, hubCheckpoints,
+	for _, d := range []*prometheus.Desc{hubBatches, hubRecords, hubPending, hubAgents, hubTicks, hubLogAppends, hubLogErrors, hubCheckpoints,
 		hubCheckpointSeconds, ingestStreams, ingestRejected, topoRecords, topoUndeduplicated, topoHeld, topoSize,
 		historyBytes, historyRows, historyDeleted} {
 		ch <- d
@@ -88,6 +90,7 @@ func (c HubCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(hubAgents, float64(s.Connected), "connected")
 		gauge(hubAgents, float64(s.Agents-s.Connected), "disconnected")
 		counter(hubTicks, s.Ticks)
+		counter(hubLogAppends, s.LogAppends)
 		counter(hubLogErrors, s.LogErrors)
 		counter(hubCheckpoints, s.Checkpoints, "written")
 		counter(hubCheckpoints, s.CheckpointErrors, "failed")
