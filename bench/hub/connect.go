@@ -309,24 +309,26 @@ func randHex(n int) string {
 // privLock is the lock privileged tests and runs share (see README).
 const privLock = "/tmp/flowlens-priv.lock"
 
-// privilegedLock waits for the shared lock, polling so that ctx can end
-// the wait, and returns its release.
+// privilegedLock waits for the shared lock (queued in the kernel like the
+// tests' flock) and returns its release.
 func privilegedLock(ctx context.Context) (func(), error) {
 	f, err := os.OpenFile(privLock, os.O_CREATE|os.O_RDWR, 0o666)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", privLock, err)
 	}
 	logf("waiting for %s", privLock)
-	err = poll(ctx, 30*time.Minute, func() (bool, error) {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return false, nil
+	locked := make(chan error, 1)
+	go func() { locked <- syscall.Flock(int(f.Fd()), syscall.LOCK_EX) }()
+	select {
+	case err := <-locked:
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", privLock, err)
 		}
-		return err == nil, err
-	})
-	if err != nil {
+		return func() { f.Close() }, nil
+	case <-ctx.Done():
+		// Closing the file drops the lock, should the wait still win it.
 		f.Close()
-		return nil, fmt.Errorf("lock %s: %w", privLock, err)
+		return nil, ctx.Err()
 	}
-	return func() { f.Close() }, nil
 }

@@ -13,7 +13,7 @@
 //   - ingest: records per second per core of the hub's CPU (utime+stime
 //     from /proc/<pid>/stat), from the first record sent until the
 //     topology counted the last (and, with a history, checkpointed it);
-//   - connect → visible (root): a real `flowlens agent` ships to the hub,
+//   - connect → visible (root; with the history only): a real `flowlens agent` ships to the hub,
 //     real connections run between two network namespaces the run makes,
 //     and the hub's topology is polled until each batch shows.
 //
