@@ -19,6 +19,7 @@ import (
 	"github.com/flowlens/flowlens/internal/hub"
 	"github.com/flowlens/flowlens/internal/testutil"
 	"github.com/flowlens/flowlens/internal/topology"
+	"github.com/flowlens/flowlens/test/e2e/browser"
 	"github.com/flowlens/flowlens/test/e2e/cluster"
 	"github.com/flowlens/flowlens/test/peer/result"
 )
@@ -239,7 +240,30 @@ func TestHubJoinsAcrossNodes(t *testing.T) {
 			t.Errorf("agent %s: %+v, want nothing dropped or resent", a.ID, a)
 		}
 	}
+	mapShowsTheBackendAcrossNodes(t, m, perPod)
 	diffSinceTheServiceCalls(t, m, crecs)
+}
+
+// mapShowsTheBackendAcrossNodes: the hub's web UI, in Chromium, draws the
+// client's edges to each backend pod, the one on the other node included,
+// with their exact counts, and asks nothing of any host but the hub.
+func mapShowsTheBackendAcrossNodes(t *testing.T, m *multiNode, perPod map[string]uint32) {
+	t.Helper()
+	b := browser.Start(t)
+	b.Open(t, "http://"+m.hub.addr+"/?level=pod&window=1m")
+	client := "pod:" + m.shop + "/" + m.client.Name
+	for _, p := range m.api.pods {
+		backend := "pod:" + m.backend + "/" + p.Name
+		cond := fmt.Sprintf(`document.querySelector('#model li[data-kind="edge"][data-source=%q][data-target=%q][data-opened="%d"]')`,
+			client, backend, perPod[p.Name])
+		b.WaitFor(t, "the map's edge to "+p.Name+" on "+p.Node.Name, cond, readModelEdges, 30*time.Second)
+	}
+	if f := b.Foreign(m.hub.addr); len(f) > 0 {
+		t.Errorf("the page asked hosts other than the hub: %v", f)
+	}
+	if p := b.Problems(); len(p) > 0 {
+		t.Errorf("page problems: %v", p)
+	}
 }
 
 // diffSinceTheServiceCalls: after the calls through the Service (crecs),
