@@ -207,6 +207,12 @@ func (s *Server) readRange(from, end uint64, buf []*ring.Entry) ([]*ring.Entry, 
 
 // writeRange writes the matching records of [from, end), chunk by chunk.
 func (s *Server) writeRange(st *stream, from, end uint64) error {
+	return s.scanRange(st, from, end, st.entries)
+}
+
+// scanRange hands each chunk of [from, end) to fn, announcing on st what
+// the ring overwrote before it was read.
+func (s *Server) scanRange(st *stream, from, end uint64, fn func([]*ring.Entry) error) error {
 	buf := make([]*ring.Entry, 0, chunk)
 	for from < end {
 		es, lost := s.readRange(from, end, buf[:0])
@@ -214,7 +220,7 @@ func (s *Server) writeRange(st *stream, from, end uint64) error {
 			return err
 		}
 		from += lost + uint64(len(es))
-		if err := st.entries(es); err != nil {
+		if err := fn(es); err != nil {
 			return err
 		}
 		clear(es) // hold no overwritten records

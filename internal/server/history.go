@@ -39,19 +39,16 @@ func (s *Server) writeHistory(ctx context.Context, st *stream, req request, olde
 		return err
 	}
 	var tail []*ring.Entry
-	buf := make([]*ring.Entry, 0, chunk)
-	for from < end {
-		es, lost := s.readRange(from, end, buf[:0])
-		if err := st.lost(lost); err != nil {
-			return err
-		}
-		from += lost + uint64(len(es))
+	err := s.scanRange(st, from, end, func(es []*ring.Entry) error {
 		for _, e := range es {
 			if st.match(&e.Record) {
 				tail = append(tail, e)
 			}
 		}
-		clear(es)
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	limit := s.ring.Cap()
 	if req.last >= 0 {
