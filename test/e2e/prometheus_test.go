@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -173,7 +174,7 @@ func syntheticEdge(i int, now time.Time) flow.Record {
 	src := end(fmt.Sprintf("client-%d-x", i), fmt.Sprintf("client-%d", i), netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)}), 40000)
 	src.PID, src.Command = 7, "load"
 	return flow.Record{Time: now, Start: now.Add(-time.Second), ConnStart: now.Add(-500 * time.Millisecond), Node: "node-a",
-		Observer: "client", Protocol: flow.TCP, Verdict: flow.VerdictClosed, Opened: 1, Closed: 1, BytesToDst: 10, BytesToSrc: 20,
+		Observer: "client", Protocol: flow.TCP, IPVersion: 4, Verdict: flow.VerdictClosed, Opened: 1, Closed: 1, BytesToDst: 10, BytesToSrc: 20,
 		Source: src, Destination: end("api-0", "api", netip.MustParseAddr("10.9.255.1"), 8080)}
 }
 
@@ -197,13 +198,21 @@ func TestPrometheusEdgeSeriesBudget(t *testing.T) {
 	}
 	store.Ingest(recs)
 	prom := startPrometheus(t, serveEdgeMetrics(t, m))
+	prom.checkEdgeBudget(t, budget, edges)
+}
 
+// checkEdgeBudget asserts what a real Prometheus holds once it scraped the
+// edge metrics of edges distinct synthetic edges (syntheticEdge, one
+// record each) counted under a budget of budget label sets: the budget's
+// series plus the other series, the folded counter exact.
+func (p promServer) checkEdgeBudget(t *testing.T, budget, edges int) {
+	t.Helper()
 	// 100 label sets of their own, 9,900 folded, one record each.
-	prom.await(t, "flowlens_edge_series_folded_total", edges-budget, 60*time.Second)
+	p.await(t, "flowlens_edge_series_folded_total", float64(edges-budget), 60*time.Second)
 	other := `{source_namespace="other",source_workload="other",destination_namespace="other",destination_workload="other",destination_port="other",protocol="other"}`
 	for _, c := range []struct {
 		expr string
-		want float64
+		want int
 	}{
 		{"flowlens_edge_label_sets", budget},
 		{"flowlens_edge_connections_opened_total" + other, edges - budget},
@@ -214,13 +223,48 @@ func TestPrometheusEdgeSeriesBudget(t *testing.T) {
 		// folded counter and the two gauges.
 		{`count({__name__=~"flowlens_edge_.*"})`, (budget+1)*6 + 3},
 	} {
-		if v, ok := prom.query(t, c.expr); !ok || v != c.want {
+		if v, ok := p.query(t, c.expr); !ok || v != float64(c.want) {
 			t.Errorf("%s = %v (a sample: %v), want %v", c.expr, v, ok, c.want)
 		}
 	}
 	limit := float64((budget+1)*metrics.SeriesPerEdgeLabelSet + 3)
-	if v, _ := prom.query(t, `count({__name__=~"flowlens_edge_.*"})`); v > limit {
+	if v, _ := p.query(t, `count({__name__=~"flowlens_edge_.*"})`); v > limit {
 		t.Errorf("%v edge series, over the budget's bound of %v", v, limit)
+	}
+}
+
+// The same through a real `flowlens hub --max-edge-series 100`: 10,000
+// distinct synthetic endpoints pushed to it over gRPC (internal/ship) as
+// an agent pushes, a real Prometheus scraping its one port; its exposition
+// passes promtool check metrics.
+func TestPrometheusHubEdgeSeriesBudget(t *testing.T) {
+	testutil.RequirePrivileged(t) // the package builds flowlens as root
+	const budget, edges = 100, 10_000
+	addr := freeLoopbackAddr(t)
+	cmd := exec.Command(flowlensBin, "hub", "--listen", addr, "--max-edge-series", strconv.Itoa(budget))
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	testutil.Must(t, cmd.Start(), "start flowlens hub")
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("flowlens hub exited: %v", err)
+		}
+	})
+	waitReady(t, addr, "flowlens hub")
+	now := time.Now()
+	recs := make([]flow.Record, edges)
+	for i := range recs {
+		recs[i] = syntheticEdge(i, now)
+	}
+	shipToHub(t, addr, "synthetic", recs)
+	prom := startPrometheus(t, addr)
+	prom.checkEdgeBudget(t, budget, edges)
+
+	promtool := requireTool(t, "promtool")
+	check := exec.Command(promtool, "check", "metrics")
+	check.Stdin = strings.NewReader(scrapeText(t, api(addr)))
+	if out, err := check.CombinedOutput(); err != nil || len(out) > 0 {
+		t.Errorf("promtool check metrics of the hub: %v\n%s", err, out)
 	}
 }
 
