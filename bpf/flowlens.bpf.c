@@ -116,6 +116,24 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+/* Drops by reason, node-wide: every drop lands here, attributed or not. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DROP_REASON_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} drop_reasons SEC(".maps");
+
+/* Drops by (socket or packet tuple, netns, reason), read and deleted by
+ * userspace each interval. LRU: under a flood of distinct tuples it keeps
+ * the recent ones and never refuses; drop_reasons still counts every drop. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct drop_key);
+	__type(value, __u64);
+} drops SEC(".maps");
+
 /* Make the shared types visible to bpf2go -type. */
 const struct conn_event *unused_conn_event __attribute__((unused));
 const struct udp_key *unused_udp_key __attribute__((unused));
@@ -125,6 +143,8 @@ const struct listen_info *unused_listen_info __attribute__((unused));
 const struct udp_meta *unused_udp_meta __attribute__((unused));
 const struct cgroup_usage *unused_cgroup_usage __attribute__((unused));
 const struct cgroup_refused *unused_cgroup_refused __attribute__((unused));
+const struct drop_key *unused_drop_key __attribute__((unused));
+const struct listener_stat *unused_listener_stat __attribute__((unused));
 const enum counter *unused_counter __attribute__((unused));
 const enum event_kind *unused_event_kind __attribute__((unused));
 const enum role *unused_role __attribute__((unused));
@@ -371,9 +391,11 @@ static __always_inline void add_listener(const struct sock *sk, const struct own
 		__sync_fetch_and_add(&l->sockets, 1);
 		if (o && !l->owner.pid)
 			l->owner = *o;
+		l->sk = (__u64)sk;
 		return;
 	}
 	init.sockets = 1;
+	init.sk = (__u64)sk;
 	if (o)
 		init.owner = *o;
 	if (bpf_map_update_elem(&listeners, &lk, &init, BPF_NOEXIST) == 0)
@@ -396,6 +418,8 @@ static __always_inline void remove_listener(const struct sock *sk)
 	__sync_fetch_and_add(&l->sockets, -1);
 	if ((__s32)l->sockets <= 0)
 		bpf_map_delete_elem(&listeners, &lk);
+	else if (l->sk == (__u64)sk)
+		l->sk = 0; /* never read a socket about to be freed */
 }
 
 /* TCP_CLOSE settles the verdict: the error and the final tuple are read
@@ -1073,6 +1097,160 @@ int udp_ingress(struct __sk_buff *skb)
 {
 	count_udp(skb, 0);
 	return 1;
+}
+
+/*
+ * iter/bpf_map_elem over listeners, run by the agent each interval: the
+ * accept queue and drop count of each listener, which no tracepoint
+ * reports (a SYN refused for a full accept queue is freed as consumed).
+ * The socket is read by its address, recorded when it began to listen and
+ * cleared before it closes; a socket no longer listening is skipped.
+ */
+SEC("iter/bpf_map_elem")
+int read_listeners(struct bpf_iter__bpf_map_elem *ctx)
+{
+	struct listener_key *key = ctx->key;
+	struct listen_info *l = ctx->value;
+	struct listener_stat out = {};
+	const struct sock *sk;
+
+	if (!key || !l || !l->sk)
+		return 0;
+	sk = (const struct sock *)l->sk;
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_LISTEN)
+		return 0;
+	out.key = *key;
+	out.queue = BPF_CORE_READ(sk, sk_ack_backlog);
+	out.queue_max = BPF_CORE_READ(sk, sk_max_ack_backlog);
+	if (bpf_core_field_exists(sk->sk_drops))
+		out.drops = BPF_CORE_READ(sk, sk_drops.counter);
+	bpf_seq_write(ctx->meta->seq, &out, sizeof(out));
+	return 0;
+}
+
+/* drop_packet_tuple reads the IPv4/IPv6 and TCP/UDP headers of a freed
+ * packet into t as it flew (local: source). It returns 0 on success. The
+ * IPv6 extension-header chain is not followed: such drops count by reason. */
+static __always_inline int drop_packet_tuple(const struct sk_buff *skb, struct l4_tuple *t)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__be16 proto = BPF_CORE_READ(skb, protocol);
+	__be16 ports[2];
+	__u32 l4;
+
+	if (nh == (__u16)~0U)
+		return -1;
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh))
+			return -1;
+		if (ip.version != 4 || (ip.frag_off & bpf_htons(0x1fff)))
+			return -1;
+		t->protocol = ip.protocol;
+		t->family = AF_INET;
+		__builtin_memcpy(t->local_addr, &ip.saddr, 4);
+		__builtin_memcpy(t->remote_addr, &ip.daddr, 4);
+		l4 = nh + ip.ihl * 4;
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+
+		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh))
+			return -1;
+		t->protocol = ip6.nexthdr;
+		t->family = AF_INET6;
+		__builtin_memcpy(t->local_addr, &ip6.saddr, 16);
+		__builtin_memcpy(t->remote_addr, &ip6.daddr, 16);
+		l4 = nh + sizeof(ip6);
+	} else {
+		return -1;
+	}
+	if (t->protocol != IPPROTO_TCP && t->protocol != IPPROTO_UDP)
+		return -1;
+	/* Source and destination ports lead both TCP and UDP headers. */
+	if (bpf_probe_read_kernel(ports, sizeof(ports), head + l4))
+		return -1;
+	t->local_port = bpf_ntohs(ports[0]);
+	t->remote_port = bpf_ntohs(ports[1]);
+	return 0;
+}
+
+/* An inet TCP or UDP socket whose fields can be read: not a request or
+ * time-wait mini socket, which share only sock_common. */
+static __always_inline int inet_full_sock(const struct sock *sk)
+{
+	__u16 family;
+	int state;
+
+	if (!sk)
+		return 0;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	if (state == TCP_NEW_SYN_RECV || state == TCP_TIME_WAIT)
+		return 0;
+	return BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP ||
+	       BPF_CORE_READ(sk, sk_protocol) == IPPROTO_UDP;
+}
+
+/*
+ * skb:kfree_skb fires from kfree_skb_reason() (sk_skb_reason_drop()) for
+ * every freed packet with the kernel's reason; packets freed as consumed
+ * normally take consume_skb, but some paths free a consumed packet here
+ * with SKB_CONSUMED, so those return first. rx_sk (Linux 6.12+) is the
+ * socket that was receiving it where skb->sk is not set.
+ */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason, struct sock *rx_sk)
+{
+	struct drop_key key = {};
+	const struct sock *sk;
+	__u32 slot;
+	__u64 *n, one = 1;
+
+	if (reason <= SKB_CONSUMED)
+		return 0;
+	slot = reason < DROP_REASON_OTHER ? reason : DROP_REASON_OTHER;
+	n = bpf_map_lookup_elem(&drop_reasons, &slot);
+	if (n)
+		*n += 1;
+	key.reason = slot;
+
+	/* rx_sk is a trusted pointer that bpf_get_socket_cookie takes;
+	 * skb->sk is an RCU one it refuses, so its cookie comes from
+	 * tcp_socks, which holds it for every tracked TCP socket. */
+	if (rx_sk && inet_full_sock(rx_sk)) {
+		sk = rx_sk;
+		key.cookie = bpf_get_socket_cookie(rx_sk);
+	} else if ((sk = BPF_CORE_READ(skb, sk)) && inet_full_sock(sk)) {
+		__u64 addr = (__u64)sk;
+		struct tcp_state *st = bpf_map_lookup_elem(&tcp_socks, &addr);
+
+		if (st)
+			key.cookie = st->cookie;
+	} else {
+		sk = NULL;
+	}
+	key.netns = sk ? sock_netns(sk) : BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+	if (!drop_packet_tuple(skb, &key.tuple)) {
+		key.from_packet = 1;
+	} else if (key.cookie) {
+		read_tuple(sk, &key.tuple);
+		key.tuple.protocol = BPF_CORE_READ(sk, sk_protocol);
+	} else {
+		count(CNT_DROP_UNATTRIBUTED);
+		return 0;
+	}
+	n = bpf_map_lookup_elem(&drops, &key);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+	else if (bpf_map_update_elem(&drops, &key, &one, BPF_NOEXIST))
+		/* Another CPU created it between the lookup and now. */
+		if ((n = bpf_map_lookup_elem(&drops, &key)))
+			__sync_fetch_and_add(n, 1);
+	return 0;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

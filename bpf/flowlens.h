@@ -135,6 +135,22 @@ struct listen_info {
 	struct owner owner;
 	__u32 sockets; /* listening sockets with this key */
 	__u32 _pad;
+	/* The struct sock of the latest socket to listen on this key, read by
+	 * the read_listeners iterator; 0 after it closed while others with
+	 * the key stay, until the next one listens. */
+	__u64 sk;
+};
+
+/* What read_listeners writes per listener: its accept queue and the drops
+ * the kernel charged to it (sk_drops: SYNs and handshake-completing ACKs
+ * dropped because the accept queue was full, ListenOverflows, or for lack
+ * of memory or SYN-queue room, which ListenDrops counts beside them). */
+struct listener_stat {
+	struct listener_key key;
+	__u32 queue;     /* sk_ack_backlog: connections waiting for accept() */
+	__u32 queue_max; /* sk_max_ack_backlog: listen()'s backlog, capped by somaxconn */
+	__u32 drops;     /* sk_drops, since the socket began to listen */
+	__u32 _pad;
 };
 
 /* What one cgroup holds in the shared maps, so that one noisy neighbour
@@ -150,6 +166,27 @@ struct cgroup_refused {
 	__u64 udp; /* datagrams */
 };
 
+/* Drops: packets the kernel freed with a drop reason (tp_btf/kfree_skb).
+ * Reasons are counted per slot: the enum's value where it is below
+ * DROP_REASON_OTHER, else (subsystem reasons, enums grown past it) in the
+ * last slot. */
+#define DROP_REASON_SLOTS 256
+#define DROP_REASON_OTHER (DROP_REASON_SLOTS - 1)
+
+/* One kind of drop, attributed as far as the kernel can tell: to a socket
+ * (cookie != 0) when the packet still had one, and to the packet's own
+ * addresses when they could be parsed. */
+struct drop_key {
+	/* from_packet: local is the packet's source, remote its destination,
+	 * as it flew. Otherwise the socket's own local and remote. */
+	struct l4_tuple tuple;
+	__u64 cookie; /* the socket's; 0: none */
+	__u32 netns;  /* the socket's, else the device's; 0: unknown */
+	__u16 reason; /* slot, see DROP_REASON_SLOTS */
+	__u8 from_packet;
+	__u8 _pad;
+};
+
 /* Indexes into the per-CPU counters map; every place the kernel side cannot
  * record something bumps one, so userspace exports what was lost and where. */
 enum counter {
@@ -162,6 +199,7 @@ enum counter {
 	CNT_TCP_CGROUP_QUOTA, /* socket not tracked: its cgroup holds its share of tcp_socks */
 	CNT_UDP_CGROUP_QUOTA, /* datagram not counted: its cgroup holds its share of udp_flows */
 	CNT_ADOPTED,          /* sockets adopted already established */
+	CNT_DROP_UNATTRIBUTED, /* a drop counted by reason only: no inet socket, no IPv4/IPv6 TCP/UDP header */
 	CNT_MAX,
 };
 

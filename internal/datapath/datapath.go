@@ -28,6 +28,9 @@ type Config struct {
 	TCPPerCgroup int
 	UDPPerCgroup int
 	CgroupMount  string // cgroup2 directory the cgroup programs attach to; "" skips them
+	// SkipDrops leaves the drop hook (tp_btf/kfree_skb) unattached: to
+	// measure what it costs, or where its cost is not wanted.
+	SkipDrops bool
 }
 
 // DefaultConfig is what `flowlens up` uses unless told otherwise.
@@ -93,9 +96,12 @@ type Datapath struct {
 	maps  flowlensMaps
 	links []link.Link
 	walk  *ebpf.Program // iter/tcp; nil where the kernel lacks it
-	ring  *ringbuf.Reader
-	hooks []Hook
-	comms comms
+	// listenIter runs read_listeners over the listeners map; nil where
+	// the kernel lacks map element iterators.
+	listenIter *link.Iter
+	ring       *ringbuf.Reader
+	hooks      []Hook
+	comms      comms
 
 	rec       ringbuf.Record
 	tcpKeys   []uint64
@@ -106,6 +112,9 @@ type Datapath struct {
 	udpRead   []flowlensUdpStats // and their values, in the same order
 	udpShare  uint32             // per-cgroup UDP share; 0: none
 	udpUsage  map[uint64]uint32
+	reasons   [dropReasonSlots]string // drop_reasons slot → name
+	dropKeys  []flowlensDropKey
+	dropVals  []uint64
 }
 
 // Open loads, configures and attaches the programs. Hooks the kernel lacks
@@ -149,7 +158,13 @@ func Open(cfg Config, log *slog.Logger) (*Datapath, error) {
 	if err := requireTracingHelpers(); err != nil {
 		return nil, err
 	}
-	d.hooks = plan(spec, cfg.CgroupMount, kernelHasType)
+	d.hooks = plan(spec, cfg.CgroupMount, kernelHasType, kernelTracepointArgs)
+	for i := range d.hooks {
+		if h := &d.hooks[i]; h.Program == dropProgram && h.Attached && cfg.SkipDrops {
+			h.Attached, h.Reason = false, "drops switched off"
+		}
+	}
+	d.reasons = dropReasonNames(kernelDropReasons)
 	for _, h := range d.hooks {
 		if !h.Attached {
 			delete(spec.Programs, h.Program)
@@ -193,9 +208,17 @@ func (d *Datapath) attach(cgroupMount string) error {
 			err error
 		)
 		switch {
-		case h.attach == ebpf.AttachTraceIter:
+		case h.attach == ebpf.AttachTraceIter && h.Program == "walk_tcp":
 			// Run on demand by WalkTCP, not attached.
 			d.walk = prog
+			continue
+		case h.attach == ebpf.AttachTraceIter:
+			// Run by Listeners, over the map it is bound to here.
+			d.listenIter, err = link.AttachIter(link.IterOptions{Program: prog, Map: d.maps.Listeners})
+			if err != nil {
+				return fmt.Errorf("attach %s to %s: %w", h.Program, h.Target, err)
+			}
+			d.links = append(d.links, d.listenIter)
 			continue
 		case prog.Type() == ebpf.Tracing:
 			l, err = link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
@@ -468,6 +491,9 @@ type Counters struct {
 	TCPCgroupQuota  uint64 // sockets not tracked: their cgroup held its share
 	UDPCgroupQuota  uint64 // datagrams not counted: their cgroup held its share
 	Adopted         uint64 // sockets adopted already established
+	// DropsUnattributed are drops counted by reason only: no inet socket
+	// and no IPv4/IPv6 TCP/UDP header to name a flow by.
+	DropsUnattributed uint64
 }
 
 // Counters sums the per-CPU counters.
@@ -483,6 +509,7 @@ func (d *Datapath) Counters() (Counters, error) {
 		flowlensCounterCNT_TCP_CGROUP_QUOTA:  &c.TCPCgroupQuota,
 		flowlensCounterCNT_UDP_CGROUP_QUOTA:  &c.UDPCgroupQuota,
 		flowlensCounterCNT_ADOPTED:           &c.Adopted,
+		flowlensCounterCNT_DROP_UNATTRIBUTED: &c.DropsUnattributed,
 	}
 	var perCPU []uint64
 	for idx, dst := range fields {

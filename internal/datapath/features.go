@@ -44,7 +44,7 @@ func Probe(cgroupMount string) []Feature {
 
 	spec, err := loadFlowlens()
 	if err == nil {
-		for _, h := range plan(spec, "", kernelHasType) {
+		for _, h := range plan(spec, "", kernelHasType, kernelTracepointArgs) {
 			if !strings.HasPrefix(h.Target, "tp_btf/") && !strings.HasPrefix(h.Target, "iter/") {
 				continue
 			}
@@ -87,6 +87,8 @@ var usedFor = map[string]string{
 	"on_send_reset":    "resets sent",
 	"on_receive_reset": "resets received",
 	"walk_tcp":         "sockets open before the agent started: roles and baselines",
+	"on_kfree_skb":     "dropped packets with their reason, per flow and per node",
+	"read_listeners":   "accept queue depth and drops per listener",
 }
 
 // requireTracingHelpers fails with a clear message on a kernel whose

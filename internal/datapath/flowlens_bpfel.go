@@ -44,8 +44,19 @@ const (
 	flowlensCounterCNT_TCP_CGROUP_QUOTA  flowlensCounter = 6
 	flowlensCounterCNT_UDP_CGROUP_QUOTA  flowlensCounter = 7
 	flowlensCounterCNT_ADOPTED           flowlensCounter = 8
-	flowlensCounterCNT_MAX               flowlensCounter = 9
+	flowlensCounterCNT_DROP_UNATTRIBUTED flowlensCounter = 9
+	flowlensCounterCNT_MAX               flowlensCounter = 10
 )
+
+type flowlensDropKey struct {
+	_          structs.HostLayout
+	Tuple      flowlensL4Tuple
+	Cookie     uint64
+	Netns      uint32
+	Reason     uint16
+	FromPacket uint8
+	Pad        uint8
+}
 
 type flowlensEventKind uint32
 
@@ -70,6 +81,7 @@ type flowlensListenInfo struct {
 	Owner   flowlensOwner
 	Sockets uint32
 	Pad     uint32
+	Sk      uint64
 }
 
 type flowlensListenerKey struct {
@@ -77,6 +89,15 @@ type flowlensListenerKey struct {
 	Netns  uint32
 	Port   uint16
 	Family uint16
+}
+
+type flowlensListenerStat struct {
+	_        structs.HostLayout
+	Key      flowlensListenerKey
+	Queue    uint32
+	QueueMax uint32
+	Drops    uint32
+	Pad      uint32
 }
 
 type flowlensOwner struct {
@@ -168,6 +189,8 @@ type flowlensUdpStats struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	flowlensMapCounters            = "counters"
+	flowlensMapDropReasons         = "drop_reasons"
+	flowlensMapDrops               = "drops"
 	flowlensMapEvents              = "events"
 	flowlensMapListeners           = "listeners"
 	flowlensMapRefused             = "refused"
@@ -178,12 +201,14 @@ const (
 	flowlensMapUdpSocks            = "udp_socks"
 	flowlensMapUdpUsage            = "udp_usage"
 	flowlensProgOnDestroy          = "on_destroy"
+	flowlensProgOnKfreeSkb         = "on_kfree_skb"
 	flowlensProgOnReceiveReset     = "on_receive_reset"
 	flowlensProgOnRecv             = "on_recv"
 	flowlensProgOnRetransmit       = "on_retransmit"
 	flowlensProgOnSend             = "on_send"
 	flowlensProgOnSendReset        = "on_send_reset"
 	flowlensProgOnSetState         = "on_set_state"
+	flowlensProgReadListeners      = "read_listeners"
 	flowlensProgUdpConnect4        = "udp_connect4"
 	flowlensProgUdpConnect6        = "udp_connect6"
 	flowlensProgUdpEgress          = "udp_egress"
@@ -199,9 +224,11 @@ const (
 	flowlensVarUnusedCgroupUsage   = "unused_cgroup_usage"
 	flowlensVarUnusedConnEvent     = "unused_conn_event"
 	flowlensVarUnusedCounter       = "unused_counter"
+	flowlensVarUnusedDropKey       = "unused_drop_key"
 	flowlensVarUnusedEventKind     = "unused_event_kind"
 	flowlensVarUnusedListenInfo    = "unused_listen_info"
 	flowlensVarUnusedListenerKey   = "unused_listener_key"
+	flowlensVarUnusedListenerStat  = "unused_listener_stat"
 	flowlensVarUnusedOwnerSource   = "unused_owner_source"
 	flowlensVarUnusedRole          = "unused_role"
 	flowlensVarUnusedUdpKey        = "unused_udp_key"
@@ -253,12 +280,14 @@ type flowlensSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type flowlensProgramSpecs struct {
 	OnDestroy      *ebpf.ProgramSpec `ebpf:"on_destroy"`
+	OnKfreeSkb     *ebpf.ProgramSpec `ebpf:"on_kfree_skb"`
 	OnReceiveReset *ebpf.ProgramSpec `ebpf:"on_receive_reset"`
 	OnRecv         *ebpf.ProgramSpec `ebpf:"on_recv"`
 	OnRetransmit   *ebpf.ProgramSpec `ebpf:"on_retransmit"`
 	OnSend         *ebpf.ProgramSpec `ebpf:"on_send"`
 	OnSendReset    *ebpf.ProgramSpec `ebpf:"on_send_reset"`
 	OnSetState     *ebpf.ProgramSpec `ebpf:"on_set_state"`
+	ReadListeners  *ebpf.ProgramSpec `ebpf:"read_listeners"`
 	UdpConnect4    *ebpf.ProgramSpec `ebpf:"udp_connect4"`
 	UdpConnect6    *ebpf.ProgramSpec `ebpf:"udp_connect6"`
 	UdpEgress      *ebpf.ProgramSpec `ebpf:"udp_egress"`
@@ -273,16 +302,18 @@ type flowlensProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type flowlensMapSpecs struct {
-	Counters  *ebpf.MapSpec `ebpf:"counters"`
-	Events    *ebpf.MapSpec `ebpf:"events"`
-	Listeners *ebpf.MapSpec `ebpf:"listeners"`
-	Refused   *ebpf.MapSpec `ebpf:"refused"`
-	SelfSocks *ebpf.MapSpec `ebpf:"self_socks"`
-	TcpSocks  *ebpf.MapSpec `ebpf:"tcp_socks"`
-	TcpUsage  *ebpf.MapSpec `ebpf:"tcp_usage"`
-	UdpFlows  *ebpf.MapSpec `ebpf:"udp_flows"`
-	UdpSocks  *ebpf.MapSpec `ebpf:"udp_socks"`
-	UdpUsage  *ebpf.MapSpec `ebpf:"udp_usage"`
+	Counters    *ebpf.MapSpec `ebpf:"counters"`
+	DropReasons *ebpf.MapSpec `ebpf:"drop_reasons"`
+	Drops       *ebpf.MapSpec `ebpf:"drops"`
+	Events      *ebpf.MapSpec `ebpf:"events"`
+	Listeners   *ebpf.MapSpec `ebpf:"listeners"`
+	Refused     *ebpf.MapSpec `ebpf:"refused"`
+	SelfSocks   *ebpf.MapSpec `ebpf:"self_socks"`
+	TcpSocks    *ebpf.MapSpec `ebpf:"tcp_socks"`
+	TcpUsage    *ebpf.MapSpec `ebpf:"tcp_usage"`
+	UdpFlows    *ebpf.MapSpec `ebpf:"udp_flows"`
+	UdpSocks    *ebpf.MapSpec `ebpf:"udp_socks"`
+	UdpUsage    *ebpf.MapSpec `ebpf:"udp_usage"`
 }
 
 // flowlensVariableSpecs contains global variables before they are loaded into the kernel.
@@ -296,9 +327,11 @@ type flowlensVariableSpecs struct {
 	UnusedCgroupUsage   *ebpf.VariableSpec `ebpf:"unused_cgroup_usage"`
 	UnusedConnEvent     *ebpf.VariableSpec `ebpf:"unused_conn_event"`
 	UnusedCounter       *ebpf.VariableSpec `ebpf:"unused_counter"`
+	UnusedDropKey       *ebpf.VariableSpec `ebpf:"unused_drop_key"`
 	UnusedEventKind     *ebpf.VariableSpec `ebpf:"unused_event_kind"`
 	UnusedListenInfo    *ebpf.VariableSpec `ebpf:"unused_listen_info"`
 	UnusedListenerKey   *ebpf.VariableSpec `ebpf:"unused_listener_key"`
+	UnusedListenerStat  *ebpf.VariableSpec `ebpf:"unused_listener_stat"`
 	UnusedOwnerSource   *ebpf.VariableSpec `ebpf:"unused_owner_source"`
 	UnusedRole          *ebpf.VariableSpec `ebpf:"unused_role"`
 	UnusedUdpKey        *ebpf.VariableSpec `ebpf:"unused_udp_key"`
@@ -327,21 +360,25 @@ func (o *flowlensObjects) Close() error {
 //
 // It can be passed to loadFlowlensObjects or ebpf.CollectionSpec.LoadAndAssign.
 type flowlensMaps struct {
-	Counters  *ebpf.Map `ebpf:"counters"`
-	Events    *ebpf.Map `ebpf:"events"`
-	Listeners *ebpf.Map `ebpf:"listeners"`
-	Refused   *ebpf.Map `ebpf:"refused"`
-	SelfSocks *ebpf.Map `ebpf:"self_socks"`
-	TcpSocks  *ebpf.Map `ebpf:"tcp_socks"`
-	TcpUsage  *ebpf.Map `ebpf:"tcp_usage"`
-	UdpFlows  *ebpf.Map `ebpf:"udp_flows"`
-	UdpSocks  *ebpf.Map `ebpf:"udp_socks"`
-	UdpUsage  *ebpf.Map `ebpf:"udp_usage"`
+	Counters    *ebpf.Map `ebpf:"counters"`
+	DropReasons *ebpf.Map `ebpf:"drop_reasons"`
+	Drops       *ebpf.Map `ebpf:"drops"`
+	Events      *ebpf.Map `ebpf:"events"`
+	Listeners   *ebpf.Map `ebpf:"listeners"`
+	Refused     *ebpf.Map `ebpf:"refused"`
+	SelfSocks   *ebpf.Map `ebpf:"self_socks"`
+	TcpSocks    *ebpf.Map `ebpf:"tcp_socks"`
+	TcpUsage    *ebpf.Map `ebpf:"tcp_usage"`
+	UdpFlows    *ebpf.Map `ebpf:"udp_flows"`
+	UdpSocks    *ebpf.Map `ebpf:"udp_socks"`
+	UdpUsage    *ebpf.Map `ebpf:"udp_usage"`
 }
 
 func (m *flowlensMaps) Close() error {
 	return _FlowlensClose(
 		m.Counters,
+		m.DropReasons,
+		m.Drops,
 		m.Events,
 		m.Listeners,
 		m.Refused,
@@ -365,9 +402,11 @@ type flowlensVariables struct {
 	UnusedCgroupUsage   *ebpf.Variable `ebpf:"unused_cgroup_usage"`
 	UnusedConnEvent     *ebpf.Variable `ebpf:"unused_conn_event"`
 	UnusedCounter       *ebpf.Variable `ebpf:"unused_counter"`
+	UnusedDropKey       *ebpf.Variable `ebpf:"unused_drop_key"`
 	UnusedEventKind     *ebpf.Variable `ebpf:"unused_event_kind"`
 	UnusedListenInfo    *ebpf.Variable `ebpf:"unused_listen_info"`
 	UnusedListenerKey   *ebpf.Variable `ebpf:"unused_listener_key"`
+	UnusedListenerStat  *ebpf.Variable `ebpf:"unused_listener_stat"`
 	UnusedOwnerSource   *ebpf.Variable `ebpf:"unused_owner_source"`
 	UnusedRole          *ebpf.Variable `ebpf:"unused_role"`
 	UnusedUdpKey        *ebpf.Variable `ebpf:"unused_udp_key"`
@@ -381,12 +420,14 @@ type flowlensVariables struct {
 // It can be passed to loadFlowlensObjects or ebpf.CollectionSpec.LoadAndAssign.
 type flowlensPrograms struct {
 	OnDestroy      *ebpf.Program `ebpf:"on_destroy"`
+	OnKfreeSkb     *ebpf.Program `ebpf:"on_kfree_skb"`
 	OnReceiveReset *ebpf.Program `ebpf:"on_receive_reset"`
 	OnRecv         *ebpf.Program `ebpf:"on_recv"`
 	OnRetransmit   *ebpf.Program `ebpf:"on_retransmit"`
 	OnSend         *ebpf.Program `ebpf:"on_send"`
 	OnSendReset    *ebpf.Program `ebpf:"on_send_reset"`
 	OnSetState     *ebpf.Program `ebpf:"on_set_state"`
+	ReadListeners  *ebpf.Program `ebpf:"read_listeners"`
 	UdpConnect4    *ebpf.Program `ebpf:"udp_connect4"`
 	UdpConnect6    *ebpf.Program `ebpf:"udp_connect6"`
 	UdpEgress      *ebpf.Program `ebpf:"udp_egress"`
@@ -400,12 +441,14 @@ type flowlensPrograms struct {
 func (p *flowlensPrograms) Close() error {
 	return _FlowlensClose(
 		p.OnDestroy,
+		p.OnKfreeSkb,
 		p.OnReceiveReset,
 		p.OnRecv,
 		p.OnRetransmit,
 		p.OnSend,
 		p.OnSendReset,
 		p.OnSetState,
+		p.ReadListeners,
 		p.UdpConnect4,
 		p.UdpConnect6,
 		p.UdpEgress,

@@ -13,8 +13,9 @@ import (
 // tp_btf program needs its tracepoint in the kernel's BTF (sock_send_length
 // and sock_recv_length exist only since Linux 6.3), the cgroup_skb ones a
 // cgroup2 mount. Loading a program whose target is missing would fail the
-// whole collection.
-func plan(spec *ebpf.CollectionSpec, cgroupMount string, hasType func(string) (bool, error)) []Hook {
+// whole collection. A tracepoint whose arguments the program reads must
+// have at least that many (tpArgs: the tracepoint's argument count).
+func plan(spec *ebpf.CollectionSpec, cgroupMount string, hasType func(string) (bool, error), tpArgs func(string) (int, error)) []Hook {
 	names := make([]string, 0, len(spec.Programs))
 	for name := range spec.Programs {
 		names = append(names, name)
@@ -42,6 +43,8 @@ func plan(spec *ebpf.CollectionSpec, cgroupMount string, hasType func(string) (b
 				h.Attached, h.Reason = false, err.Error()
 			case !ok:
 				h.Attached, h.Reason = false, "tracepoint "+p.AttachTo+" not in kernel BTF"
+			default:
+				h.Attached, h.Reason = enoughArgs(p.AttachTo, tpArgs)
 			}
 		case p.Type == ebpf.CGroupSKB, p.Type == ebpf.CGroupSockAddr, p.Type == ebpf.CGroupSock:
 			h.Target = p.SectionName + " on " + cgroupMount
@@ -56,7 +59,55 @@ func plan(spec *ebpf.CollectionSpec, cgroupMount string, hasType func(string) (b
 	return hooks
 }
 
+// wantArgs is how many arguments a program reads of the tracepoints whose
+// signature grew over kernel versions.
+var wantArgs = map[string]struct {
+	n     int
+	since string
+}{
+	// (skb, location, reason) since 5.17, rx_sk since 6.12.
+	"kfree_skb": {4, "its drop reason and receiving socket (Linux 6.12)"},
+}
+
+func enoughArgs(tp string, tpArgs func(string) (int, error)) (bool, string) {
+	w, ok := wantArgs[tp]
+	if !ok {
+		return true, ""
+	}
+	n, err := tpArgs(tp)
+	if err != nil {
+		return false, err.Error()
+	}
+	if n < w.n {
+		return false, fmt.Sprintf("tracepoint %s has %d arguments, without %s", tp, n, w.since)
+	}
+	return true, ""
+}
+
 var kernelBTF = sync.OnceValues(btf.LoadKernelSpec)
+
+// kernelTracepointArgs counts a tracepoint's arguments in the kernel's BTF:
+// btf_trace_X is a pointer to a function whose first parameter is the
+// tracepoint's context, not one of its arguments.
+func kernelTracepointArgs(tp string) (int, error) {
+	spec, err := kernelBTF()
+	if err != nil {
+		return 0, fmt.Errorf("kernel BTF: %w", err)
+	}
+	var td *btf.Typedef
+	if err := spec.TypeByName("btf_trace_"+tp, &td); err != nil {
+		return 0, fmt.Errorf("tracepoint %s in kernel BTF: %w", tp, err)
+	}
+	ptr, ok := td.Type.(*btf.Pointer)
+	if !ok {
+		return 0, fmt.Errorf("btf_trace_%s is a %T, not a pointer", tp, td.Type)
+	}
+	proto, ok := ptr.Target.(*btf.FuncProto)
+	if !ok {
+		return 0, fmt.Errorf("btf_trace_%s points to a %T, not a function", tp, ptr.Target)
+	}
+	return len(proto.Params) - 1, nil
+}
 
 // kernelHasType reports whether the kernel's BTF has a type: tp_btf can
 // attach to tracepoint X when btf_trace_X exists, iter/X when bpf_iter__X does.

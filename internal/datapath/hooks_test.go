@@ -16,7 +16,9 @@ func TestPlanSkipsWhatTheKernelLacks(t *testing.T) {
 		// one built without BPF iterators.
 		return typ != "btf_trace_sock_send_length" && typ != "btf_trace_sock_recv_length" && typ != "bpf_iter__tcp", nil
 	}
-	hooks := plan(spec, "", older)
+	// and a kfree_skb of Linux 5.17-6.11, without rx_sk.
+	args := func(string) (int, error) { return 3, nil }
+	hooks := plan(spec, "", older, args)
 	got := map[string]bool{}
 	for _, h := range hooks {
 		got[h.Program] = h.Attached
@@ -26,7 +28,7 @@ func TestPlanSkipsWhatTheKernelLacks(t *testing.T) {
 	}
 	want := map[string]bool{
 		"on_set_state": true, "on_destroy": true, "on_retransmit": true, "on_send_reset": true, "on_receive_reset": true,
-		"on_send": false, "on_recv": false, "walk_tcp": false,
+		"on_send": false, "on_recv": false, "walk_tcp": false, "on_kfree_skb": false, "read_listeners": true,
 		// No cgroup2 mount: none of the cgroup programs.
 		"udp_egress": false, "udp_ingress": false,
 		"udp_sendmsg4": false, "udp_sendmsg6": false, "udp_connect4": false, "udp_connect6": false, "udp_sock_create": false,

@@ -78,3 +78,30 @@ type UDPConversation struct {
 	TxBytes, RxBytes         uint64
 	TxDatagrams, RxDatagrams uint32
 }
+
+// Drop is how many packets the kernel freed as dropped for one reason,
+// attributed as far as it could tell: to a socket (Cookie) when the packet
+// still had one, and to the packet's own addresses when they could be read.
+type Drop struct {
+	Reason string // the kernel's skb_drop_reason, snake_case: "netfilter_drop"
+	Count  uint64
+	Cookie uint64 // the socket the packet belonged to; 0: none
+	Netns  uint32 // the socket's, else the receiving device's; 0: unknown
+	// Local and Remote are the socket's own ends, or, FromPacket, the
+	// packet's source and destination as it flew.
+	FromPacket    bool
+	Protocol      Protocol
+	Local, Remote netip.AddrPort
+}
+
+// Listener is one listening socket's accept queue, as the kernel holds it
+// when read, and the packets the kernel dropped for it since it began to
+// listen: handshakes refused because the accept queue was full, mostly.
+type Listener struct {
+	Netns    uint32
+	Port     uint16
+	IPv6     bool
+	Queue    uint32 // connections waiting for accept()
+	QueueMax uint32 // the backlog listen() asked for, capped by somaxconn
+	Drops    uint32 // cumulative
+}
