@@ -448,6 +448,13 @@ func (h *Hub) Diff(q topology.Query, since time.Time, factor float64) (topology.
 	return h.topo.Diff(q, since, factor)
 }
 
+// Series answers a topology series: edges' figures step by step.
+func (h *Hub) Series(q topology.Query, step time.Duration, ids []string) (topology.Series, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.topo.Series(q, step, ids)
+}
+
 // Publish returns the publisher's counters.
 func (h *Hub) Publish() publish.Stats { return h.pub.Stats() }
 

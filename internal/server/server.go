@@ -63,6 +63,8 @@ func (s *Server) handler(metricsOnly bool, token []byte) http.Handler {
 		mux.Handle("GET /api/v1/flows", guard(http.HandlerFunc(s.flows)))
 		if s.topology != nil {
 			mux.Handle("GET /api/v1/topology", guard(http.HandlerFunc(s.topologyGraph)))
+			mux.Handle("GET /api/v1/topology/series", guard(http.HandlerFunc(s.topologySeries)))
+			mux.Handle("GET /api/v1/topology/resolve", guard(http.HandlerFunc(s.topologyResolve)))
 		}
 		if s.agents != nil {
 			mux.Handle("GET /api/v1/agents", guard(http.HandlerFunc(s.agentList)))

@@ -17,6 +17,7 @@ import (
 type Topology interface {
 	Query(q topology.Query) (topology.Graph, error)
 	Diff(q topology.Query, since time.Time, factor float64) (topology.Diff, error)
+	Series(q topology.Query, step time.Duration, ids []string) (topology.Series, error)
 }
 
 // Defaults of /api/v1/topology's parameters.
