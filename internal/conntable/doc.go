@@ -42,6 +42,11 @@
 // counted, and every kernel entry can be freed. Each loss is counted once,
 // in one unit, in Stats.
 //
+// Drops (drops.go): packets the kernel dropped, by reason, are matched to
+// the records of their flow by 5-tuple at Flush; a drop whose flow has no
+// record yet (a SYN dropped before the client's connect failed) waits for
+// one, bounded in time and count, and is counted unmatched past that.
+//
 // Time (clock.go): kernel timestamps are CLOCK_MONOTONIC; ConnStart is
 // dated on the wall clock as it reads at Flush, less the connection's age,
 // keeping Go's monotonic reading, so that a wall-clock step moves ConnStart

@@ -34,6 +34,12 @@ type Config struct {
 	// UDPForget is how long the table remembers a released conversation,
 	// so that its role survives the kernel entry being recreated.
 	UDPForget time.Duration
+	// DropHold is how long a drop waits for a record of its flow, and
+	// MaxHeldDrops how many drops (kinds, not packets) may wait: a SYN
+	// dropped on its way to a server shows on the client's connect when
+	// the connect fails, which takes the kernel's SYN retries.
+	DropHold     time.Duration
+	MaxHeldDrops int
 }
 
 const (
@@ -44,6 +50,10 @@ const (
 	defaultKernelSockets       = 1 << 16
 	defaultKernelConversations = 1 << 14
 	defaultInterval            = time.Second
+	// The kernel gives up on a connect after tcp_syn_retries (6) SYNs,
+	// 127 s with the initial 1 s timeout.
+	defaultDropHold     = 130 * time.Second
+	defaultMaxHeldDrops = 4096
 )
 
 func (c *Config) defaults() {
@@ -52,6 +62,12 @@ func (c *Config) defaults() {
 	}
 	if c.UDPForget < c.UDPIdle {
 		c.UDPForget = 12 * c.UDPIdle
+	}
+	if c.DropHold <= 0 {
+		c.DropHold = defaultDropHold
+	}
+	if c.MaxHeldDrops <= 0 {
+		c.MaxHeldDrops = defaultMaxHeldDrops
 	}
 	if c.MaxSockets <= 0 {
 		c.MaxSockets = SocketsFor(defaultKernelSockets)
@@ -82,8 +98,12 @@ type Stats struct {
 	// ConversationsForgottenEarly counts released conversations forgotten
 	// before UDPForget to make room. A role may flip when one resumes.
 	ConversationsForgottenEarly uint64
-	ClockSteps                  uint64 // wall-clock steps followed
-	Records                     uint64 // records emitted
+	// DropsUnmatched counts dropped packets matched to no flow: none had
+	// a record within DropHold, or more drops waited than MaxHeldDrops.
+	// The kernel's counts by reason include them.
+	DropsUnmatched uint64
+	ClockSteps     uint64 // wall-clock steps followed
+	Records        uint64 // records emitted
 }
 
 // vanishAfter is how many consecutive syncs a socket may be missing before
@@ -198,8 +218,9 @@ type Table struct {
 	live      []convKey      // the conversations of the last SyncUDP
 	released  []releasedConv // conversations gone from the kernel map, oldest first
 	pending   map[recKey]*pending
-	syncs     uint64 // SyncTCP calls so far
-	udpSyncs  uint64 // SyncUDP calls so far
+	held      []heldDrop // drops waiting for a record of their flow, oldest first
+	syncs     uint64     // SyncTCP calls so far
+	udpSyncs  uint64     // SyncUDP calls so far
 	stats     Stats
 }
 
@@ -592,6 +613,7 @@ func setOwner(r *flow.Record, role flow.Role, o flow.Owner) {
 // wall-clock step before it dates the records.
 func (t *Table) Flush(start, end time.Time) []flow.Record {
 	t.clock.follow(end)
+	t.matchDrops(end)
 	out := make([]flow.Record, 0, len(t.pending))
 	for k, p := range t.pending {
 		r := p.rec
@@ -612,7 +634,7 @@ func (t *Table) Flush(start, end time.Time) []flow.Record {
 func active(r *flow.Record) bool {
 	return r.Opened+r.Closed+r.Refused+r.TimedOut+r.FailedOther+r.ResetsBySrc+r.ResetsByDst+
 		r.RetransToDst+r.RetransToSrc+r.SegmentsToDst+r.SegmentsToSrc+r.DatagramsToDst+r.DatagramsToSrc > 0 ||
-		r.BytesToDst+r.BytesToSrc > 0
+		r.BytesToDst+r.BytesToSrc > 0 || len(r.Drops) > 0
 }
 
 func verdict(proto flow.Protocol, p *pending) flow.Verdict {

@@ -128,6 +128,11 @@ type Record struct {
 	// had to send again: the signature of a drop or a full queue.
 	ConnectLatency *RTT   `json:"connect_latency,omitempty"`
 	SYNRetrans     uint32 `json:"syn_retransmits,omitempty"`
+	// Drops are the packets of this flow the kernel dropped, by its
+	// reason (snake_case skb_drop_reason names: "netfilter_drop"), on
+	// either host side, counted in the interval they were matched to the
+	// flow: a failed connect's dropped SYNs with its failure.
+	Drops map[string]uint64 `json:"drops,omitempty"`
 
 	// Traffic in this interval, by direction.
 	BytesToDst     uint64 `json:"bytes_to_destination"`
