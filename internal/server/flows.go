@@ -97,20 +97,6 @@ func parseRequest(q url.Values, limits Limits, ringCap int, now time.Time) (requ
 		return request{}, badRequest(rejectInvalidParameter, "%v", err)
 	}
 	req := request{match: match, last: -1}
-	switch v := q.Get("follow"); v {
-	case "", "0", "false":
-	case "1", "true":
-		req.follow, req.last = true, 0
-	default:
-		return request{}, badRequest(rejectInvalidParameter, "follow=%q: want 1, true, 0 or false", v)
-	}
-	if v := q.Get("last"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			return request{}, badRequest(rejectInvalidParameter, "last=%q: want a non-negative integer", v)
-		}
-		req.last = min(n, ringCap) // the ring holds no more
-	}
 	for _, b := range []struct {
 		name string
 		t    *time.Time
@@ -119,6 +105,28 @@ func parseRequest(q url.Values, limits Limits, ringCap int, now time.Time) (requ
 			if *b.t, err = parseTime(v, now); err != nil {
 				return request{}, badRequest(rejectInvalidParameter, "%s=%q: %v", b.name, v, err)
 			}
+		}
+	}
+	windowed := !req.since.IsZero() || !req.until.IsZero()
+	switch v := q.Get("follow"); v {
+	case "", "0", "false":
+	case "1", "true":
+		req.follow = true
+		if !windowed {
+			req.last = 0 // from now on; with since, from then on
+		}
+	default:
+		return request{}, badRequest(rejectInvalidParameter, "follow=%q: want 1, true, 0 or false", v)
+	}
+	if v := q.Get("last"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return request{}, badRequest(rejectInvalidParameter, "last=%q: want a non-negative integer", v)
+		}
+		// The ring holds no more; a window is read from the history too.
+		req.last = min(n, ringCap)
+		if windowed {
+			req.last = min(n, limits.MaxHistoryRecords)
 		}
 	}
 	switch {
@@ -207,19 +215,19 @@ func (s *Server) readRange(from, end uint64, buf []*ring.Entry) ([]*ring.Entry, 
 
 // writeRange writes the matching records of [from, end), chunk by chunk.
 func (s *Server) writeRange(st *stream, from, end uint64) error {
-	return s.scanRange(st, from, end, st.entries)
+	return s.scanRange(from, end, st.lost, st.entries)
 }
 
-// scanRange hands each chunk of [from, end) to fn, announcing on st what
-// the ring overwrote before it was read.
-func (s *Server) scanRange(st *stream, from, end uint64, fn func([]*ring.Entry) error) error {
+// scanRange hands each chunk of [from, end) to fn, and to lost how many
+// records the ring overwrote before they were read, where they were.
+func (s *Server) scanRange(from, end uint64, lost func(uint64) error, fn func([]*ring.Entry) error) error {
 	buf := make([]*ring.Entry, 0, chunk)
 	for from < end {
-		es, lost := s.readRange(from, end, buf[:0])
-		if err := st.lost(lost); err != nil {
+		es, gone := s.readRange(from, end, buf[:0])
+		if err := lost(gone); err != nil {
 			return err
 		}
-		from += lost + uint64(len(es))
+		from += gone + uint64(len(es))
 		if err := fn(es); err != nil {
 			return err
 		}

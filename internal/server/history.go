@@ -3,7 +3,9 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/flowlens/flowlens/internal/filter"
@@ -26,20 +28,22 @@ type History interface {
 // records not saved yet; without it they are answered from the ring.
 func (s *Server) SetHistory(h History) { s.history = h }
 
+// errAnswered ends a request whose answer (an error) is written.
+var errAnswered = errors.New("answered")
+
 // writeHistory writes the matching records of the request's time window:
-// those saved, then the ring's newer than the last save. Without ?last it
-// writes at most the ring's capacity, the newest: ask with ?last for more
-// or fewer.
+// those saved, then the ring's newer than the last save, at most ?last of
+// the newest (--max-history-records without it). Nothing is written until
+// the history answered: a history that cannot be read gets a 500, not an
+// empty answer.
 func (s *Server) writeHistory(ctx context.Context, st *stream, req request, oldest, end uint64) error {
 	saved := s.history.Saved()
 	from := max(saved, oldest)
-	// Published since the last save and already overwritten in the ring:
-	// saved by the next checkpoint, but not readable now.
-	if err := st.lost(from - min(saved, from)); err != nil {
-		return err
-	}
+	// Published since the last save and overwritten in the ring before
+	// this read: saved by the next checkpoint, not readable now.
+	gap := from - min(saved, from)
 	var tail []*ring.Entry
-	err := s.scanRange(st, from, end, func(es []*ring.Entry) error {
+	err := s.scanRange(from, end, func(n uint64) error { gap += n; return nil }, func(es []*ring.Entry) error {
 		for _, e := range es {
 			if st.match(&e.Record) {
 				tail = append(tail, e)
@@ -50,28 +54,33 @@ func (s *Server) writeHistory(ctx context.Context, st *stream, req request, olde
 	if err != nil {
 		return err
 	}
-	limit := s.ring.Cap()
+	limit := s.limits.MaxHistoryRecords
 	if req.last >= 0 {
 		limit = req.last
 	}
 	if len(tail) > limit {
-		tail = tail[len(tail)-limit:]
+		tail, gap = tail[len(tail)-limit:], 0 // what was lost is older than what is written
 	}
+	var older []flow.Record
 	if n := limit - len(tail); n > 0 {
-		recs, err := s.history.Flows(ctx, req.since, req.until, req.match, n)
+		if older, err = s.history.Flows(ctx, req.since, req.until, req.match, n); err != nil {
+			s.log.Warn("read the flow history", "err", err)
+			http.Error(st.w, fmt.Sprintf("read the flow history: %v", err), http.StatusInternalServerError)
+			return errAnswered
+		}
+	}
+	st.deadline()
+	for i := range older {
+		b, err := json.Marshal(&older[i])
 		if err != nil {
-			return fmt.Errorf("read the flow history: %w", err)
+			return fmt.Errorf("encode flow record: %w", err)
 		}
-		st.deadline()
-		for i := range recs {
-			b, err := json.Marshal(&recs[i])
-			if err != nil {
-				return fmt.Errorf("encode flow record: %w", err)
-			}
-			if _, err := st.w.Write(append(b, '\n')); err != nil {
-				return fmt.Errorf("write flows: %w", err)
-			}
+		if _, err := st.w.Write(append(b, '\n')); err != nil {
+			return fmt.Errorf("write flows: %w", err)
 		}
+	}
+	if err := st.lost(gap); err != nil {
+		return err
 	}
 	return st.entries(tail)
 }

@@ -1,8 +1,11 @@
 package server
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -55,14 +58,17 @@ func published(n int) []flow.Record {
 }
 
 // hubTest is a server over a ring of capacity that holds what a hub
-// published, of which the first saved are in its history.
-func hubTest(t *testing.T, capacity, n, saved int) (*fakeHistory, *Server, *httptest.Server) {
+// published, of which the first saved are in its history; a time-bounded
+// read returns at most maxHistory records.
+func hubTest(t *testing.T, capacity, n, saved, maxHistory int) (*fakeHistory, *Server, *httptest.Server) {
 	t.Helper()
 	r := ring.New(capacity)
 	recs := published(n)
 	r.Write(recs)
 	h := &fakeHistory{flows: recs[:saved], saved: uint64(saved)}
-	s := newServer(r, testLimits)
+	limits := testLimits
+	limits.MaxHistoryRecords = maxHistory
+	s := newServer(r, limits)
 	s.SetHistory(h)
 	ts := httptest.NewServer(s.Handler())
 	t.Cleanup(ts.Close)
@@ -93,7 +99,7 @@ func TestFlowsSinceFromHistoryAndRing(t *testing.T) {
 	} {
 		t.Run(c.query, func(t *testing.T) {
 			// 10 published, 6 of them saved: 1006–1009 only in the ring.
-			h, _, ts := hubTest(t, 100, 10, 6)
+			h, _, ts := hubTest(t, 100, 10, 6, 100)
 			got, lost := get(t, ts.URL+"/api/v1/flows?"+c.query)
 			if fmt.Sprint(ports(got)) != c.want || lost != 0 {
 				t.Errorf("%v lost %d, want %s lost 0", ports(got), lost, c.want)
@@ -110,7 +116,7 @@ func TestFlowsSinceFromHistoryAndRing(t *testing.T) {
 func TestFlowsSinceTellsWhatNeitherHolds(t *testing.T) {
 	// 10 published, 3 saved, the ring holds the last 6: 1003 is in
 	// neither until the next checkpoint.
-	_, s, ts := hubTest(t, 6, 10, 3)
+	_, s, ts := hubTest(t, 6, 10, 3, 100)
 	got, lost := get(t, ts.URL+"/api/v1/flows?since="+at(0)+"&until="+at(7))
 	if want := "[1000 1001 1002 1004 1005 1006]"; fmt.Sprint(ports(got)) != want || lost != 1 {
 		t.Errorf("%v lost %d, want %s lost 1", ports(got), lost, want)
@@ -118,18 +124,82 @@ func TestFlowsSinceTellsWhatNeitherHolds(t *testing.T) {
 	if n := s.Stats().LostRecords; n != 1 {
 		t.Errorf("flowlens_api_lost_records_total %d, want 1", n)
 	}
+	// Where they were: after the saved records, before the ring's.
+	resp, err := http.Get(ts.URL + "/api/v1/flows?since=" + at(0) + "&until=" + at(7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 7 || !strings.Contains(lines[3], `"lost_records"`) {
+		t.Errorf("the lost_records line is not between the saved records and the ring's:\n%s", b)
+	}
 }
 
-// Without ?last a time-bounded query writes at most the ring's capacity,
-// the newest.
-func TestFlowsSinceCappedAtRingCapacity(t *testing.T) {
-	h, _, ts := hubTest(t, 4, 10, 8)
+// Without ?last a time-bounded query writes at most --max-history-records,
+// the newest; ?last reaches past the ring's capacity into the history, up
+// to that bound.
+func TestFlowsSinceBoundedByMaxHistoryRecords(t *testing.T) {
+	h, _, ts := hubTest(t, 4, 10, 8, 4)
 	got, lost := get(t, ts.URL+"/api/v1/flows?since="+at(0))
 	if want := "[1006 1007 1008 1009]"; fmt.Sprint(ports(got)) != want || lost != 0 {
 		t.Errorf("%v lost %d, want %s", ports(got), lost, want)
 	}
 	if fmt.Sprint(h.asked) != "[2]" {
 		t.Errorf("history asked for %v records, want [2]", h.asked)
+	}
+	h, _, ts = hubTest(t, 4, 10, 8, 100)
+	got, _ = get(t, ts.URL+"/api/v1/flows?since="+at(0)+"&last=7")
+	if want := "[1003 1004 1005 1006 1007 1008 1009]"; fmt.Sprint(ports(got)) != want {
+		t.Errorf("last=7 over a ring of 4: %v, want %s", ports(got), want)
+	}
+}
+
+// A history that cannot be read gets the client a 500 naming why, not an
+// empty answer that reads as "nothing happened".
+func TestFlowsSinceHistoryFailureIsAnError(t *testing.T) {
+	r := ring.New(10)
+	s := newServer(r, testLimits)
+	s.SetHistory(failingHistory{})
+	ts := httptest.NewServer(s.Handler())
+	defer ts.Close()
+	resp, err := http.Get(ts.URL + "/api/v1/flows?since=1h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusInternalServerError || !strings.Contains(string(b), "disk on fire") {
+		t.Errorf("%s %q, want 500 naming the history's error", resp.Status, b)
+	}
+}
+
+type failingHistory struct{}
+
+func (failingHistory) Flows(context.Context, time.Time, time.Time, filter.Filter, int) ([]flow.Record, error) {
+	return nil, errors.New("disk on fire")
+}
+func (failingHistory) Saved() uint64 { return 0 }
+
+// ?since with ?follow starts from the history, then follows.
+func TestFlowsSinceThenFollow(t *testing.T) {
+	_, _, ts := hubTest(t, 100, 10, 6, 100)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, ts.URL+"/api/v1/flows?follow=1&since="+at(7), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	var got []flow.Record
+	for len(got) < 3 && sc.Scan() {
+		got = append(got, decode(t, sc.Bytes()).Record)
+	}
+	if fmt.Sprint(ports(got)) != "[1007 1008 1009]" {
+		t.Errorf("since then follow: %v, want [1007 1008 1009] first", ports(got))
 	}
 }
 
@@ -191,7 +261,7 @@ func TestFlowsSinceDuration(t *testing.T) {
 // Every bad since or until is refused with 400 naming it, counted, before
 // anything is written.
 func TestFlowsSinceRefusals(t *testing.T) {
-	_, s, ts := hubTest(t, 100, 10, 6)
+	_, s, ts := hubTest(t, 100, 10, 6, 100)
 	cases := []struct{ query, msg string }{
 		{"since=" + at(5) + "&until=" + at(5), "is not before until"},
 		{"since=" + at(6) + "&until=" + at(5), "is not before until"},

@@ -44,11 +44,15 @@ type Limits struct {
 	MaxFollowers    int           // concurrent ?follow=1 streams
 	MaxFilterValues int           // filter values in one request
 	WriteTimeout    time.Duration // longest wait for a client to take a write
+	// MaxHistoryRecords bounds the records one ?since= read returns from a
+	// hub's history (they are held in memory while written).
+	MaxHistoryRecords int
 }
 
 // DefaultConfig serves on DefaultListen with default limits.
 func DefaultConfig() Config {
-	return Config{Listen: []string{DefaultListen}, Limits: Limits{MaxFollowers: 64, MaxFilterValues: 256, WriteTimeout: 30 * time.Second}}
+	return Config{Listen: []string{DefaultListen}, Limits: Limits{MaxFollowers: 64, MaxFilterValues: 256, WriteTimeout: 30 * time.Second,
+		MaxHistoryRecords: 1 << 16}}
 }
 
 // Flags registers the API's flags.
@@ -61,6 +65,7 @@ func (c *Config) Flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.TokenFile, "token-file", c.TokenFile, "file holding a bearer token API clients on TCP must send")
 	fs.IntVar(&c.Limits.MaxFollowers, "max-followers", c.Limits.MaxFollowers, "concurrent ?follow=1 streams the API serves")
 	fs.IntVar(&c.Limits.MaxFilterValues, "max-filter-values", c.Limits.MaxFilterValues, "filter values one API request may carry")
+	fs.IntVar(&c.Limits.MaxHistoryRecords, "max-history-records", c.Limits.MaxHistoryRecords, "records one ?since= flows read returns at most (the newest; ask with ?last for fewer)")
 	fs.DurationVar(&c.Limits.WriteTimeout, "api-write-timeout", c.Limits.WriteTimeout, "how long the API waits for a client to take a write before dropping it")
 }
 
