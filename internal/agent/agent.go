@@ -58,6 +58,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Table.MaxConversations, "max-udp-conversations", c.Table.MaxConversations, "UDP conversations the connection table remembers, live and released (0: sized from --max-udp-flows, --udp-idle, --udp-remember and --interval)")
 	fs.DurationVar(&c.Table.UDPIdle, "udp-idle", c.Table.UDPIdle, "silence after which a UDP conversation's kernel entry is released")
 	fs.DurationVar(&c.Table.UDPForget, "udp-remember", c.Table.UDPForget, "how long after its last datagram a released UDP conversation's role is remembered")
+	fs.BoolVar(&c.Datapath.SkipDrops, "skip-drops", c.Datapath.SkipDrops, "leave the drop hook (tp_btf/kfree_skb) unattached: no drops by reason")
 	fs.StringVar(&c.Datapath.CgroupMount, "cgroup-root", c.Datapath.CgroupMount, "the host's cgroup2 root, where the cgroup programs attach (default: this process's cgroup2 mount, outside a cgroup namespace)")
 }
 
@@ -96,6 +97,7 @@ type Agent struct {
 	sink  Sink
 	// finals holds what released UDP entries held when deleted; reused.
 	finals []flow.UDPConversation
+	drops  []flow.Drop // reused
 
 	stats statCounters
 	mu    sync.Mutex // guards snap
@@ -118,6 +120,8 @@ type Stats struct {
 	TCPSockets, UDPConversations         int // kernel map entries at the last tick
 	TCPCapacity, UDPCapacity             uint32
 	Hooks                                []datapath.Hook
+	DropReasons                          map[string]uint64 // packets the kernel dropped, by reason, since the start
+	Listeners                            []flow.Listener   // accept queues and drops at the last tick
 	// Refusals name the cgroups refused for holding their share of the
 	// kernel maps, most refused first.
 	Refusals []datapath.Refusal
@@ -237,6 +241,11 @@ func (a *Agent) tick(socks []flow.TCPSocket, convs []flow.UDPConversation, start
 			a.table.ReleasedUDP(&convs[i], &a.finals[k])
 		}
 	}
+	if a.drops, err = a.dp.Drops(a.drops[:0]); err != nil {
+		a.stats.readErrors.Add(1)
+		a.log.Warn("read drops", "err", err)
+	}
+	a.table.Drops(a.drops)
 	a.sink(a.table.Flush(start, now))
 	a.ticks(len(socks), len(convs))
 	return socks, convs
@@ -248,7 +257,16 @@ func (a *Agent) ticks(tcp, udp int) {
 		a.log.Warn("read kernel counters", "err", err)
 	}
 	tcpCap, udpCap := a.dp.MapCapacity()
+	reasons := make(map[string]uint64)
+	if err := a.dp.DropReasons(reasons); err != nil {
+		a.log.Warn("read drop reasons", "err", err)
+	}
+	listeners, err := a.dp.Listeners(nil)
+	if err != nil {
+		a.log.Warn("read listeners", "err", err)
+	}
 	s := Stats{
+		DropReasons: reasons, Listeners: listeners,
 		Kernel: kc, Table: a.table.Stats(), Hooks: a.dp.Hooks(),
 		TCPSockets: tcp, UDPConversations: udp, TCPCapacity: tcpCap, UDPCapacity: udpCap,
 	}

@@ -5,11 +5,14 @@
 package metrics
 
 import (
+	"cmp"
+	"slices"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flowlens/flowlens/internal/agent"
+	"github.com/flowlens/flowlens/internal/flow"
 )
 
 // AgentSource is what the agent collector reads on each scrape.
@@ -40,6 +43,18 @@ var (
 	refused = prometheus.NewDesc("flowlens_agent_refused_total",
 		"What the kernel side refused a cgroup because it held its share of a map (sockets for tcp_socks, datagrams for udp_flows): the sources of overload, the 10 noisiest.",
 		[]string{"map", "cgroup"}, nil)
+	drops = prometheus.NewDesc("flowlens_drops_total",
+		"Packets the kernel dropped on this node, by its drop reason (enum skb_drop_reason, snake_case), attributed to a flow or not.",
+		[]string{"reason"}, nil)
+	listenQueue = prometheus.NewDesc("flowlens_listen_queue",
+		"Connections waiting in a listener's accept queue (v4 and v6 listeners of a port added), the 256 listeners with the most drops, then the fullest.",
+		[]string{"netns", "port"}, nil)
+	listenQueueLimit = prometheus.NewDesc("flowlens_listen_queue_limit",
+		"A listener's accept queue size: the backlog listen() asked for, capped by somaxconn.",
+		[]string{"netns", "port"}, nil)
+	listenDrops = prometheus.NewDesc("flowlens_listen_drops_total",
+		"Handshakes a listener dropped since it began to listen: its accept queue was full (ListenOverflows), or rarely no memory or SYN-queue room.",
+		[]string{"netns", "port"}, nil)
 	flowsEmitted = prometheus.NewDesc("flowlens_agent_flows_emitted_total",
 		"Flow records emitted.", nil, nil)
 	hook = prometheus.NewDesc("flowlens_datapath_hook_attached",
@@ -75,7 +90,8 @@ func (c AgentCollector) cgroupName(id uint64) string {
 
 // Describe implements prometheus.Collector.
 func (AgentCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{eventsRead, lost, adopted, refused, mapEntries, mapCapacity, tableEntries, flowsEmitted, hook} {
+	for _, d := range []*prometheus.Desc{eventsRead, lost, adopted, refused, mapEntries, mapCapacity, tableEntries, flowsEmitted, hook,
+		drops, listenQueue, listenQueueLimit, listenDrops} {
 		ch <- d
 	}
 }
@@ -97,7 +113,18 @@ func (c AgentCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(lost, s.Kernel.UDPUnparsed, "kernel", "udp_unparsed")
 	counter(lost, s.Kernel.TCPCgroupQuota, "kernel", "tcp_cgroup_share")
 	counter(lost, s.Kernel.UDPCgroupQuota, "kernel", "udp_cgroup_share")
+	counter(lost, s.Kernel.DropsUnattributed, "kernel", "drop_unattributed")
+	counter(lost, s.Table.DropsUnmatched, "userspace", "drop_unmatched")
 	counter(adopted, s.Kernel.Adopted)
+	for reason, n := range s.DropReasons {
+		counter(drops, n, reason)
+	}
+	for _, l := range topListeners(s.Listeners) {
+		labels := []string{strconv.FormatUint(uint64(l.Netns), 10), strconv.Itoa(int(l.Port))}
+		gauge(listenQueue, float64(l.Queue), labels...)
+		gauge(listenQueueLimit, float64(l.QueueMax), labels...)
+		counter(listenDrops, uint64(l.Drops), labels...)
+	}
 	for i, r := range s.Refusals {
 		if i == maxRefusers {
 			break
@@ -127,6 +154,38 @@ func (c AgentCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(hook, v, h.Program, h.Target)
 	}
 
+}
+
+// maxListeners bounds the listeners with series of their own.
+const maxListeners = 256
+
+// topListeners merges the v4 and v6 listeners of a (netns, port), which
+// share its labels, and keeps the maxListeners with the most drops, then
+// the fullest queues, then by netns and port so that the set is stable.
+func topListeners(ls []flow.Listener) []flow.Listener {
+	type key struct {
+		netns uint32
+		port  uint16
+	}
+	merged := make(map[key]*flow.Listener, len(ls))
+	out := make([]flow.Listener, 0, len(ls))
+	for _, l := range ls {
+		k := key{l.Netns, l.Port}
+		if m, ok := merged[k]; ok {
+			m.Queue += l.Queue
+			m.QueueMax += l.QueueMax
+			m.Drops += l.Drops
+			continue
+		}
+		l.IPv6 = false
+		out = append(out, l) // within its capacity: merged's pointers stay valid
+		merged[k] = &out[len(out)-1]
+	}
+	slices.SortFunc(out, func(a, b flow.Listener) int {
+		return cmp.Or(cmp.Compare(b.Drops, a.Drops), cmp.Compare(b.Queue, a.Queue),
+			cmp.Compare(a.Netns, b.Netns), cmp.Compare(a.Port, b.Port))
+	})
+	return out[:min(len(out), maxListeners)]
 }
 
 // RingCollector reports the API ring's fill.
