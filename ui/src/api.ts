@@ -47,6 +47,43 @@ export interface Graph {
   edges: TopoEdge[];
 }
 
+/** One edge's figures per step (GET /api/v1/topology/series), each list `points` long. */
+export interface EdgeSeries {
+  id: string;
+  source: string;
+  destination: string;
+  connections_opened: number[];
+  connections_closed: number[];
+  failures: number[];
+  bytes_to_destination: number[];
+  bytes_to_source: number[];
+  retransmits_to_destination: number[];
+  retransmits_to_source: number[];
+  rtt_samples: number[];
+  rtt_p50_us: number[];
+  rtt_p95_us: number[];
+  rtt_max_us: number[];
+}
+
+/** Point i covers [window_start + i*step_seconds, …+step_seconds); edges without traffic are left out. */
+export interface Series {
+  level: string;
+  window_start: string;
+  window_end: string;
+  step_seconds: number;
+  points: number;
+  edges: EdgeSeries[];
+}
+
+/** GET /api/v1/topology/resolve: the node an address is, as its newest flow names it. */
+export interface Resolved {
+  level: string;
+  ip: string;
+  node: TopoNode;
+  side: string;
+  time: string;
+}
+
 export interface EdgeChange {
   id: string;
   before: TopoEdge;
@@ -106,6 +143,13 @@ export async function getJSON<T>(path: string, signal?: AbortSignal): Promise<T>
   const resp = await fetch(path, { signal, headers: { Accept: "application/json" } });
   if (!resp.ok) throw new Error(`${path}: ${resp.status} ${(await resp.text()).trim()}`);
   return (await resp.json()) as T;
+}
+
+/** seriesQuery is the /api/v1/topology/series query of a view's topology query and some edges (at most 64). */
+export function seriesQuery(topologyQuery: string, ids: string[]): string {
+  const q = new URLSearchParams(topologyQuery);
+  for (const id of ids) q.append("edge", id);
+  return q.toString();
 }
 
 /** splitLines cuts a JSON-lines buffer into complete lines and the rest. */

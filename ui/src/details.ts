@@ -1,11 +1,25 @@
 // The details panel: a node's metadata (what its recent flows carry) and
 // its edges, or an edge's figures and its most recent flows.
-import { type Endpoint, type FlowRecord, type Graph, type TopoEdge, type TopoNode } from "./api";
+import { type Endpoint, type FlowRecord, type Graph, type Series, type TopoEdge, type TopoNode, getJSON, seriesQuery } from "./api";
 import { byId, h } from "./dom";
 import { type Filter, edgeFilters, endpointFilters, flowQuery } from "./filters";
 import { bytes, count, micros, rate } from "./format";
 import { flowRow } from "./flows";
 import { failuresOf } from "./model";
+import { edgeChart, sparkline } from "./spark";
+
+/** The most edges one series request carries (the API's limit). */
+const MAX_SERIES_EDGES = 64;
+
+function edgeSeries(topologyQuery: string, ids: string[], signal: AbortSignal): Promise<Series> {
+  return getJSON<Series>(`/api/v1/topology/series?${seriesQuery(topologyQuery, ids)}`, signal);
+}
+
+/** sparkEdges are the edges of a node that get a sparkline: the busiest, as many as one request serves. */
+export function sparkEdges(edges: TopoEdge[]): string[] {
+  return [...edges].sort((a, b) => b.connections_opened + failuresOf(b) - (a.connections_opened + failuresOf(a)) || a.id.localeCompare(b.id))
+    .slice(0, MAX_SERIES_EDGES).map((e) => e.id);
+}
 
 async function recentFlows(fs: Filter[], signal: AbortSignal, last = "20"): Promise<FlowRecord[]> {
   const resp = await fetch(`/api/v1/flows?${flowQuery(fs, { last })}`, { signal });
@@ -120,6 +134,10 @@ function matchesSide(e: Endpoint, id: string): boolean {
 export class Details {
   private readonly panel = byId("details");
   private abort?: AbortController;
+  /** The edge shown, as JSON: a live update redraws only what changed. */
+  private shownEdge = "";
+  /** Chart requests made: only the newest one's answer is drawn. */
+  private charts = 0;
 
   clear(): void {
     this.abort?.abort();
@@ -128,25 +146,39 @@ export class Details {
     this.panel.replaceChildren(h("p", { class: "muted" }, "Select a node or an edge on the map (or search) to see its details."));
   }
 
-  showNode(n: TopoNode, g: Graph): void {
+  /** showNode shows a node; topologyQuery is the map's (level, window, at, namespace), for its edges' sparklines. */
+  showNode(n: TopoNode, g: Graph, topologyQuery: string): void {
     const ctl = this.begin("node", n.id);
-    const edgeRow = (e: TopoEdge, other: string) =>
-      h("tr", { "data-edge": e.id }, h("td", {}, other), h("td", { class: "num" }, count(e.connections_opened)),
+    const trends = new Map<string, HTMLElement>();
+    const edgeRow = (e: TopoEdge, other: string) => {
+      const trend = h("td", { class: "trend", "data-trend": e.id });
+      trends.set(e.id, trend);
+      return h("tr", { "data-edge": e.id }, h("td", {}, other), h("td", { class: "num" }, count(e.connections_opened)),
         h("td", { class: "num" }, count(failuresOf(e))), h("td", { class: "num" }, bytes(e.bytes_to_destination + e.bytes_to_source)),
-        h("td", { class: "num" }, e.rtt_samples ? micros(e.rtt_p50_us) : ""));
+        h("td", { class: "num" }, e.rtt_samples ? micros(e.rtt_p50_us) : ""), trend);
+    };
     const edges = (title: string, list: TopoEdge[], other: (e: TopoEdge) => string) =>
       h("section", {}, h("h3", {}, `${title} (${list.length})`),
         list.length === 0 ? h("p", { class: "muted" }, "none") :
-          h("table", { class: "mini" }, h("thead", {}, h("tr", {}, ...["peer", "opened", "failed", "bytes", "rtt p50"].map((c) => h("th", {}, c)))),
+          h("table", { class: "mini" }, h("thead", {}, h("tr", {}, ...["peer", "opened", "failed", "bytes", "rtt p50", "over the window"].map((c) => h("th", {}, c)))),
             h("tbody", {}, ...list.map((e) => edgeRow(e, other(e))))));
     const seen = h("section", {}, h("h3", {}, "From its recent flows"), h("p", { class: "muted" }, "loading…"));
+    const inbound = g.edges.filter((e) => e.destination === n.id), outbound = g.edges.filter((e) => e.source === n.id);
     this.panel.replaceChildren(
       h("h2", {}, n.name),
       h("dl", { class: "figures" }, field("kind", "kind", n.kind), field("namespace", "namespace", n.namespace ?? "—"), field("id", "id", n.id)),
-      edges("Inbound", g.edges.filter((e) => e.destination === n.id), (e) => e.source),
-      edges("Outbound", g.edges.filter((e) => e.source === n.id), (e) => e.destination),
+      edges("Inbound", inbound, (e) => e.source),
+      edges("Outbound", outbound, (e) => e.destination),
       seen,
     );
+    const ids = sparkEdges([...inbound, ...outbound]);
+    if (ids.length > 0) {
+      edgeSeries(topologyQuery, ids, ctl.signal)
+        .then((ser) => {
+          for (const es of ser.edges) trends.get(es.id)?.replaceChildren(sparkline(es, ser.step_seconds));
+        })
+        .catch((err: Error) => !ctl.signal.aborted && trends.forEach((td) => td.replaceChildren(h("span", { class: "error", title: err.message }, "—"))));
+    }
     const sides = [endpointFilters(n.id, "from"), endpointFilters(n.id, "to")].filter((f): f is Filter[] => !!f);
     Promise.all(sides.map((fs) => recentFlows(fs, ctl.signal)))
       .then((lists) => {
@@ -160,23 +192,46 @@ export class Details {
       .catch((err: Error) => !ctl.signal.aborted && seen.replaceChildren(h("p", { class: "error" }, err.message)));
   }
 
-  showEdge(e: TopoEdge): void {
+  /** showEdge shows an edge; topologyQuery is the map's, for its chart over the window. */
+  showEdge(e: TopoEdge, topologyQuery: string): void {
     const ctl = this.begin("edge", e.id);
+    this.shownEdge = JSON.stringify(e);
     const flows = h("section", { id: "edge-flows" }, h("h3", {}, "Most recent flows"), h("p", { class: "muted" }, "loading…"));
+    const chart = h("section", { id: "edge-chart" }, h("h3", {}, "Over the window"), h("p", { class: "muted" }, "loading…"));
     this.panel.replaceChildren(
       h("h2", {}, h("span", { "data-field": "source" }, e.source), " → ", h("span", { "data-field": "destination" }, e.destination)),
       edgeFigures(e),
+      chart,
       flows,
     );
+    this.drawChart(e.id, topologyQuery, ctl.signal);
     edgeFlows(e, ctl.signal)
       .then((recs) => flows.replaceChildren(h("h3", {}, "Most recent flows"), flowsTable(recs)))
       .catch((err: Error) => !ctl.signal.aborted && flows.replaceChildren(h("p", { class: "error" }, err.message)));
   }
 
-  /** update refreshes the figures of the edge shown, if it is still this one. */
-  updateEdge(e: TopoEdge): void {
-    if (this.panel.dataset.kind !== "edge" || this.panel.dataset.id !== e.id) return;
+  /** updateEdge refreshes the figures and chart of the edge shown, if it is still this one and they changed. */
+  updateEdge(e: TopoEdge, topologyQuery: string): void {
+    if (this.panel.dataset.kind !== "edge" || this.panel.dataset.id !== e.id || !this.abort) return;
+    const shown = JSON.stringify(e);
+    if (shown === this.shownEdge) return;
+    this.shownEdge = shown;
     this.panel.querySelector("dl.figures")?.replaceWith(edgeFigures(e));
+    this.drawChart(e.id, topologyQuery, this.abort.signal);
+  }
+
+  /** drawChart fills #edge-chart with the edge's series; of overlapping requests the last one asked wins. */
+  private drawChart(id: string, topologyQuery: string, signal: AbortSignal): void {
+    const asked = ++this.charts;
+    edgeSeries(topologyQuery, [id], signal)
+      .then((ser) => {
+        if (asked !== this.charts) return;
+        const es = ser.edges.find((x) => x.id === id);
+        this.panel.querySelector("#edge-chart")?.replaceChildren(h("h3", {}, "Over the window"),
+          es ? edgeChart(ser, es) : h("p", { class: "muted" }, "no traffic in the window"));
+      })
+      .catch((err: Error) => !signal.aborted && asked === this.charts &&
+        this.panel.querySelector("#edge-chart")?.replaceChildren(h("p", { class: "error" }, err.message)));
   }
 
   private begin(kind: string, id: string): AbortController {

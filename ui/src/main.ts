@@ -1,12 +1,13 @@
 // flowlens' web UI: wires the map, the time controls, the details panel,
 // the flow table, search and the URL together.
 import "./style.css";
-import { type Diff, type Graph, getJSON } from "./api";
+import { type Diff, type Graph, type Resolved, getJSON } from "./api";
 import { Details } from "./details";
 import { byId, h } from "./dom";
 import { FlowTable } from "./flows";
 import { TopologyMap } from "./map";
 import { type Element, type NodeData, type Patch, elementsOf } from "./model";
+import { findNode, isIP } from "./search";
 import { LEVELS, type View, WINDOWS, searchOf, topologyQuery, viewOf } from "./urlstate";
 
 /** How often the live map asks for the topology: the API's resolution is 10 s, a flow shows within its 1 s interval. */
@@ -123,24 +124,44 @@ function showSelection(): void {
   }
   const node = graph.nodes.find((n) => n.id === view.sel);
   const edge = graph.edges.find((e) => e.id === view.sel);
-  if (node) details.showNode(node, graph);
-  else if (edge) details.showEdge(edge);
+  if (node) details.showNode(node, graph, topologyQuery(view, false));
+  else if (edge) details.showEdge(edge, topologyQuery(view, false));
   else details.clear();
 }
 
 const search = byId<HTMLInputElement>("search");
+const searchStatus = byId("search-status");
+function selectFound(id: string): void {
+  select(id);
+  map.focus(id);
+}
+/** searchIP selects the node the newest flow carrying ip names at the map's level. */
+async function searchIP(ip: string): Promise<void> {
+  searchStatus.textContent = `looking for ${ip}…`;
+  const resp = await fetch(`/api/v1/topology/resolve?${new URLSearchParams({ level: view.level, ip })}`);
+  if (resp.status === 404) {
+    searchStatus.textContent = `no recent flow carries ${ip}`;
+    return;
+  }
+  if (!resp.ok) throw new Error(`resolve ${ip}: ${resp.status} ${(await resp.text()).trim()}`);
+  const found = (await resp.json()) as Resolved;
+  const onMap = graph?.nodes.some((n) => n.id === found.node.id);
+  searchStatus.textContent = onMap ? `${ip} is ${found.node.id}` : `${ip} is ${found.node.id}, not on the map in this window`;
+  searchStatus.dataset.node = found.node.id;
+  if (onMap) selectFound(found.node.id);
+}
 byId("search-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
-  const q = search.value.trim().toLowerCase();
+  const q = search.value.trim();
+  delete searchStatus.dataset.node;
   if (!q || !graph) return;
-  const nodes = graph.nodes;
-  const hit = nodes.find((n) => n.id.toLowerCase() === q || n.name.toLowerCase() === q) ??
-    nodes.find((n) => n.id.toLowerCase().includes(q));
-  byId("search-status").textContent = hit ? "" : `nothing named "${search.value}" in this window`;
-  if (hit) {
-    select(hit.id);
-    map.focus(hit.id);
+  if (isIP(q)) {
+    searchIP(q).catch((err: Error) => (searchStatus.textContent = err.message));
+    return;
   }
+  const hit = findNode(graph.nodes, q);
+  searchStatus.textContent = hit ? "" : `nothing named "${q}" in this window`;
+  if (hit) selectFound(hit.id);
 });
 
 // --- the model list: what tests and screen readers read -------------------
@@ -209,7 +230,7 @@ async function refresh(): Promise<void> {
     } else {
       probe.updateMs.push(took);
       const sel = view.sel ? g.edges.find((e) => e.id === view.sel) : undefined;
-      if (sel) details.updateEdge(sel);
+      if (sel) details.updateEdge(sel, topologyQuery(view, false));
     }
     probe.renders++;
     probe.lastError = "";
