@@ -114,9 +114,10 @@ func address[T any](name string, f func(*T) *netip.Addr) column[T] {
 		}}
 }
 
-// labels keeps a map as a MAP, keys sorted; a nil map is NULL.
-func labels[T any](name string, f func(*T) *map[string]string) column[T] {
-	return column[T]{name, "MAP(VARCHAR, VARCHAR)",
+// mapping keeps a map as a MAP(VARCHAR, valType), keys sorted; a nil map
+// is NULL. V is what DuckDB scans valType back as.
+func mapping[T any, V string | uint64](name, valType string, f func(*T) *map[string]V) column[T] {
+	return column[T]{name, "MAP(VARCHAR, " + valType + ")",
 		func(t *T) any {
 			m := *f(t)
 			if m == nil {
@@ -133,13 +134,13 @@ func labels[T any](name string, f func(*T) *map[string]string) column[T] {
 			case nil:
 				*f(t) = nil
 			case duckdb.OrderedMap:
-				m := make(map[string]string, v.Len())
+				m := make(map[string]V, v.Len())
 				vals := v.Values()
 				for i, k := range v.Keys() {
 					ks, ok1 := k.(string)
-					vs, ok2 := vals[i].(string)
+					vs, ok2 := vals[i].(V)
 					if !ok1 || !ok2 {
-						return fmt.Errorf("column %s: entry %T=%T, want strings", name, k, vals[i])
+						return fmt.Errorf("column %s: entry %T=%T, want string=%T", name, k, vals[i], vs)
 					}
 					m[ks] = vs
 				}
@@ -217,7 +218,7 @@ var endpointColumns = slices.Concat(
 		text("name", func(w *flow.Workload) *string { return &w.Name }),
 	}),
 	[]column[flow.Endpoint]{
-		labels("labels", func(e *flow.Endpoint) *map[string]string { return &e.Labels }),
+		mapping("labels", "VARCHAR", func(e *flow.Endpoint) *map[string]string { return &e.Labels }),
 		text("node_name", func(e *flow.Endpoint) *string { return &e.NodeName }),
 		boolean("host_network", func(e *flow.Endpoint) *bool { return &e.HostNetwork }),
 	},
@@ -273,6 +274,7 @@ var recordColumns = slices.Concat(
 		u32("datagrams_to_src", func(r *flow.Record) *uint32 { return &r.DatagramsToSrc }),
 		u32("retrans_to_dst", func(r *flow.Record) *uint32 { return &r.RetransToDst }),
 		u32("retrans_to_src", func(r *flow.Record) *uint32 { return &r.RetransToSrc }),
+		mapping("drops", "UBIGINT", func(r *flow.Record) *map[string]uint64 { return &r.Drops }),
 	},
 )
 

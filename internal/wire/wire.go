@@ -27,6 +27,8 @@ const (
 	MaxLabels        = 256  // labels of one endpoint
 	MaxLabelKeyLen   = 317
 	MaxLabelValueLen = 63
+	MaxDropReasons   = 256 // the kernel side's reason slots
+	MaxDropReasonLen = 64
 )
 
 var protocols = map[flow.Protocol]pb.Protocol{flow.TCP: pb.Protocol_PROTOCOL_TCP, flow.UDP: pb.Protocol_PROTOCOL_UDP}
@@ -136,6 +138,7 @@ func encode(r *flow.Record) (*pb.Record, *FieldError) {
 		DatagramsToSrc:    r.DatagramsToSrc,
 		RetransToDst:      r.RetransToDst,
 		RetransToSrc:      r.RetransToSrc,
+		Drops:             r.Drops,
 	}
 	var ok bool
 	if p.Observer, ok = observers[r.Observer]; !ok {
@@ -240,6 +243,34 @@ func decode(p *pb.Record, r *flow.Record) *FieldError {
 	r.SegmentsToDst, r.SegmentsToSrc = p.GetSegmentsToDst(), p.GetSegmentsToSrc()
 	r.DatagramsToDst, r.DatagramsToSrc = p.GetDatagramsToDst(), p.GetDatagramsToSrc()
 	r.RetransToDst, r.RetransToSrc = p.GetRetransToDst(), p.GetRetransToSrc()
+	if err := checkDrops(p.GetDrops()); err != nil {
+		return err
+	}
+	if len(p.GetDrops()) > 0 {
+		r.Drops = make(map[string]uint64, len(p.GetDrops()))
+		for k, v := range p.GetDrops() {
+			r.Drops[k] = v
+		}
+	}
+	return nil
+}
+
+// checkDrops bounds drop reasons as the agent names them: snake_case names
+// of the kernel's enum, which become metric labels downstream.
+func checkDrops(drops map[string]uint64) *FieldError {
+	if len(drops) > MaxDropReasons {
+		return fieldErr("drops", "%d reasons, at most %d", len(drops), MaxDropReasons)
+	}
+	for k := range drops {
+		if k == "" || len(k) > MaxDropReasonLen {
+			return fieldErr("drops", "a reason of %d bytes, want 1 to %d", len(k), MaxDropReasonLen)
+		}
+		for _, c := range []byte(k) {
+			if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
+				return fieldErr("drops", "reason %q is not snake_case", k)
+			}
+		}
+	}
 	return nil
 }
 

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"reflect"
 	"strings"
@@ -64,6 +65,7 @@ func fullRecord() flow.Record {
 	r.Observer, r.Protocol, r.Verdict, r.IPVersion = "server", flow.UDP, flow.VerdictUnanswered, 6
 	r.Source.Kind, r.Destination.Kind = flow.KindService, flow.KindWorld
 	r.Destination.IP = netip.MustParseAddr("2001:db8::7")
+	r.Drops = map[string]uint64{"netfilter_drop": 20, "no_socket": 1}
 	return r
 }
 
@@ -224,6 +226,10 @@ func TestRecordsRefuses(t *testing.T) {
 	for i := range MaxLabels + 1 {
 		labels[strings.Repeat("k", i+1)] = "v"
 	}
+	reasons := map[string]uint64{}
+	for i := range MaxDropReasons + 1 {
+		reasons[fmt.Sprintf("r%d", i)] = 1
+	}
 	for _, tc := range []struct {
 		field, msg string
 		mutate     func(*pb.Record)
@@ -240,6 +246,10 @@ func TestRecordsRefuses(t *testing.T) {
 		{"source", "missing", func(p *pb.Record) { p.Source = nil }},
 		{"source.labels", "257 labels, at most 256", func(p *pb.Record) { p.Source.Labels = labels }},
 		{"source.labels", "key of 318 bytes, at most 317", func(p *pb.Record) { p.Source.Labels = map[string]string{strings.Repeat("k", 318): ""} }},
+		{"drops", "reason \"Netfilter\" is not snake_case", func(p *pb.Record) { p.Drops = map[string]uint64{"Netfilter": 1} }},
+		{"drops", "a reason of 0 bytes, want 1 to 64", func(p *pb.Record) { p.Drops = map[string]uint64{"": 1} }},
+		{"drops", "a reason of 65 bytes, want 1 to 64", func(p *pb.Record) { p.Drops = map[string]uint64{strings.Repeat("d", 65): 1} }},
+		{"drops", "257 reasons, at most 256", func(p *pb.Record) { p.Drops = reasons }},
 	} {
 		b := &pb.Batch{Records: []*pb.Record{valid(), valid(), valid()}}
 		tc.mutate(b.Records[2])

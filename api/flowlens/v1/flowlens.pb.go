@@ -1001,8 +1001,11 @@ type Record struct {
 	DatagramsToSrc    uint32                 `protobuf:"varint,27,opt,name=datagrams_to_src,json=datagramsToSrc,proto3" json:"datagrams_to_src,omitempty"`
 	RetransToDst      uint32                 `protobuf:"varint,28,opt,name=retrans_to_dst,json=retransToDst,proto3" json:"retrans_to_dst,omitempty"`
 	RetransToSrc      uint32                 `protobuf:"varint,29,opt,name=retrans_to_src,json=retransToSrc,proto3" json:"retrans_to_src,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Packets of the flow the kernel dropped, by its reason (snake_case
+	// skb_drop_reason names, as flow.Record.Drops); at most 256 reasons.
+	Drops         map[string]uint64 `protobuf:"bytes,30,rep,name=drops,proto3" json:"drops,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Record) Reset() {
@@ -1238,6 +1241,13 @@ func (x *Record) GetRetransToSrc() uint32 {
 	return 0
 }
 
+func (x *Record) GetDrops() map[string]uint64 {
+	if x != nil {
+		return x.Drops
+	}
+	return nil
+}
+
 var File_flowlens_proto protoreflect.FileDescriptor
 
 const file_flowlens_proto_rawDesc = "" +
@@ -1294,7 +1304,7 @@ const file_flowlens_proto_rawDesc = "" +
 	"\x03RTT\x12\x15\n" +
 	"\x06min_us\x18\x01 \x01(\rR\x05minUs\x12\x15\n" +
 	"\x06avg_us\x18\x02 \x01(\rR\x05avgUs\x12\x15\n" +
-	"\x06max_us\x18\x03 \x01(\rR\x05maxUs\"\xe0\b\n" +
+	"\x06max_us\x18\x03 \x01(\rR\x05maxUs\"\xd0\t\n" +
 	"\x06Record\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12&\n" +
 	"\x0fstart_unix_nano\x18\x02 \x01(\x03R\rstartUnixNano\x12\x12\n" +
@@ -1329,7 +1339,12 @@ const file_flowlens_proto_rawDesc = "" +
 	"\x10datagrams_to_dst\x18\x1a \x01(\rR\x0edatagramsToDst\x12(\n" +
 	"\x10datagrams_to_src\x18\x1b \x01(\rR\x0edatagramsToSrc\x12$\n" +
 	"\x0eretrans_to_dst\x18\x1c \x01(\rR\fretransToDst\x12$\n" +
-	"\x0eretrans_to_src\x18\x1d \x01(\rR\fretransToSrc*H\n" +
+	"\x0eretrans_to_src\x18\x1d \x01(\rR\fretransToSrc\x124\n" +
+	"\x05drops\x18\x1e \x03(\v2\x1e.flowlens.v1.Record.DropsEntryR\x05drops\x1a8\n" +
+	"\n" +
+	"DropsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01*H\n" +
 	"\bProtocol\x12\x18\n" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPROTOCOL_TCP\x10\x01\x12\x10\n" +
@@ -1373,7 +1388,7 @@ func file_flowlens_proto_rawDescGZIP() []byte {
 }
 
 var file_flowlens_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_flowlens_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_flowlens_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_flowlens_proto_goTypes = []any{
 	(Protocol)(0),        // 0: flowlens.v1.Protocol
 	(Observer)(0),        // 1: flowlens.v1.Observer
@@ -1390,6 +1405,7 @@ var file_flowlens_proto_goTypes = []any{
 	(*RTT)(nil),          // 12: flowlens.v1.RTT
 	(*Record)(nil),       // 13: flowlens.v1.Record
 	nil,                  // 14: flowlens.v1.Endpoint.LabelsEntry
+	nil,                  // 15: flowlens.v1.Record.DropsEntry
 }
 var file_flowlens_proto_depIdxs = []int32{
 	6,  // 0: flowlens.v1.PushRequest.hello:type_name -> flowlens.v1.Hello
@@ -1407,13 +1423,14 @@ var file_flowlens_proto_depIdxs = []int32{
 	11, // 12: flowlens.v1.Record.destination:type_name -> flowlens.v1.Endpoint
 	12, // 13: flowlens.v1.Record.rtt:type_name -> flowlens.v1.RTT
 	12, // 14: flowlens.v1.Record.connect_latency:type_name -> flowlens.v1.RTT
-	4,  // 15: flowlens.v1.Ingest.Push:input_type -> flowlens.v1.PushRequest
-	5,  // 16: flowlens.v1.Ingest.Push:output_type -> flowlens.v1.PushResponse
-	16, // [16:17] is the sub-list for method output_type
-	15, // [15:16] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	15, // 15: flowlens.v1.Record.drops:type_name -> flowlens.v1.Record.DropsEntry
+	4,  // 16: flowlens.v1.Ingest.Push:input_type -> flowlens.v1.PushRequest
+	5,  // 17: flowlens.v1.Ingest.Push:output_type -> flowlens.v1.PushResponse
+	17, // [17:18] is the sub-list for method output_type
+	16, // [16:17] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_flowlens_proto_init() }
@@ -1434,7 +1451,7 @@ func file_flowlens_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flowlens_proto_rawDesc), len(file_flowlens_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
