@@ -63,7 +63,8 @@ var Params = []Param{
 	})},
 	{"to-port", "destination port", uintParam(16, func(r *flow.Record) []uint64 { return []uint64{uint64(r.Destination.Port)} })},
 	{"protocol", "tcp or udp", protocolParam},
-	{"verdict", "established, closed, reset, refused, timeout, unreachable, failed, answered, unanswered", verdictParam},
+	{"verdict", "established, closed, reset, refused, timeout, unreachable, failed, answered, unanswered; dropped: a record with drops", verdictParam},
+	{"drop-reason", "a kernel drop reason the record counts (netfilter_drop, no_socket); a leading part matches at _ (netfilter, tcp)", dropReasonParam},
 	{"from-pid", "source process id", uintParam(32, func(r *flow.Record) []uint64 { return []uint64{uint64(r.Source.PID)} })},
 	{"to-pid", "destination process id", uintParam(32, func(r *flow.Record) []uint64 { return []uint64{uint64(r.Destination.PID)} })},
 	{"from-netns", "source network namespace inode", uintParam(32, func(r *flow.Record) []uint64 { return []uint64{uint64(r.Source.Netns)} })},
@@ -172,8 +173,15 @@ func protocolParam(v string) (Filter, error) {
 	return func(r *flow.Record) bool { return r.Protocol == p }, nil
 }
 
+// VerdictDropped selects records with drops, whatever their verdict: a
+// failed connect whose SYNs were dropped, or any flow that lost packets.
+const VerdictDropped = "dropped"
+
 func verdictParam(v string) (Filter, error) {
 	want := flow.Verdict(strings.ToLower(v))
+	if want == VerdictDropped {
+		return func(r *flow.Record) bool { return len(r.Drops) > 0 }, nil
+	}
 	if !slices.Contains(flow.Verdicts, want) {
 		return nil, fmt.Errorf("unknown verdict")
 	}
@@ -291,4 +299,21 @@ func kindParam(ep func(*flow.Record) *flow.Endpoint) func(string) (Filter, error
 		}
 		return func(r *flow.Record) bool { return ep(r).Kind == k }, nil
 	}
+}
+
+func dropReasonParam(v string) (Filter, error) {
+	v = strings.ToLower(v)
+	for _, c := range []byte(v) {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
+			return nil, fmt.Errorf("not a drop reason: letters, digits and _ only")
+		}
+	}
+	return func(r *flow.Record) bool {
+		for reason := range r.Drops {
+			if reason == v || strings.HasPrefix(reason, v+"_") {
+				return true
+			}
+		}
+		return false
+	}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/flowlens/flowlens/internal/flow"
@@ -73,6 +74,41 @@ func TestParseRejectsBadValues(t *testing.T) {
 	}
 }
 
+func TestParseDrops(t *testing.T) {
+	recs := []flow.Record{
+		{Verdict: flow.VerdictTimeout, Drops: map[string]uint64{"netfilter_drop": 20}},
+		{Verdict: flow.VerdictRefused, Drops: map[string]uint64{"no_socket": 1}},
+		{Verdict: flow.VerdictClosed, Drops: map[string]uint64{"tcp_ofo_drop": 2, "socket_rcvbuff": 1}},
+		{Verdict: flow.VerdictTimeout},
+	}
+	for _, tc := range []struct {
+		query string
+		want  []int
+	}{
+		{"verdict=dropped", []int{0, 1, 2}},
+		{"verdict=dropped&verdict=timeout", []int{0, 1, 2, 3}},
+		{"verdict=timeout", []int{0, 3}},
+		{"drop-reason=netfilter", []int{0}},
+		{"drop-reason=netfilter_drop", []int{0}},
+		{"drop-reason=netfilter_dro", nil}, // a part matches only up to a _
+		{"drop-reason=NO_SOCKET", []int{1}},
+		{"drop-reason=tcp", []int{2}},
+		{"drop-reason=socket", []int{2}},
+		{"drop-reason=no_socket,socket_rcvbuff", []int{1, 2}},
+		{"verdict=dropped&drop-reason=no_socket", []int{1}},
+	} {
+		if got := selected(t, recs, tc.query); fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%q selected %v, want %v", tc.query, got, tc.want)
+		}
+	}
+	for _, q := range []string{"drop-reason=netfilter-drop", "drop-reason=a b"} {
+		v, _ := url.ParseQuery(q)
+		if _, err := Parse(v); err == nil {
+			t.Errorf("%q: no error", q)
+		}
+	}
+}
+
 func TestParseKubernetes(t *testing.T) {
 	front := flow.Endpoint{IP: netip.MustParseAddr("10.244.1.10"), Port: 43122, Kind: flow.KindPod,
 		Namespace: "shop", Pod: "frontend-7d9f-abcde", Labels: map[string]string{"app": "frontend", "tier": "web"},
@@ -126,4 +162,22 @@ func TestParseKubernetes(t *testing.T) {
 			t.Errorf("%q: no error", q)
 		}
 	}
+}
+
+// FuzzParseDropReason: any value parses without a panic; one accepted
+// selects a record counting exactly that reason.
+func FuzzParseDropReason(f *testing.F) {
+	for _, s := range []string{"netfilter", "no_socket", "tcp", "", "a-b", "Ü"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		filt, err := dropReasonParam(v)
+		if err != nil {
+			return
+		}
+		r := flow.Record{Drops: map[string]uint64{strings.ToLower(v): 1}}
+		if !filt(&r) {
+			t.Errorf("drop-reason=%q does not select a record with that reason", v)
+		}
+	})
 }
