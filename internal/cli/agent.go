@@ -61,9 +61,9 @@ func runAgent(ctx context.Context, log *slog.Logger, cfg nodeConfig, hub ship.Co
 	reg := prometheus.NewRegistry()
 	shipper := ship.New(hub, log)
 	// The hub joins the two sides of a connection, whatever node each is
-	// on, and caps per source: here records wait for their names only.
-	cfg.Publish.Join, cfg.Publish.MaxPerSource = false, -1
-	n, err := startNode(ctx, log, cfg, reg, shipper.Send, nil)
+	// on: here records wait for their names only.
+	cfg.Publish.Join = false
+	n, err := startNode(ctx, log, cfg, reg, shipper.Send)
 	if err != nil {
 		return err
 	}

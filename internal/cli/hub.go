@@ -43,6 +43,10 @@ func (c *hubConfig) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Hub.Checkpoint, "checkpoint-interval", c.Hub.Checkpoint,
 		"how often the topology and the flows published since are saved to --data-dir: a restart replays the ingest log since")
 	fs.IntVar(&c.RingSize, "flow-buffer", c.RingSize, "flow records kept in memory for the API")
+	fs.IntVar(&c.Hub.MaxPerSource, "max-records-per-source", c.Hub.MaxPerSource,
+		"records one cgroup (or network namespace) may put in the flow buffer per interval; the excess is counted (0: half the buffer, -1: no cap); the topology, metrics and history take them all")
+	fs.IntVar(&c.Hub.Topology.MaxEdgesPerBucket, "max-edges-per-bucket", c.Hub.Topology.MaxEdgesPerBucket,
+		"distinct edges (at the finest naming) one 10 s bucket of the topology holds; records of further edges are counted and dropped (0: 10,000)")
 	fs.IntVar(&c.MaxEdgeSeries, "max-edge-series", c.MaxEdgeSeries,
 		"edge label sets (workload and namespace each end, port, protocol) with Prometheus series of their own; "+
 			"further edges share one series labelled \"other\" and are counted in flowlens_edge_series_folded_total")
@@ -82,7 +86,7 @@ func startHub(ctx context.Context, log *slog.Logger, cfg hubConfig, reg *prometh
 	}
 	collector.Hub, collector.Topology = h.core.Stats, h.core.Topology
 	if cfg.Hub.Publish.Join {
-		collector.Publish = h.core.Publish
+		collector.Publish = h.core.Publish // up joins in its node's publisher, which reports it
 	}
 	h.collector = collector
 	reg.MustRegister(edges, metrics.RingCollector{Ring: h.core.Ring()})
@@ -139,8 +143,6 @@ counted twice.`,
 	ing.Flags(fs)
 	fs.DurationVar(&cfg.Hub.Interval, "interval", cfg.Hub.Interval, "how often received records go through the join into the topology")
 	fs.IntVar(&cfg.Hub.Publish.Hold, "hold", cfg.Hub.Publish.Hold, "intervals a client record to a Service or node address waits for its server side")
-	fs.IntVar(&cfg.Hub.Publish.MaxPerSource, "max-records-per-source", cfg.Hub.Publish.MaxPerSource,
-		"records one cgroup (or network namespace) may put in the flow buffer per interval; the excess is counted (0: half the buffer, -1: no cap)")
 	return cmd
 }
 

@@ -63,12 +63,13 @@ type node struct {
 	agent *agent.Agent
 	kube  *k8smeta.Watcher // nil without Kubernetes
 	pub   *publish.Publisher
+	// cgroupPath names a cgroup by id (nil without cgroup2).
+	cgroupPath func(uint64) string
 }
 
 // startNode loads the data path and starts naming; its records go to
 // sink once named (and, with join, joined). Its metrics go to reg.
-// capped, when set, reads what a later stage's cap per source kept out.
-func startNode(ctx context.Context, log *slog.Logger, cfg nodeConfig, reg *prometheus.Registry, sink func([]flow.Record), capped func() uint64) (*node, error) {
+func startNode(ctx context.Context, log *slog.Logger, cfg nodeConfig, reg *prometheus.Registry, sink func([]flow.Record)) (*node, error) {
 	if err := cfg.Publish.Validate(); err != nil {
 		return nil, err
 	}
@@ -116,15 +117,9 @@ func startNode(ctx context.Context, log *slog.Logger, cfg nodeConfig, reg *prome
 		names.Identities, naming.Identity, naming.Kube = idx, idx.Stats, n.kube.Status
 		waitForSync(ctx, n.kube, cfg.SyncWait, log)
 	}
-	n.pub = publish.New(cfg.Publish, names, sink, log)
+	n.pub = publish.New(cfg.Publish, names, sink)
 	naming.Publish = n.pub.Stats
-	if capped != nil {
-		naming.Publish = func() publish.Stats {
-			s := n.pub.Stats()
-			s.Capped = capped()
-			return s
-		}
-	}
+	n.cgroupPath = cgroupPath
 	records := n.pub.Publish
 	if cfg.WatchCgroup != "" {
 		if cgroups == nil {

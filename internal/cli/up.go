@@ -66,10 +66,16 @@ func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
 	// The embedded hub: the same pipeline `flowlens hub` runs over every
 	// agent's records, fed in process and ticked with the agent's
 	// interval. The join is done before it, in the node's publisher, where
-	// a record's wait for its pod and for its other side are one wait; the
-	// hub caps what one source puts in the ring.
+	// a record's wait for its pod and for its other side are one wait.
 	cfg.Hub.Interval, cfg.Hub.ExternalTicks = cfg.Agent.Interval, true
-	cfg.Hub.Publish = publish.Config{Hold: cfg.Publish.Hold, MaxPerSource: cfg.Publish.MaxPerSource}
+	cfg.Hub.Publish = publish.Config{Hold: cfg.Publish.Hold}
+	var n *node // ticks come from its agent, once it is set
+	cfg.Hub.CgroupPath = func(id uint64) string {
+		if n.cgroupPath == nil {
+			return ""
+		}
+		return n.cgroupPath(id)
+	}
 	h, err := startHub(ctx, log, cfg.hubConfig, reg)
 	if err != nil {
 		return err
@@ -79,14 +85,14 @@ func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
 
 	local := hub.Agent{ID: cfg.Agent.Node, Node: cfg.Agent.Node, Incarnation: rand.Uint64(), Addr: "local"}
 	var seq uint64
-	cfg.Publish.Join, cfg.Publish.MaxPerSource = cfg.Kube.Enabled(), -1
-	n, err := startNode(ctx, log, cfg.nodeConfig, reg, func(recs []flow.Record) {
+	cfg.Publish.Join = cfg.Kube.Enabled()
+	n, err = startNode(ctx, log, cfg.nodeConfig, reg, func(recs []flow.Record) {
 		seq++
 		if err := h.core.Receive(ctx, &hub.Batch{Agent: local, Seq: seq, SentAt: time.Now(), Records: recs}); err != nil {
 			log.Warn("embedded hub refused an interval's records", "records", len(recs), "err", err)
 		}
 		h.core.Tick(ctx, time.Now())
-	}, func() uint64 { return h.core.Publish().Capped })
+	})
 	if err != nil {
 		return err
 	}

@@ -117,6 +117,7 @@ type Stats struct {
 	Ticks, Batches, Records uint64
 	Resent                  uint64 // batches recognised as resends
 	Busy                    uint64 // batches refused: MaxPending records waited
+	Capped                  uint64 // records kept out of the ring by the cap per source
 	Pending                 int
 	Agents, Connected       int
 	// The history's side: log appends that failed (the batch was refused,
@@ -138,7 +139,7 @@ func (h *Hub) Stats() Stats {
 	h.in.Lock()
 	defer h.in.Unlock()
 	s := Stats{Ticks: h.stats.ticks.Load(), Batches: h.stats.batches.Load(), Records: h.stats.records.Load(),
-		Resent: h.stats.resent.Load(), Busy: h.stats.busy.Load(), Pending: len(h.pending), Agents: len(h.agents),
+		Resent: h.stats.resent.Load(), Busy: h.stats.busy.Load(), Capped: h.cap.Capped(), Pending: len(h.pending), Agents: len(h.agents),
 		LogAppends: h.stats.logAppends.Load(), LogErrors: h.stats.logErrors.Load(), Checkpoints: h.stats.checkpoints.Load(), CheckpointErrors: h.stats.checkpointErrors.Load(),
 		CheckpointTime: time.Duration(h.stats.checkpointNanos.Load()), Unsaved: h.stats.unsaved.Load()}
 	for _, a := range h.agents {

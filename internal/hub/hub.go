@@ -29,8 +29,14 @@ type Config struct {
 	// its own agent, so a record waits for no second clock); otherwise
 	// Run ticks every Interval.
 	ExternalTicks bool
-	// Publish is the join and the cap per source.
+	// Publish is the join.
 	Publish publish.Config
+	// MaxPerSource caps the records one source puts in the ring per tick
+	// (publish.NewSourceCap: 0 is half the ring, -1 none); the topology,
+	// the edge metrics and the history take every record.
+	MaxPerSource int
+	// CgroupPath, if set, names the cgroups the cap holds back in its log.
+	CgroupPath func(cgroup uint64) string
 	// Topology bounds the store; its Observe feeds the per-edge metrics.
 	Topology topology.Config
 	// RingSize is how many recent flow records are kept for the API.
@@ -64,7 +70,6 @@ func (c *Config) defaults() {
 	if c.MaxUnsaved <= 0 {
 		c.MaxUnsaved = 1 << 20
 	}
-	c.Publish.RingSize = c.RingSize
 }
 
 // ErrBusy is Receive's answer while MaxPending records wait for a tick.
@@ -93,6 +98,7 @@ type Hub struct {
 	// checkpoint saves.
 	mu        sync.Mutex
 	pub       *publish.Publisher
+	cap       *publish.SourceCap
 	topo      *topology.Store
 	live      bool   // records published now are new: to the ring and the history
 	processed uint64 // the position of the last tick the store reflects
@@ -116,8 +122,12 @@ func New(ctx context.Context, cfg Config, hist *history.DB, log *slog.Logger) (*
 	}
 	h := &Hub{cfg: cfg, log: log, ring: ring.New(cfg.RingSize), hist: hist, agents: map[string]*agentState{},
 		topo: topology.New(cfg.Topology), live: true}
-	// Agents name their records: the hub only joins and caps.
-	h.pub = publish.New(cfg.Publish, enrich.Enricher{}, h.published, log)
+	// Agents name their records: the hub only joins.
+	h.pub = publish.New(cfg.Publish, enrich.Enricher{}, h.published)
+	var err error
+	if h.cap, err = publish.NewSourceCap(cfg.MaxPerSource, cfg.RingSize, cfg.CgroupPath, log); err != nil {
+		return nil, err
+	}
 	if hist != nil {
 		if err := h.recover(ctx); err != nil {
 			return nil, err
@@ -332,16 +342,16 @@ func (h *Hub) published(recs []flow.Record) {
 	if !h.live {
 		return
 	}
-	h.ring.Write(recs)
-	if h.hist == nil {
-		return
+	if h.hist != nil {
+		if over := len(h.unsaved) + len(recs) - h.cfg.MaxUnsaved; over > 0 {
+			over = min(over, len(h.unsaved))
+			h.unsaved = h.unsaved[over:]
+			h.stats.unsaved.Add(uint64(over))
+		}
+		h.unsaved = append(h.unsaved, recs...)
 	}
-	if over := len(h.unsaved) + len(recs) - h.cfg.MaxUnsaved; over > 0 {
-		over = min(over, len(h.unsaved))
-		h.unsaved = h.unsaved[over:]
-		h.stats.unsaved.Add(uint64(over))
-	}
-	h.unsaved = append(h.unsaved, recs...)
+	// Last: the cap compacts recs in place.
+	h.ring.Write(h.cap.Keep(recs))
 }
 
 // Run ticks every interval (unless the caller ticks) and checkpoints the

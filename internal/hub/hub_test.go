@@ -152,3 +152,31 @@ func TestBusyRefusesInsteadOfGrowing(t *testing.T) {
 		t.Errorf("stats %+v", s)
 	}
 }
+
+// The cap per source keeps a noisy source from turning the ring over; the
+// topology (and so the edge metrics) counts every connection still.
+func TestCapHoldsBackTheRingOnly(t *testing.T) {
+	h, err := New(t.Context(), Config{MaxPerSource: 2}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []flow.Record
+	for i := range 5 {
+		c, _ := viaService(t0.Add(time.Second), uint16(40000+i))
+		c.Source.CgroupID = 7
+		recs = append(recs, c)
+	}
+	receive(t, h, agentA, 1, recs...)
+	for i := range 5 {
+		h.Tick(t.Context(), t0.Add(time.Duration(2+i)*time.Second))
+	}
+	if n := h.Ring().Len(); n != 2 {
+		t.Errorf("ring holds %d records, want the cap's 2", n)
+	}
+	if got := edges(t, h, topology.LevelService, t0.Add(6*time.Second)); got["workload:shop/Deployment/web -> service:shop/api"] != 5 {
+		t.Errorf("topology %v, want all 5 connections", got)
+	}
+	if s := h.Stats(); s.Capped != 3 {
+		t.Errorf("capped %d, want 3", s.Capped)
+	}
+}

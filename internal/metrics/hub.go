@@ -53,14 +53,14 @@ var (
 // and the history. A nil source is a part that is not running.
 type HubCollector struct {
 	Hub      func() hub.Stats
-	Publish  func() publish.Stats // the hub's join and cap
+	Publish  func() publish.Stats // the hub's join
 	Topology func() topology.Stats
 	Ingest   func() ingestsvc.Stats
 	History  func() history.Stats
 }
 
-// Describe implements prometheus.Collector. Losses, the join and the cap
-// are reported under flowlens_agent_lost_total and the join's names, whose
+// Describe implements prometheus.Collector. Losses and the join are
+// reported under flowlens_agent_lost_total and the join's names, whose
 // descriptors the agent's collectors own where they run (a registry takes
 // each descriptor once); up sets no Publish here, its node's publisher
 // reports them.
@@ -96,6 +96,7 @@ func (c HubCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(hubCheckpoints, s.CheckpointErrors, "failed")
 		ch <- prometheus.MustNewConstMetric(hubCheckpointSeconds, prometheus.CounterValue, s.CheckpointTime.Seconds())
 		counter(lost, s.Unsaved, "history", "unsaved_flows")
+		counter(lost, s.Capped, "api", "source_cap")
 	}
 	if c.Publish != nil {
 		s := c.Publish()
@@ -103,7 +104,6 @@ func (c HubCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(joined, s.Unmatched, "unmatched")
 		gauge(joinBackends, float64(s.Join.Backends))
 		counter(lost, s.Join.Dropped, "join", "backend_index_full")
-		counter(lost, s.Capped, "api", "source_cap")
 	}
 	if c.Topology != nil {
 		s := c.Topology()

@@ -124,6 +124,5 @@ func (c NamesCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(joined, s.Unmatched, "unmatched")
 		gauge(joinBackends, float64(s.Join.Backends))
 		counter(lost, s.Join.Dropped, "join", "backend_index_full")
-		counter(lost, s.Capped, "api", "source_cap")
 	}
 }

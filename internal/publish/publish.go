@@ -2,9 +2,10 @@
 // records people read: name the endpoints, hold back what is not ready,
 // join the two sides of a connection, and cap what one source may put in
 // the API ring. An agent names its records with one (no join: the hub
-// joins); the hub runs one over every agent's records (join, cap); `flowlens
-// up` runs both in one process, the join in the agent's, where a record's
-// wait for its names and for its other side are one wait.
+// joins); the hub runs one over every agent's records (join), and caps
+// what one source puts in its ring; `flowlens up` runs both in one process,
+// the join in the agent's, where a record's wait for its names and for its
+// other side are one wait.
 //
 //	records of an interval ─▶ enrich.Enricher ─▶ wait for the pod ─┐
 //	                                                               ▼
@@ -26,18 +27,7 @@
 // whose first record waited for its server side in vain (a long-lived
 // connection to a backend on another node waits once, not every interval).
 //
-// # A cap per source
-//
-// The API ring is shared: one pod opening thousands of connections per
-// interval would evict every other pod's records. So at most
-// Config.MaxPerSource records of one source (the observing socket's
-// cgroup, or its network namespace where it has no cgroup) enter the ring
-// per interval. The excess is counted (Stats.Capped, exported as
-// flowlens_agent_lost_total{stage="api",reason="source_cap"}) and the
-// source is logged, rather than folded into a summary record: a summary
-// would be a record no socket observed (no peer, mixed protocols and
-// verdicts) that every consumer, the join and the hub's topology first,
-// would have to tell from a real one.
+// What goes into the API ring is capped per source by SourceCap (cap.go).
 //
 // The Publisher's core (interval) is pure and driven once per interval,
 // like conntable: no clock, no I/O.
@@ -45,7 +35,6 @@ package publish
 
 import (
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"sync"
 
@@ -65,15 +54,6 @@ type Config struct {
 	// MaxHeld bounds the records waiting; past it records go out at once
 	// and are counted. Default 65536.
 	MaxHeld int
-	// MaxPerSource is how many records one source may put in the ring per
-	// interval: 0 means half of RingSize (a source past it would turn the
-	// whole ring over within two intervals; no cap without a RingSize), -1
-	// no cap. Half, not less: the cap is a loss for the source it holds
-	// back, and one busy pod's 10,000 short connections per second (20,000
-	// records, both sides on the node) must stay exact by default.
-	MaxPerSource int
-	// RingSize is the capacity of the ring the records go to.
-	RingSize int
 	// Join pairs a client record to a Service or node address with its
 	// server side, which names the backend. Off, records wait only for
 	// their names: an agent that ships to a hub leaves the join to the
@@ -90,8 +70,6 @@ func DefaultConfig() Config { return Config{Hold: 3, MaxHeld: 1 << 16} }
 func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Hold, "hold", c.Hold,
 		"intervals a record waits for its pod's Kubernetes metadata and for the server side of its connection")
-	fs.IntVar(&c.MaxPerSource, "max-records-per-source", c.MaxPerSource,
-		"records one cgroup (or network namespace) may put in the flow buffer per interval; the excess is counted (0: half the buffer, -1: no cap)")
 }
 
 // Validate reports an unusable policy.
@@ -99,8 +77,6 @@ func (c *Config) Validate() error {
 	switch {
 	case c.Hold < 1:
 		return fmt.Errorf("hold %d: records must wait at least 1 interval, the two sides of a connection can be one apart", c.Hold)
-	case c.MaxPerSource < -1:
-		return fmt.Errorf("max-records-per-source %d: -1 is no cap", c.MaxPerSource)
 	}
 	return nil
 }
@@ -112,12 +88,6 @@ func (c *Config) defaults() {
 	}
 	if c.MaxHeld <= 0 {
 		c.MaxHeld = d.MaxHeld
-	}
-	if c.MaxPerSource == 0 {
-		c.MaxPerSource = c.RingSize / 2
-		if c.MaxPerSource == 0 { // no ring size given, or a ring too small to share
-			c.MaxPerSource = -1
-		}
 	}
 	// A closed connection's server side must stay known as long as its
 	// client record may wait for it, and one interval more: the sides can
@@ -132,7 +102,6 @@ type Stats struct {
 	Unnamed   uint64 // waited Hold intervals for a pod that was not confirmed; named by address
 	Overflow  uint64 // released at once rather than held: MaxHeld records were waiting
 	Unmatched uint64 // client records to a Service or node address released without their server side
-	Capped    uint64 // records kept out of the ring: their source passed MaxPerSource in the interval
 	Join      join.Stats
 }
 
@@ -147,23 +116,17 @@ type Publisher struct {
 	naming bool
 	join   *join.Joiner // nil without identities: no address is ambiguous
 	sink   func([]flow.Record)
-	log    *slog.Logger
 
-	mu        sync.Mutex
-	tick      uint64
-	held      []held // oldest first
-	stats     Stats
-	loggedCap uint64 // the interval capped sources were last logged
+	mu    sync.Mutex
+	tick  uint64
+	held  []held // oldest first
+	stats Stats
 
 	// Reused every interval: a record is about 1.3 KB, and growing these
 	// afresh each interval cost more than the rest of the publishing.
 	joining []held
 	out     []flow.Record
 }
-
-// capLogEvery is how many intervals apart capped sources are logged: the
-// metric counts every record, the log names who, and a flood lasts.
-const capLogEvery = 60
 
 // held is a record waiting, for its pod (names) and then for its server
 // side, until its deadline.
@@ -175,12 +138,9 @@ type held struct {
 
 // New returns a Publisher that names records with names and writes what is
 // ready to sink each interval (sink must not keep the slice).
-func New(cfg Config, names enrich.Enricher, sink func([]flow.Record), log *slog.Logger) *Publisher {
+func New(cfg Config, names enrich.Enricher, sink func([]flow.Record)) *Publisher {
 	cfg.defaults()
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	p := &Publisher{cfg: cfg, names: names, naming: names.Cgroups != nil || names.Processes != nil || names.Identities != nil, sink: sink, log: log}
+	p := &Publisher{cfg: cfg, names: names, naming: names.Cgroups != nil || names.Processes != nil || names.Identities != nil, sink: sink}
 	if cfg.Join {
 		p.join = join.New(cfg.JoinIndex)
 	}
@@ -190,24 +150,9 @@ func New(cfg Config, names enrich.Enricher, sink func([]flow.Record), log *slog.
 // Publish takes one interval's records and writes those ready to the sink.
 func (p *Publisher) Publish(recs []flow.Record) {
 	p.mu.Lock()
-	out, capped := p.interval(recs)
-	if len(capped) > 0 && p.loggedCap != 0 && p.tick-p.loggedCap < capLogEvery {
-		capped = nil // counted; the log says it once in a while
-	} else if len(capped) > 0 {
-		p.loggedCap = p.tick
-	}
+	defer p.mu.Unlock()
 	// Under the lock: out is the Publisher's own buffer, reused next interval.
-	p.sink(out)
-	p.mu.Unlock()
-	for _, c := range capped {
-		attrs := []any{"source", c.source.String(), "records", c.records, "kept", p.cfg.MaxPerSource}
-		if c.source.cgroup != 0 && p.names.Cgroups != nil {
-			if ctr, ok := p.names.Cgroups.Lookup(c.source.cgroup); ok {
-				attrs = append(attrs, "cgroup_path", ctr.Path)
-			}
-		}
-		p.log.Warn("a source put more records in one interval than the flow buffer takes from one source: the excess is counted, not kept", attrs...)
-	}
+	p.sink(p.interval(recs))
 }
 
 // Stats returns the counters.
@@ -222,15 +167,9 @@ func (p *Publisher) Stats() Stats {
 	return s
 }
 
-// cappedSource is a source that passed MaxPerSource in an interval.
-type cappedSource struct {
-	source  source
-	records int // records it had in the interval
-}
-
 // interval is Publish's pure core: it returns the records ready to write,
-// earlier held ones first, and the sources it capped. Callers hold p.mu.
-func (p *Publisher) interval(recs []flow.Record) ([]flow.Record, []cappedSource) {
+// earlier held ones first. Callers hold p.mu.
+func (p *Publisher) interval(recs []flow.Record) []flow.Record {
 	p.tick++
 	if p.join != nil {
 		p.join.Tick()
@@ -318,11 +257,10 @@ func (p *Publisher) interval(recs []flow.Record) ([]flow.Record, []cappedSource)
 	p.held = waiting
 	clear(joining)
 	p.joining = joining[:0]
-	out, capped := p.capSources(out)
 	if len(joining) > 0 {
 		p.out = out[:0]
 	}
-	return out, capped
+	return out
 }
 
 type clientKey struct {
@@ -348,52 +286,4 @@ func (p *Publisher) serversWaiting(waiting []held) map[clientKey]bool {
 		}
 	}
 	return m
-}
-
-type source struct {
-	cgroup uint64
-	netns  uint32
-}
-
-func sourceOf(r *flow.Record) source {
-	ep := r.Observing()
-	if ep.CgroupID != 0 {
-		return source{cgroup: ep.CgroupID}
-	}
-	return source{netns: ep.Netns}
-}
-
-func (s source) String() string {
-	if s.cgroup != 0 {
-		return fmt.Sprintf("cgroup %d", s.cgroup)
-	}
-	return fmt.Sprintf("netns %d", s.netns)
-}
-
-// capSources keeps the first MaxPerSource records of each source, in
-// order, and counts the rest.
-func (p *Publisher) capSources(recs []flow.Record) ([]flow.Record, []cappedSource) {
-	limit := p.cfg.MaxPerSource
-	if limit < 0 || len(recs) <= limit {
-		return recs, nil
-	}
-	counts := map[source]int{}
-	kept := recs[:0]
-	for _, r := range recs {
-		s := sourceOf(&r)
-		counts[s]++
-		if counts[s] > limit {
-			p.stats.Capped++
-			continue
-		}
-		kept = append(kept, r)
-	}
-	clear(recs[len(kept):])
-	var capped []cappedSource
-	for s, n := range counts {
-		if n > limit {
-			capped = append(capped, cappedSource{source: s, records: n})
-		}
-	}
-	return kept, capped
 }

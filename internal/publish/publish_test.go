@@ -61,7 +61,7 @@ func newPublisher(cfg Config, l *lagging) (*Publisher, *[][]flow.Record) {
 		Identities: l,
 	}
 	cfg.Join = true
-	p := New(cfg, names, func(recs []flow.Record) { written = append(written, slices.Clone(recs)) }, nil)
+	p := New(cfg, names, func(recs []flow.Record) { written = append(written, slices.Clone(recs)) })
 	return p, &written
 }
 
@@ -214,7 +214,7 @@ func TestHeldIsBounded(t *testing.T) {
 // their names alone, what only the agent's cgroups could tell included.
 func TestWithoutNamesRecordsKeepTheirs(t *testing.T) {
 	var written []flow.Record
-	p := New(Config{Join: true}, enrich.Enricher{}, func(recs []flow.Record) { written = append(written, recs...) }, nil)
+	p := New(Config{Join: true}, enrich.Enricher{}, func(recs []flow.Record) { written = append(written, recs...) })
 	r := clientRec(1000, t0)
 	r.Source.CgroupID, r.Source.ContainerID, r.Source.Pod = 1, "4f1c", "client-1"
 	p.Publish([]flow.Record{r})
@@ -226,56 +226,12 @@ func TestWithoutNamesRecordsKeepTheirs(t *testing.T) {
 func TestWithoutIdentityNothingWaits(t *testing.T) {
 	var written []flow.Record
 	names := enrich.Enricher{Cgroups: cgroupsFunc(func(uint64) (cgroup.Container, bool) { return cgroup.Container{PodUID: "uid"}, true })}
-	p := New(Config{}, names, func(recs []flow.Record) { written = append(written, recs...) }, nil)
+	p := New(Config{}, names, func(recs []flow.Record) { written = append(written, recs...) })
 	r := clientRec(1000, t0)
 	r.Source.CgroupID = 1
 	p.Publish([]flow.Record{r})
 	if len(written) != 1 {
 		t.Fatalf("wrote %d, want 1", len(written))
-	}
-}
-
-// One noisy source cannot crowd the others out of the ring: each source
-// (the observing socket's cgroup, else its netns) puts at most MaxPerSource
-// records in per interval, the first ones, and the rest are counted.
-func TestCapPerSource(t *testing.T) {
-	var written []flow.Record
-	p := New(Config{MaxPerSource: 2}, enrich.Enricher{}, func(recs []flow.Record) { written = append(written, recs...) }, nil)
-	var recs []flow.Record
-	for port := range uint16(5) { // noisy: a client in cgroup 7
-		r := clientRec(2000+port, t0)
-		r.Source.CgroupID = 7
-		recs = append(recs, r)
-	}
-	quietClient := clientRec(3000, t0) // no cgroup: its netns is the source
-	quietClient.Source.Netns = 9
-	sameCgroup := serverRec(2000, t0, 7) // a server socket in cgroup 7: the same source
-	recs = append(recs, quietClient, sameCgroup)
-	p.Publish(recs)
-	var ports []uint16
-	for _, r := range written {
-		ports = append(ports, r.Source.Port)
-	}
-	if want := []uint16{2000, 2001, 3000}; !slices.Equal(ports, want) {
-		t.Errorf("wrote records from ports %v, want %v", ports, want)
-	}
-	if s := p.Stats(); s.Capped != 4 {
-		t.Errorf("capped %d, want 4", s.Capped)
-	}
-	// The next interval starts afresh.
-	written = nil
-	p.Publish(recs[:2])
-	if len(written) != 2 {
-		t.Errorf("next interval wrote %d, want 2", len(written))
-	}
-}
-
-func TestCapDefaultsToHalfTheRing(t *testing.T) {
-	for _, tc := range []struct{ max, ring, want int }{{0, 1 << 16, 1 << 15}, {0, 1, -1}, {0, 0, -1}, {-1, 1 << 16, -1}, {7, 1 << 16, 7}} {
-		p := New(Config{MaxPerSource: tc.max, RingSize: tc.ring}, enrich.Enricher{}, func([]flow.Record) {}, nil)
-		if p.cfg.MaxPerSource != tc.want {
-			t.Errorf("MaxPerSource %d with a ring of %d: %d, want %d", tc.max, tc.ring, p.cfg.MaxPerSource, tc.want)
-		}
 	}
 }
 
