@@ -3,6 +3,8 @@ package cli
 import (
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -53,6 +55,7 @@ type compact struct{ w io.Writer }
 // print writes one line per flow:
 //
 //	06:30:01.000 [client] 10.0.0.1:40000 (peer 1234) -> 10.0.0.2:80 tcp closed opened=1 closed=1 bytes=1000/5000 rtt=80µs
+//	06:30:04.000 [client] 10.0.0.1:40002 (peer 1234) -> 10.0.0.2:80 tcp TIMEOUT timeout=1 syn_retrans=1 bytes=0/0 drops=netfilter_drop:2
 func (p compact) print(r *flow.Record, _ []byte) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s [%s] %s -> %s %s %s", r.Time.Local().Format("15:04:05.000"), r.Observer,
@@ -75,6 +78,9 @@ func (p compact) print(r *flow.Record, _ []byte) error {
 	if r.ConnectLatency != nil {
 		fmt.Fprintf(&b, " connect=%dµs", r.ConnectLatency.AvgMicros)
 	}
+	if len(r.Drops) > 0 {
+		b.WriteString(" drops=" + drops(r))
+	}
 	_, err := fmt.Fprintln(p.w, clean(b.String()))
 	return err
 }
@@ -88,6 +94,15 @@ func (p compact) lost(l *server.LostRecords, _ []byte) error {
 }
 
 func (compact) flush() error { return nil }
+
+// drops lists a record's drops by reason, in reason order: "netfilter_drop:2,no_socket:1".
+func drops(r *flow.Record) string {
+	parts := make([]string, 0, len(r.Drops))
+	for _, reason := range slices.Sorted(maps.Keys(r.Drops)) {
+		parts = append(parts, fmt.Sprintf("%s:%d", reason, r.Drops[reason]))
+	}
+	return strings.Join(parts, ",")
+}
 
 func lostLine(l *server.LostRecords) string {
 	why := "records were lost"
@@ -113,16 +128,20 @@ type tableRow struct {
 	note  string
 }
 
-var tableHeader = []string{"TIME", "OBSERVER", "SOURCE", "DESTINATION", "PROTO", "VERDICT", "OPENED", "CLOSED", "FAILED", "BYTES→", "BYTES←", "RTT"}
+var tableHeader = []string{"TIME", "OBSERVER", "SOURCE", "DESTINATION", "PROTO", "VERDICT", "OPENED", "CLOSED", "FAILED", "BYTES→", "BYTES←", "RTT", "DROPS"}
 
 func (p *table) print(r *flow.Record, _ []byte) error {
 	rtt := "-"
 	if r.RTT != nil {
 		rtt = fmt.Sprintf("%dµs", r.RTT.AvgMicros)
 	}
+	dropped := "-"
+	if len(r.Drops) > 0 {
+		dropped = drops(r)
+	}
 	cells := []string{r.Time.Local().Format("15:04:05.000"), r.Observer, endpoint(&r.Source), endpoint(&r.Destination),
 		string(r.Protocol), string(r.Verdict), fmt.Sprint(r.Opened), fmt.Sprint(r.Closed),
-		fmt.Sprint(r.Refused + r.TimedOut + r.FailedOther), fmt.Sprint(r.BytesToDst), fmt.Sprint(r.BytesToSrc), rtt}
+		fmt.Sprint(r.Refused + r.TimedOut + r.FailedOther), fmt.Sprint(r.BytesToDst), fmt.Sprint(r.BytesToSrc), rtt, dropped}
 	for i := range cells {
 		cells[i] = clean(cells[i])
 	}

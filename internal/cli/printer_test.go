@@ -54,14 +54,38 @@ func TestHostileNamesAreEscaped(t *testing.T) {
 			Pod: "a\u202eb\r\x9b\xff"}}
 	for format, want := range map[string]string{
 		"compact": stamp() + ` [client] 10.0.0.1:1 (\x1b[2J\x1b[H 7) -> ns/a\u202eb\r\x9b\xff:2 tcp CLOSED bytes=0/0` + "\n",
-		"table": "TIME          OBSERVER  SOURCE                        DESTINATION              PROTO  VERDICT  OPENED  CLOSED  FAILED  BYTES→  BYTES←  RTT\n" +
-			stamp() + `  client    10.0.0.1:1 (\x1b[2J\x1b[H 7)  ns/a\u202eb\r\x9b\xff:2  tcp    closed   0       0       0       0       0       -` + "\n",
+		"table": "TIME          OBSERVER  SOURCE                        DESTINATION              PROTO  VERDICT  OPENED  CLOSED  FAILED  BYTES→  BYTES←  RTT  DROPS\n" +
+			stamp() + `  client    10.0.0.1:1 (\x1b[2J\x1b[H 7)  ns/a\u202eb\r\x9b\xff:2  tcp    closed   0       0       0       0       0       -    -` + "\n",
 	} {
 		var out bytes.Buffer
 		p, err := newPrinter(format, &out)
 		if err != nil {
 			t.Fatal(err)
 		}
+		if err := p.print(&r, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.flush(); err != nil {
+			t.Fatal(err)
+		}
+		if out.String() != want {
+			t.Errorf("%s:\n%q\nwant\n%q", format, out.String(), want)
+		}
+	}
+}
+
+func TestDropsPrinted(t *testing.T) {
+	r := flow.Record{Time: at, Observer: "client", Protocol: flow.TCP, Verdict: flow.VerdictTimeout, TimedOut: 1, SYNRetrans: 1,
+		Source:      flow.Endpoint{IP: netip.MustParseAddr("10.0.0.1"), Port: 1},
+		Destination: flow.Endpoint{IP: netip.MustParseAddr("10.0.0.2"), Port: 2},
+		Drops:       map[string]uint64{"no_socket": 1, "netfilter_drop": 2}}
+	for format, want := range map[string]string{
+		"compact": stamp() + " [client] 10.0.0.1:1 -> 10.0.0.2:2 tcp TIMEOUT timeout=1 syn_retrans=1 bytes=0/0 drops=netfilter_drop:2,no_socket:1\n",
+		"table": "TIME          OBSERVER  SOURCE      DESTINATION  PROTO  VERDICT  OPENED  CLOSED  FAILED  BYTES→  BYTES←  RTT  DROPS\n" +
+			stamp() + "  client    10.0.0.1:1  10.0.0.2:2   tcp    timeout  0       0       1       0       0       -    netfilter_drop:2,no_socket:1\n",
+	} {
+		var out bytes.Buffer
+		p, _ := newPrinter(format, &out)
 		if err := p.print(&r, nil); err != nil {
 			t.Fatal(err)
 		}
