@@ -27,7 +27,6 @@ import (
 	"github.com/flowlens/flowlens/internal/metrics"
 	"github.com/flowlens/flowlens/internal/testutil"
 	"github.com/flowlens/flowlens/internal/topology"
-	"github.com/flowlens/flowlens/test/peer/result"
 )
 
 // requireTool returns the path of a Debian-packaged tool the test needs:
@@ -279,23 +278,7 @@ func TestPrometheusEdgeConnectionsFromUp(t *testing.T) {
 	}
 	prom := startPrometheus(t, string(shared))
 	const n, size, reply = 20, 1000, 300
-	p := randomPair(t, false)
-	serverBin, serverCmd := peerAs(t, "proms")
-	clientBin, clientCmd := peerAs(t, "promc")
-	addr := netip.AddrPortFrom(p.AddrA, 8080)
-	server := testutil.Start(t, p.A.Command(serverBin, "tcp-serve", "-listen", addr.String(), "-reply", strconv.Itoa(reply)))
-	var ready struct{ Ready bool }
-	server.ReadJSON(t, &ready)
-	if !ready.Ready {
-		t.Fatalf("server on %s did not become ready", addr)
-	}
-	var cres result.Connect
-	testutil.Output(t, p.B.Command(clientBin, "tcp-connect", "-addr", addr.String(), "-count", strconv.Itoa(n), "-bytes", strconv.Itoa(size)), &cres)
-	var sres result.Serve
-	server.Stop(t, &sres)
-	if cres.OK != n || sres.Connections != n {
-		t.Fatalf("traffic itself was not as planned: client %+v server %+v", cres, sres)
-	}
+	clientCmd, serverCmd := processTraffic(t, "prom", n, size, reply)
 
 	host, err := os.Hostname()
 	testutil.Must(t, err, "hostname")

@@ -57,17 +57,16 @@ func peerAs(t *testing.T, prefix string) (path, command string) {
 	return path, command
 }
 
-// N connections between two processes observed on both sides are one
-// edge of the process graph, counted once: N opened, N closed, and no edge
-// from the server's own records.
-func TestTopologyProcessEdgeCountedOnce(t *testing.T) {
-	testutil.RequirePrivileged(t)
-	const n, size, reply = 20, 1000, 300
+// processTraffic makes n connections of size bytes, answered with reply
+// bytes each, between two processes in two namespaces, each with a command
+// of its own (prefix + "c", prefix + "s" and a random suffix), and returns
+// the client's and the server's commands.
+func processTraffic(t *testing.T, prefix string, n, size, reply int) (clientCmd, serverCmd string) {
+	t.Helper()
 	p := randomPair(t, false)
-	serverBin, serverCmd := peerAs(t, "topos")
-	clientBin, clientCmd := peerAs(t, "topoc")
+	serverBin, serverCmd := peerAs(t, prefix+"s")
+	clientBin, clientCmd := peerAs(t, prefix+"c")
 	addr := netip.AddrPortFrom(p.AddrA, 8080)
-
 	server := testutil.Start(t, p.A.Command(serverBin, "tcp-serve", "-listen", addr.String(), "-reply", strconv.Itoa(reply)))
 	var ready struct{ Ready bool }
 	server.ReadJSON(t, &ready)
@@ -78,9 +77,19 @@ func TestTopologyProcessEdgeCountedOnce(t *testing.T) {
 	testutil.Output(t, p.B.Command(clientBin, "tcp-connect", "-addr", addr.String(), "-count", strconv.Itoa(n), "-bytes", strconv.Itoa(size)), &cres)
 	var sres result.Serve
 	server.Stop(t, &sres)
-	if cres.OK != n || sres.Connections != n {
+	if cres.OK != int64(n) || sres.Connections != int64(n) {
 		t.Fatalf("traffic itself was not as planned: client %+v server %+v", cres, sres)
 	}
+	return clientCmd, serverCmd
+}
+
+// N connections between two processes observed on both sides are one
+// edge of the process graph, counted once: N opened, N closed, and no edge
+// from the server's own records.
+func TestTopologyProcessEdgeCountedOnce(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	const n, size, reply = 20, 1000, 300
+	clientCmd, serverCmd := processTraffic(t, "topo", n, size, reply)
 
 	host, err := os.Hostname()
 	testutil.Must(t, err, "hostname")
