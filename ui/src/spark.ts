@@ -59,7 +59,7 @@ export const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
  * data attributes, for tests and for whoever inspects it.
  */
 export function sparkline(s: EdgeSeries, stepSeconds: number): SVGSVGElement {
-  const w = 80, hh = 18;
+  const w = 64, hh = 16;
   const top = Math.max(0, ...s.connections_opened, ...s.failures);
   const el = svg("svg", {
     class: "spark", viewBox: `0 0 ${w} ${hh + 2}`, width: w, height: hh + 2, role: "img",
