@@ -179,7 +179,38 @@ func TestUIAgainstUp(t *testing.T) {
 	if sel != conn.ID {
 		t.Errorf("URL selection %q, want %q", sel, conn.ID)
 	}
+	// Its figures over the window, step by step (5 m in 10 s steps): the
+	// connections opened in its steps add up to exactly N.
+	const chartValues = `document.querySelector('#edge-chart svg[data-series="connections_opened"]').dataset.values`
+	b.WaitFor(t, "the edge's chart", `document.querySelector('#edge-chart svg[data-series="connections_opened"]')`,
+		`document.getElementById("edge-chart").textContent`, 10*time.Second)
+	var steps string
+	b.Eval(t, chartValues, &steps)
+	if sum, points := sumValues(t, steps); sum != n || points != 30 {
+		t.Errorf("edge chart: %d opened over %d steps (%s), want %d over 30", sum, points, steps, n)
+	}
 	b.Screenshot(t, shots, "details.png")
+
+	// Searching the server's address selects the server's node (the
+	// refused connects to that address name no process: they do not
+	// count), and its inbound edge from the client has a sparkline of
+	// exactly N opened.
+	b.Do(t, "search the server's address", chromedp.SendKeys(chromedp.CSS(`#search`), p.AddrA.String()+"\r"))
+	spark := fmt.Sprintf(`document.querySelector('#details[data-kind="node"][data-id=%q] [data-trend=%q] svg.spark')`, serverID, conn.ID)
+	b.WaitFor(t, "the server's node", spark, `document.getElementById("search-status").textContent`, 10*time.Second)
+	b.Eval(t, spark+`.dataset.values`, &steps)
+	if sum, _ := sumValues(t, steps); sum != n {
+		t.Errorf("sparkline of %s → %s: %d opened (%s), want %d", clientID, serverID, sum, steps, n)
+	}
+	b.Eval(t, `new URLSearchParams(location.search).get("sel")`, &sel)
+	if sel != serverID {
+		t.Errorf("search %s: URL selection %q, want %q", p.AddrA, sel, serverID)
+	}
+	b.Screenshot(t, shots, "search.png")
+	// The edge again, from the list of elements, as a keyboard user would.
+	b.Eval(t, fmt.Sprintf(`document.querySelector('#model button[data-select=%q]').click() || true`, conn.ID), nil)
+	b.WaitFor(t, "edge details again", fmt.Sprintf(`document.querySelector('#details[data-kind="edge"][data-id=%q] #edge-chart svg')`, conn.ID),
+		`document.getElementById("details").dataset.id`, 10*time.Second)
 
 	// The flow table filtered by verdict refused (and this test's address)
 	// shows exactly the refused connects.
@@ -245,6 +276,18 @@ func TestUIAgainstUp(t *testing.T) {
 	if problems := b.Problems(); len(problems) > 0 {
 		t.Errorf("page problems: %v", problems)
 	}
+}
+
+// sumValues adds up a chart's comma-separated values and counts them.
+func sumValues(t *testing.T, csv string) (sum, points int) {
+	t.Helper()
+	for _, v := range strings.Split(csv, ",") {
+		n, err := strconv.Atoi(v)
+		testutil.Must(t, err, "a chart value")
+		sum += n
+		points++
+	}
+	return sum, points
 }
 
 // pairedRecords counts the records of connections both lists saw, by the

@@ -160,7 +160,7 @@ export class Details {
     const edges = (title: string, list: TopoEdge[], other: (e: TopoEdge) => string) =>
       h("section", {}, h("h3", {}, `${title} (${list.length})`),
         list.length === 0 ? h("p", { class: "muted" }, "none") :
-          h("table", { class: "mini" }, h("thead", {}, h("tr", {}, ...["peer", "opened", "failed", "bytes", "rtt p50", "over the window"].map((c) => h("th", {}, c)))),
+          h("table", { class: "mini" }, h("thead", {}, h("tr", {}, ...["peer", "opened", "failed", "bytes", "rtt p50", "trend"].map((c) => h("th", {}, c)))),
             h("tbody", {}, ...list.map((e) => edgeRow(e, other(e))))));
     const seen = h("section", {}, h("h3", {}, "From its recent flows"), h("p", { class: "muted" }, "loading…"));
     const inbound = g.edges.filter((e) => e.destination === n.id), outbound = g.edges.filter((e) => e.source === n.id);
