@@ -1216,6 +1216,11 @@ int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 	n = bpf_map_lookup_elem(&drop_reasons, &slot);
 	if (n)
 		*n += 1;
+	/* Plain kfree_skb() frees with NOT_SPECIFIED, also where nothing was
+	 * lost (a clean TCP connection frees one such packet): counted by
+	 * reason, never put on a flow as its drop. */
+	if (reason == SKB_DROP_REASON_NOT_SPECIFIED)
+		return 0;
 	key.reason = slot;
 
 	/* rx_sk is a trusted pointer that bpf_get_socket_cookie takes;
