@@ -126,15 +126,6 @@ func TestDeployAgentLeastPrivilege(t *testing.T) {
 	if !root.mount.ReadOnly || root.volume.HostPath == nil || root.volume.HostPath.Path != "/sys/fs/cgroup" {
 		t.Errorf("--cgroup-root %s: read-only %v, hostPath %+v, want the host's /sys/fs/cgroup read-only", flag("cgroup-root"), root.mount.ReadOnly, root.volume.HostPath)
 	}
-	// The flows stay on a unix socket in a pod-private directory.
-	listen := flag("listen")
-	sock, ok := strings.CutPrefix(strings.Trim(listen, "[]"), "unix:")
-	if !ok || strings.Contains(sock, ",") {
-		t.Fatalf("--listen = %s, want one unix socket", listen)
-	}
-	if run := mountOf(t, pod, c, filepath.Dir(sock)); run.volume.EmptyDir == nil {
-		t.Errorf("the API socket's directory is volume %s, want an emptyDir", run.volume.Name)
-	}
 	// Prometheus and the probes reach the metrics listener on the pod's port.
 	if got := flag("metrics-listen"); got != ":9090" {
 		t.Errorf("--metrics-listen = %q, want :9090", got)
