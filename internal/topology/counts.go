@@ -68,3 +68,10 @@ func (c *counts) merge(o *counts) {
 func (c *counts) failures() uint64 {
 	return c.refused + c.timedOut + c.reset + c.unanswered + c.unreachable + c.failed
 }
+
+// rttQuantiles are the p50 and p95 of the RTT samples, no larger than the
+// exact max: a bin's value is within RelativeError of its samples, which
+// can put it just above the largest of them.
+func (c *counts) rttQuantiles() (p50, p95 uint32) {
+	return min(c.rtt.quantile(0.5), c.rttMax), min(c.rtt.quantile(0.95), c.rttMax)
+}

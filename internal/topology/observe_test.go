@@ -79,3 +79,22 @@ func TestLearningThenCountingDoesNotCountTwice(t *testing.T) {
 		t.Errorf("server retransmits: %d throughout, %d after learning; want 8 and 6", all.RetransmitsToSource, resumed.RetransmitsToSource)
 	}
 }
+
+// An edge's RTT percentiles never exceed its max: 97 µs samples fall in a
+// bin that reads 98, above the exact max of 97.
+func TestRTTPercentilesWithinMax(t *testing.T) {
+	s := New(Config{})
+	c, _ := clientServer(t0.Add(5*time.Second), 43122)
+	c.RTT = &flow.RTT{MinMicros: 97, AvgMicros: 97, MaxMicros: 97}
+	var sm summary
+	sm.add(97, 1)
+	if sm.quantile(0.95) <= 97 {
+		t.Fatalf("the premise: 97 µs reads %d from its bin, want above 97", sm.quantile(0.95))
+	}
+	s.Tick(t0.Add(6 * time.Second))
+	s.Ingest([]flow.Record{c})
+	e := query(t, s, LevelWorkload, time.Minute, t0.Add(10*time.Second)).Edges[0]
+	if e.RTTMax != 97 || e.RTTP50 != 97 || e.RTTP95 != 97 {
+		t.Errorf("rtt p50 %d p95 %d max %d, want 97 for each", e.RTTP50, e.RTTP95, e.RTTMax)
+	}
+}

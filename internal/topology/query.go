@@ -198,6 +198,7 @@ func EdgeID(src, dst string) string {
 
 func (le *levelEdge) edge(seconds float64) Edge {
 	c := &le.counts
+	p50, p95 := c.rttQuantiles()
 	return Edge{
 		ID: EdgeID(le.src.ID, le.dst.ID), Source: le.src.ID, Destination: le.dst.ID,
 		ConnectionsOpened: c.opened, ConnectionsClosed: c.closed,
@@ -208,7 +209,7 @@ func (le *levelEdge) edge(seconds float64) Edge {
 		FailuresPerSecond:        float64(c.failures()) / seconds,
 		RetransmitsToDestination: c.retransToDst, RetransmitsToSource: c.retransToSrc,
 		BytesToDestination: c.bytesToDst, BytesToSource: c.bytesToSrc,
-		RTTSamples: c.rtt.total(), RTTP50: c.rtt.quantile(0.5), RTTP95: c.rtt.quantile(0.95), RTTMax: c.rttMax,
+		RTTSamples: c.rtt.total(), RTTP50: p50, RTTP95: p95, RTTMax: c.rttMax,
 		Records: c.records,
 	}
 }

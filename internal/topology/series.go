@@ -163,7 +163,8 @@ func edgeSeries(le *levelEdge, steps []counts) EdgeSeries {
 		es.ConnectionsOpened[i], es.ConnectionsClosed[i], es.Failures[i] = c.opened, c.closed, c.failures()
 		es.BytesToDestination[i], es.BytesToSource[i] = c.bytesToDst, c.bytesToSrc
 		es.RetransmitsToDestination[i], es.RetransmitsToSource[i] = c.retransToDst, c.retransToSrc
-		es.RTTSamples[i], es.RTTP50[i], es.RTTP95[i], es.RTTMax[i] = c.rtt.total(), c.rtt.quantile(0.5), c.rtt.quantile(0.95), c.rttMax
+		p50, p95 := c.rttQuantiles()
+		es.RTTSamples[i], es.RTTP50[i], es.RTTP95[i], es.RTTMax[i] = c.rtt.total(), p50, p95, c.rttMax
 	}
 	return es
 }
