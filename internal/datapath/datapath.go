@@ -96,9 +96,9 @@ type Datapath struct {
 	maps  flowlensMaps
 	links []link.Link
 	walk  *ebpf.Program // iter/tcp; nil where the kernel lacks it
-	// listenIter runs read_listeners over the listeners map; nil where
-	// the kernel lacks map element iterators.
-	listenIter *link.Iter
+	// readListeners iterates the listeners map; nil where the kernel
+	// lacks map element iterators.
+	readListeners *ebpf.Program
 	ring       *ringbuf.Reader
 	hooks      []Hook
 	comms      comms
@@ -213,12 +213,8 @@ func (d *Datapath) attach(cgroupMount string) error {
 			d.walk = prog
 			continue
 		case h.attach == ebpf.AttachTraceIter:
-			// Run by Listeners, over the map it is bound to here.
-			d.listenIter, err = link.AttachIter(link.IterOptions{Program: prog, Map: d.maps.Listeners})
-			if err != nil {
-				return fmt.Errorf("attach %s to %s: %w", h.Program, h.Target, err)
-			}
-			d.links = append(d.links, d.listenIter)
+			// Run on demand by Listeners.
+			d.readListeners = prog
 			continue
 		case prog.Type() == ebpf.Tracing:
 			l, err = link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})

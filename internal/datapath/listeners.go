@@ -5,16 +5,26 @@ import (
 	"io"
 	"unsafe"
 
+	"github.com/cilium/ebpf/link"
+
 	"github.com/flowlens/flowlens/internal/flow"
 )
 
 // Listeners appends each listener's accept queue and drops, read now by
 // the read_listeners iterator; nothing where the kernel lacks it.
+//
+// The iterator is bound to the map for each read and let go after: like
+// WalkTCP's, it holds no link between runs. Binding costs one syscall.
 func (d *Datapath) Listeners(dst []flow.Listener) ([]flow.Listener, error) {
-	if d.listenIter == nil {
+	if d.readListeners == nil {
 		return dst, nil
 	}
-	r, err := d.listenIter.Open()
+	it, err := link.AttachIter(link.IterOptions{Program: d.readListeners, Map: d.maps.Listeners})
+	if err != nil {
+		return dst, fmt.Errorf("attach listeners iterator: %w", err)
+	}
+	defer it.Close()
+	r, err := it.Open()
 	if err != nil {
 		return dst, fmt.Errorf("open listeners iterator: %w", err)
 	}

@@ -167,14 +167,20 @@ func TestConnectLatencyOnADelayedLink(t *testing.T) {
 			}
 		}
 	}
-	// 1 Mbit/s with a 16 kB queue: 50 datagrams of 1,000 bytes sent to
-	// the client just before each connect take ≈400 ms to drain, and the
-	// SYN-ACK waits behind them.
+	// 1 Mbit/s: 50 raw IP packets of 1,000 bytes (protocol 253, for
+	// experiments: no flow records) sent at once to the client just before
+	// each connect take ≈400 ms to drain, and the SYN-ACK waits behind them.
 	p.A.Exec(t, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", "1mbit", "burst", "1600", "limit", "100000")
 	client := fmt.Sprintf(`
 import socket, subprocess, time
+FILL = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 253)
+for _ in range(50):
+    s.sendto(bytes(1000), (%q, 0))
+"""
 for i in range(%d):
-    subprocess.run(["ip", "netns", "exec", %q, %q, "udp-send", "-addr", "%s:9", "-count", "50", "-size", "1000"], check=True, capture_output=True)
+    subprocess.run(["ip", "netns", "exec", %q, "python3", "-c", FILL], check=True)
     t0 = time.perf_counter_ns()
     s = socket.create_connection((%q, %d), timeout=10)
     t1 = time.perf_counter_ns()
@@ -182,7 +188,7 @@ for i in range(%d):
     s.shutdown(socket.SHUT_WR)
     s.recv(1)
     s.close()
-`, n, p.A.Name, peerBin, p.AddrB, p.AddrA, port)
+`, p.AddrB, n, p.A.Name, p.AddrA, port)
 	raw, err := p.B.Command("python3", "-c", client).Output()
 	testutil.Must(t, err, "client")
 	measured := map[uint16]uint32{}
@@ -223,13 +229,15 @@ for i in range(%d):
 }
 
 // A datagram to a closed UDP port and a SYN to a closed TCP port are
-// dropped on the server with no socket to take them: the clients' records
-// say so. A clean run of 1,000 connections beside them reports no drop.
+// dropped with no socket to take them: the senders' records say so. A
+// clean run of 1,000 connections beside them reports no drop. (The
+// datagram goes from A to B: a later test's client namespace, which may
+// get B's inode, then meets no UDP record of this one.)
 func TestDropsNoSocketAndNoneOnACleanRun(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	p := randomPair(t, false)
 	var ures struct{ Sent int64 }
-	testutil.Output(t, p.B.Command(peerBin, "udp-send", "-addr", netip.AddrPortFrom(p.AddrA, 8097).String(), "-count", "1"), &ures)
+	testutil.Output(t, p.A.Command(peerBin, "udp-send", "-addr", netip.AddrPortFrom(p.AddrB, 8097).String(), "-count", "1"), &ures)
 	var tres result.Connect
 	testutil.Output(t, p.B.Command(peerBin, "tcp-connect", "-addr", netip.AddrPortFrom(p.AddrA, 8098).String(), "-count", "1"), &tres)
 	if tres.Refused != 1 {
@@ -239,7 +247,7 @@ func TestDropsNoSocketAndNoneOnACleanRun(t *testing.T) {
 		query string
 		done  func(totals) bool
 	}{
-		{fmt.Sprintf("protocol=udp&observer=client&from-netns=%d&to-ip=%s&to-port=8097", p.B.Inode, p.AddrA),
+		{fmt.Sprintf("protocol=udp&observer=client&from-netns=%d&to-ip=%s&to-port=8097", p.A.Inode, p.AddrB),
 			func(s totals) bool { return s.datagramsToDst >= 1 }},
 		{fmt.Sprintf("protocol=tcp&observer=client&from-netns=%d&to-ip=%s&to-port=8098", p.B.Inode, p.AddrA),
 			func(s totals) bool { return s.refused >= 1 }},
