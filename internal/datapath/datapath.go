@@ -99,9 +99,9 @@ type Datapath struct {
 	// readListeners iterates the listeners map; nil where the kernel
 	// lacks map element iterators.
 	readListeners *ebpf.Program
-	ring       *ringbuf.Reader
-	hooks      []Hook
-	comms      comms
+	ring          *ringbuf.Reader
+	hooks         []Hook
+	comms         comms
 
 	rec       ringbuf.Record
 	tcpKeys   []uint64
