@@ -101,3 +101,26 @@ func FuzzDecodeListeners(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeDrop: any key the map could hold decodes without a panic, and
+// what is accepted names a reason, TCP or UDP, and two addresses.
+func FuzzDecodeDrop(f *testing.F) {
+	var k flowlensDropKey
+	k.Tuple.Family, k.Tuple.Protocol, k.Reason = afInet, ipprotoTCP, 12
+	f.Add(append([]byte(nil), unsafe.Slice((*byte)(unsafe.Pointer(&k)), unsafe.Sizeof(k))...), uint64(3))
+	f.Fuzz(func(t *testing.T, raw []byte, n uint64) {
+		var k flowlensDropKey
+		copy(unsafe.Slice((*byte)(unsafe.Pointer(&k)), unsafe.Sizeof(k)), raw)
+		d := Datapath{reasons: dropReasonNames(kernelDropReasons)}
+		got, ok := d.drop(&k, n)
+		if !ok {
+			return
+		}
+		if got.Reason == "" || (got.Protocol != flow.TCP && got.Protocol != flow.UDP) || got.Count != n {
+			t.Fatalf("accepted %+v from %+v", got, k)
+		}
+		if !got.Local.Addr().IsValid() || !got.Remote.Addr().IsValid() {
+			t.Fatalf("invalid addresses %s %s", got.Local, got.Remote)
+		}
+	})
+}
