@@ -165,10 +165,10 @@ func TestRestartRestoresTheTopology(t *testing.T) {
 	e := g.Edges[0]
 	// 50 connections: 8 refused (i = 0, 7, ..., 49), 42 opened; the
 	// client's 50 retransmits, and the servers' 2 each of the 49 whose
-	// server record came; RTT 100..500 µs of the opened ones, p50 300 and
-	// p95 500 within 2%.
+	// server record came; RTT 100..500 µs of the opened ones, p50 300
+	// within 2%, p95 500 (its bin reads 503, above the exact max).
 	if e.ConnectionsOpened != 42 || e.Failures.Refused != 8 || e.RetransmitsToDestination != 50 ||
-		e.RetransmitsToSource != 2*49 || e.RTTSamples != 42 || e.RTTMax != 500 || e.RTTP50 != 299 || e.RTTP95 != 503 {
+		e.RetransmitsToSource != 2*49 || e.RTTSamples != 42 || e.RTTMax != 500 || e.RTTP50 != 299 || e.RTTP95 != 500 {
 		t.Errorf("edge %+v", e)
 	}
 }
