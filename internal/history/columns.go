@@ -292,32 +292,36 @@ var identColumns = []column[topology.Ident]{
 	address("addr", func(x *topology.Ident) *netip.Addr { return &x.Addr }),
 }
 
-// rttBins keeps an RTT summary as a list of (bin, samples).
-var rttBins = column[topology.Counts]{"rtt_bins", "STRUCT(bin USMALLINT, samples UINTEGER)[]",
-	func(c *topology.Counts) any {
-		l := make([]any, len(c.RTTBins))
-		for i, b := range c.RTTBins {
-			l[i] = map[string]any{"bin": b.Index, "samples": b.Count}
-		}
-		return l
-	},
-	func(c *topology.Counts, v any) error {
-		l, ok := v.([]any)
-		if !ok {
-			return fmt.Errorf("column rtt_bins: %T, want a list", v)
-		}
-		c.RTTBins = nil
-		for _, e := range l {
-			m, _ := e.(map[string]any)
-			i, ok1 := m["bin"].(uint16)
-			n, ok2 := m["samples"].(uint32)
-			if !ok1 || !ok2 {
-				return fmt.Errorf("column rtt_bins: entry %v", e)
+// bins keeps a latency summary (RTT, connect) as a list of (bin, samples).
+func bins(name string, f func(*topology.Counts) *[]topology.RTTBin) column[topology.Counts] {
+	return column[topology.Counts]{name, "STRUCT(bin USMALLINT, samples UINTEGER)[]",
+		func(c *topology.Counts) any {
+			bs := *f(c)
+			l := make([]any, len(bs))
+			for i, b := range bs {
+				l[i] = map[string]any{"bin": b.Index, "samples": b.Count}
 			}
-			c.RTTBins = append(c.RTTBins, topology.RTTBin{Index: i, Count: n})
-		}
-		return nil
-	}}
+			return l
+		},
+		func(c *topology.Counts, v any) error {
+			l, ok := v.([]any)
+			if !ok {
+				return fmt.Errorf("column %s: %T, want a list", name, v)
+			}
+			bs := f(c)
+			*bs = nil
+			for _, e := range l {
+				m, _ := e.(map[string]any)
+				i, ok1 := m["bin"].(uint16)
+				n, ok2 := m["samples"].(uint32)
+				if !ok1 || !ok2 {
+					return fmt.Errorf("column %s: entry %v", name, e)
+				}
+				*bs = append(*bs, topology.RTTBin{Index: i, Count: n})
+			}
+			return nil
+		}}
+}
 
 var countsColumns = []column[topology.Counts]{
 	u64("opened", func(c *topology.Counts) *uint64 { return &c.Opened }),
@@ -333,8 +337,12 @@ var countsColumns = []column[topology.Counts]{
 	u64("bytes_to_dst", func(c *topology.Counts) *uint64 { return &c.BytesToDst }),
 	u64("bytes_to_src", func(c *topology.Counts) *uint64 { return &c.BytesToSrc }),
 	u32("rtt_max_us", func(c *topology.Counts) *uint32 { return &c.RTTMax }),
-	rttBins,
+	bins("rtt_bins", func(c *topology.Counts) *[]topology.RTTBin { return &c.RTTBins }),
 	u64("records", func(c *topology.Counts) *uint64 { return &c.Records }),
+	u64("syn_retransmits", func(c *topology.Counts) *uint64 { return &c.SYNRetrans }),
+	u32("connect_max_us", func(c *topology.Counts) *uint32 { return &c.ConnectMax }),
+	bins("connect_bins", func(c *topology.Counts) *[]topology.RTTBin { return &c.ConnectBins }),
+	mapping("drops", "UBIGINT", func(c *topology.Counts) *map[string]uint64 { return &c.Drops }),
 }
 
 // edgeColumns maps a topology.EdgeRow.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/flowlens/flowlens/internal/flow"
+	"github.com/flowlens/flowlens/internal/topology"
 )
 
 var t0 = time.Date(2026, 11, 24, 6, 40, 0, 0, time.UTC)
@@ -67,6 +68,12 @@ func fill(v reflect.Value, n *int) {
 	case reflect.Pointer:
 		v.Set(reflect.New(v.Type().Elem()))
 		fill(v.Elem(), n)
+	case reflect.Slice:
+		l := reflect.MakeSlice(v.Type(), 2, 2)
+		for i := range 2 {
+			fill(l.Index(i), n)
+		}
+		v.Set(l)
 	case reflect.Map:
 		m := reflect.MakeMap(v.Type())
 		for i := range 2 {
@@ -309,5 +316,47 @@ func TestConfig(t *testing.T) {
 	if db, err := Open(context.Background(), Config{Dir: dir, Resolution: time.Minute}, slog.New(slog.DiscardHandler)); err == nil {
 		db.Close()
 		t.Error("a history of 10 s buckets opened with 1 m ones")
+	}
+}
+
+// TestEdgeRowRoundTrip: every field of an edge row, set, comes back from
+// the edges table as it went in: a field added to topology.Counts or
+// Ident that the table does not store fails it.
+func TestEdgeRowRoundTrip(t *testing.T) {
+	db := open(t, Config{})
+	var in topology.EdgeRow
+	n := 0
+	fill(reflect.ValueOf(&in).Elem(), &n)
+	in.Bucket = t0.UnixNano() / int64(10*time.Second) // within the retention
+	ctx := context.Background()
+	if err := db.Append(ctx, []Event{{Pos: 1, Time: t0, Tick: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Checkpoint(ctx, Checkpoint{Pos: 1, Time: t0, Edges: []topology.EdgeRow{in}}); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := db.sql.QueryContext(ctx, `SELECT `+prefixed("", edgeColumns)+` FROM edges`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	vals := make([]any, len(edgeColumns))
+	dest := make([]any, len(vals))
+	for i := range vals {
+		dest[i] = &vals[i]
+	}
+	var got []topology.EdgeRow
+	for rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			t.Fatal(err)
+		}
+		var r topology.EdgeRow
+		if err := scanned(&r, edgeColumns, vals); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, r)
+	}
+	if len(got) != 1 || !reflect.DeepEqual(got[0], in) {
+		t.Errorf("edge row round trip:\n got %+v\nwant %+v", got, in)
 	}
 }

@@ -12,11 +12,18 @@ type counts struct {
 	rttMax                                        uint32
 	rtt                                           summary
 	records                                       uint64 // records folded in, for tests and Stats
+	// How connecting went (client side): SYNs sent again, and connect
+	// latency, one sample per connection at its record's average.
+	synRetrans uint64
+	connectMax uint32
+	connect    summary
+	// drops are the packets the kernel dropped, by reason: each side's
+	// own, as with retransmits. Nil until one.
+	drops map[string]uint64
 }
 
 // addRecord folds in what r counts for its connection: everything but
-// retransmits, which addRetransmits takes from each side (each side
-// counts only the segments it sent again, so both sides' add up exactly).
+// what addOwn takes from each side.
 func (c *counts) addRecord(r *flow.Record) {
 	c.records++
 	c.opened += uint64(r.Opened)
@@ -39,12 +46,29 @@ func (c *counts) addRecord(r *flow.Record) {
 		c.rtt.add(r.RTT.AvgMicros, 1)
 		c.rttMax = max(c.rttMax, r.RTT.MaxMicros)
 	}
+	c.synRetrans += uint64(r.SYNRetrans)
+	if r.ConnectLatency != nil && r.Opened > 0 {
+		c.connect.add(r.ConnectLatency.AvgMicros, r.Opened)
+		c.connectMax = max(c.connectMax, r.ConnectLatency.MaxMicros)
+	}
 }
 
-// addRetransmits folds in the segments r's observer sent again.
-func (c *counts) addRetransmits(r *flow.Record) {
+// addOwn folds in what r's observer counts of its own, so that both sides'
+// records add up exactly: the segments it sent again, and the packets the
+// kernel dropped on its side.
+func (c *counts) addOwn(r *flow.Record) {
 	c.retransToDst += uint64(r.RetransToDst)
 	c.retransToSrc += uint64(r.RetransToSrc)
+	c.addDrops(r.Drops)
+}
+
+func (c *counts) addDrops(drops map[string]uint64) {
+	for reason, n := range drops {
+		if c.drops == nil {
+			c.drops = map[string]uint64{}
+		}
+		c.drops[reason] += n
+	}
 }
 
 func (c *counts) merge(o *counts) {
@@ -63,6 +87,10 @@ func (c *counts) merge(o *counts) {
 	c.rttMax = max(c.rttMax, o.rttMax)
 	c.rtt.merge(&o.rtt)
 	c.records += o.records
+	c.synRetrans += o.synRetrans
+	c.connectMax = max(c.connectMax, o.connectMax)
+	c.connect.merge(&o.connect)
+	c.addDrops(o.drops)
 }
 
 func (c *counts) failures() uint64 {
@@ -73,5 +101,9 @@ func (c *counts) failures() uint64 {
 // exact max: a bin's value is within RelativeError of its samples, which
 // can put it just above the largest of them.
 func (c *counts) rttQuantiles() (p50, p95 uint32) {
-	return min(c.rtt.quantile(0.5), c.rttMax), min(c.rtt.quantile(0.95), c.rttMax)
+	return quantiles(&c.rtt, c.rttMax)
+}
+
+func quantiles(s *summary, exactMax uint32) (p50, p95 uint32) {
+	return min(s.quantile(0.5), exactMax), min(s.quantile(0.95), exactMax)
 }

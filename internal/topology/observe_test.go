@@ -1,6 +1,7 @@
 package topology
 
 import (
+	"maps"
 	"testing"
 	"time"
 
@@ -96,5 +97,32 @@ func TestRTTPercentilesWithinMax(t *testing.T) {
 	e := query(t, s, LevelWorkload, time.Minute, t0.Add(10*time.Second)).Edges[0]
 	if e.RTTMax != 97 || e.RTTP50 != 97 || e.RTTP95 != 97 {
 		t.Errorf("rtt p50 %d p95 %d max %d, want 97 for each", e.RTTP50, e.RTTP95, e.RTTMax)
+	}
+}
+
+// An edge carries how connecting went, from the client's records, and the
+// drops each side saw of its own, added up once.
+func TestEdgeConnectingAndDrops(t *testing.T) {
+	s := New(Config{})
+	var batch []flow.Record
+	for i, lat := range []uint32{1000, 2000, 3000, 400000} {
+		c, srv := clientServer(t0.Add(5*time.Second), uint16(43000+i))
+		c.ConnectLatency = &flow.RTT{MinMicros: lat, AvgMicros: lat, MaxMicros: lat}
+		c.SYNRetrans = uint32(i)
+		c.Drops = map[string]uint64{"netfilter_drop": 1}
+		srv.Drops = map[string]uint64{"tcp_listen_overflow": 2}
+		srv.SYNRetrans = 9 // the server's record does not speak for the connect
+		batch = append(batch, c, srv)
+	}
+	s.Tick(t0.Add(6 * time.Second))
+	s.Ingest(batch)
+	e := query(t, s, LevelWorkload, time.Minute, t0.Add(10*time.Second)).Edges[0]
+	if e.SYNRetransmits != 6 || e.ConnectLatencySamples != 4 || e.ConnectLatencyMax != 400000 ||
+		e.ConnectLatencyP50 < 1960 || e.ConnectLatencyP50 > 2040 || e.ConnectLatencyP95 != 400000 {
+		t.Errorf("syn retransmits %d, connect latency samples %d p50 %d p95 %d max %d; want 6, 4, 2000±2%%, 400000, 400000",
+			e.SYNRetransmits, e.ConnectLatencySamples, e.ConnectLatencyP50, e.ConnectLatencyP95, e.ConnectLatencyMax)
+	}
+	if want := map[string]uint64{"netfilter_drop": 4, "tcp_listen_overflow": 8}; !maps.Equal(e.Drops, want) {
+		t.Errorf("drops %v, want %v", e.Drops, want)
 	}
 }

@@ -1,6 +1,7 @@
 package topology
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 
@@ -52,6 +53,10 @@ type Counts struct {
 	RTTMax                                        uint32
 	RTTBins                                       []RTTBin // the RTT summary's occupied bins, by index
 	Records                                       uint64
+	SYNRetrans                                    uint64
+	ConnectMax                                    uint32
+	ConnectBins                                   []RTTBin // the connect latency summary's, likewise
+	Drops                                         map[string]uint64
 }
 
 // RTTBin is one occupied bin of an RTT summary (rtt.go): Count samples in
@@ -77,24 +82,36 @@ func (c *counts) export() Counts {
 	out := Counts{Opened: c.opened, Closed: c.closed, Refused: c.refused, TimedOut: c.timedOut, Reset: c.reset,
 		Unreachable: c.unreachable, Failed: c.failed, Unanswered: c.unanswered,
 		RetransToDst: c.retransToDst, RetransToSrc: c.retransToSrc, BytesToDst: c.bytesToDst, BytesToSrc: c.bytesToSrc,
-		RTTMax: c.rttMax, Records: c.records}
-	if len(c.rtt.bins) > 0 {
-		out.RTTBins = make([]RTTBin, len(c.rtt.bins))
-		for i, b := range c.rtt.bins {
-			out.RTTBins[i] = RTTBin{Index: b.index, Count: b.count}
-		}
+		RTTMax: c.rttMax, Records: c.records, SYNRetrans: c.synRetrans, ConnectMax: c.connectMax,
+		RTTBins: c.rtt.export(), ConnectBins: c.connect.export(), Drops: maps.Clone(c.drops)}
+	return out
+}
+
+func (s *summary) export() []RTTBin {
+	if len(s.bins) == 0 {
+		return nil
+	}
+	out := make([]RTTBin, len(s.bins))
+	for i, b := range s.bins {
+		out[i] = RTTBin{Index: b.index, Count: b.count}
 	}
 	return out
+}
+
+func summaryOf(bins []RTTBin) summary {
+	var s summary
+	for _, b := range bins {
+		s.addBin(b.Index, b.Count) // sorts, and sums a bin given twice
+	}
+	return s
 }
 
 func (x *Counts) counts() counts {
 	c := counts{opened: x.Opened, closed: x.Closed, refused: x.Refused, timedOut: x.TimedOut, reset: x.Reset,
 		unreachable: x.Unreachable, failed: x.Failed, unanswered: x.Unanswered,
 		retransToDst: x.RetransToDst, retransToSrc: x.RetransToSrc, bytesToDst: x.BytesToDst, bytesToSrc: x.BytesToSrc,
-		rttMax: x.RTTMax, records: x.Records}
-	for _, b := range x.RTTBins {
-		c.rtt.addBin(b.Index, b.Count) // sorts, and sums a bin given twice
-	}
+		rttMax: x.RTTMax, records: x.Records, synRetrans: x.SYNRetrans, connectMax: x.ConnectMax,
+		rtt: summaryOf(x.RTTBins), connect: summaryOf(x.ConnectBins), drops: maps.Clone(x.Drops)}
 	return c
 }
 

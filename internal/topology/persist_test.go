@@ -157,7 +157,7 @@ func TestExportMirrorsEveryField(t *testing.T) {
 	}
 	id := Ident{Kind: "k", Namespace: "n", Pod: "p", WorkloadKind: "wk", WorkloadName: "wn", ServiceNamespace: "sn",
 		ServiceName: "s", NodeName: "node", Command: "c", ContainerID: "ct", Addr: netip.MustParseAddr("::1")}
-	c := Counts{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, []RTTBin{{1, 2}, {40, 1}}, 14}
+	c := Counts{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, []RTTBin{{1, 2}, {40, 1}}, 14, 15, 16, []RTTBin{{9, 3}}, map[string]uint64{"netfilter_drop": 17}}
 	in := id.ident()
 	gotC := c.counts()
 	if got := in.export(); got != id {

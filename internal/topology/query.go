@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -75,6 +76,18 @@ type Edge struct {
 	RTTP50     uint32 `json:"rtt_p50_us"`
 	RTTP95     uint32 `json:"rtt_p95_us"`
 	RTTMax     uint32 `json:"rtt_max_us"`
+
+	// How connecting went, from the clients' records: SYNs sent again,
+	// and connect latency (connect() to established) of the connections
+	// opened, p50 and p95 to RelativeError, max exact.
+	SYNRetransmits        uint64 `json:"syn_retransmits"`
+	ConnectLatencySamples uint64 `json:"connect_latency_samples"`
+	ConnectLatencyP50     uint32 `json:"connect_latency_p50_us"`
+	ConnectLatencyP95     uint32 `json:"connect_latency_p95_us"`
+	ConnectLatencyMax     uint32 `json:"connect_latency_max_us"`
+	// Drops are the packets of the edge's flows the kernel dropped, by
+	// reason (each side's own).
+	Drops map[string]uint64 `json:"drops,omitempty"`
 
 	Records uint64 `json:"records"` // flow records folded in (the counted side's)
 }
@@ -199,6 +212,7 @@ func EdgeID(src, dst string) string {
 func (le *levelEdge) edge(seconds float64) Edge {
 	c := &le.counts
 	p50, p95 := c.rttQuantiles()
+	c50, c95 := quantiles(&c.connect, c.connectMax)
 	return Edge{
 		ID: EdgeID(le.src.ID, le.dst.ID), Source: le.src.ID, Destination: le.dst.ID,
 		ConnectionsOpened: c.opened, ConnectionsClosed: c.closed,
@@ -210,6 +224,8 @@ func (le *levelEdge) edge(seconds float64) Edge {
 		RetransmitsToDestination: c.retransToDst, RetransmitsToSource: c.retransToSrc,
 		BytesToDestination: c.bytesToDst, BytesToSource: c.bytesToSrc,
 		RTTSamples: c.rtt.total(), RTTP50: p50, RTTP95: p95, RTTMax: c.rttMax,
-		Records: c.records,
+		SYNRetransmits: c.synRetrans, ConnectLatencySamples: c.connect.total(),
+		ConnectLatencyP50: c50, ConnectLatencyP95: c95, ConnectLatencyMax: c.connectMax,
+		Drops: maps.Clone(c.drops), Records: c.records,
 	}
 }

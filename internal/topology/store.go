@@ -293,7 +293,7 @@ func (s *Store) countAll(r *flow.Record, k *edgeKey) {
 	}
 	if c := s.counts(r.Time, k); c != nil {
 		c.addRecord(r)
-		c.addRetransmits(r)
+		c.addOwn(r)
 		s.stats.RecordsCounted++
 		if s.cfg.Observe != nil {
 			s.cfg.Observe(r, EdgeRef{k}, true)
@@ -301,14 +301,15 @@ func (s *Store) countAll(r *flow.Record, k *edgeKey) {
 	}
 }
 
-// countRetransmits folds only r's own retransmits into edge k: r is the
-// other side of a connection counted from one side.
+// countRetransmits folds only what r's observer counts of its own
+// (retransmits, drops) into edge k: r is the other side of a connection
+// counted from one side.
 func (s *Store) countRetransmits(r *flow.Record, k *edgeKey) {
 	if s.learning {
 		return
 	}
 	if c := s.counts(r.Time, k); c != nil {
-		c.addRetransmits(r)
+		c.addOwn(r)
 		s.stats.RecordsDeduplicated++
 		if s.cfg.Observe != nil {
 			s.cfg.Observe(r, EdgeRef{k}, false)
