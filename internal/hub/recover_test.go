@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -97,7 +98,7 @@ func TestRestartLosesNothingAckedAndCountsNothingTwice(t *testing.T) {
 			t.Fatalf("%s: %d edges after the restart, %d without; want 1", level, len(got.Edges), len(want.Edges))
 		}
 		g, w := got.Edges[0], want.Edges[0]
-		if g.ConnectionsOpened != 15 || w.ConnectionsOpened != 15 || g != w {
+		if g.ConnectionsOpened != 15 || w.ConnectionsOpened != 15 || !reflect.DeepEqual(g, w) {
 			t.Errorf("%s: after the restart %+v\nwithout a restart %+v\nwant 15 connections in both", level, g, w)
 		}
 	}
