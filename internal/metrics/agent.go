@@ -46,6 +46,9 @@ var (
 	drops = prometheus.NewDesc("flowlens_drops_total",
 		"Packets the kernel dropped on this node, by its drop reason (enum skb_drop_reason, snake_case), attributed to a flow or not.",
 		[]string{"reason"}, nil)
+	dropsUnattributed = prometheus.NewDesc("flowlens_drops_unattributed_total",
+		"Dropped packets (counted by reason in flowlens_drops_total) put on no flow: no socket and no header to read (cause no_header), or no record of their flow within 130 s (cause no_record).",
+		[]string{"cause"}, nil)
 	listenQueue = prometheus.NewDesc("flowlens_listen_queue",
 		"Connections waiting in a listener's accept queue (v4 and v6 listeners of a port added), the 256 listeners with the most drops, then the fullest.",
 		[]string{"netns", "port"}, nil)
@@ -91,7 +94,7 @@ func (c AgentCollector) cgroupName(id uint64) string {
 // Describe implements prometheus.Collector.
 func (AgentCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{eventsRead, lost, adopted, refused, mapEntries, mapCapacity, tableEntries, flowsEmitted, hook,
-		drops, listenQueue, listenQueueLimit, listenDrops} {
+		drops, dropsUnattributed, listenQueue, listenQueueLimit, listenDrops} {
 		ch <- d
 	}
 }
@@ -113,8 +116,10 @@ func (c AgentCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(lost, s.Kernel.UDPUnparsed, "kernel", "udp_unparsed")
 	counter(lost, s.Kernel.TCPCgroupQuota, "kernel", "tcp_cgroup_share")
 	counter(lost, s.Kernel.UDPCgroupQuota, "kernel", "udp_cgroup_share")
-	counter(lost, s.Kernel.DropsUnattributed, "kernel", "drop_unattributed")
-	counter(lost, s.Table.DropsUnmatched, "userspace", "drop_unmatched")
+	// Not losses of the agent: the packets are counted by reason; only
+	// which flow they belonged to is unknown.
+	counter(dropsUnattributed, s.Kernel.DropsUnattributed, "no_header")
+	counter(dropsUnattributed, s.Table.DropsUnmatched, "no_record")
 	counter(adopted, s.Kernel.Adopted)
 	for reason, n := range s.DropReasons {
 		counter(drops, n, reason)

@@ -23,16 +23,16 @@ func TestDropAndListenerMetrics(t *testing.T) {
 	}
 	got := exposition(t, AgentCollector{Agent: fixedStats(s)})
 	want := map[string]float64{
-		`flowlens_drops_total{reason="netfilter_drop"}`:                        20,
-		`flowlens_drops_total{reason="no_socket"}`:                             2,
-		`flowlens_listen_drops_total{netns="7",port="8093"}`:                   136,
-		`flowlens_listen_drops_total{netns="8",port="80"}`:                     0,
-		`flowlens_listen_queue{netns="7",port="8093"}`:                         6,
-		`flowlens_listen_queue{netns="8",port="80"}`:                           0,
-		`flowlens_listen_queue_limit{netns="7",port="8093"}`:                   8,
-		`flowlens_listen_queue_limit{netns="8",port="80"}`:                     4096,
-		`flowlens_agent_lost_total{reason="drop_unattributed",stage="kernel"}`: 0,
-		`flowlens_agent_lost_total{reason="drop_unmatched",stage="userspace"}`: 0,
+		`flowlens_drops_total{reason="netfilter_drop"}`:        20,
+		`flowlens_drops_total{reason="no_socket"}`:             2,
+		`flowlens_listen_drops_total{netns="7",port="8093"}`:   136,
+		`flowlens_listen_drops_total{netns="8",port="80"}`:     0,
+		`flowlens_listen_queue{netns="7",port="8093"}`:         6,
+		`flowlens_listen_queue{netns="8",port="80"}`:           0,
+		`flowlens_listen_queue_limit{netns="7",port="8093"}`:   8,
+		`flowlens_listen_queue_limit{netns="8",port="80"}`:     4096,
+		`flowlens_drops_unattributed_total{cause="no_header"}`: 0,
+		`flowlens_drops_unattributed_total{cause="no_record"}`: 0,
 	}
 	for k, v := range want {
 		if g, ok := got[k]; !ok || g != v {

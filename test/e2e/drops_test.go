@@ -56,9 +56,13 @@ func TestDropsNetfilterOnTheFailingConnects(t *testing.T) {
 	}
 	s := sum(recs)
 	drops := dropTotals(recs)
-	if s.timedOut != n || syn < n || len(drops) != 1 || drops["netfilter_drop"] != uint64(n+syn) {
-		t.Errorf("%d timeouts, %d SYN retransmits, drops %v; want %d, at least %d, netfilter_drop %d (every SYN)",
-			s.timedOut, syn, drops, n, n, n+syn)
+	// Every connect's first SYN is dropped, and its retransmitted ones as
+	// far as they reach the wire: the full suite, under load, once saw 53
+	// drops for 20 connects and 40 counted retransmits, the kernel's own
+	// node-wide count agreeing, a retransmit racing the connect's timeout.
+	if s.timedOut != n || syn < n || len(drops) != 1 || drops["netfilter_drop"] < n || drops["netfilter_drop"] > uint64(n+syn) {
+		t.Errorf("%d timeouts, %d SYN retransmits, drops %v; want %d, at least %d, netfilter_drop from %d to %d (every SYN)",
+			s.timedOut, syn, drops, n, n, n, n+syn)
 	}
 	// The same selection through observe's filters.
 	if got := sum(shared.flows(t, q+"&verdict=dropped&drop-reason=netfilter")); got.timedOut != n {
@@ -67,9 +71,11 @@ func TestDropsNetfilterOnTheFailingConnects(t *testing.T) {
 	if got := shared.flows(t, q+"&drop-reason=no_socket"); len(got) != 0 {
 		t.Errorf("drop-reason=no_socket selects %d records, want none", len(got))
 	}
-	// Node-wide: every agent test on this kernel shares the counter.
-	if after := shared.metrics(t)[`flowlens_drops_total{reason="netfilter_drop"}`]; after-before < float64(n+syn) {
-		t.Errorf("flowlens_drops_total{reason=netfilter_drop} went from %v to %v, want at least %d more", before, after, n+syn)
+	// Node-wide, the kernel's count of netfilter drops moved by exactly
+	// what these flows were given: no other namespace of the suite has a
+	// firewall, and every drop found its flow.
+	if after := shared.metrics(t)[`flowlens_drops_total{reason="netfilter_drop"}`]; after-before != float64(drops["netfilter_drop"]) {
+		t.Errorf("flowlens_drops_total{reason=netfilter_drop} went from %v to %v, want %d more: the flows' drops", before, after, drops["netfilter_drop"])
 	}
 }
 
