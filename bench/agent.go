@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/flowlens/flowlens/bench/internal/bpfstat"
+	"github.com/flowlens/flowlens/bench/internal/host"
 	"github.com/flowlens/flowlens/bench/internal/procfs"
 	"github.com/flowlens/flowlens/bench/internal/promtext"
 )
@@ -47,7 +48,7 @@ func (e *env) agentCommand(listen string) (string, bool) {
 }
 
 func (e *env) startAgent(ctx context.Context) (*agent, error) {
-	listen, err := freeAddr()
+	listen, err := host.FreeAddr()
 	if err != nil {
 		return nil, err
 	}

@@ -4,12 +4,9 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +19,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/flowlens/flowlens/bench/internal/host"
 	"github.com/flowlens/flowlens/bench/internal/procfs"
 )
 
@@ -91,34 +89,10 @@ func randByte() byte {
 	return b[0]
 }
 
-func randHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-// moduleRoot finds the directory of go.mod from the working directory up.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.Contains(string(b), "module github.com/flowlens/flowlens\n") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("not inside the flowlens module (no go.mod found)")
-		}
-		dir = parent
-	}
-}
-
 // setup prepares everything but the scenarios. e.close undoes it.
 func (e *env) setup(ctx context.Context) error {
 	var err error
-	if e.root, err = moduleRoot(); err != nil {
+	if e.root, err = host.ModuleRoot(); err != nil {
 		return err
 	}
 	if e.tmp, err = os.MkdirTemp("", "flowlens-bench-"); err != nil {
@@ -149,12 +123,12 @@ func (e *env) setup(ctx context.Context) error {
 	if e.cgMount, err = procfs.Cgroup2Mount(); err != nil {
 		return fmt.Errorf("find the cgroup2 mount: %w", err)
 	}
-	e.cgRoot = filepath.Join(e.cgMount, "flowlens-bench-"+randHex(3))
+	e.cgRoot = filepath.Join(e.cgMount, "flowlens-bench-"+host.RandHex(3))
 	if err := os.Mkdir(e.cgRoot, 0o755); err != nil {
 		return fmt.Errorf("create cgroup: %w", err)
 	}
 	cg := e.cgRoot
-	e.onClose(func() { removeCgroup(cg) })
+	e.onClose(func() { host.RemoveCgroup(cg) })
 	return nil
 }
 
@@ -227,34 +201,13 @@ func (e *env) newCgroup(prefix string) (*cgroup, error) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create cgroup: %w", err)
 	}
-	e.onClose(func() { removeCgroup(dir) })
+	e.onClose(func() { host.RemoveCgroup(dir) })
 	return &cgroup{dir}, nil
 }
 
 func (c *cgroup) cpu() (procfs.CgroupCPU, error) { return procfs.ReadCgroupCPU(c.dir) }
 
-func (c *cgroup) close() { removeCgroup(c.dir) }
-
-// removeCgroup kills what is left in a cgroup the run created (only
-// processes the run started live there), then removes it and its children.
-func removeCgroup(dir string) {
-	if _, err := os.Stat(dir); err != nil {
-		return
-	}
-	ents, _ := os.ReadDir(dir)
-	for _, en := range ents {
-		if en.IsDir() {
-			removeCgroup(filepath.Join(dir, en.Name()))
-		}
-	}
-	_ = os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0o644)
-	for range 50 {
-		if err := os.Remove(dir); err == nil || errors.Is(err, os.ErrNotExist) {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
+func (c *cgroup) close() { host.RemoveCgroup(c.dir) }
 
 // command returns a command that starts inside cg (CLONE_INTO_CGROUP: it
 // never runs outside it) and, with ns set, inside that network namespace.
@@ -418,7 +371,7 @@ func runCmd(name string, args ...string) error {
 }
 
 func (e *env) newPair() (*pair, error) {
-	id := randHex(3)
+	id := host.RandHex(3)
 	// A random /24 of 10.250.0.0/16: records of concurrent runs do not mix.
 	net3 := 1 + int(randByte())%250
 	p := &pair{
@@ -478,16 +431,6 @@ func (p *pair) close() {
 			_ = exec.Command("ip", "netns", "del", ns).Run()
 		}
 	}
-}
-
-// freeAddr returns a loopback address nothing listens on now.
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }
 
 // sleepCtx sleeps d or until ctx ends.

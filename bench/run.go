@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/flowlens/flowlens/bench/internal/gobench"
+	"github.com/flowlens/flowlens/bench/internal/host"
 )
 
 // Meta says where and how the numbers were taken.
@@ -96,7 +97,7 @@ func run(ctx context.Context, o options) (*Results, error) {
 		o.Out = filepath.Join(e.root, "bench", "results")
 	}
 	res := &Results{OutDir: o.Out, Meta: e.meta(ctx)}
-	listen, _ := freeAddr()
+	listen, _ := host.FreeAddr()
 	res.Meta.Agent, res.Meta.AgentIsAPI = e.agentCommand(listen)
 	var err error
 	if res.Meta.BPFStats, err = e.enableBPFStats(); err != nil {

@@ -17,10 +17,9 @@ import (
 	"syscall"
 	"time"
 
-	"crypto/rand"
-	"encoding/hex"
 	mrand "math/rand/v2"
 
+	"github.com/flowlens/flowlens/bench/internal/host"
 	"github.com/flowlens/flowlens/bench/internal/procfs"
 	"github.com/flowlens/flowlens/bench/internal/stats"
 	"github.com/flowlens/flowlens/test/peer/result"
@@ -56,10 +55,10 @@ func connectToVisible(ctx context.Context, o options, tmp string, h *hubProc) (*
 		return nil, err
 	}
 	undo = append(undo, unlock)
-	id := randHex(3)
+	id := host.RandHex(3)
 	peer := o.peer
 	if peer == "" {
-		root, err := moduleRoot()
+		root, err := host.ModuleRoot()
 		if err != nil {
 			return nil, err
 		}
@@ -86,7 +85,7 @@ func connectToVisible(ctx context.Context, o options, tmp string, h *hubProc) (*
 	if err := os.Mkdir(cg, 0o755); err != nil {
 		return nil, fmt.Errorf("create cgroup: %w", err)
 	}
-	undo = append(undo, func() { removeCgroup(cg) })
+	undo = append(undo, func() { host.RemoveCgroup(cg) })
 
 	nsA, nsB := "flhb"+id+"-a", "flhb"+id+"-b"
 	undo = append(undo, func() {
@@ -109,7 +108,7 @@ func connectToVisible(ctx context.Context, o options, tmp string, h *hubProc) (*
 		}
 	}
 
-	metricsAddr, err := freeAddr()
+	metricsAddr, err := host.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -280,30 +279,12 @@ func inCgroup(dir string, name string, args ...string) (*exec.Cmd, func(), error
 	return cmd, func() { f.Close() }, nil
 }
 
-// removeCgroup kills what is left in a cgroup the run created, then
-// removes it.
-func removeCgroup(dir string) {
-	_ = os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0o644)
-	for range 50 {
-		if err := os.Remove(dir); err == nil || errors.Is(err, os.ErrNotExist) {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 func copyFile(from, to string) error {
 	b, err := os.ReadFile(from)
 	if err != nil {
 		return err
 	}
 	return os.WriteFile(to, b, 0o755)
-}
-
-func randHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // privLock is the lock privileged tests and runs share (see README).

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/flowlens/flowlens/bench/internal/host"
 	"github.com/flowlens/flowlens/bench/internal/procfs"
 	"github.com/flowlens/flowlens/bench/internal/promtext"
 )
@@ -29,7 +28,7 @@ type hubProc struct {
 // startHub runs the hub on a free loopback port (with its history in
 // dataDir unless empty) and waits until it answers /readyz.
 func startHub(ctx context.Context, bin, dir, dataDir string) (*hubProc, error) {
-	addr, err := freeAddr()
+	addr, err := host.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -172,34 +171,6 @@ func poll(ctx context.Context, timeout time.Duration, cond func() (bool, error))
 			return ctx.Err()
 		case <-time.After(20 * time.Millisecond):
 		}
-	}
-}
-
-// freeAddr returns a loopback address nothing listens on now.
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-// moduleRoot finds the directory of go.mod from the working directory up.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.Contains(string(b), "module github.com/flowlens/flowlens\n") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("not inside the flowlens module (no go.mod found)")
-		}
-		dir = parent
 	}
 }
 

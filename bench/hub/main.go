@@ -37,6 +37,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/flowlens/flowlens/bench/internal/host"
 )
 
 type options struct {
@@ -92,7 +94,7 @@ func logf(format string, args ...any) {
 // run measures a hub without and with its history, and writes the results
 // (also what was measured before an error).
 func run(ctx context.Context, o options) (*results, error) {
-	root, err := moduleRoot()
+	root, err := host.ModuleRoot()
 	if err != nil {
 		return nil, err
 	}

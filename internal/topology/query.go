@@ -125,8 +125,62 @@ type levelEdge struct {
 	counts
 }
 
-// Query sums the window's buckets into a graph at the query's level.
+// levelEdges names the store's edges at a query's level as its buckets are
+// summed: each retained edge maps to one level edge, or to none (-1: the
+// query's filters or want leave it out), computed once per edge.
+type levelEdges struct {
+	s    *Store
+	q    *Query
+	want map[string]bool // edge ids wanted; nil: every edge
+	slot []int32         // by the store's edge id; unknown until computed
+	byID map[string]int32
+	ends []levelEdge
+}
+
+const unknownEdge = -2
+
+func (s *Store) levelEdges(q *Query, want map[string]bool) *levelEdges {
+	l := &levelEdges{s: s, q: q, want: want, slot: make([]int32, len(s.edges)), byID: map[string]int32{}}
+	for i := range l.slot {
+		l.slot[i] = unknownEdge
+	}
+	return l
+}
+
+// of returns the index in ends of the level edge store edge e falls in,
+// or -1.
+func (l *levelEdges) of(e uint32) int32 {
+	if j := l.slot[e]; j != unknownEdge {
+		return j
+	}
+	j := int32(-1)
+	if k := &l.s.edges[e].key; keep(k, l.q) {
+		src, dst := k.src.name(l.q.Level), k.dst.name(l.q.Level)
+		id := src.ID + "\x00" + dst.ID
+		if l.want == nil || l.want[EdgeID(src.ID, dst.ID)] {
+			var ok bool
+			if j, ok = l.byID[id]; !ok {
+				j = int32(len(l.ends))
+				l.byID[id] = j
+				l.ends = append(l.ends, levelEdge{src: src, dst: dst})
+			}
+		}
+	}
+	l.slot[e] = j
+	return j
+}
+
+// eachBucket calls fn with every retained bucket from first to last.
 // Buckets no longer (or not yet) retained count as empty.
+func (s *Store) eachBucket(first, last int64, fn func(b *bucket)) {
+	for idx := max(first, s.head-int64(s.cfg.MaxBuckets)+1); idx <= last; idx++ {
+		if b := s.ring[s.slotOf(idx)]; b != nil && b.index == idx {
+			fn(b)
+		}
+	}
+}
+
+// Query sums the window's buckets into a graph at the query's level.
 func (s *Store) Query(q Query) (Graph, error) {
 	first, last, err := s.window(&q)
 	if err != nil {
@@ -135,44 +189,15 @@ func (s *Store) Query(q Query) (Graph, error) {
 	res := int64(s.cfg.Resolution)
 	g := Graph{Level: q.Level, WindowStart: time.Unix(0, first*res).UTC(), WindowEnd: time.Unix(0, (last+1)*res).UTC(),
 		WindowSeconds: q.Window.Seconds()}
-
-	// Each retained edge maps to one level edge (or none, filtered):
-	// computed once per query, then every bucket adds by index.
-	const unknown, skip = -2, -1
-	slot := make([]int32, len(s.edges))
-	for i := range slot {
-		slot[i] = unknown
-	}
-	byID := map[string]int32{}
-	var sum []levelEdge
-	for idx := max(first, s.head-int64(s.cfg.MaxBuckets)+1); idx <= last; idx++ {
-		b := s.ring[int(((idx%int64(s.cfg.MaxBuckets))+int64(s.cfg.MaxBuckets))%int64(s.cfg.MaxBuckets))]
-		if b == nil || b.index != idx {
-			continue
-		}
+	l := s.levelEdges(&q, nil)
+	s.eachBucket(first, last, func(b *bucket) {
 		for i := range b.entries {
-			e := &b.entries[i]
-			j := slot[e.edge]
-			if j == unknown {
-				j = skip
-				k := &s.edges[e.edge].key
-				if keep(k, &q) {
-					src, dst := k.src.name(q.Level), k.dst.name(q.Level)
-					id := src.ID + "\x00" + dst.ID
-					var ok bool
-					if j, ok = byID[id]; !ok {
-						j = int32(len(sum))
-						byID[id] = j
-						sum = append(sum, levelEdge{src: src, dst: dst})
-					}
-				}
-				slot[e.edge] = j
-			}
-			if j >= 0 {
-				sum[j].merge(&e.counts)
+			if j := l.of(b.entries[i].edge); j >= 0 {
+				l.ends[j].merge(&b.entries[i].counts)
 			}
 		}
-	}
+	})
+	sum := l.ends
 
 	nodes := map[string]Node{}
 	for i := range sum {

@@ -103,47 +103,22 @@ func (s *Store) Series(q Query, step time.Duration, ids []string) (Series, error
 	for _, id := range ids {
 		wanted[id] = true
 	}
-	// As in Query: each retained edge maps to one wanted level edge or
-	// none, computed once; then every bucket adds by index.
-	const unknown, skip = -2, -1
-	slot := make([]int32, len(s.edges))
-	for i := range slot {
-		slot[i] = unknown
-	}
-	byID := map[string]int32{}
-	var ends []levelEdge // only their nodes are used
+	l := s.levelEdges(&q, wanted)
 	var steps [][]counts // per wanted edge found, per step
-	for idx := max(first, s.head-int64(s.cfg.MaxBuckets)+1); idx <= last; idx++ {
-		b := s.ring[s.slotOf(idx)]
-		if b == nil || b.index != idx {
-			continue
-		}
-		at := (idx - first) / perStep
+	s.eachBucket(first, last, func(b *bucket) {
+		at := (b.index - first) / perStep
 		for i := range b.entries {
-			e := &b.entries[i]
-			j := slot[e.edge]
-			if j == unknown {
-				j = skip
-				k := &s.edges[e.edge].key
-				if keep(k, &q) {
-					src, dst := k.src.name(q.Level), k.dst.name(q.Level)
-					if id := EdgeID(src.ID, dst.ID); wanted[id] {
-						var ok bool
-						if j, ok = byID[id]; !ok {
-							j = int32(len(ends))
-							byID[id] = j
-							ends = append(ends, levelEdge{src: src, dst: dst})
-							steps = append(steps, make([]counts, points))
-						}
-					}
-				}
-				slot[e.edge] = j
+			j := l.of(b.entries[i].edge)
+			if j < 0 {
+				continue
 			}
-			if j >= 0 {
-				steps[j][at].merge(&e.counts)
+			for int(j) >= len(steps) {
+				steps = append(steps, make([]counts, points))
 			}
+			steps[j][at].merge(&b.entries[i].counts)
 		}
-	}
+	})
+	ends := l.ends // only their nodes are used
 	for j := range ends {
 		out.Edges = append(out.Edges, edgeSeries(&ends[j], steps[j]))
 	}
