@@ -19,7 +19,6 @@ import (
 	"github.com/flowlens/flowlens/internal/hub"
 	"github.com/flowlens/flowlens/internal/ingest"
 	"github.com/flowlens/flowlens/internal/metrics"
-	"github.com/flowlens/flowlens/internal/publish"
 	"github.com/flowlens/flowlens/internal/server"
 	"github.com/flowlens/flowlens/internal/ui"
 )
@@ -114,7 +113,9 @@ func (h *hubSide) close() {
 
 func newHubCmd(logger func() *slog.Logger) *cobra.Command {
 	cfg := defaultHubConfig()
-	cfg.Hub.Interval, cfg.Hub.Publish.Hold = time.Second, publish.DefaultConfig().Hold
+	// A client record to a Service waits longer for its server side than
+	// in up: the sides come from two agents, out of step after an outage.
+	cfg.Hub.Interval, cfg.Hub.Publish.Hold = time.Second, 10
 	api := server.DefaultConfig()
 	api.Listen = []string{":4245"}
 	ing := ingest.DefaultConfig()

@@ -69,6 +69,8 @@ func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
 	// a record's wait for its pod and for its other side are one wait.
 	cfg.Hub.Interval, cfg.Hub.ExternalTicks = cfg.Agent.Interval, true
 	cfg.Hub.Publish = publish.Config{Hold: cfg.Publish.Hold}
+	// One agent: both sides of a connection arrive within an interval.
+	cfg.Hub.Topology.Linger, cfg.Hub.Topology.Hold = 2, 2
 	var n *node // ticks come from its agent, once it is set
 	cfg.Hub.CgroupPath = func(id uint64) string {
 		if n.cgroupPath == nil {

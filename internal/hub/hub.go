@@ -70,7 +70,23 @@ func (c *Config) defaults() {
 	if c.MaxUnsaved <= 0 {
 		c.MaxUnsaved = 1 << 20
 	}
+	// The two sides of a connection come from two agents, which can be
+	// intervals apart (after an outage each replays its backlog when it
+	// reconnects): a server record waits that long for its client's, and
+	// an ended connection stays in the dedup index as long, so that its
+	// second side is not counted again.
+	if c.Topology.Linger <= 0 {
+		c.Topology.Linger = hubLinger
+	}
+	if c.Topology.Hold <= 0 {
+		c.Topology.Hold = hubLinger
+	}
 }
+
+// hubLinger is how many ticks a server record waits for its client's in
+// the hub's topology, and an ended connection stays in its dedup index
+// (up's one agent needs 2).
+const hubLinger = 10
 
 // ErrBusy is Receive's answer while MaxPending records wait for a tick.
 var ErrBusy = errors.New("hub busy: too many records waiting for the next interval; resend later")
