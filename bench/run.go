@@ -9,12 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/flowlens/flowlens/bench/internal/gobench"
 	"github.com/flowlens/flowlens/bench/internal/host"
@@ -22,15 +19,8 @@ import (
 
 // Meta says where and how the numbers were taken.
 type Meta struct {
-	Command        string   `json:"command"`
-	Date           string   `json:"date"`
-	Kernel         string   `json:"kernel"`
-	CPU            string   `json:"cpu"`
-	Cores          int      `json:"cores"`
-	Uptime         string   `json:"uptime"`
-	GitCommit      string   `json:"git_commit"`
-	GitDirty       bool     `json:"git_dirty"`
-	GoVersion      string   `json:"go_version"`
+	Command string `json:"command"`
+	host.Facts
 	Short          bool     `json:"short"`
 	Agent          string   `json:"agent"`
 	AgentIsAPI     bool     `json:"agent_serves_flowlens_api"`
@@ -139,38 +129,7 @@ func run(ctx context.Context, o options) (*Results, error) {
 }
 
 func (e *env) meta(ctx context.Context) Meta {
-	m := Meta{
-		Command:   e.opts.Command,
-		Date:      time.Now().UTC().Format(time.RFC3339),
-		Cores:     runtime.NumCPU(),
-		GoVersion: runtime.Version(),
-		Short:     e.opts.Short,
-	}
-	var u unix.Utsname
-	if unix.Uname(&u) == nil {
-		m.Kernel = unix.ByteSliceToString(u.Sysname[:]) + " " + unix.ByteSliceToString(u.Release[:]) + " " + unix.ByteSliceToString(u.Machine[:])
-	}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
-				m.CPU = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	if b, err := exec.CommandContext(ctx, "uptime").Output(); err == nil {
-		m.Uptime = strings.TrimSpace(string(b))
-	}
-	git := func(args ...string) string {
-		cmd := exec.CommandContext(ctx, "git", append([]string{"-C", e.root}, args...)...)
-		b, err := cmd.Output()
-		if err != nil {
-			return ""
-		}
-		return strings.TrimSpace(string(b))
-	}
-	m.GitCommit = git("rev-parse", "HEAD")
-	m.GitDirty = git("status", "--porcelain", "--untracked-files=no") != ""
+	m := Meta{Command: e.opts.Command, Facts: host.ReadFacts(ctx, e.root), Short: e.opts.Short}
 	if b, err := exec.CommandContext(ctx, "bpftool", "prog", "show", "-j").Output(); err == nil {
 		var ps []struct {
 			Name string `json:"name"`

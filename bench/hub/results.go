@@ -5,25 +5,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"time"
 
+	"github.com/flowlens/flowlens/bench/internal/host"
 	"github.com/flowlens/flowlens/bench/internal/report"
 )
 
 type meta struct {
-	Command         string  `json:"command"`
-	Date            string  `json:"date"`
-	Kernel          string  `json:"kernel"`
-	CPU             string  `json:"cpu"`
-	Cores           int     `json:"cores"`
-	Uptime          string  `json:"uptime"`
-	GitCommit       string  `json:"git_commit"`
-	GitDirty        bool    `json:"git_dirty"`
-	GoVersion       string  `json:"go_version"`
+	Command string `json:"command"`
+	host.Facts
 	DurationSeconds float64 `json:"duration_seconds"`
 }
 
@@ -35,24 +27,7 @@ type results struct {
 }
 
 func newResults(ctx context.Context, root string, o options) *results {
-	r := &results{began: time.Now(), Meta: meta{Command: "go run ./bench/hub " + joinArgs(os.Args[1:]),
-		Date: time.Now().UTC().Format(time.RFC3339), Cores: runtime.NumCPU(), GoVersion: runtime.Version()}}
-	out := func(name string, args ...string) string {
-		b, _ := exec.CommandContext(ctx, name, args...).Output()
-		return strings.TrimSpace(string(b))
-	}
-	r.Meta.Kernel = out("uname", "-srm")
-	r.Meta.Uptime = out("uptime")
-	r.Meta.GitCommit = out("git", "-C", root, "rev-parse", "HEAD")
-	r.Meta.GitDirty = out("git", "-C", root, "status", "--porcelain", "--untracked-files=no") != ""
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
-				r.Meta.CPU = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
+	r := &results{began: time.Now(), Meta: meta{Command: "go run ./bench/hub " + joinArgs(os.Args[1:]), Facts: host.ReadFacts(ctx, root)}}
 	return r
 }
 

@@ -4,12 +4,15 @@
 package host
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 )
@@ -68,4 +71,38 @@ func RemoveCgroup(dir string) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// Facts say where and when a benchmark ran: both programs put them at the
+// head of their results.
+type Facts struct {
+	Date      string `json:"date"`
+	Kernel    string `json:"kernel"`
+	CPU       string `json:"cpu"`
+	Cores     int    `json:"cores"`
+	Uptime    string `json:"uptime"` // the load while it ran
+	GitCommit string `json:"git_commit"`
+	GitDirty  bool   `json:"git_dirty"`
+	GoVersion string `json:"go_version"`
+}
+
+// ReadFacts reads them now, the git ones from the checkout at root.
+func ReadFacts(ctx context.Context, root string) Facts {
+	out := func(name string, args ...string) string {
+		b, _ := exec.CommandContext(ctx, name, args...).Output()
+		return strings.TrimSpace(string(b))
+	}
+	f := Facts{Date: time.Now().UTC().Format(time.RFC3339), Cores: runtime.NumCPU(), GoVersion: runtime.Version(),
+		Kernel: out("uname", "-srm"), Uptime: out("uptime"),
+		GitCommit: out("git", "-C", root, "rev-parse", "HEAD"),
+		GitDirty:  out("git", "-C", root, "status", "--porcelain", "--untracked-files=no") != ""}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				f.CPU = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return f
 }
