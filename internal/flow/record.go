@@ -82,6 +82,9 @@ type Endpoint struct {
 	NodeName    string            `json:"node_name,omitempty"`    // the node the pod runs on, or the node itself
 	HostNetwork bool              `json:"host_network,omitempty"` // a pod sharing its node's address
 	Service     *ServiceRef       `json:"service,omitempty"`      // the Service address the source connected to
+	// DNSName is the name the observing side resolved this address from,
+	// when its DNS answer was seen: how external hosts are named.
+	DNSName string `json:"dns_name,omitempty"`
 }
 
 // RTT is a minimum, average and maximum in microseconds: of the smoothed
@@ -143,6 +146,10 @@ type Record struct {
 	DatagramsToSrc uint32 `json:"datagrams_to_source,omitempty"`
 	RetransToDst   uint32 `json:"retransmits_to_destination,omitempty"` // TCP segments sent again
 	RetransToSrc   uint32 `json:"retransmits_to_source,omitempty"`
+
+	// Requests are the application requests of this flow that completed
+	// in the interval, as the observing socket saw them.
+	Requests []Requests `json:"requests,omitempty"`
 }
 
 // Observing returns the endpoint whose socket made the record: the

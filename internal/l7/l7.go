@@ -1,0 +1,67 @@
+// Package l7 turns the payload samples the kernel captures on a
+// connection's sockets into application requests: one parser per protocol
+// (internal/l7/<protocol>) behind the small interface below, a tracker that
+// detects each connection's protocol by content, feeds its parser in order,
+// and folds the completed requests into per-flow groups (flow.Requests).
+//
+// Samples are the first bytes of each send or receive (Message.Data) with
+// the length the call moved (Message.Len): a parser frames the stream from
+// what it can see and skips what it cannot, and a gap in the capture
+// (budget, full ring) makes it drop what it was matching and resynchronise.
+package l7
+
+import "github.com/flowlens/flowlens/internal/flow"
+
+// Dir says which end of the connection sent a message.
+type Dir uint8
+
+const (
+	FromClient Dir = iota + 1 // the side that opened the connection
+	FromServer
+)
+
+// Message is one send or receive on a socket, as the kernel captured it.
+type Message struct {
+	Dir Dir
+	NS  uint64 // CLOCK_MONOTONIC when the call returned
+	// Len is how many bytes the call moved; Data their first bytes
+	// (len(Data) <= Len), valid only during Feed.
+	Len  int
+	Data []byte
+	// Gap: messages of this connection before this one were not captured
+	// (sampled out, or lost); whatever was being matched is unreliable.
+	Gap bool
+}
+
+// Request is one request with its response, or without one.
+type Request struct {
+	// Info carries the identifying fields (Protocol, Method, Path, Host,
+	// Status, Query, QType, RCode, Answers, Error); Count, Failed and
+	// Latency are the tracker's.
+	Info     flow.Requests
+	StartNS  uint64 // the request's first byte
+	ResponNS uint64 // the response's first byte; 0: never answered
+	Failed   bool
+}
+
+// Parser follows one connection (or one UDP conversation) in one protocol.
+// It is used by one goroutine.
+type Parser interface {
+	// Feed takes the connection's next message and appends the requests
+	// it completed. An error means the bytes are not this protocol or are
+	// malformed: the tracker counts it and stops parsing the connection.
+	Feed(m Message, done []Request) ([]Request, error)
+	// Expire appends the requests still waiting for an answer that were
+	// sent before ns (all of them when the connection ended), as never
+	// answered, and forgets them.
+	Expire(ns uint64, done []Request) []Request
+}
+
+// Protocol is a parser's factory and its content test.
+type Protocol interface {
+	Name() flow.L7Protocol
+	// Detect reports whether a connection's first captured message (in
+	// either direction) is this protocol.
+	Detect(m Message) bool
+	New() Parser
+}
