@@ -75,7 +75,12 @@ struct tcp_state {
 	__u8 established; /* handshake completed */
 	__u8 failed;      /* reached TCP_CLOSE from SYN_SENT: the connect failed */
 	__u8 adopted;     /* first seen already established: its opening was not seen */
-	__u8 _pad1[3];
+	/* L7 sampling: what the content check saw (enum l7_hint), how many
+	 * messages it looked at before deciding, and whether a sample was
+	 * lost since the last one submitted. */
+	__u8 l7_hint;
+	__u8 l7_checked;
+	__u8 l7_gap;
 };
 
 enum event_kind {
@@ -187,6 +192,84 @@ struct drop_key {
 	__u8 _pad;
 };
 
+/* L7: the first bytes of each send and receive on sockets whose content
+ * looks like a protocol flowlens parses, in their own ring buffer. */
+#define L7_DATA_MAX 512 /* a sample's room; the loader's l7_capture_bytes takes at most this */
+
+enum l7_source {
+	L7_SRC_SYSCALL = 0, /* the bytes a send/recv system call moved */
+	L7_SRC_OPENSSL = 1, /* plaintext of OpenSSL's SSL_read/SSL_write */
+	L7_SRC_GOTLS = 2,   /* plaintext of Go's crypto/tls (*Conn).Read/Write */
+	L7_SRC_UDP = 3,     /* a UDP datagram's payload, from cgroup_skb */
+};
+
+enum l7_dir {
+	L7_SEND = 0, /* this socket's process wrote it */
+	L7_RECV = 1, /* this socket's process read it */
+};
+
+/* What the kernel's content check saw on a socket's first messages: a
+ * filter, user space parses and decides. */
+enum l7_hint {
+	L7_HINT_NONE = 0,
+	L7_HINT_HTTP = 1,
+	L7_HINT_POSTGRES = 2,
+	L7_HINT_REDIS = 3,
+	L7_HINT_DNS = 4,
+	L7_HINT_TLS = 5,    /* a TLS record: the plaintext comes from uprobes, if at all */
+	L7_HINT_OPAQUE = 6, /* nothing known: no more samples */
+};
+
+struct l7_event {
+	__u64 cookie;
+	__u64 ns; /* CLOCK_MONOTONIC at the sample */
+	struct l4_tuple tuple; /* UDP: the datagram's (remote before NAT); TCP: the socket's */
+	__u32 len;      /* bytes the call (or datagram) moved */
+	__u16 captured; /* bytes of data[] that are filled */
+	__u8 dir;       /* enum l7_dir */
+	__u8 source;    /* enum l7_source */
+	__u8 role;      /* enum role of the socket (TCP) */
+	__u8 gap;       /* samples of this socket were lost before this one */
+	__u8 hint;      /* enum l7_hint */
+	__u8 _pad;
+	__u32 pid;
+	__u8 data[L7_DATA_MAX];
+};
+
+/* A TLS library call in progress. OpenSSL's are keyed by thread; Go's by
+ * goroutine (the g pointer in R14), because a goroutine that blocks in
+ * Read resumes on another thread. The send/recv the call makes on its
+ * socket (seen by the sock_*_length hooks) writes the socket in, and is
+ * not itself sampled: it carries ciphertext. */
+enum tls_call_kind {
+	TLS_CALL_THREAD = 0,
+	TLS_CALL_GOROUTINE = 1,
+};
+
+struct tls_call_key {
+	__u64 id;   /* thread id, or goroutine pointer */
+	__u32 tgid;
+	__u32 kind; /* enum tls_call_kind */
+};
+
+struct tls_call {
+	__u64 conn; /* SSL * or *tls.Conn */
+	__u64 buf;  /* the caller's buffer */
+	__u64 sk;   /* struct sock address, once a nested send/recv showed it; 0: not yet */
+	__u8 send;
+	__u8 source; /* enum l7_source */
+	__u8 _pad[6];
+};
+
+/* Which socket a TLS connection object writes to, learnt from its calls'
+ * nested send/recv, for the calls that make none (a read served from the
+ * library's buffer). */
+struct tls_conn_key {
+	__u64 conn;
+	__u32 tgid;
+	__u32 _pad;
+};
+
 /* Indexes into the per-CPU counters map; every place the kernel side cannot
  * record something bumps one, so userspace exports what was lost and where. */
 enum counter {
@@ -200,6 +283,10 @@ enum counter {
 	CNT_UDP_CGROUP_QUOTA, /* datagram not counted: its cgroup holds its share of udp_flows */
 	CNT_ADOPTED,          /* sockets adopted already established */
 	CNT_DROP_UNATTRIBUTED, /* a drop counted by reason only: no inet socket, no IPv4/IPv6 TCP/UDP header */
+	CNT_L7_SAMPLES,        /* L7 samples submitted */
+	CNT_L7_BUDGET,         /* L7 samples not taken: over the per-second budget */
+	CNT_L7_RING_FULL,      /* L7 samples lost: their ring buffer was full */
+	CNT_TLS_UNATTRIBUTED,  /* TLS plaintext with no socket known for its connection */
 	CNT_MAX,
 };
 
