@@ -29,6 +29,8 @@ const (
 	MaxLabelValueLen = 63
 	MaxDropReasons   = 256 // the kernel side's reason slots
 	MaxDropReasonLen = 64
+	MaxRequestGroups = 256 // request groups of one record
+	MaxHTTPStatus    = 999
 )
 
 var protocols = map[flow.Protocol]pb.Protocol{flow.TCP: pb.Protocol_PROTOCOL_TCP, flow.UDP: pb.Protocol_PROTOCOL_UDP}
@@ -60,12 +62,20 @@ var kinds = map[flow.Kind]pb.Kind{
 	flow.KindWorld:     pb.Kind_KIND_WORLD,
 }
 
+var l7Protocols = map[flow.L7Protocol]pb.L7Protocol{
+	flow.HTTP:     pb.L7Protocol_L7_PROTOCOL_HTTP,
+	flow.DNS:      pb.L7Protocol_L7_PROTOCOL_DNS,
+	flow.Postgres: pb.L7Protocol_L7_PROTOCOL_POSTGRES,
+	flow.Redis:    pb.L7Protocol_L7_PROTOCOL_REDIS,
+}
+
 // The decoders' tables, inverted once.
 var (
-	protocolOf = invert(protocols)
-	observerOf = invert(observers)
-	verdictOf  = invert(verdicts)
-	kindOf     = invert(kinds)
+	protocolOf   = invert(protocols)
+	observerOf   = invert(observers)
+	verdictOf    = invert(verdicts)
+	kindOf       = invert(kinds)
+	l7ProtocolOf = invert(l7Protocols)
 )
 
 func invert[K, V comparable](m map[K]V) map[V]K {
@@ -157,6 +167,9 @@ func encode(r *flow.Record) (*pb.Record, *FieldError) {
 	if p.Destination, err = encodeEndpoint("destination", &r.Destination); err != nil {
 		return nil, err
 	}
+	if p.Requests, err = encodeRequests(r.Requests); err != nil {
+		return nil, err
+	}
 	// The same check the hub runs, on what the hub would receive.
 	if err := decode(p, &flow.Record{}); err != nil {
 		return nil, err
@@ -187,6 +200,7 @@ func encodeEndpoint(field string, e *flow.Endpoint) (*pb.Endpoint, *FieldError) 
 		Labels:      e.Labels,
 		NodeName:    e.NodeName,
 		HostNetwork: e.HostNetwork,
+		DnsName:     e.DNSName,
 	}
 	if e.Workload != nil {
 		p.Workload = &pb.Workload{Kind: e.Workload.Kind, Name: e.Workload.Name}
@@ -195,6 +209,87 @@ func encodeEndpoint(field string, e *flow.Endpoint) (*pb.Endpoint, *FieldError) 
 		p.Service = &pb.ServiceRef{Namespace: e.Service.Namespace, Name: e.Service.Name}
 	}
 	return p, nil
+}
+
+func encodeRequests(groups []flow.Requests) ([]*pb.Requests, *FieldError) {
+	if len(groups) == 0 {
+		return nil, nil
+	}
+	out := make([]*pb.Requests, len(groups))
+	for i := range groups {
+		g := &groups[i]
+		proto, ok := l7Protocols[g.Protocol]
+		if !ok {
+			return nil, fieldErr(fmt.Sprintf("requests[%d].protocol", i), "unknown protocol %q", g.Protocol)
+		}
+		if g.Status < 0 || g.Status > MaxHTTPStatus {
+			return nil, fieldErr(fmt.Sprintf("requests[%d].status", i), "%d is not 0 to %d", g.Status, MaxHTTPStatus)
+		}
+		p := &pb.Requests{
+			Protocol: proto, Tls: g.TLS, Method: g.Method, Path: g.Path, Host: g.Host,
+			Status: uint32(g.Status), DnsQuery: g.Query, DnsType: g.QType, DnsRcode: g.RCode,
+			Error: g.Error, Count: g.Count, Failed: g.Failed, Latency: encodeRTT(g.Latency),
+		}
+		for j, a := range g.Answers {
+			if !a.IsValid() || a.Zone() != "" {
+				return nil, fieldErr(fmt.Sprintf("requests[%d].dns_answers[%d]", i, j), "%q is not an address without a zone", a)
+			}
+			p.DnsAnswers = append(p.DnsAnswers, a.AsSlice())
+		}
+		out[i] = p
+	}
+	return out, nil
+}
+
+// decodeRequests checks request groups as an agent's parsers make them:
+// bounded strings, a known protocol, no more failures than requests.
+func decodeRequests(groups []*pb.Requests) ([]flow.Requests, *FieldError) {
+	if len(groups) > MaxRequestGroups {
+		return nil, fieldErr("requests", "%d groups, at most %d", len(groups), MaxRequestGroups)
+	}
+	if len(groups) == 0 {
+		return nil, nil
+	}
+	out := make([]flow.Requests, len(groups))
+	for i, p := range groups {
+		field := fmt.Sprintf("requests[%d]", i)
+		if p == nil {
+			return nil, fieldErr(field, "missing")
+		}
+		g := &out[i]
+		var ok bool
+		if g.Protocol, ok = l7ProtocolOf[p.GetProtocol()]; !ok {
+			return nil, fieldErr(field+".protocol", "unknown value %d", p.GetProtocol())
+		}
+		if p.GetStatus() > MaxHTTPStatus {
+			return nil, fieldErr(field+".status", "%d is above %d", p.GetStatus(), MaxHTTPStatus)
+		}
+		if p.GetFailed() > p.GetCount() {
+			return nil, fieldErr(field+".failed", "%d failed of %d requests", p.GetFailed(), p.GetCount())
+		}
+		if len(p.GetDnsAnswers()) > flow.MaxAnswers {
+			return nil, fieldErr(field+".dns_answers", "%d answers, at most %d", len(p.GetDnsAnswers()), flow.MaxAnswers)
+		}
+		for _, s := range []struct{ name, v string }{
+			{"method", p.GetMethod()}, {"path", p.GetPath()}, {"host", p.GetHost()}, {"dns_query", p.GetDnsQuery()},
+			{"dns_type", p.GetDnsType()}, {"dns_rcode", p.GetDnsRcode()}, {"error", p.GetError()},
+		} {
+			if err := checkString(field+"."+s.name, s.v); err != nil {
+				return nil, err
+			}
+		}
+		for j, b := range p.GetDnsAnswers() {
+			a, ok := netip.AddrFromSlice(b)
+			if !ok {
+				return nil, fieldErr(fmt.Sprintf("%s.dns_answers[%d]", field, j), "%d bytes, want 4 or 16", len(b))
+			}
+			g.Answers = append(g.Answers, a)
+		}
+		g.TLS, g.Method, g.Path, g.Host, g.Status = p.GetTls(), p.GetMethod(), p.GetPath(), p.GetHost(), int(p.GetStatus())
+		g.Query, g.QType, g.RCode, g.Error = p.GetDnsQuery(), p.GetDnsType(), p.GetDnsRcode(), p.GetError()
+		g.Count, g.Failed, g.Latency = p.GetCount(), p.GetFailed(), decodeRTT(p.GetLatency())
+	}
+	return out, nil
 }
 
 func encodeRTT(r *flow.RTT) *pb.RTT {
@@ -252,7 +347,9 @@ func decode(p *pb.Record, r *flow.Record) *FieldError {
 			r.Drops[k] = v
 		}
 	}
-	return nil
+	var err *FieldError
+	r.Requests, err = decodeRequests(p.GetRequests())
+	return err
 }
 
 // checkDrops bounds drop reasons as the agent names them: snake_case names
@@ -293,7 +390,7 @@ func decodeEndpoint(field string, p *pb.Endpoint, e *flow.Endpoint) *FieldError 
 	}
 	for _, s := range []struct{ name, v string }{
 		{"container_id", p.GetContainerId()}, {"namespace", p.GetNamespace()}, {"pod", p.GetPod()},
-		{"container", p.GetContainer()}, {"node_name", p.GetNodeName()},
+		{"container", p.GetContainer()}, {"node_name", p.GetNodeName()}, {"dns_name", p.GetDnsName()},
 		{"workload.kind", p.GetWorkload().GetKind()}, {"workload.name", p.GetWorkload().GetName()},
 		{"service.namespace", p.GetService().GetNamespace()}, {"service.name", p.GetService().GetName()},
 	} {
@@ -307,7 +404,7 @@ func decodeEndpoint(field string, p *pb.Endpoint, e *flow.Endpoint) *FieldError 
 	e.IP, e.Port = ip, uint16(p.GetPort())
 	e.Netns, e.PID, e.Command, e.CgroupID = p.GetNetns(), p.GetPid(), string(p.GetCommand()), p.GetCgroupId()
 	e.ContainerID, e.Namespace, e.Pod, e.Container = p.GetContainerId(), p.GetNamespace(), p.GetPod(), p.GetContainer()
-	e.NodeName, e.HostNetwork = p.GetNodeName(), p.GetHostNetwork()
+	e.NodeName, e.HostNetwork, e.DNSName = p.GetNodeName(), p.GetHostNetwork(), p.GetDnsName()
 	if w := p.GetWorkload(); w != nil {
 		e.Workload = &flow.Workload{Kind: w.GetKind(), Name: w.GetName()}
 	}

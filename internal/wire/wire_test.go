@@ -36,6 +36,9 @@ func fill(v reflect.Value, n *int) {
 	case reflect.Pointer:
 		v.Set(reflect.New(v.Type().Elem()))
 		fill(v.Elem(), n)
+	case reflect.Slice:
+		v.Set(reflect.MakeSlice(v.Type(), 1, 1))
+		fill(v.Index(0), n)
 	case reflect.Map:
 		v.Set(reflect.MakeMap(v.Type()))
 		k, e := reflect.New(v.Type().Key()).Elem(), reflect.New(v.Type().Elem()).Elem()
@@ -66,6 +69,11 @@ func fullRecord() flow.Record {
 	r.Source.Kind, r.Destination.Kind = flow.KindService, flow.KindWorld
 	r.Destination.IP = netip.MustParseAddr("2001:db8::7")
 	r.Drops = map[string]uint64{"netfilter_drop": 20, "no_socket": 1}
+	g := &r.Requests[0]
+	g.Protocol, g.Status, g.Failed = flow.HTTP, 503, g.Count
+	dns := flow.Requests{Protocol: flow.DNS, Query: "api.example.com", QType: "AAAA", RCode: "noerror", Count: 3,
+		Answers: []netip.Addr{netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("192.0.2.1")}}
+	r.Requests = append(r.Requests, dns)
 	return r
 }
 
@@ -165,10 +173,15 @@ func TestEveryEnumValue(t *testing.T) {
 		r.Observer = o.String()
 		check(r)
 	}
+	for _, p := range flow.L7Protocols {
+		r := base
+		r.Requests = []flow.Requests{{Protocol: p, Count: 1}}
+		check(r)
+	}
 	// Every enum value of the protocol has a flow value: a new one added to
 	// the .proto but not here fails.
-	for name, n := range map[string]int{"verdict": len(pb.Verdict_name), "kind": len(pb.Kind_name), "protocol": len(pb.Protocol_name), "observer": len(pb.Observer_name)} {
-		have := map[string]int{"verdict": len(verdictOf) + 1, "kind": len(kindOf), "protocol": len(protocolOf) + 1, "observer": len(observerOf)}[name]
+	for name, n := range map[string]int{"verdict": len(pb.Verdict_name), "kind": len(pb.Kind_name), "protocol": len(pb.Protocol_name), "observer": len(pb.Observer_name), "l7": len(pb.L7Protocol_name)} {
+		have := map[string]int{"verdict": len(verdictOf) + 1, "kind": len(kindOf), "protocol": len(protocolOf) + 1, "observer": len(observerOf), "l7": len(l7ProtocolOf) + 1}[name]
 		if have != n {
 			t.Errorf("%s: the protocol has %d values, wire maps %d (+ unspecified)", name, n, have)
 		}
@@ -193,6 +206,12 @@ func TestEncodeRefuses(t *testing.T) {
 		{"destination.workload.name", func(r *flow.Record) { r.Destination.Workload.Name = "\xc3" }},
 		{"source.service.namespace", func(r *flow.Record) { r.Source.Service.Namespace = strings.Repeat("n", MaxString+1) }},
 		{"source.labels", func(r *flow.Record) { r.Source.Labels = map[string]string{"": "v"} }},
+		{"requests[0].protocol", func(r *flow.Record) { r.Requests[0].Protocol = "ftp" }},
+		{"requests[0].status", func(r *flow.Record) { r.Requests[0].Status = -1 }},
+		{"requests[1].failed", func(r *flow.Record) { r.Requests[1].Failed = 4 }},
+		{"requests[1].dns_answers[1]", func(r *flow.Record) { r.Requests[1].Answers[1] = netip.Addr{} }},
+		{"requests[1].dns_query", func(r *flow.Record) { r.Requests[1].Query = "\xff" }},
+		{"destination.dns_name", func(r *flow.Record) { r.Destination.DNSName = strings.Repeat("d", MaxString+1) }},
 		{"source.labels[k]", func(r *flow.Record) {
 			r.Source.Labels = map[string]string{"k": strings.Repeat("v", MaxLabelValueLen+1)}
 		}},
@@ -250,6 +269,16 @@ func TestRecordsRefuses(t *testing.T) {
 		{"drops", "a reason of 0 bytes, want 1 to 64", func(p *pb.Record) { p.Drops = map[string]uint64{"": 1} }},
 		{"drops", "a reason of 65 bytes, want 1 to 64", func(p *pb.Record) { p.Drops = map[string]uint64{strings.Repeat("d", 65): 1} }},
 		{"drops", "257 reasons, at most 256", func(p *pb.Record) { p.Drops = reasons }},
+		{"requests", "257 groups, at most 256", func(p *pb.Record) { p.Requests = make([]*pb.Requests, MaxRequestGroups+1) }},
+		{"requests[1]", "missing", func(p *pb.Record) { p.Requests[1] = nil }},
+		{"requests[0].protocol", "unknown value 0", func(p *pb.Record) { p.Requests[0].Protocol = 0 }},
+		{"requests[0].protocol", "unknown value 5", func(p *pb.Record) { p.Requests[0].Protocol = 5 }},
+		{"requests[0].status", "1000 is above 999", func(p *pb.Record) { p.Requests[0].Status = 1000 }},
+		{"requests[1].failed", "4 failed of 3 requests", func(p *pb.Record) { p.Requests[1].Failed = 4 }},
+		{"requests[1].dns_answers", "9 answers, at most 8", func(p *pb.Record) { p.Requests[1].DnsAnswers = make([][]byte, 9) }},
+		{"requests[1].dns_answers[0]", "3 bytes, want 4 or 16", func(p *pb.Record) { p.Requests[1].DnsAnswers[0] = []byte{1, 2, 3} }},
+		{"requests[0].path", "1025 bytes, at most 1024", func(p *pb.Record) { p.Requests[0].Path = strings.Repeat("/", MaxString+1) }},
+		{"source.dns_name", "not UTF-8", func(p *pb.Record) { p.Source.DnsName = "\xc3" }},
 	} {
 		b := &pb.Batch{Records: []*pb.Record{valid(), valid(), valid()}}
 		tc.mutate(b.Records[2])

@@ -274,6 +274,62 @@ func (Kind) EnumDescriptor() ([]byte, []int) {
 	return file_flowlens_proto_rawDescGZIP(), []int{3}
 }
 
+// L7Protocol is an application protocol flowlens parses.
+type L7Protocol int32
+
+const (
+	L7Protocol_L7_PROTOCOL_UNSPECIFIED L7Protocol = 0 // refused: every group has one
+	L7Protocol_L7_PROTOCOL_HTTP        L7Protocol = 1
+	L7Protocol_L7_PROTOCOL_DNS         L7Protocol = 2
+	L7Protocol_L7_PROTOCOL_POSTGRES    L7Protocol = 3
+	L7Protocol_L7_PROTOCOL_REDIS       L7Protocol = 4
+)
+
+// Enum value maps for L7Protocol.
+var (
+	L7Protocol_name = map[int32]string{
+		0: "L7_PROTOCOL_UNSPECIFIED",
+		1: "L7_PROTOCOL_HTTP",
+		2: "L7_PROTOCOL_DNS",
+		3: "L7_PROTOCOL_POSTGRES",
+		4: "L7_PROTOCOL_REDIS",
+	}
+	L7Protocol_value = map[string]int32{
+		"L7_PROTOCOL_UNSPECIFIED": 0,
+		"L7_PROTOCOL_HTTP":        1,
+		"L7_PROTOCOL_DNS":         2,
+		"L7_PROTOCOL_POSTGRES":    3,
+		"L7_PROTOCOL_REDIS":       4,
+	}
+)
+
+func (x L7Protocol) Enum() *L7Protocol {
+	p := new(L7Protocol)
+	*p = x
+	return p
+}
+
+func (x L7Protocol) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (L7Protocol) Descriptor() protoreflect.EnumDescriptor {
+	return file_flowlens_proto_enumTypes[4].Descriptor()
+}
+
+func (L7Protocol) Type() protoreflect.EnumType {
+	return &file_flowlens_proto_enumTypes[4]
+}
+
+func (x L7Protocol) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use L7Protocol.Descriptor instead.
+func (L7Protocol) EnumDescriptor() ([]byte, []int) {
+	return file_flowlens_proto_rawDescGZIP(), []int{4}
+}
+
 type PushRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Msg:
@@ -749,18 +805,21 @@ type Endpoint struct {
 	Pid   uint32                 `protobuf:"varint,4,opt,name=pid,proto3" json:"pid,omitempty"`
 	// bytes, not string: a process names itself, with any bytes, and a
 	// string field would make the whole batch unmarshalable on invalid UTF-8.
-	Command       []byte            `protobuf:"bytes,5,opt,name=command,proto3" json:"command,omitempty"`
-	CgroupId      uint64            `protobuf:"varint,6,opt,name=cgroup_id,json=cgroupId,proto3" json:"cgroup_id,omitempty"`
-	ContainerId   string            `protobuf:"bytes,7,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
-	Kind          Kind              `protobuf:"varint,8,opt,name=kind,proto3,enum=flowlens.v1.Kind" json:"kind,omitempty"`
-	Namespace     string            `protobuf:"bytes,9,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Pod           string            `protobuf:"bytes,10,opt,name=pod,proto3" json:"pod,omitempty"`
-	Container     string            `protobuf:"bytes,11,opt,name=container,proto3" json:"container,omitempty"`
-	Workload      *Workload         `protobuf:"bytes,12,opt,name=workload,proto3" json:"workload,omitempty"` // unset: none
-	Labels        map[string]string `protobuf:"bytes,13,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	NodeName      string            `protobuf:"bytes,14,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
-	HostNetwork   bool              `protobuf:"varint,15,opt,name=host_network,json=hostNetwork,proto3" json:"host_network,omitempty"`
-	Service       *ServiceRef       `protobuf:"bytes,16,opt,name=service,proto3" json:"service,omitempty"` // unset: none
+	Command     []byte            `protobuf:"bytes,5,opt,name=command,proto3" json:"command,omitempty"`
+	CgroupId    uint64            `protobuf:"varint,6,opt,name=cgroup_id,json=cgroupId,proto3" json:"cgroup_id,omitempty"`
+	ContainerId string            `protobuf:"bytes,7,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	Kind        Kind              `protobuf:"varint,8,opt,name=kind,proto3,enum=flowlens.v1.Kind" json:"kind,omitempty"`
+	Namespace   string            `protobuf:"bytes,9,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Pod         string            `protobuf:"bytes,10,opt,name=pod,proto3" json:"pod,omitempty"`
+	Container   string            `protobuf:"bytes,11,opt,name=container,proto3" json:"container,omitempty"`
+	Workload    *Workload         `protobuf:"bytes,12,opt,name=workload,proto3" json:"workload,omitempty"` // unset: none
+	Labels      map[string]string `protobuf:"bytes,13,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	NodeName    string            `protobuf:"bytes,14,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
+	HostNetwork bool              `protobuf:"varint,15,opt,name=host_network,json=hostNetwork,proto3" json:"host_network,omitempty"`
+	Service     *ServiceRef       `protobuf:"bytes,16,opt,name=service,proto3" json:"service,omitempty"` // unset: none
+	// The name the observing side resolved this address from (a DNS answer
+	// it saw), as flow.Endpoint.DNSName: how external hosts are named.
+	DnsName       string `protobuf:"bytes,17,opt,name=dns_name,json=dnsName,proto3" json:"dns_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -907,6 +966,13 @@ func (x *Endpoint) GetService() *ServiceRef {
 	return nil
 }
 
+func (x *Endpoint) GetDnsName() string {
+	if x != nil {
+		return x.DnsName
+	}
+	return ""
+}
+
 // RTT is a minimum, average and maximum in microseconds.
 type RTT struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1003,7 +1069,10 @@ type Record struct {
 	RetransToSrc      uint32                 `protobuf:"varint,29,opt,name=retrans_to_src,json=retransToSrc,proto3" json:"retrans_to_src,omitempty"`
 	// Packets of the flow the kernel dropped, by its reason (snake_case
 	// skb_drop_reason names, as flow.Record.Drops); at most 256 reasons.
-	Drops         map[string]uint64 `protobuf:"bytes,30,rep,name=drops,proto3" json:"drops,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	Drops map[string]uint64 `protobuf:"bytes,30,rep,name=drops,proto3" json:"drops,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// The application requests that completed in the interval, grouped as
+	// flow.Requests; at most 256 groups.
+	Requests      []*Requests `protobuf:"bytes,31,rep,name=requests,proto3" json:"requests,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1248,6 +1317,164 @@ func (x *Record) GetDrops() map[string]uint64 {
 	return nil
 }
 
+func (x *Record) GetRequests() []*Requests {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+// Requests are the requests of one flow in one interval that look the same,
+// as flow.Requests: only what identifies them, never a header value, query
+// string value or body byte.
+type Requests struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Protocol      L7Protocol             `protobuf:"varint,1,opt,name=protocol,proto3,enum=flowlens.v1.L7Protocol" json:"protocol,omitempty"`
+	Tls           bool                   `protobuf:"varint,2,opt,name=tls,proto3" json:"tls,omitempty"`
+	Method        string                 `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"` // HTTP method, Redis command, PostgreSQL statement kind
+	Path          string                 `protobuf:"bytes,4,opt,name=path,proto3" json:"path,omitempty"`     // HTTP path template
+	Host          string                 `protobuf:"bytes,5,opt,name=host,proto3" json:"host,omitempty"`
+	Status        uint32                 `protobuf:"varint,6,opt,name=status,proto3" json:"status,omitempty"` // HTTP status, 0 for none; ≤ 999
+	DnsQuery      string                 `protobuf:"bytes,7,opt,name=dns_query,json=dnsQuery,proto3" json:"dns_query,omitempty"`
+	DnsType       string                 `protobuf:"bytes,8,opt,name=dns_type,json=dnsType,proto3" json:"dns_type,omitempty"`
+	DnsRcode      string                 `protobuf:"bytes,9,opt,name=dns_rcode,json=dnsRcode,proto3" json:"dns_rcode,omitempty"`
+	DnsAnswers    [][]byte               `protobuf:"bytes,10,rep,name=dns_answers,json=dnsAnswers,proto3" json:"dns_answers,omitempty"` // 4 or 16 bytes each; at most 8
+	Error         string                 `protobuf:"bytes,11,opt,name=error,proto3" json:"error,omitempty"`                             // SQLSTATE, Redis error word
+	Count         uint32                 `protobuf:"varint,12,opt,name=count,proto3" json:"count,omitempty"`
+	Failed        uint32                 `protobuf:"varint,13,opt,name=failed,proto3" json:"failed,omitempty"`  // ≤ count
+	Latency       *RTT                   `protobuf:"bytes,14,opt,name=latency,proto3" json:"latency,omitempty"` // unset: none answered
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Requests) Reset() {
+	*x = Requests{}
+	mi := &file_flowlens_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Requests) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Requests) ProtoMessage() {}
+
+func (x *Requests) ProtoReflect() protoreflect.Message {
+	mi := &file_flowlens_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Requests.ProtoReflect.Descriptor instead.
+func (*Requests) Descriptor() ([]byte, []int) {
+	return file_flowlens_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Requests) GetProtocol() L7Protocol {
+	if x != nil {
+		return x.Protocol
+	}
+	return L7Protocol_L7_PROTOCOL_UNSPECIFIED
+}
+
+func (x *Requests) GetTls() bool {
+	if x != nil {
+		return x.Tls
+	}
+	return false
+}
+
+func (x *Requests) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *Requests) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *Requests) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *Requests) GetStatus() uint32 {
+	if x != nil {
+		return x.Status
+	}
+	return 0
+}
+
+func (x *Requests) GetDnsQuery() string {
+	if x != nil {
+		return x.DnsQuery
+	}
+	return ""
+}
+
+func (x *Requests) GetDnsType() string {
+	if x != nil {
+		return x.DnsType
+	}
+	return ""
+}
+
+func (x *Requests) GetDnsRcode() string {
+	if x != nil {
+		return x.DnsRcode
+	}
+	return ""
+}
+
+func (x *Requests) GetDnsAnswers() [][]byte {
+	if x != nil {
+		return x.DnsAnswers
+	}
+	return nil
+}
+
+func (x *Requests) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *Requests) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *Requests) GetFailed() uint32 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+func (x *Requests) GetLatency() *RTT {
+	if x != nil {
+		return x.Latency
+	}
+	return nil
+}
+
 var File_flowlens_proto protoreflect.FileDescriptor
 
 const file_flowlens_proto_rawDesc = "" +
@@ -1279,7 +1506,7 @@ const file_flowlens_proto_rawDesc = "" +
 	"\n" +
 	"ServiceRef\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"\xc1\x04\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\xdc\x04\n" +
 	"\bEndpoint\x12\x0e\n" +
 	"\x02ip\x18\x01 \x01(\fR\x02ip\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\rR\x04port\x12\x14\n" +
@@ -1297,14 +1524,16 @@ const file_flowlens_proto_rawDesc = "" +
 	"\x06labels\x18\r \x03(\v2!.flowlens.v1.Endpoint.LabelsEntryR\x06labels\x12\x1b\n" +
 	"\tnode_name\x18\x0e \x01(\tR\bnodeName\x12!\n" +
 	"\fhost_network\x18\x0f \x01(\bR\vhostNetwork\x121\n" +
-	"\aservice\x18\x10 \x01(\v2\x17.flowlens.v1.ServiceRefR\aservice\x1a9\n" +
+	"\aservice\x18\x10 \x01(\v2\x17.flowlens.v1.ServiceRefR\aservice\x12\x19\n" +
+	"\bdns_name\x18\x11 \x01(\tR\adnsName\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"J\n" +
 	"\x03RTT\x12\x15\n" +
 	"\x06min_us\x18\x01 \x01(\rR\x05minUs\x12\x15\n" +
 	"\x06avg_us\x18\x02 \x01(\rR\x05avgUs\x12\x15\n" +
-	"\x06max_us\x18\x03 \x01(\rR\x05maxUs\"\xd0\t\n" +
+	"\x06max_us\x18\x03 \x01(\rR\x05maxUs\"\x83\n" +
+	"\n" +
 	"\x06Record\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12&\n" +
 	"\x0fstart_unix_nano\x18\x02 \x01(\x03R\rstartUnixNano\x12\x12\n" +
@@ -1340,11 +1569,29 @@ const file_flowlens_proto_rawDesc = "" +
 	"\x10datagrams_to_src\x18\x1b \x01(\rR\x0edatagramsToSrc\x12$\n" +
 	"\x0eretrans_to_dst\x18\x1c \x01(\rR\fretransToDst\x12$\n" +
 	"\x0eretrans_to_src\x18\x1d \x01(\rR\fretransToSrc\x124\n" +
-	"\x05drops\x18\x1e \x03(\v2\x1e.flowlens.v1.Record.DropsEntryR\x05drops\x1a8\n" +
+	"\x05drops\x18\x1e \x03(\v2\x1e.flowlens.v1.Record.DropsEntryR\x05drops\x121\n" +
+	"\brequests\x18\x1f \x03(\v2\x15.flowlens.v1.RequestsR\brequests\x1a8\n" +
 	"\n" +
 	"DropsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01*H\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x8f\x03\n" +
+	"\bRequests\x123\n" +
+	"\bprotocol\x18\x01 \x01(\x0e2\x17.flowlens.v1.L7ProtocolR\bprotocol\x12\x10\n" +
+	"\x03tls\x18\x02 \x01(\bR\x03tls\x12\x16\n" +
+	"\x06method\x18\x03 \x01(\tR\x06method\x12\x12\n" +
+	"\x04path\x18\x04 \x01(\tR\x04path\x12\x12\n" +
+	"\x04host\x18\x05 \x01(\tR\x04host\x12\x16\n" +
+	"\x06status\x18\x06 \x01(\rR\x06status\x12\x1b\n" +
+	"\tdns_query\x18\a \x01(\tR\bdnsQuery\x12\x19\n" +
+	"\bdns_type\x18\b \x01(\tR\adnsType\x12\x1b\n" +
+	"\tdns_rcode\x18\t \x01(\tR\bdnsRcode\x12\x1f\n" +
+	"\vdns_answers\x18\n" +
+	" \x03(\fR\n" +
+	"dnsAnswers\x12\x14\n" +
+	"\x05error\x18\v \x01(\tR\x05error\x12\x14\n" +
+	"\x05count\x18\f \x01(\rR\x05count\x12\x16\n" +
+	"\x06failed\x18\r \x01(\rR\x06failed\x12*\n" +
+	"\alatency\x18\x0e \x01(\v2\x10.flowlens.v1.RTTR\alatency*H\n" +
 	"\bProtocol\x12\x18\n" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPROTOCOL_TCP\x10\x01\x12\x10\n" +
@@ -1371,7 +1618,14 @@ const file_flowlens_proto_rawDesc = "" +
 	"\tKIND_NODE\x10\x03\x12\x12\n" +
 	"\x0eKIND_APISERVER\x10\x04\x12\x0e\n" +
 	"\n" +
-	"KIND_WORLD\x10\x052I\n" +
+	"KIND_WORLD\x10\x05*\x85\x01\n" +
+	"\n" +
+	"L7Protocol\x12\x1b\n" +
+	"\x17L7_PROTOCOL_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10L7_PROTOCOL_HTTP\x10\x01\x12\x13\n" +
+	"\x0fL7_PROTOCOL_DNS\x10\x02\x12\x18\n" +
+	"\x14L7_PROTOCOL_POSTGRES\x10\x03\x12\x15\n" +
+	"\x11L7_PROTOCOL_REDIS\x10\x042I\n" +
 	"\x06Ingest\x12?\n" +
 	"\x04Push\x12\x18.flowlens.v1.PushRequest\x1a\x19.flowlens.v1.PushResponse(\x010\x01B9Z7github.com/flowlens/flowlens/api/flowlens/v1;flowlensv1b\x06proto3"
 
@@ -1387,50 +1641,55 @@ func file_flowlens_proto_rawDescGZIP() []byte {
 	return file_flowlens_proto_rawDescData
 }
 
-var file_flowlens_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_flowlens_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_flowlens_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_flowlens_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_flowlens_proto_goTypes = []any{
 	(Protocol)(0),        // 0: flowlens.v1.Protocol
 	(Observer)(0),        // 1: flowlens.v1.Observer
 	(Verdict)(0),         // 2: flowlens.v1.Verdict
 	(Kind)(0),            // 3: flowlens.v1.Kind
-	(*PushRequest)(nil),  // 4: flowlens.v1.PushRequest
-	(*PushResponse)(nil), // 5: flowlens.v1.PushResponse
-	(*Hello)(nil),        // 6: flowlens.v1.Hello
-	(*Batch)(nil),        // 7: flowlens.v1.Batch
-	(*Ack)(nil),          // 8: flowlens.v1.Ack
-	(*Workload)(nil),     // 9: flowlens.v1.Workload
-	(*ServiceRef)(nil),   // 10: flowlens.v1.ServiceRef
-	(*Endpoint)(nil),     // 11: flowlens.v1.Endpoint
-	(*RTT)(nil),          // 12: flowlens.v1.RTT
-	(*Record)(nil),       // 13: flowlens.v1.Record
-	nil,                  // 14: flowlens.v1.Endpoint.LabelsEntry
-	nil,                  // 15: flowlens.v1.Record.DropsEntry
+	(L7Protocol)(0),      // 4: flowlens.v1.L7Protocol
+	(*PushRequest)(nil),  // 5: flowlens.v1.PushRequest
+	(*PushResponse)(nil), // 6: flowlens.v1.PushResponse
+	(*Hello)(nil),        // 7: flowlens.v1.Hello
+	(*Batch)(nil),        // 8: flowlens.v1.Batch
+	(*Ack)(nil),          // 9: flowlens.v1.Ack
+	(*Workload)(nil),     // 10: flowlens.v1.Workload
+	(*ServiceRef)(nil),   // 11: flowlens.v1.ServiceRef
+	(*Endpoint)(nil),     // 12: flowlens.v1.Endpoint
+	(*RTT)(nil),          // 13: flowlens.v1.RTT
+	(*Record)(nil),       // 14: flowlens.v1.Record
+	(*Requests)(nil),     // 15: flowlens.v1.Requests
+	nil,                  // 16: flowlens.v1.Endpoint.LabelsEntry
+	nil,                  // 17: flowlens.v1.Record.DropsEntry
 }
 var file_flowlens_proto_depIdxs = []int32{
-	6,  // 0: flowlens.v1.PushRequest.hello:type_name -> flowlens.v1.Hello
-	7,  // 1: flowlens.v1.PushRequest.batch:type_name -> flowlens.v1.Batch
-	8,  // 2: flowlens.v1.PushResponse.ack:type_name -> flowlens.v1.Ack
-	13, // 3: flowlens.v1.Batch.records:type_name -> flowlens.v1.Record
+	7,  // 0: flowlens.v1.PushRequest.hello:type_name -> flowlens.v1.Hello
+	8,  // 1: flowlens.v1.PushRequest.batch:type_name -> flowlens.v1.Batch
+	9,  // 2: flowlens.v1.PushResponse.ack:type_name -> flowlens.v1.Ack
+	14, // 3: flowlens.v1.Batch.records:type_name -> flowlens.v1.Record
 	3,  // 4: flowlens.v1.Endpoint.kind:type_name -> flowlens.v1.Kind
-	9,  // 5: flowlens.v1.Endpoint.workload:type_name -> flowlens.v1.Workload
-	14, // 6: flowlens.v1.Endpoint.labels:type_name -> flowlens.v1.Endpoint.LabelsEntry
-	10, // 7: flowlens.v1.Endpoint.service:type_name -> flowlens.v1.ServiceRef
+	10, // 5: flowlens.v1.Endpoint.workload:type_name -> flowlens.v1.Workload
+	16, // 6: flowlens.v1.Endpoint.labels:type_name -> flowlens.v1.Endpoint.LabelsEntry
+	11, // 7: flowlens.v1.Endpoint.service:type_name -> flowlens.v1.ServiceRef
 	1,  // 8: flowlens.v1.Record.observer:type_name -> flowlens.v1.Observer
 	0,  // 9: flowlens.v1.Record.protocol:type_name -> flowlens.v1.Protocol
 	2,  // 10: flowlens.v1.Record.verdict:type_name -> flowlens.v1.Verdict
-	11, // 11: flowlens.v1.Record.source:type_name -> flowlens.v1.Endpoint
-	11, // 12: flowlens.v1.Record.destination:type_name -> flowlens.v1.Endpoint
-	12, // 13: flowlens.v1.Record.rtt:type_name -> flowlens.v1.RTT
-	12, // 14: flowlens.v1.Record.connect_latency:type_name -> flowlens.v1.RTT
-	15, // 15: flowlens.v1.Record.drops:type_name -> flowlens.v1.Record.DropsEntry
-	4,  // 16: flowlens.v1.Ingest.Push:input_type -> flowlens.v1.PushRequest
-	5,  // 17: flowlens.v1.Ingest.Push:output_type -> flowlens.v1.PushResponse
-	17, // [17:18] is the sub-list for method output_type
-	16, // [16:17] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	12, // 11: flowlens.v1.Record.source:type_name -> flowlens.v1.Endpoint
+	12, // 12: flowlens.v1.Record.destination:type_name -> flowlens.v1.Endpoint
+	13, // 13: flowlens.v1.Record.rtt:type_name -> flowlens.v1.RTT
+	13, // 14: flowlens.v1.Record.connect_latency:type_name -> flowlens.v1.RTT
+	17, // 15: flowlens.v1.Record.drops:type_name -> flowlens.v1.Record.DropsEntry
+	15, // 16: flowlens.v1.Record.requests:type_name -> flowlens.v1.Requests
+	4,  // 17: flowlens.v1.Requests.protocol:type_name -> flowlens.v1.L7Protocol
+	13, // 18: flowlens.v1.Requests.latency:type_name -> flowlens.v1.RTT
+	5,  // 19: flowlens.v1.Ingest.Push:input_type -> flowlens.v1.PushRequest
+	6,  // 20: flowlens.v1.Ingest.Push:output_type -> flowlens.v1.PushResponse
+	20, // [20:21] is the sub-list for method output_type
+	19, // [19:20] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_flowlens_proto_init() }
@@ -1450,8 +1709,8 @@ func file_flowlens_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flowlens_proto_rawDesc), len(file_flowlens_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   12,
+			NumEnums:      5,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
