@@ -51,8 +51,26 @@ func BenchmarkAppend(b *testing.B) {
 }
 
 // BenchmarkCheckpointFlows measures the flows table's write rate and what
-// a stored record costs on disk.
+// a stored record costs on disk, without requests and with two HTTP
+// groups per record (a keep-alive connection's 200s and 404s).
 func BenchmarkCheckpointFlows(b *testing.B) {
+	for _, groups := range []int{0, 2} {
+		b.Run(fmt.Sprintf("request_groups=%d", groups), func(b *testing.B) {
+			recs := realistic(10_000, t0)
+			for i := range recs {
+				for g := range groups {
+					status := []int{200, 404}[g]
+					recs[i].Requests = append(recs[i].Requests, flow.Requests{Protocol: flow.HTTP, Method: "GET",
+						Path: fmt.Sprintf("/api/v%d/users/{id}", i%5), Host: "api", Status: status, Count: uint32(1 + i%40),
+						Latency: &flow.RTT{MinMicros: uint32(300 + i%97), AvgMicros: uint32(900 + i%311), MaxMicros: uint32(4000 + i%1009)}})
+				}
+			}
+			benchCheckpointFlows(b, recs)
+		})
+	}
+}
+
+func benchCheckpointFlows(b *testing.B, recs []flow.Record) {
 	ctx := context.Background()
 	db, err := Open(ctx, Config{Dir: b.TempDir()}, nil)
 	if err != nil {
@@ -62,7 +80,6 @@ func BenchmarkCheckpointFlows(b *testing.B) {
 	if err := db.Append(ctx, []Event{{Pos: 1, Time: t0, Tick: true}}); err != nil {
 		b.Fatal(err)
 	}
-	recs := realistic(10_000, t0)
 	b.ResetTimer()
 	for range b.N {
 		if err := db.Checkpoint(ctx, Checkpoint{Pos: 1, Time: t0, Flows: recs}); err != nil {

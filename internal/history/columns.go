@@ -221,6 +221,7 @@ var endpointColumns = slices.Concat(
 		mapping("labels", "VARCHAR", func(e *flow.Endpoint) *map[string]string { return &e.Labels }),
 		text("node_name", func(e *flow.Endpoint) *string { return &e.NodeName }),
 		boolean("host_network", func(e *flow.Endpoint) *bool { return &e.HostNetwork }),
+		text("dns_name", func(e *flow.Endpoint) *string { return &e.DNSName }),
 	},
 	optional("service_", func(e *flow.Endpoint) **flow.ServiceRef { return &e.Service }, []column[flow.ServiceRef]{
 		text("namespace", func(s *flow.ServiceRef) *string { return &s.Namespace }),
@@ -275,8 +276,109 @@ var recordColumns = slices.Concat(
 		u32("retrans_to_dst", func(r *flow.Record) *uint32 { return &r.RetransToDst }),
 		u32("retrans_to_src", func(r *flow.Record) *uint32 { return &r.RetransToSrc }),
 		mapping("drops", "UBIGINT", func(r *flow.Record) *map[string]uint64 { return &r.Drops }),
+		requestsColumn,
 	},
 )
+
+// requestsColumn keeps a record's request groups as a list of structs, one
+// field per flow.Requests field, so SQL can unnest and query them; no
+// groups is NULL.
+var requestsColumn = column[flow.Record]{"requests", `STRUCT(protocol VARCHAR, tls BOOLEAN, method VARCHAR,
+	path VARCHAR, host VARCHAR, status INTEGER, dns_query VARCHAR, dns_type VARCHAR, dns_rcode VARCHAR,
+	dns_answers VARCHAR[], error VARCHAR, count UINTEGER, failed UINTEGER,
+	latency STRUCT(min_us UINTEGER, avg_us UINTEGER, max_us UINTEGER))[]`,
+	func(r *flow.Record) any {
+		if len(r.Requests) == 0 {
+			return nil
+		}
+		l := make([]any, len(r.Requests))
+		for i, g := range r.Requests {
+			answers := make([]any, len(g.Answers))
+			for j, a := range g.Answers {
+				answers[j] = a.String()
+			}
+			var latency any
+			if g.Latency != nil {
+				latency = map[string]any{"min_us": g.Latency.MinMicros, "avg_us": g.Latency.AvgMicros, "max_us": g.Latency.MaxMicros}
+			}
+			l[i] = map[string]any{"protocol": string(g.Protocol), "tls": g.TLS, "method": g.Method, "path": g.Path,
+				"host": g.Host, "status": int32(g.Status), "dns_query": g.Query, "dns_type": g.QType, "dns_rcode": g.RCode,
+				"dns_answers": answers, "error": g.Error, "count": g.Count, "failed": g.Failed, "latency": latency}
+		}
+		return l
+	},
+	func(r *flow.Record, v any) error {
+		r.Requests = nil
+		if v == nil {
+			return nil
+		}
+		l, ok := v.([]any)
+		if !ok {
+			return fmt.Errorf("column requests: %T, want a list", v)
+		}
+		for i, e := range l {
+			g, err := scanRequests(e)
+			if err != nil {
+				return fmt.Errorf("column requests, entry %d: %w", i, err)
+			}
+			r.Requests = append(r.Requests, g)
+		}
+		return nil
+	}}
+
+func scanRequests(e any) (flow.Requests, error) {
+	var g flow.Requests
+	m, ok := e.(map[string]any)
+	if !ok {
+		return g, fmt.Errorf("%T, want a struct", e)
+	}
+	var protocol string
+	var status int32
+	var answers []any
+	// Every field is checked: a table written by another layout fails
+	// here instead of reading back zeros.
+	for _, f := range []struct {
+		name string
+		ok   bool
+	}{
+		{"protocol", as(m["protocol"], &protocol)}, {"tls", as(m["tls"], &g.TLS)}, {"method", as(m["method"], &g.Method)},
+		{"path", as(m["path"], &g.Path)}, {"host", as(m["host"], &g.Host)}, {"status", as(m["status"], &status)},
+		{"dns_query", as(m["dns_query"], &g.Query)}, {"dns_type", as(m["dns_type"], &g.QType)},
+		{"dns_rcode", as(m["dns_rcode"], &g.RCode)}, {"dns_answers", as(m["dns_answers"], &answers)},
+		{"error", as(m["error"], &g.Error)}, {"count", as(m["count"], &g.Count)}, {"failed", as(m["failed"], &g.Failed)},
+	} {
+		if !f.ok {
+			return g, fmt.Errorf("field %s: %T", f.name, m[f.name])
+		}
+	}
+	g.Protocol, g.Status = flow.L7Protocol(protocol), int(status)
+	for _, a := range answers {
+		s, _ := a.(string)
+		addr, err := netip.ParseAddr(s)
+		if err != nil {
+			return g, fmt.Errorf("dns_answers: %w", err)
+		}
+		g.Answers = append(g.Answers, addr)
+	}
+	if lat, ok := m["latency"].(map[string]any); ok {
+		g.Latency = new(flow.RTT)
+		if !as(lat["min_us"], &g.Latency.MinMicros) || !as(lat["avg_us"], &g.Latency.AvgMicros) || !as(lat["max_us"], &g.Latency.MaxMicros) {
+			return g, fmt.Errorf("latency: %v", lat)
+		}
+	} else if m["latency"] != nil {
+		return g, fmt.Errorf("latency: %T", m["latency"])
+	}
+	return g, nil
+}
+
+// as sets *dst to v when v has dst's type.
+func as[V any](v any, dst *V) bool {
+	x, ok := v.(V)
+	if ok {
+		*dst = x
+	}
+	return ok
+}
 
 var identColumns = []column[topology.Ident]{
 	text("kind", func(x *topology.Ident) *flow.Kind { return &x.Kind }),

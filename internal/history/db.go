@@ -21,7 +21,7 @@ const FileName = "history.duckdb"
 
 // schemaVersion changes whenever a table's columns do: a database of
 // another version is refused, not misread.
-const schemaVersion = 3
+const schemaVersion = 4
 
 // DB is the hub's history. Its methods are safe for concurrent use;
 // writes (Append, Checkpoint) are serialised on one connection, reads

@@ -90,10 +90,12 @@ func fill(v reflect.Value, n *int) {
 }
 
 // sparse is a record with the zero value where a field may have one:
-// nil pointers and maps, zero times, no addresses.
+// nil pointers and maps, zero times, no addresses, a request group
+// never answered (no latency, no answers).
 func sparse(at time.Time) flow.Record {
 	return flow.Record{Time: at, Node: "n", Protocol: flow.UDP,
-		Source: flow.Endpoint{Labels: map[string]string{}}, Destination: flow.Endpoint{Port: 53}}
+		Source: flow.Endpoint{Labels: map[string]string{}}, Destination: flow.Endpoint{Port: 53},
+		Requests: []flow.Requests{{Protocol: flow.DNS, Query: "nowhere.example", Count: 1, Failed: 1}}}
 }
 
 func TestRecordRoundTrip(t *testing.T) {
