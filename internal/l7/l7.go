@@ -30,6 +30,9 @@ type Message struct {
 	Data []byte
 	// Gap: messages of this connection before this one were not captured
 	// (sampled out, or lost); whatever was being matched is unreliable.
+	// The tracker has already taken the parser's pending requests (with
+	// Expire, counted as dropped) before it feeds a message with Gap set:
+	// the parser only has to resynchronise.
 	Gap bool
 }
 
@@ -55,6 +58,18 @@ type Parser interface {
 	// sent before ns (all of them when the connection ended), as never
 	// answered, and forgets them.
 	Expire(ns uint64, done []Request) []Request
+}
+
+// MaxPending bounds the requests a parser holds waiting for an answer, so
+// that no input makes it grow without bound. Past it a parser lets go of
+// requests (and says how many through Dropper).
+const MaxPending = 64
+
+// Dropper is implemented by parsers that let go of requests without an
+// outcome (past MaxPending): TakeDropped returns how many since its last
+// call, and the tracker counts them as dropped.
+type Dropper interface {
+	TakeDropped() int
 }
 
 // Protocol is a parser's factory and its content test.
