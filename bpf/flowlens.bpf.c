@@ -639,13 +639,16 @@ static __always_inline struct udp_meta *udp_meta_of(struct sock *sk)
 	return bpf_sk_storage_get(&udp_socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 }
 
+#include "l7.h"
+
 /*
  * sock:sock_send_length / sock_recv_length fire from sock_sendmsg_nosec() and
  * sock_recvmsg_nosec() for every send/recv call (write, sendfile and splice
  * included), in the calling process: exact application bytes with the process
  * that moved them, at a cost per call rather than per packet.
  */
-static __always_inline void account_io(const struct sock *sk, struct tcp_state *st, int ret, int send)
+static __always_inline void account_io(const struct sock *sk, struct tcp_state *st, int ret, int send,
+					  int tls)
 {
 	if (st->owner_source != OWNER_SELF) {
 		owner_current(sk, &st->owner);
@@ -656,6 +659,10 @@ static __always_inline void account_io(const struct sock *sk, struct tcp_state *
 	else
 		__sync_fetch_and_add(&st->bytes_recv, ret);
 	snapshot_tcp(sk, st);
+	if (tls)
+		st->l7_hint = L7_HINT_TLS;
+	else
+		l7_syscall(st, ret, send);
 }
 
 static __always_inline void on_io(struct sock *sk, int ret, int flags, int send)
@@ -664,13 +671,23 @@ static __always_inline void on_io(struct sock *sk, int ret, int flags, int send)
 	__u64 key = (__u64)sk;
 	struct tcp_state *st;
 	struct owner o = {};
+	int tls;
 
-	if (ret <= 0 || (!send && (flags & MSG_PEEK)))
+	if (!send && (flags & MSG_PEEK))
 		return;
 	family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	if (family != AF_INET && family != AF_INET6)
 		return;
 	proto = BPF_CORE_READ(sk, sk_protocol);
+	/* Before the failed calls return: see tls_nested. The socket a TLS
+	 * call learns is the one tracked: an MPTCP socket's first subflow. */
+	tls = 0;
+	if (l7_capture_bytes && proto == IPPROTO_TCP)
+		tls = tls_nested(sk);
+	else if (l7_capture_bytes && proto == IPPROTO_MPTCP && bpf_core_type_exists(struct mptcp_sock))
+		tls = tls_nested(BPF_CORE_READ((struct mptcp_sock *)sk, first));
+	if (ret <= 0)
+		return;
 	if (proto == IPPROTO_UDP) {
 		struct udp_meta *u = udp_meta_of(sk);
 
@@ -695,7 +712,7 @@ static __always_inline void on_io(struct sock *sk, int ret, int flags, int send)
 			if (is_self())
 				untrack(key, st);
 			else
-				account_io(sub, st, ret, send);
+				account_io(sub, st, ret, send, tls);
 		}
 		return;
 	}
@@ -719,7 +736,7 @@ static __always_inline void on_io(struct sock *sk, int ret, int flags, int send)
 		if (!st)
 			return;
 	}
-	account_io(sk, st, ret, send);
+	account_io(sk, st, ret, send, tls);
 }
 
 SEC("tp_btf/sock_send_length")
@@ -1080,6 +1097,8 @@ static __always_inline void count_udp(struct __sk_buff *skb, int egress)
 	}
 	if (!v->owner.pid && us && us->owner.pid)
 		v->owner = us->owner;
+	if (segs == 1)
+		l7_udp(skb, &key, l4off + sizeof(uh), len, egress, v->owner.pid);
 	return;
 unparsed:
 	count(CNT_UDP_UNPARSED);
@@ -1257,5 +1276,9 @@ int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 			__sync_fetch_and_add(n, 1);
 	return 0;
 }
+
+#if __has_include("tls.h")
+#include "tls.h"
+#endif
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -25,7 +25,7 @@ check() { # name, then the generated files; after their generator ran
 }
 
 go generate ./internal/datapath
-check eBPF internal/datapath/flowlens_bpfel.go internal/datapath/flowlens_bpfel.o
+check eBPF internal/datapath/flowlens_x86_bpfel.go internal/datapath/flowlens_x86_bpfel.o
 
 go generate ./api/...
 mapfile -t protos < <(git ls-files 'api/*.proto')

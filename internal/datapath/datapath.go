@@ -31,11 +31,22 @@ type Config struct {
 	// SkipDrops leaves the drop hook (tp_btf/kfree_skb) unattached: to
 	// measure what it costs, or where its cost is not wanted.
 	SkipDrops bool
+	// L7CaptureBytes is how much of each message an L7 sample keeps
+	// (at most L7MaxCapture); negative switches L7 capture off.
+	L7CaptureBytes int
+	// L7BudgetBytes bounds what L7 samples (with their headers) may move
+	// per second on the node; past it samples are not taken, counted.
+	L7BudgetBytes int
+	L7RingBytes   int // ring buffer for L7 samples; a power of two
 }
+
+// L7MaxCapture is the most of a message an L7 sample can hold.
+const L7MaxCapture = int(unsafe.Sizeof(flowlensL7Event{}.Data))
 
 // DefaultConfig is what `flowlens up` uses unless told otherwise.
 func DefaultConfig() Config {
-	return Config{TCPSockets: 65536, UDPFlows: 65536, RingBytes: 4 << 20}
+	return Config{TCPSockets: 65536, UDPFlows: 65536, RingBytes: 4 << 20,
+		L7CaptureBytes: 256, L7BudgetBytes: 16 << 20, L7RingBytes: 4 << 20}
 }
 
 func (c *Config) defaults() {
@@ -48,6 +59,15 @@ func (c *Config) defaults() {
 	}
 	if c.RingBytes <= 0 {
 		c.RingBytes = d.RingBytes
+	}
+	if c.L7CaptureBytes == 0 {
+		c.L7CaptureBytes = d.L7CaptureBytes
+	}
+	if c.L7BudgetBytes <= 0 {
+		c.L7BudgetBytes = d.L7BudgetBytes
+	}
+	if c.L7RingBytes <= 0 {
+		c.L7RingBytes = d.L7RingBytes
 	}
 	if c.TCPPerCgroup == 0 {
 		c.TCPPerCgroup = c.TCPSockets / 4
@@ -67,8 +87,16 @@ func share(n int) uint32 {
 
 // Validate reports a configuration the kernel would refuse.
 func (c Config) Validate() error {
-	if c.RingBytes > 0 && c.RingBytes&(c.RingBytes-1) != 0 {
-		return fmt.Errorf("ring buffer size %d is not a power of two", c.RingBytes)
+	for _, r := range []struct {
+		what string
+		n    int
+	}{{"ring buffer", c.RingBytes}, {"L7 ring buffer", c.L7RingBytes}} {
+		if r.n > 0 && r.n&(r.n-1) != 0 {
+			return fmt.Errorf("%s size %d is not a power of two", r.what, r.n)
+		}
+	}
+	if c.L7CaptureBytes > L7MaxCapture {
+		return fmt.Errorf("L7 capture of %d bytes exceeds the sample's %d", c.L7CaptureBytes, L7MaxCapture)
 	}
 	if c.TCPPerCgroup > 0 && c.TCPSockets > 0 && c.TCPPerCgroup > c.TCPSockets {
 		return fmt.Errorf("TCP sockets per cgroup (%d) exceed the TCP socket map (%d)", c.TCPPerCgroup, c.TCPSockets)
@@ -100,10 +128,14 @@ type Datapath struct {
 	// lacks map element iterators.
 	readListeners *ebpf.Program
 	ring          *ringbuf.Reader
+	l7ring        *ringbuf.Reader // nil: L7 capture off
+	uprobes       map[string]*ebpf.Program
 	hooks         []Hook
 	comms         comms
 
 	rec       ringbuf.Record
+	l7rec     ringbuf.Record
+	l7ev      flowlensL7Event
 	tcpKeys   []uint64
 	tcpVals   []flowlensTcpState
 	udpKeys   []flowlensUdpKey
@@ -139,10 +171,19 @@ func Open(cfg Config, log *slog.Logger) (*Datapath, error) {
 	spec.Maps["tcp_socks"].MaxEntries = uint32(cfg.TCPSockets)
 	spec.Maps["udp_flows"].MaxEntries = uint32(cfg.UDPFlows)
 	spec.Maps["events"].MaxEntries = uint32(cfg.RingBytes)
+	spec.Maps["l7_events"].MaxEntries = uint32(cfg.L7RingBytes)
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, fmt.Errorf("count CPUs: %w", err)
+	}
 	for name, v := range map[string]any{
-		"self_pid":       uint32(os.Getpid()),
-		"tcp_per_cgroup": share(cfg.TCPPerCgroup),
-		"udp_per_cgroup": share(cfg.UDPPerCgroup),
+		"self_pid":         uint32(os.Getpid()),
+		"tcp_per_cgroup":   share(cfg.TCPPerCgroup),
+		"udp_per_cgroup":   share(cfg.UDPPerCgroup),
+		"l7_capture_bytes": uint32(max(cfg.L7CaptureBytes, 0)),
+		// The budget is kept per CPU, so that taking it needs no lock.
+		"l7_budget_bytes": uint64(cfg.L7BudgetBytes / cpus),
+		"l7_wakeup_bytes": uint64(cfg.L7RingBytes / 4),
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return nil, fmt.Errorf("set %s: %w", name, err)
@@ -192,6 +233,12 @@ func Open(cfg Config, log *slog.Logger) (*Datapath, error) {
 		d.Close()
 		return nil, fmt.Errorf("open ring buffer reader: %w", err)
 	}
+	if cfg.L7CaptureBytes > 0 {
+		if d.l7ring, err = ringbuf.NewReader(d.maps.L7Events); err != nil {
+			d.Close()
+			return nil, fmt.Errorf("open L7 ring buffer reader: %w", err)
+		}
+	}
 	return d, nil
 }
 
@@ -208,6 +255,13 @@ func (d *Datapath) attach(cgroupMount string) error {
 			err error
 		)
 		switch {
+		case prog.Type() == ebpf.Kprobe:
+			// Uprobes: attached to each TLS library found, by tlsprobe.
+			if d.uprobes == nil {
+				d.uprobes = make(map[string]*ebpf.Program)
+			}
+			d.uprobes[h.Program] = prog
+			continue
 		case h.attach == ebpf.AttachTraceIter && h.Program == "walk_tcp":
 			// Run on demand by WalkTCP, not attached.
 			d.walk = prog
@@ -243,6 +297,9 @@ func (d *Datapath) Close() error {
 	var errs []error
 	if d.ring != nil {
 		errs = append(errs, d.ring.Close())
+	}
+	if d.l7ring != nil {
+		errs = append(errs, d.l7ring.Close())
 	}
 	for _, l := range d.links {
 		errs = append(errs, l.Close())
@@ -490,6 +547,12 @@ type Counters struct {
 	// DropsUnattributed are drops counted by reason only: no inet socket
 	// and no IPv4/IPv6 TCP/UDP header to name a flow by.
 	DropsUnattributed uint64
+	L7Samples         uint64 // L7 samples submitted
+	L7OverBudget      uint64 // L7 samples not taken: over the per-second budget
+	L7RingFull        uint64 // L7 samples lost: their ring was full
+	// TLSUnattributed is TLS plaintext seen with no tracked socket to
+	// put it on.
+	TLSUnattributed uint64
 }
 
 // Counters sums the per-CPU counters.
@@ -506,6 +569,10 @@ func (d *Datapath) Counters() (Counters, error) {
 		flowlensCounterCNT_UDP_CGROUP_QUOTA:  &c.UDPCgroupQuota,
 		flowlensCounterCNT_ADOPTED:           &c.Adopted,
 		flowlensCounterCNT_DROP_UNATTRIBUTED: &c.DropsUnattributed,
+		flowlensCounterCNT_L7SAMPLES:         &c.L7Samples,
+		flowlensCounterCNT_L7BUDGET:          &c.L7OverBudget,
+		flowlensCounterCNT_L7RING_FULL:       &c.L7RingFull,
+		flowlensCounterCNT_TLS_UNATTRIBUTED:  &c.TLSUnattributed,
 	}
 	var perCPU []uint64
 	for idx, dst := range fields {

@@ -102,3 +102,51 @@ func FuzzDecodeEnd(f *testing.F) {
 		}
 	})
 }
+
+// l7Record builds an L7 sample record as the kernel writes it: the header
+// and only the captured bytes.
+func l7Record(data string, length uint32) []byte {
+	var ev flowlensL7Event
+	ev.Cookie, ev.Ns, ev.Len, ev.Captured = 9, 5, length, uint16(len(data))
+	ev.Tuple.Family, ev.Tuple.Protocol = afInet, 6
+	ev.Tuple.LocalPort, ev.Tuple.RemotePort = 40000, 80
+	ev.Role, ev.Hint = uint8(flowlensRoleROLE_CLIENT), uint8(flowlensL7HintL7HINT_HTTP)
+	head := int(unsafe.Offsetof(ev.Data))
+	return append(append([]byte(nil), unsafe.Slice((*byte)(unsafe.Pointer(&ev)), head)...), data...)
+}
+
+func TestDecodeL7RejectsWhatTheKernelNeverWrites(t *testing.T) {
+	var ev flowlensL7Event
+	good := l7Record("GET / HTTP/1.1\r\n", 300)
+	s, err := decodeL7(good, &ev)
+	if err != nil {
+		t.Fatalf("well-formed record: %v", err)
+	}
+	if string(s.Data) != "GET / HTTP/1.1\r\n" || s.Len != 300 || s.Hint != flow.HTTP || s.Role != flow.RoleClient || s.Remote.Port() != 80 {
+		t.Errorf("decoded %+v", s)
+	}
+	for name, raw := range map[string][]byte{
+		"short header":       good[:10],
+		"fewer than claimed": good[:len(good)-1],
+		"more than moved":    l7Record("GET / HTTP/1.1\r\n", 3),
+	} {
+		if _, err := decodeL7(raw, &ev); err == nil {
+			t.Errorf("%s: decoded without error", name)
+		}
+	}
+}
+
+func FuzzDecodeL7(f *testing.F) {
+	f.Add(l7Record("GET / HTTP/1.1\r\n", 300))
+	f.Add(l7Record("", 0))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		var ev flowlensL7Event
+		s, err := decodeL7(raw, &ev)
+		if err != nil {
+			return
+		}
+		if len(s.Data) > s.Len || len(s.Data) > L7MaxCapture {
+			t.Fatalf("decoded %d bytes of a %d-byte call", len(s.Data), s.Len)
+		}
+	})
+}

@@ -3,7 +3,7 @@
 // buffer, live TCP sockets and UDP conversations from the kernel maps.
 //
 // It is the only package that imports cilium/ebpf's link and ringbuf
-// packages. The C source is under bpf/; the generated flowlens_bpfel.{go,o}
+// packages. The C source is under bpf/; the generated flowlens_x86_bpfel.{go,o}
 // are committed so that building needs no clang.
 //
 // Every hook is a tracepoint (tp_btf) or cgroup_skb program: kprobes and

@@ -3,6 +3,7 @@ package datapath
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -46,6 +47,8 @@ func plan(spec *ebpf.CollectionSpec, cgroupMount string, hasType func(string) (b
 			default:
 				h.Attached, h.Reason = enoughArgs(p.AttachTo, tpArgs)
 			}
+		case p.Type == ebpf.Kprobe && (strings.HasPrefix(p.SectionName, "uprobe") || strings.HasPrefix(p.SectionName, "uretprobe")):
+			h.Target = "uprobes on the TLS libraries found (see tlsprobe)"
 		case p.Type == ebpf.CGroupSKB, p.Type == ebpf.CGroupSockAddr, p.Type == ebpf.CGroupSock:
 			h.Target = p.SectionName + " on " + cgroupMount
 			if cgroupMount == "" {

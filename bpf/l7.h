@@ -1,0 +1,388 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * L7 capture, included by flowlens.bpf.c after its maps and helpers.
+ *
+ * The bytes an application moves are not in the sock_*_length tracepoints'
+ * arguments, but the system call that fired them is: bpf_task_pt_regs()
+ * gives the registers the task entered the kernel with, so the buffer of a
+ * read/write/send/recv is read where the byte counting already runs, with
+ * no per-syscall entry hook and nothing paid by sockets that are not TCP or
+ * UDP. A socket's first messages are checked for a protocol flowlens parses
+ * (L7_CHECKS of them); the rest of a socket that matches none is never
+ * sampled. UDP datagrams are sampled in cgroup_skb, one message each, when
+ * their header looks like DNS.
+ *
+ * Each sample is the first l7_capture_bytes of the message with the length
+ * the call moved, within a per-second byte budget per CPU: over it, samples
+ * are not taken, counted, and the socket's next sample says there was a gap.
+ */
+#ifndef FLOWLENS_L7_H
+#define FLOWLENS_L7_H
+
+/* 0: L7 capture off. At most L7_DATA_MAX. */
+volatile const __u32 l7_capture_bytes = 0;
+/* Bytes (samples with their headers) one CPU may submit per second; 0: no limit. */
+volatile const __u64 l7_budget_bytes = 0;
+/* As wakeup_bytes, for the L7 ring. */
+volatile const __u64 l7_wakeup_bytes = 0;
+
+#define L7_CHECKS 4    /* messages looked at before a socket is opaque */
+#define L7_CLASSIFY 16 /* bytes the content check reads */
+
+/* x86-64 system call numbers that move a socket's bytes through one buffer. */
+#define NR_read 0
+#define NR_write 1
+#define NR_readv 19
+#define NR_writev 20
+#define NR_sendto 44
+#define NR_recvfrom 45
+#define NR_sendmsg 46
+#define NR_recvmsg 47
+
+struct l7_budget {
+	__u64 second;
+	__u64 used;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22); /* resized by the loader */
+} l7_events SEC(".maps");
+
+/* An l7_event is larger than the stack: built here. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct l7_event);
+} l7_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct l7_budget);
+} l7_budgets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct tls_call_key);
+	__type(value, struct tls_call);
+} tls_calls SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct tls_conn_key);
+	__type(value, __u64);
+} tls_conns SEC(".maps");
+
+const struct l7_event *unused_l7_event __attribute__((unused));
+const struct tls_call_key *unused_tls_call_key __attribute__((unused));
+const struct tls_call *unused_tls_call __attribute__((unused));
+const struct tls_conn_key *unused_tls_conn_key __attribute__((unused));
+const enum l7_source *unused_l7_source __attribute__((unused));
+const enum l7_dir *unused_l7_dir __attribute__((unused));
+const enum l7_hint *unused_l7_hint __attribute__((unused));
+
+static __always_inline __u32 be32(const __u8 *p)
+{
+	return ((__u32)p[0] << 24) | ((__u32)p[1] << 16) | ((__u32)p[2] << 8) | p[3];
+}
+
+static __always_inline int is4(const __u8 *p, const char *s)
+{
+	return p[0] == s[0] && p[1] == s[1] && p[2] == s[2] && p[3] == s[3];
+}
+
+/* dns_header: a query or response with one question and opcode QUERY, the
+ * shape of every DNS exchange applications make. */
+static __always_inline int dns_header(const __u8 *h)
+{
+	return (h[2] & 0x78) == 0 && h[4] == 0 && h[5] == 1;
+}
+
+/* What the first bytes of a message say about its protocol. Only message
+ * starts that a client or server of each protocol sends first, or a
+ * mid-stream request of a keep-alive connection begins with. */
+static __always_inline __u8 l7_classify(const __u8 *d, __u32 n)
+{
+	if (n >= 4) {
+		if (is4(d, "GET ") || is4(d, "POST") || is4(d, "PUT ") || is4(d, "HEAD") ||
+		    is4(d, "DELE") || is4(d, "PATC") || is4(d, "OPTI") || is4(d, "TRAC") ||
+		    is4(d, "HTTP"))
+			return L7_HINT_HTTP;
+		/* A TLS record: handshake, alert or application data. */
+		if ((d[0] == 0x16 || d[0] == 0x15 || d[0] == 0x17) && d[1] == 3 && d[2] <= 4)
+			return L7_HINT_TLS;
+		/* RESP: an array of bulk strings. */
+		if (d[0] == '*' && d[1] >= '1' && d[1] <= '9')
+			return L7_HINT_REDIS;
+	}
+	if (n >= 8) {
+		__u32 len = be32(d), code = be32(d + 4);
+
+		/* StartupMessage (3.0), SSLRequest, GSSENCRequest. */
+		if (len >= 8 && len <= 10000 &&
+		    (code == 196608 || code == 80877103 || code == 80877104))
+			return L7_HINT_POSTGRES;
+	}
+	if (n >= 14) {
+		__u32 len = ((__u32)d[0] << 8) | d[1];
+
+		/* DNS over TCP: a two-byte length, then a header. */
+		if (len >= 17 && dns_header(d + 2))
+			return L7_HINT_DNS;
+	}
+	return L7_HINT_NONE;
+}
+
+/* The verifier needs a size's bound where it is used: clang, knowing the
+ * bound from earlier, would otherwise drop the check or check a copy. */
+#define L7_BOUNDED(n, max) ({ barrier_var(n); (n) <= (max); })
+
+static __always_inline int l7_budget_take(__u32 bytes)
+{
+	__u32 zero = 0;
+	struct l7_budget *b = bpf_map_lookup_elem(&l7_budgets, &zero);
+	__u64 second = bpf_ktime_get_ns() / 1000000000ULL;
+
+	if (!b)
+		return -1;
+	if (b->second != second) {
+		b->second = second;
+		b->used = 0;
+	}
+	if (l7_budget_bytes && b->used + bytes > l7_budget_bytes) {
+		count(CNT_L7_BUDGET);
+		return -1;
+	}
+	b->used += bytes;
+	return 0;
+}
+
+static __always_inline struct l7_event *l7_scratch_event(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&l7_scratch, &zero);
+}
+
+/* l7_cap bounds n by the configured capture for the verifier. */
+static __always_inline __u32 l7_cap(__u32 n)
+{
+	if (n > l7_capture_bytes)
+		n = l7_capture_bytes;
+	if (n > L7_DATA_MAX)
+		n = L7_DATA_MAX;
+	return n;
+}
+
+static __always_inline int l7_submit(struct l7_event *ev, __u64 n)
+{
+	__u64 flags;
+
+	if (!L7_BOUNDED(n, L7_DATA_MAX))
+		return -1;
+	if (!l7_wakeup_bytes)
+		flags = 0;
+	else if (bpf_ringbuf_query(&l7_events, BPF_RB_AVAIL_DATA) >= l7_wakeup_bytes)
+		flags = BPF_RB_FORCE_WAKEUP;
+	else
+		flags = BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_output(&l7_events, ev, offsetof(struct l7_event, data) + n, flags)) {
+		count(CNT_L7_RING_FULL);
+		return -1;
+	}
+	count(CNT_L7_SAMPLES);
+	return 0;
+}
+
+/* l7_header fills what a TCP socket's sample says besides its bytes. */
+static __always_inline void l7_header(struct l7_event *ev, const struct tcp_state *st, __u32 len,
+				      __u32 n, int send, __u8 source)
+{
+	ev->cookie = st->cookie;
+	ev->ns = bpf_ktime_get_ns();
+	ev->tuple = st->tuple;
+	ev->len = len;
+	ev->captured = n;
+	ev->dir = send ? L7_SEND : L7_RECV;
+	ev->source = source;
+	ev->role = st->role;
+	ev->gap = st->l7_gap;
+	ev->hint = st->l7_hint;
+	ev->pid = bpf_get_current_pid_tgid() >> 32;
+}
+
+/* l7_take reads n bytes of buf into a sample of st and submits it; a
+ * sample not taken leaves a gap for the next one to report. */
+static __always_inline void l7_take(struct l7_event *ev, struct tcp_state *st, const void *buf,
+				    __u32 len, __u64 n, int send, __u8 source)
+{
+	if (!L7_BOUNDED(n, L7_DATA_MAX) || l7_budget_take(n + offsetof(struct l7_event, data)) ||
+	    bpf_probe_read_user(ev->data, n, buf)) {
+		st->l7_gap = 1;
+		return;
+	}
+	l7_header(ev, st, len, n, send, source);
+	st->l7_gap = l7_submit(ev, n) ? 1 : 0;
+}
+
+/* syscall_buf returns the user buffer of the system call in progress and
+ * how much of it is one contiguous run (the first iovec of a vector), or
+ * NULL for calls whose bytes do not pass through one (sendfile, splice,
+ * io_uring, the mmsg calls whose message index is unknown). */
+static __always_inline const void *syscall_buf(__u32 *room)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	__u64 arg = BPF_CORE_READ(regs, si);
+	struct user_msghdr mh;
+	struct iovec iov;
+
+	switch (BPF_CORE_READ(regs, orig_ax)) {
+	case NR_read:
+	case NR_write:
+	case NR_sendto:
+	case NR_recvfrom:
+		*room = BPF_CORE_READ(regs, dx);
+		return (const void *)arg;
+	case NR_sendmsg:
+	case NR_recvmsg:
+		if (bpf_probe_read_user(&mh, sizeof(mh), (void *)arg) || !mh.msg_iovlen)
+			return NULL;
+		arg = (__u64)mh.msg_iov;
+		break;
+	case NR_readv:
+	case NR_writev:
+		break;
+	default:
+		return NULL;
+	}
+	if (bpf_probe_read_user(&iov, sizeof(iov), (void *)arg))
+		return NULL;
+	*room = iov.iov_len;
+	return iov.iov_base;
+}
+
+/* l7_syscall samples a plaintext send or receive of ret bytes on st. */
+static __always_inline void l7_syscall(struct tcp_state *st, int ret, int send)
+{
+	struct l7_event *ev;
+	const void *buf;
+	__u32 room = 0;
+	__u64 n, k;
+
+	if (!l7_capture_bytes || st->l7_hint == L7_HINT_OPAQUE || st->l7_hint == L7_HINT_TLS)
+		return;
+	buf = syscall_buf(&room);
+	if (!buf) {
+		st->l7_gap = st->l7_hint != L7_HINT_NONE;
+		return;
+	}
+	ev = l7_scratch_event();
+	if (!ev)
+		return;
+	n = l7_cap(room < (__u32)ret ? room : (__u32)ret);
+	if (st->l7_hint == L7_HINT_NONE) {
+		__u8 hint;
+
+		k = n < L7_CLASSIFY ? n : L7_CLASSIFY;
+		if (!L7_BOUNDED(k, L7_CLASSIFY) || bpf_probe_read_user(ev->data, k, buf))
+			return;
+		hint = l7_classify(ev->data, k);
+		if (hint == L7_HINT_NONE) {
+			if (++st->l7_checked >= L7_CHECKS)
+				st->l7_hint = L7_HINT_OPAQUE;
+			return;
+		}
+		st->l7_hint = hint;
+		if (hint == L7_HINT_TLS)
+			return;
+	}
+	l7_take(ev, st, buf, ret, n, send, L7_SRC_SYSCALL);
+}
+
+/* tls_nested: a TLS library call of this thread (OpenSSL) or goroutine
+ * (Go, whose g pointer R14 holds when it enters the kernel) is in
+ * progress, and this send/recv is its ciphertext: the call learns its
+ * socket. Done for failed calls too: a Go Read's first attempt, which
+ * returns EAGAIN before the goroutine parks, is the only one on the
+ * thread the call started on. */
+static __always_inline int tls_nested(const struct sock *sk)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct tls_call_key k = { .id = (__u32)id, .tgid = id >> 32, .kind = TLS_CALL_THREAD };
+	struct tls_call *c = bpf_map_lookup_elem(&tls_calls, &k);
+
+	if (!c) {
+		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+
+		k.id = BPF_CORE_READ(regs, r14);
+		k.kind = TLS_CALL_GOROUTINE;
+		if (!k.id)
+			return 0;
+		c = bpf_map_lookup_elem(&tls_calls, &k);
+		if (!c)
+			return 0;
+	}
+	c->sk = (__u64)sk;
+	return 1;
+}
+
+/* l7_sample_tls samples plaintext a TLS library call moved on socket sk
+ * (its struct sock address, as tls_nested or tls_conns learnt it). */
+static __always_inline void l7_sample_tls(__u64 sk, const void *buf, __u32 len, __u8 dir, __u8 source)
+{
+	struct tcp_state *st = bpf_map_lookup_elem(&tcp_socks, &sk);
+	struct l7_event *ev;
+
+	if (!l7_capture_bytes)
+		return;
+	if (!st) {
+		count(CNT_TLS_UNATTRIBUTED);
+		return;
+	}
+	st->l7_hint = L7_HINT_TLS;
+	ev = l7_scratch_event();
+	if (!ev)
+		return;
+	l7_take(ev, st, buf, len, l7_cap(len), dir == L7_SEND, source);
+}
+
+/* l7_udp samples a datagram whose payload looks like DNS, at off in skb. */
+static __always_inline void l7_udp(struct __sk_buff *skb, const struct udp_key *key, __u32 off,
+				   __u32 len, int egress, __u32 pid)
+{
+	struct l7_event *ev;
+	__u8 h[12];
+	__u64 n;
+
+	if (!l7_capture_bytes || len < sizeof(h))
+		return;
+	if (bpf_skb_load_bytes(skb, off, h, sizeof(h)) || !dns_header(h))
+		return;
+	ev = l7_scratch_event();
+	if (!ev)
+		return;
+	n = l7_cap(len);
+	if (n < sizeof(h) || !L7_BOUNDED(n, L7_DATA_MAX) ||
+	    l7_budget_take(n + offsetof(struct l7_event, data)) ||
+	    bpf_skb_load_bytes(skb, off, ev->data, n))
+		return;
+	ev->cookie = key->cookie;
+	ev->ns = bpf_ktime_get_ns();
+	ev->tuple = key->tuple;
+	ev->len = len;
+	ev->captured = n;
+	ev->dir = egress ? L7_SEND : L7_RECV;
+	ev->source = L7_SRC_UDP;
+	ev->role = ROLE_UNKNOWN;
+	ev->gap = 0;
+	ev->hint = L7_HINT_DNS;
+	ev->pid = pid;
+	l7_submit(ev, n);
+}
+
+#endif /* FLOWLENS_L7_H */
