@@ -32,6 +32,10 @@ type Requests struct {
 	Path   string `json:"path,omitempty"`
 	Host   string `json:"host,omitempty"`   // HTTP Host header, port dropped
 	Status int    `json:"status,omitempty"` // HTTP status code
+	// Headers are the values of the request headers the operator
+	// allow-listed (names in lower case); none by default, never
+	// credentials (Cookie, Authorization, ...).
+	Headers map[string]string `json:"http_headers,omitempty"`
 
 	Query   string       `json:"dns_query,omitempty"`   // DNS question name, no trailing dot
 	QType   string       `json:"dns_type,omitempty"`    // A, AAAA, CNAME, ...
