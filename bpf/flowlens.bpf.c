@@ -1098,7 +1098,7 @@ static __always_inline void count_udp(struct __sk_buff *skb, int egress)
 	if (!v->owner.pid && us && us->owner.pid)
 		v->owner = us->owner;
 	if (segs == 1)
-		l7_udp(skb, &key, l4off + sizeof(uh), len, egress, v->owner.pid);
+		l7_udp(skb, &key, l4off + sizeof(uh), len, egress, &v->owner);
 	return;
 unparsed:
 	count(CNT_UDP_UNPARSED);

@@ -233,6 +233,7 @@ struct l7_event {
 	__u8 hint;      /* enum l7_hint */
 	__u8 _pad;
 	__u32 pid;
+	__u32 netns; /* the socket's network namespace */
 	__u8 data[L7_DATA_MAX];
 };
 

@@ -214,6 +214,7 @@ static __always_inline void l7_header(struct l7_event *ev, const struct tcp_stat
 	ev->gap = st->l7_gap;
 	ev->hint = st->l7_hint;
 	ev->pid = bpf_get_current_pid_tgid() >> 32;
+	ev->netns = st->owner.netns;
 }
 
 /* l7_take reads n bytes of buf into a sample of st and submits it; a
@@ -353,7 +354,7 @@ static __always_inline void l7_sample_tls(__u64 sk, const void *buf, __u32 len, 
 
 /* l7_udp samples a datagram whose payload looks like DNS, at off in skb. */
 static __always_inline void l7_udp(struct __sk_buff *skb, const struct udp_key *key, __u32 off,
-				   __u32 len, int egress, __u32 pid)
+				   __u32 len, int egress, const struct owner *o)
 {
 	struct l7_event *ev;
 	__u8 h[12];
@@ -381,7 +382,8 @@ static __always_inline void l7_udp(struct __sk_buff *skb, const struct udp_key *
 	ev->role = ROLE_UNKNOWN;
 	ev->gap = 0;
 	ev->hint = L7_HINT_DNS;
-	ev->pid = pid;
+	ev->pid = o->pid;
+	ev->netns = o->netns;
 	l7_submit(ev, n);
 }
 

@@ -107,7 +107,9 @@ type flowlensL7Event struct {
 	Hint     uint8
 	Pad      uint8
 	Pid      uint32
+	Netns    uint32
 	Data     [512]uint8
+	_        [4]byte
 }
 
 type flowlensL7Hint uint32

@@ -35,11 +35,12 @@ type L7Sample struct {
 	Role          flow.Role // TCP: the socket's role
 	// Hint is what the kernel's content check took the socket's first
 	// bytes for; "" when it said nothing (TLS plaintext is checked here).
-	Hint flow.L7Protocol
-	Gap  bool // samples of this socket before this one were lost
-	PID  uint32
-	Len  int    // bytes the call moved
-	Data []byte // its first bytes; valid until the next ReadL7
+	Hint  flow.L7Protocol
+	Gap   bool // samples of this socket before this one were lost
+	PID   uint32
+	Netns uint32
+	Len   int    // bytes the call moved
+	Data  []byte // its first bytes; valid until the next ReadL7
 }
 
 // L7On reports whether L7 capture is loaded.
@@ -92,7 +93,7 @@ func decodeL7(raw []byte, ev *flowlensL7Event) (L7Sample, error) {
 	s := L7Sample{
 		Cookie: ev.Cookie, NS: ev.Ns, Protocol: flow.TCP,
 		Send: ev.Dir == uint8(flowlensL7DirL7SEND), Source: L7Source(ev.Source),
-		Role: flow.Role(ev.Role), Gap: ev.Gap != 0, PID: ev.Pid,
+		Role: flow.Role(ev.Role), Gap: ev.Gap != 0, PID: ev.Pid, Netns: ev.Netns,
 		Len: int(ev.Len), Data: ev.Data[:n],
 	}
 	if int(ev.Hint) < len(l7Hints) {
