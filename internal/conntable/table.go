@@ -104,6 +104,10 @@ type Stats struct {
 	DropsUnmatched uint64
 	ClockSteps     uint64 // wall-clock steps followed
 	Records        uint64 // records emitted
+	// RecordsForRequests counts records made for requests alone: their
+	// flow had no traffic accounted in the interval their samples were
+	// read in.
+	RecordsForRequests uint64
 }
 
 // vanishAfter is how many consecutive syncs a socket may be missing before
@@ -634,7 +638,7 @@ func (t *Table) Flush(start, end time.Time) []flow.Record {
 func active(r *flow.Record) bool {
 	return r.Opened+r.Closed+r.Refused+r.TimedOut+r.FailedOther+r.ResetsBySrc+r.ResetsByDst+
 		r.RetransToDst+r.RetransToSrc+r.SegmentsToDst+r.SegmentsToSrc+r.DatagramsToDst+r.DatagramsToSrc > 0 ||
-		r.BytesToDst+r.BytesToSrc > 0 || len(r.Drops) > 0
+		r.BytesToDst+r.BytesToSrc > 0 || len(r.Drops) > 0 || len(r.Requests) > 0
 }
 
 func verdict(proto flow.Protocol, p *pending) flow.Verdict {

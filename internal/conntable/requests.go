@@ -1,0 +1,48 @@
+package conntable
+
+import (
+	"net/netip"
+
+	"github.com/flowlens/flowlens/internal/flow"
+)
+
+// RequestsOf names the socket a connection's requests were seen on, as the
+// L7 samples told it.
+type RequestsOf struct {
+	Protocol      flow.Protocol
+	Cookie        uint64
+	Role          flow.Role // TCP: the socket's; UDP: unknown, the table knows it
+	Local, Remote netip.AddrPort
+	Owner         flow.Owner // PID and Netns
+	StartNS       uint64     // when its first request began
+}
+
+// Requests puts request groups on the record of their flow in this
+// interval. The flow's traffic normally made that record already; when it
+// did not (the requests' samples were read after their bytes were
+// accounted, or after the socket ended), a record is made for them, keyed
+// the same way, so that they are counted on their flow all the same.
+func (t *Table) Requests(of RequestsOf, groups []flow.Requests) {
+	role, start := of.Role, of.StartNS
+	if of.Protocol == flow.UDP {
+		role = flow.RoleServer
+		if e, ok := t.convs[convKey{of.Cookie, of.Local, of.Remote}]; ok {
+			start = e.firstNS
+			if e.initiator {
+				role = flow.RoleClient
+			}
+		}
+	} else if e, ok := t.socks[of.Cookie]; ok {
+		start = e.conn.start
+	}
+	if role == flow.RoleUnknown {
+		role = flow.RoleClient
+	}
+	k := recKey{of.Protocol, role, of.Local, of.Remote, of.Owner.Netns}
+	p, ok := t.pending[k]
+	if !ok {
+		p = t.record(of.Protocol, role, of.Local, of.Remote, of.Owner, start)
+		t.stats.RecordsForRequests++
+	}
+	p.rec.Requests = append(p.rec.Requests, groups...)
+}
