@@ -1,0 +1,231 @@
+package http
+
+import (
+	"bytes"
+	"strings"
+)
+
+// lineState says whether bytes hold a whole start line, could still become
+// one with more bytes, or never can.
+type lineState uint8
+
+const (
+	lineBad lineState = iota
+	lineShort
+	lineOK
+)
+
+const maxMethod = 20
+
+type requestLine struct {
+	method, target []byte
+	version        bool // HTTP/1.0 or HTTP/1.1 and the line's end were seen
+}
+
+// parseRequestLine reads "METHOD SP target SP HTTP/1.x" and the line end.
+// lineShort keeps what was seen: a method, and the target so far.
+func parseRequestLine(b []byte) (requestLine, lineState) {
+	var rl requestLine
+	i := 0
+	for i < len(b) && i <= maxMethod && isTchar(b[i]) {
+		i++
+	}
+	switch {
+	case i > maxMethod:
+		return rl, lineBad
+	case i == len(b):
+		return rl, lineShort
+	case i == 0 || b[i] != ' ':
+		return rl, lineBad
+	}
+	rl.method = b[:i]
+	j := i + 1
+	k := j
+	for k < len(b) && b[k] > ' ' && b[k] < 0x7f {
+		k++
+	}
+	rl.target = b[j:k]
+	if k == len(b) {
+		return rl, lineShort
+	}
+	if k == j || b[k] != ' ' {
+		return rl, lineBad
+	}
+	n, st := parseVersion(b[k+1:])
+	if st != lineOK {
+		return rl, st
+	}
+	if _, st = parseLineEnd(b[k+1+n:]); st != lineOK {
+		return rl, st
+	}
+	rl.version = true
+	return rl, lineOK
+}
+
+// parseStatusLine reads "HTTP/1.x SP NNN" and what must follow the code
+// (a space or the line's end); the reason phrase is not read.
+func parseStatusLine(b []byte) (int, lineState) {
+	n, st := parseVersion(b)
+	if st != lineOK {
+		return 0, st
+	}
+	b = b[n:]
+	if len(b) == 0 {
+		return 0, lineShort
+	}
+	if b[0] != ' ' {
+		return 0, lineBad
+	}
+	code := 0
+	for i := 1; i <= 3; i++ {
+		if i == len(b) {
+			return 0, lineShort
+		}
+		if b[i] < '0' || b[i] > '9' {
+			return 0, lineBad
+		}
+		code = code*10 + int(b[i]-'0')
+	}
+	if len(b) == 4 {
+		return 0, lineShort
+	}
+	if c := b[4]; c != ' ' && c != '\r' && c != '\n' || code < 100 {
+		return 0, lineBad
+	}
+	return code, lineOK
+}
+
+// parseVersion reads "HTTP/1.0" or "HTTP/1.1".
+func parseVersion(b []byte) (int, lineState) {
+	const prefix = "HTTP/1."
+	for i := 0; i < len(prefix); i++ {
+		if i == len(b) {
+			return 0, lineShort
+		}
+		if b[i] != prefix[i] {
+			return 0, lineBad
+		}
+	}
+	switch {
+	case len(b) == len(prefix):
+		return 0, lineShort
+	case b[len(prefix)] != '0' && b[len(prefix)] != '1':
+		return 0, lineBad
+	}
+	return len(prefix) + 1, lineOK
+}
+
+// parseLineEnd reads CRLF or a bare LF.
+func parseLineEnd(b []byte) (int, lineState) {
+	switch {
+	case len(b) == 0:
+		return 0, lineShort
+	case b[0] == '\n':
+		return 1, lineOK
+	case b[0] != '\r':
+		return 0, lineBad
+	case len(b) == 1:
+		return 0, lineShort
+	case b[1] == '\n':
+		return 2, lineOK
+	}
+	return 0, lineBad
+}
+
+// startState says whether b, at a place where a message must start in
+// this direction, does (or still could, given more bytes).
+func startState(b []byte, request bool) lineState {
+	if request {
+		_, st := parseRequestLine(b)
+		return st
+	}
+	_, st := parseStatusLine(b)
+	return st
+}
+
+// headerEnd returns the length of the header block at the start of b
+// (through its empty line), or -1 if b does not hold all of it.
+func headerEnd(b []byte) int {
+	off := 0
+	for {
+		i := bytes.IndexByte(b[off:], '\n')
+		if i < 0 {
+			return -1
+		}
+		off += i + 1
+		if n, st := parseLineEnd(b[off:]); st == lineOK {
+			return off + n
+		} else if st == lineShort {
+			return -1
+		}
+	}
+}
+
+// headers walks the complete header lines after a block's first line; it
+// stops at the empty line or at a line cut short.
+type headers struct{ rest []byte }
+
+func newHeaders(block []byte) headers {
+	i := bytes.IndexByte(block, '\n')
+	if i < 0 {
+		return headers{}
+	}
+	return headers{rest: block[i+1:]}
+}
+
+func (h *headers) next() (name, value []byte, ok bool) {
+	for {
+		i := bytes.IndexByte(h.rest, '\n')
+		if i < 0 {
+			return nil, nil, false
+		}
+		line := h.rest[:i]
+		h.rest = h.rest[i+1:]
+		if n := len(line); n > 0 && line[n-1] == '\r' {
+			line = line[:n-1]
+		}
+		if len(line) == 0 {
+			h.rest = nil
+			return nil, nil, false
+		}
+		c := bytes.IndexByte(line, ':')
+		if c <= 0 || !isToken(line[:c]) {
+			continue // an obsolete folded line, or junk: not a header we read
+		}
+		return line[:c], bytes.Trim(line[c+1:], " \t"), true
+	}
+}
+
+// isTchar reports whether c may appear in a token (RFC 9110 5.6.2).
+func isTchar(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}
+
+func isToken(b []byte) bool {
+	for _, c := range b {
+		if !isTchar(c) {
+			return false
+		}
+	}
+	return len(b) > 0
+}
+
+// equalFold compares an ASCII header name with a lower-case one.
+func equalFold(b []byte, lower string) bool {
+	if len(b) != len(lower) {
+		return false
+	}
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,130 @@
+package http
+
+import "bytes"
+
+const (
+	maxPath = 128 // bytes of a path template; past it, cut at a segment and "/..."
+	maxHost = 253
+)
+
+// appendTemplate appends the path template of a request target: the query
+// string and fragment dropped, each segment that looks like an identifier
+// replaced by {id}. cut says the target was cut by the capture: its last
+// segment is incomplete and becomes "...".
+func appendTemplate(dst, target []byte, cut bool) []byte {
+	if i := bytes.IndexAny(target, "?#"); i >= 0 {
+		target, cut = target[:i], false
+	}
+	if len(target) == 1 && target[0] == '*' {
+		return append(dst, '*')
+	}
+	if target, _ = splitAbsolute(target); len(target) == 0 || target[0] != '/' {
+		return append(dst, '/')
+	}
+	start := len(dst)
+	for rest := target[1:]; ; {
+		seg := rest
+		i := bytes.IndexByte(rest, '/')
+		if i >= 0 {
+			seg, rest = rest[:i], rest[i+1:]
+		}
+		mark := len(dst)
+		dst = append(dst, '/')
+		switch {
+		case i < 0 && cut:
+			dst = append(dst, "..."...)
+		case isID(seg):
+			dst = append(dst, "{id}"...)
+		default:
+			dst = append(dst, seg...)
+		}
+		if len(dst)-start > maxPath {
+			return append(dst[:mark], "/..."...)
+		}
+		if i < 0 {
+			return dst
+		}
+	}
+}
+
+// splitAbsolute splits an absolute-form target (http://host:port/path, as
+// sent to proxies) into its path and authority; other targets are returned
+// as they are.
+func splitAbsolute(target []byte) (path, authority []byte) {
+	i := bytes.Index(target, []byte("://"))
+	if i <= 0 || !isScheme(target[:i]) {
+		return target, nil
+	}
+	rest := target[i+3:]
+	j := bytes.IndexByte(rest, '/')
+	if j < 0 {
+		return nil, rest
+	}
+	return rest[j:], rest[:j]
+}
+
+func isScheme(b []byte) bool {
+	return equalFold(b, "http") || equalFold(b, "https")
+}
+
+// isID reports whether a path segment is an identifier rather than a name:
+// a number, a UUID, a hex string of 8 or more with a digit, or a token of
+// 16 or more base64/base64url characters with a digit.
+func isID(seg []byte) bool {
+	if len(seg) == 0 {
+		return false
+	}
+	digits, hex, token := 0, true, true
+	for i, c := range seg {
+		isDigit := '0' <= c && c <= '9'
+		isHexLetter := 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+		isLetter := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+		if isDigit {
+			digits++
+		}
+		if !isDigit && !isHexLetter && !(c == '-' && len(seg) == 36 && (i == 8 || i == 13 || i == 18 || i == 23)) {
+			hex = false
+		}
+		if !isDigit && !isLetter && c != '-' && c != '_' && c != '=' && c != '+' {
+			token = false
+		}
+	}
+	switch {
+	case digits == len(seg):
+		return true
+	case hex && len(seg) == 36 && seg[8] == '-':
+		return true // a UUID: hex with its four dashes in place
+	case hex && len(seg) >= 8 && digits > 0:
+		return true
+	}
+	return token && len(seg) >= 16 && digits > 0
+}
+
+// appendHost appends a Host value in lower case without its port, or
+// nothing when it is not a plausible host name or address.
+func appendHost(dst, v []byte) []byte {
+	if len(v) > 0 && v[0] == '[' {
+		i := bytes.IndexByte(v, ']')
+		if i < 0 {
+			return dst
+		}
+		v = v[1:i]
+	} else if i := bytes.LastIndexByte(v, ':'); i >= 0 {
+		v = v[:i]
+	}
+	if len(v) == 0 || len(v) > maxHost {
+		return dst
+	}
+	start := len(dst)
+	for _, c := range v {
+		switch {
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '.', c == '-', c == '_', c == ':':
+		default:
+			return dst[:start]
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
