@@ -30,6 +30,8 @@ const (
 	MaxDropReasons   = 256 // the kernel side's reason slots
 	MaxDropReasonLen = 64
 	MaxRequestGroups = 256 // request groups of one record
+	MaxHeaders       = 32  // allow-listed HTTP headers of one group
+	MaxHeaderNameLen = 64
 	MaxHTTPStatus    = 999
 )
 
@@ -228,7 +230,7 @@ func encodeRequests(groups []flow.Requests) ([]*pb.Requests, *FieldError) {
 		p := &pb.Requests{
 			Protocol: proto, Tls: g.TLS, Method: g.Method, Path: g.Path, Host: g.Host,
 			Status: uint32(g.Status), DnsQuery: g.Query, DnsType: g.QType, DnsRcode: g.RCode,
-			Error: g.Error, Count: g.Count, Failed: g.Failed, Latency: encodeRTT(g.Latency),
+			Error: g.Error, Count: g.Count, Failed: g.Failed, Latency: encodeRTT(g.Latency), HttpHeaders: g.Headers,
 		}
 		for j, a := range g.Answers {
 			if !a.IsValid() || a.Zone() != "" {
@@ -276,6 +278,15 @@ func decodeRequests(groups []*pb.Requests) ([]flow.Requests, *FieldError) {
 		} {
 			if err := checkString(field+"."+s.name, s.v); err != nil {
 				return nil, err
+			}
+		}
+		if err := checkMap(field+".http_headers", p.GetHttpHeaders(), MaxHeaders, MaxHeaderNameLen, MaxString); err != nil {
+			return nil, err
+		}
+		if len(p.GetHttpHeaders()) > 0 {
+			g.Headers = make(map[string]string, len(p.GetHttpHeaders()))
+			for k, v := range p.GetHttpHeaders() {
+				g.Headers[k] = v
 			}
 		}
 		for j, b := range p.GetDnsAnswers() {
@@ -398,7 +409,7 @@ func decodeEndpoint(field string, p *pb.Endpoint, e *flow.Endpoint) *FieldError 
 			return err
 		}
 	}
-	if err := checkLabels(field+".labels", p.GetLabels()); err != nil {
+	if err := checkMap(field+".labels", p.GetLabels(), MaxLabels, MaxLabelKeyLen, MaxLabelValueLen); err != nil {
 		return err
 	}
 	e.IP, e.Port = ip, uint16(p.GetPort())
@@ -420,18 +431,20 @@ func decodeEndpoint(field string, p *pb.Endpoint, e *flow.Endpoint) *FieldError 
 	return nil
 }
 
-func checkLabels(field string, labels map[string]string) *FieldError {
-	if len(labels) > MaxLabels {
-		return fieldErr(field, "%d labels, at most %d", len(labels), MaxLabels)
+// checkMap bounds a string map (labels, headers): entries, key and value
+// lengths, UTF-8.
+func checkMap(field string, m map[string]string, maxEntries, maxKey, maxValue int) *FieldError {
+	if len(m) > maxEntries {
+		return fieldErr(field, "%d entries, at most %d", len(m), maxEntries)
 	}
-	for k, v := range labels {
+	for k, v := range m {
 		switch {
 		case k == "":
 			return fieldErr(field, "an empty key")
-		case len(k) > MaxLabelKeyLen:
-			return fieldErr(field, "key of %d bytes, at most %d", len(k), MaxLabelKeyLen)
-		case len(v) > MaxLabelValueLen:
-			return fieldErr(field+"["+k+"]", "value of %d bytes, at most %d", len(v), MaxLabelValueLen)
+		case len(k) > maxKey:
+			return fieldErr(field, "key of %d bytes, at most %d", len(k), maxKey)
+		case len(v) > maxValue:
+			return fieldErr(field+"["+k+"]", "value of %d bytes, at most %d", len(v), maxValue)
 		case !utf8.ValidString(k) || !utf8.ValidString(v):
 			return fieldErr(field, "not UTF-8")
 		}

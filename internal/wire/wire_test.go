@@ -71,6 +71,7 @@ func fullRecord() flow.Record {
 	r.Drops = map[string]uint64{"netfilter_drop": 20, "no_socket": 1}
 	g := &r.Requests[0]
 	g.Protocol, g.Status, g.Failed = flow.HTTP, 503, g.Count
+	g.Headers = map[string]string{"x-request-id": "7f3a", "user-agent": "curl/8.5"}
 	dns := flow.Requests{Protocol: flow.DNS, Query: "api.example.com", QType: "AAAA", RCode: "noerror", Count: 3,
 		Answers: []netip.Addr{netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("192.0.2.1")}}
 	r.Requests = append(r.Requests, dns)
@@ -263,7 +264,7 @@ func TestRecordsRefuses(t *testing.T) {
 		{"source.kind", "unknown value 6", func(p *pb.Record) { p.Source.Kind = 6 }},
 		{"ip_version", "0, want 4 or 6", func(p *pb.Record) { p.IpVersion = 0 }},
 		{"source", "missing", func(p *pb.Record) { p.Source = nil }},
-		{"source.labels", "257 labels, at most 256", func(p *pb.Record) { p.Source.Labels = labels }},
+		{"source.labels", "257 entries, at most 256", func(p *pb.Record) { p.Source.Labels = labels }},
 		{"source.labels", "key of 318 bytes, at most 317", func(p *pb.Record) { p.Source.Labels = map[string]string{strings.Repeat("k", 318): ""} }},
 		{"drops", "reason \"Netfilter\" is not snake_case", func(p *pb.Record) { p.Drops = map[string]uint64{"Netfilter": 1} }},
 		{"drops", "a reason of 0 bytes, want 1 to 64", func(p *pb.Record) { p.Drops = map[string]uint64{"": 1} }},
@@ -277,6 +278,10 @@ func TestRecordsRefuses(t *testing.T) {
 		{"requests[1].failed", "4 failed of 3 requests", func(p *pb.Record) { p.Requests[1].Failed = 4 }},
 		{"requests[1].dns_answers", "9 answers, at most 8", func(p *pb.Record) { p.Requests[1].DnsAnswers = make([][]byte, 9) }},
 		{"requests[1].dns_answers[0]", "3 bytes, want 4 or 16", func(p *pb.Record) { p.Requests[1].DnsAnswers[0] = []byte{1, 2, 3} }},
+		{"requests[0].http_headers", "key of 65 bytes, at most 64", func(p *pb.Record) { p.Requests[0].HttpHeaders = map[string]string{strings.Repeat("h", 65): ""} }},
+		{"requests[0].http_headers[x-id]", "value of 1025 bytes, at most 1024", func(p *pb.Record) {
+			p.Requests[0].HttpHeaders = map[string]string{"x-id": strings.Repeat("v", MaxString+1)}
+		}},
 		{"requests[0].path", "1025 bytes, at most 1024", func(p *pb.Record) { p.Requests[0].Path = strings.Repeat("/", MaxString+1) }},
 		{"source.dns_name", "not UTF-8", func(p *pb.Record) { p.Source.DnsName = "\xc3" }},
 	} {

@@ -1328,21 +1328,24 @@ func (x *Record) GetRequests() []*Requests {
 // as flow.Requests: only what identifies them, never a header value, query
 // string value or body byte.
 type Requests struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Protocol      L7Protocol             `protobuf:"varint,1,opt,name=protocol,proto3,enum=flowlens.v1.L7Protocol" json:"protocol,omitempty"`
-	Tls           bool                   `protobuf:"varint,2,opt,name=tls,proto3" json:"tls,omitempty"`
-	Method        string                 `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"` // HTTP method, Redis command, PostgreSQL statement kind
-	Path          string                 `protobuf:"bytes,4,opt,name=path,proto3" json:"path,omitempty"`     // HTTP path template
-	Host          string                 `protobuf:"bytes,5,opt,name=host,proto3" json:"host,omitempty"`
-	Status        uint32                 `protobuf:"varint,6,opt,name=status,proto3" json:"status,omitempty"` // HTTP status, 0 for none; ≤ 999
-	DnsQuery      string                 `protobuf:"bytes,7,opt,name=dns_query,json=dnsQuery,proto3" json:"dns_query,omitempty"`
-	DnsType       string                 `protobuf:"bytes,8,opt,name=dns_type,json=dnsType,proto3" json:"dns_type,omitempty"`
-	DnsRcode      string                 `protobuf:"bytes,9,opt,name=dns_rcode,json=dnsRcode,proto3" json:"dns_rcode,omitempty"`
-	DnsAnswers    [][]byte               `protobuf:"bytes,10,rep,name=dns_answers,json=dnsAnswers,proto3" json:"dns_answers,omitempty"` // 4 or 16 bytes each; at most 8
-	Error         string                 `protobuf:"bytes,11,opt,name=error,proto3" json:"error,omitempty"`                             // SQLSTATE, Redis error word
-	Count         uint32                 `protobuf:"varint,12,opt,name=count,proto3" json:"count,omitempty"`
-	Failed        uint32                 `protobuf:"varint,13,opt,name=failed,proto3" json:"failed,omitempty"`  // ≤ count
-	Latency       *RTT                   `protobuf:"bytes,14,opt,name=latency,proto3" json:"latency,omitempty"` // unset: none answered
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Protocol   L7Protocol             `protobuf:"varint,1,opt,name=protocol,proto3,enum=flowlens.v1.L7Protocol" json:"protocol,omitempty"`
+	Tls        bool                   `protobuf:"varint,2,opt,name=tls,proto3" json:"tls,omitempty"`
+	Method     string                 `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"` // HTTP method, Redis command, PostgreSQL statement kind
+	Path       string                 `protobuf:"bytes,4,opt,name=path,proto3" json:"path,omitempty"`     // HTTP path template
+	Host       string                 `protobuf:"bytes,5,opt,name=host,proto3" json:"host,omitempty"`
+	Status     uint32                 `protobuf:"varint,6,opt,name=status,proto3" json:"status,omitempty"` // HTTP status, 0 for none; ≤ 999
+	DnsQuery   string                 `protobuf:"bytes,7,opt,name=dns_query,json=dnsQuery,proto3" json:"dns_query,omitempty"`
+	DnsType    string                 `protobuf:"bytes,8,opt,name=dns_type,json=dnsType,proto3" json:"dns_type,omitempty"`
+	DnsRcode   string                 `protobuf:"bytes,9,opt,name=dns_rcode,json=dnsRcode,proto3" json:"dns_rcode,omitempty"`
+	DnsAnswers [][]byte               `protobuf:"bytes,10,rep,name=dns_answers,json=dnsAnswers,proto3" json:"dns_answers,omitempty"` // 4 or 16 bytes each; at most 8
+	Error      string                 `protobuf:"bytes,11,opt,name=error,proto3" json:"error,omitempty"`                             // SQLSTATE, Redis error word
+	Count      uint32                 `protobuf:"varint,12,opt,name=count,proto3" json:"count,omitempty"`
+	Failed     uint32                 `protobuf:"varint,13,opt,name=failed,proto3" json:"failed,omitempty"`  // ≤ count
+	Latency    *RTT                   `protobuf:"bytes,14,opt,name=latency,proto3" json:"latency,omitempty"` // unset: none answered
+	// Values of the request headers the operator allow-listed (lower-case
+	// names); none by default; at most 32.
+	HttpHeaders   map[string]string `protobuf:"bytes,15,rep,name=http_headers,json=httpHeaders,proto3" json:"http_headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1475,6 +1478,13 @@ func (x *Requests) GetLatency() *RTT {
 	return nil
 }
 
+func (x *Requests) GetHttpHeaders() map[string]string {
+	if x != nil {
+		return x.HttpHeaders
+	}
+	return nil
+}
+
 var File_flowlens_proto protoreflect.FileDescriptor
 
 const file_flowlens_proto_rawDesc = "" +
@@ -1574,7 +1584,7 @@ const file_flowlens_proto_rawDesc = "" +
 	"\n" +
 	"DropsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x8f\x03\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x9a\x04\n" +
 	"\bRequests\x123\n" +
 	"\bprotocol\x18\x01 \x01(\x0e2\x17.flowlens.v1.L7ProtocolR\bprotocol\x12\x10\n" +
 	"\x03tls\x18\x02 \x01(\bR\x03tls\x12\x16\n" +
@@ -1591,7 +1601,11 @@ const file_flowlens_proto_rawDesc = "" +
 	"\x05error\x18\v \x01(\tR\x05error\x12\x14\n" +
 	"\x05count\x18\f \x01(\rR\x05count\x12\x16\n" +
 	"\x06failed\x18\r \x01(\rR\x06failed\x12*\n" +
-	"\alatency\x18\x0e \x01(\v2\x10.flowlens.v1.RTTR\alatency*H\n" +
+	"\alatency\x18\x0e \x01(\v2\x10.flowlens.v1.RTTR\alatency\x12I\n" +
+	"\fhttp_headers\x18\x0f \x03(\v2&.flowlens.v1.Requests.HttpHeadersEntryR\vhttpHeaders\x1a>\n" +
+	"\x10HttpHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*H\n" +
 	"\bProtocol\x12\x18\n" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPROTOCOL_TCP\x10\x01\x12\x10\n" +
@@ -1642,7 +1656,7 @@ func file_flowlens_proto_rawDescGZIP() []byte {
 }
 
 var file_flowlens_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_flowlens_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_flowlens_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_flowlens_proto_goTypes = []any{
 	(Protocol)(0),        // 0: flowlens.v1.Protocol
 	(Observer)(0),        // 1: flowlens.v1.Observer
@@ -1662,6 +1676,7 @@ var file_flowlens_proto_goTypes = []any{
 	(*Requests)(nil),     // 15: flowlens.v1.Requests
 	nil,                  // 16: flowlens.v1.Endpoint.LabelsEntry
 	nil,                  // 17: flowlens.v1.Record.DropsEntry
+	nil,                  // 18: flowlens.v1.Requests.HttpHeadersEntry
 }
 var file_flowlens_proto_depIdxs = []int32{
 	7,  // 0: flowlens.v1.PushRequest.hello:type_name -> flowlens.v1.Hello
@@ -1683,13 +1698,14 @@ var file_flowlens_proto_depIdxs = []int32{
 	15, // 16: flowlens.v1.Record.requests:type_name -> flowlens.v1.Requests
 	4,  // 17: flowlens.v1.Requests.protocol:type_name -> flowlens.v1.L7Protocol
 	13, // 18: flowlens.v1.Requests.latency:type_name -> flowlens.v1.RTT
-	5,  // 19: flowlens.v1.Ingest.Push:input_type -> flowlens.v1.PushRequest
-	6,  // 20: flowlens.v1.Ingest.Push:output_type -> flowlens.v1.PushResponse
-	20, // [20:21] is the sub-list for method output_type
-	19, // [19:20] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	18, // 19: flowlens.v1.Requests.http_headers:type_name -> flowlens.v1.Requests.HttpHeadersEntry
+	5,  // 20: flowlens.v1.Ingest.Push:input_type -> flowlens.v1.PushRequest
+	6,  // 21: flowlens.v1.Ingest.Push:output_type -> flowlens.v1.PushResponse
+	21, // [21:22] is the sub-list for method output_type
+	20, // [20:21] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_flowlens_proto_init() }
@@ -1710,7 +1726,7 @@ func file_flowlens_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flowlens_proto_rawDesc), len(file_flowlens_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
