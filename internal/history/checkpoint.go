@@ -119,11 +119,13 @@ func floorDiv(a, b int64) int64 {
 const budgetRounds = 10
 
 // enforceBudget deletes the oldest flows, then the oldest buckets, once
-// the bytes in use pass 85% of the budget, down to 70% of it. Deleted rows
+// the bytes in use pass 80% of the budget, down to 70% of it. Deleted rows
 // free DuckDB's blocks only when it checkpoints its WAL into the file, and
 // it writes a checkpoint's new blocks before it frees the old: the file,
 // which never shrinks, peaks above what is in use, and the margin keeps
-// that peak within the budget. Each round deletes, checkpoints and
+// that peak within the budget (85% was not enough once edges carried a
+// list of request figures: a nested column writes more new blocks per
+// checkpoint). Each round deletes, checkpoints and
 // measures again. The log is never cut here: it is what was acknowledged.
 // The caller holds db.mu.
 func (db *DB) enforceBudget(ctx context.Context) error {
@@ -132,7 +134,7 @@ func (db *DB) enforceBudget(ctx context.Context) error {
 		return err
 	}
 	defer func() { db.stats.UsedBytes = used }()
-	if used <= db.cfg.DiskBudget/100*85 {
+	if used <= db.cfg.DiskBudget/100*80 {
 		return nil
 	}
 	target := db.cfg.DiskBudget / 100 * 70

@@ -276,108 +276,117 @@ var recordColumns = slices.Concat(
 		u32("retrans_to_dst", func(r *flow.Record) *uint32 { return &r.RetransToDst }),
 		u32("retrans_to_src", func(r *flow.Record) *uint32 { return &r.RetransToSrc }),
 		mapping("drops", "UBIGINT", func(r *flow.Record) *map[string]uint64 { return &r.Drops }),
-		requestsColumn,
+		list("requests", func(r *flow.Record) *[]flow.Requests { return &r.Requests }, requestColumns),
 	},
 )
 
-// requestsColumn keeps a record's request groups as a list of structs, one
-// field per flow.Requests field, so SQL can unnest and query them; no
-// groups is NULL.
-var requestsColumn = column[flow.Record]{"requests", `STRUCT(protocol VARCHAR, tls BOOLEAN, method VARCHAR,
-	path VARCHAR, host VARCHAR, status INTEGER, dns_query VARCHAR, dns_type VARCHAR, dns_rcode VARCHAR,
-	dns_answers VARCHAR[], error VARCHAR, count UINTEGER, failed UINTEGER,
-	latency STRUCT(min_us UINTEGER, avg_us UINTEGER, max_us UINTEGER))[]`,
-	func(r *flow.Record) any {
-		if len(r.Requests) == 0 {
-			return nil
-		}
-		l := make([]any, len(r.Requests))
-		for i, g := range r.Requests {
-			answers := make([]any, len(g.Answers))
-			for j, a := range g.Answers {
-				answers[j] = a.String()
-			}
-			var latency any
-			if g.Latency != nil {
-				latency = map[string]any{"min_us": g.Latency.MinMicros, "avg_us": g.Latency.AvgMicros, "max_us": g.Latency.MaxMicros}
-			}
-			l[i] = map[string]any{"protocol": string(g.Protocol), "tls": g.TLS, "method": g.Method, "path": g.Path,
-				"host": g.Host, "status": int32(g.Status), "dns_query": g.Query, "dns_type": g.QType, "dns_rcode": g.RCode,
-				"dns_answers": answers, "error": g.Error, "count": g.Count, "failed": g.Failed, "latency": latency}
-		}
-		return l
+// requestColumns are one flow.Requests as a struct of a list.
+var requestColumns = slices.Concat(
+	[]column[flow.Requests]{
+		text("protocol", func(g *flow.Requests) *flow.L7Protocol { return &g.Protocol }),
+		boolean("tls", func(g *flow.Requests) *bool { return &g.TLS }),
+		text("method", func(g *flow.Requests) *string { return &g.Method }),
+		text("path", func(g *flow.Requests) *string { return &g.Path }),
+		text("host", func(g *flow.Requests) *string { return &g.Host }),
+		mapping("http_headers", "VARCHAR", func(g *flow.Requests) *map[string]string { return &g.Headers }),
+		{"status", "INTEGER NOT NULL",
+			func(g *flow.Requests) any { return int32(g.Status) },
+			func(g *flow.Requests, v any) error {
+				n, ok := v.(int32)
+				if !ok {
+					return fmt.Errorf("column status: %T, want int32", v)
+				}
+				g.Status = int(n)
+				return nil
+			}},
+		text("dns_query", func(g *flow.Requests) *string { return &g.Query }),
+		text("dns_type", func(g *flow.Requests) *string { return &g.QType }),
+		text("dns_rcode", func(g *flow.Requests) *string { return &g.RCode }),
+		addresses("dns_answers", func(g *flow.Requests) *[]netip.Addr { return &g.Answers }),
+		text("error", func(g *flow.Requests) *string { return &g.Error }),
+		u32("count", func(g *flow.Requests) *uint32 { return &g.Count }),
+		u32("failed", func(g *flow.Requests) *uint32 { return &g.Failed }),
 	},
-	func(r *flow.Record, v any) error {
-		r.Requests = nil
-		if v == nil {
-			return nil
-		}
-		l, ok := v.([]any)
-		if !ok {
-			return fmt.Errorf("column requests: %T, want a list", v)
-		}
-		for i, e := range l {
-			g, err := scanRequests(e)
-			if err != nil {
-				return fmt.Errorf("column requests, entry %d: %w", i, err)
-			}
-			r.Requests = append(r.Requests, g)
-		}
-		return nil
-	}}
+	optional("latency_", func(g *flow.Requests) **flow.RTT { return &g.Latency }, rttColumns),
+)
 
-func scanRequests(e any) (flow.Requests, error) {
-	var g flow.Requests
-	m, ok := e.(map[string]any)
-	if !ok {
-		return g, fmt.Errorf("%T, want a struct", e)
+// list keeps a slice field of T as a list of structs, one struct field per
+// column of E, so SQL can unnest and query it; an empty slice is NULL and
+// reads back nil.
+func list[T, E any](name string, f func(*T) *[]E, cols []column[E]) column[T] {
+	fields := make([]string, len(cols))
+	for i, c := range cols {
+		fields[i] = c.name + " " + strings.TrimSuffix(c.typ, " NOT NULL") // a struct's fields cannot be NOT NULL
 	}
-	var protocol string
-	var status int32
-	var answers []any
-	// Every field is checked: a table written by another layout fails
-	// here instead of reading back zeros.
-	for _, f := range []struct {
-		name string
-		ok   bool
-	}{
-		{"protocol", as(m["protocol"], &protocol)}, {"tls", as(m["tls"], &g.TLS)}, {"method", as(m["method"], &g.Method)},
-		{"path", as(m["path"], &g.Path)}, {"host", as(m["host"], &g.Host)}, {"status", as(m["status"], &status)},
-		{"dns_query", as(m["dns_query"], &g.Query)}, {"dns_type", as(m["dns_type"], &g.QType)},
-		{"dns_rcode", as(m["dns_rcode"], &g.RCode)}, {"dns_answers", as(m["dns_answers"], &answers)},
-		{"error", as(m["error"], &g.Error)}, {"count", as(m["count"], &g.Count)}, {"failed", as(m["failed"], &g.Failed)},
-	} {
-		if !f.ok {
-			return g, fmt.Errorf("field %s: %T", f.name, m[f.name])
-		}
-	}
-	g.Protocol, g.Status = flow.L7Protocol(protocol), int(status)
-	for _, a := range answers {
-		s, _ := a.(string)
-		addr, err := netip.ParseAddr(s)
-		if err != nil {
-			return g, fmt.Errorf("dns_answers: %w", err)
-		}
-		g.Answers = append(g.Answers, addr)
-	}
-	if lat, ok := m["latency"].(map[string]any); ok {
-		g.Latency = new(flow.RTT)
-		if !as(lat["min_us"], &g.Latency.MinMicros) || !as(lat["avg_us"], &g.Latency.AvgMicros) || !as(lat["max_us"], &g.Latency.MaxMicros) {
-			return g, fmt.Errorf("latency: %v", lat)
-		}
-	} else if m["latency"] != nil {
-		return g, fmt.Errorf("latency: %T", m["latency"])
-	}
-	return g, nil
+	return column[T]{name, "STRUCT(" + strings.Join(fields, ", ") + ")[]",
+		func(t *T) any {
+			es := *f(t)
+			if len(es) == 0 {
+				return nil
+			}
+			l := make([]any, len(es))
+			for i := range es {
+				m := make(map[string]any, len(cols))
+				for _, c := range cols {
+					m[c.name] = c.get(&es[i])
+				}
+				l[i] = m
+			}
+			return l
+		},
+		func(t *T, v any) error {
+			*f(t) = nil
+			if v == nil {
+				return nil
+			}
+			l, ok := v.([]any)
+			if !ok {
+				return fmt.Errorf("column %s: %T, want a list", name, v)
+			}
+			es := make([]E, len(l))
+			for i, e := range l {
+				m, ok := e.(map[string]any)
+				if !ok {
+					return fmt.Errorf("column %s: entry %T, want a struct", name, e)
+				}
+				for _, c := range cols {
+					if err := c.set(&es[i], m[c.name]); err != nil {
+						return fmt.Errorf("column %s, entry %d: %w", name, i, err)
+					}
+				}
+			}
+			*f(t) = es
+			return nil
+		}}
 }
 
-// as sets *dst to v when v has dst's type.
-func as[V any](v any, dst *V) bool {
-	x, ok := v.(V)
-	if ok {
-		*dst = x
-	}
-	return ok
+// addresses keeps addresses as a VARCHAR list (zones included); none is an
+// empty list that reads back nil.
+func addresses[T any](name string, f func(*T) *[]netip.Addr) column[T] {
+	return column[T]{name, "VARCHAR[] NOT NULL",
+		func(t *T) any {
+			l := make([]any, len(*f(t)))
+			for i, a := range *f(t) {
+				l[i] = a.String()
+			}
+			return l
+		},
+		func(t *T, v any) error {
+			l, ok := v.([]any)
+			if !ok {
+				return fmt.Errorf("column %s: %T, want a list", name, v)
+			}
+			*f(t) = nil
+			for _, e := range l {
+				s, _ := e.(string)
+				a, err := netip.ParseAddr(s)
+				if err != nil {
+					return fmt.Errorf("column %s: %w", name, err)
+				}
+				*f(t) = append(*f(t), a)
+			}
+			return nil
+		}}
 }
 
 var identColumns = []column[topology.Ident]{
@@ -392,6 +401,7 @@ var identColumns = []column[topology.Ident]{
 	text("command", func(x *topology.Ident) *string { return &x.Command }),
 	text("container_id", func(x *topology.Ident) *string { return &x.ContainerID }),
 	address("addr", func(x *topology.Ident) *netip.Addr { return &x.Addr }),
+	text("dns_name", func(x *topology.Ident) *string { return &x.DNSName }),
 }
 
 // bins keeps a latency summary (RTT, connect) as a list of (bin, samples).
@@ -445,6 +455,16 @@ var countsColumns = []column[topology.Counts]{
 	u32("connect_max_us", func(c *topology.Counts) *uint32 { return &c.ConnectMax }),
 	bins("connect_bins", func(c *topology.Counts) *[]topology.RTTBin { return &c.ConnectBins }),
 	mapping("drops", "UBIGINT", func(c *topology.Counts) *map[string]uint64 { return &c.Drops }),
+	list("requests", func(c *topology.Counts) *[]topology.RequestCounts { return &c.Requests }, []column[topology.RequestCounts]{
+		text("protocol", func(x *topology.RequestCounts) *flow.L7Protocol { return &x.Protocol }),
+		text("class", func(x *topology.RequestCounts) *string { return &x.Class }),
+		u64("requests", func(x *topology.RequestCounts) *uint64 { return &x.Requests }),
+		u64("failed", func(x *topology.RequestCounts) *uint64 { return &x.Failed }),
+		u64("latency_samples", func(x *topology.RequestCounts) *uint64 { return &x.LatencySamples }),
+		u64("latency_sum_us", func(x *topology.RequestCounts) *uint64 { return &x.LatencySumMicros }),
+		u32("latency_min_us", func(x *topology.RequestCounts) *uint32 { return &x.LatencyMinMicros }),
+		u32("latency_max_us", func(x *topology.RequestCounts) *uint32 { return &x.LatencyMaxMicros }),
+	}),
 }
 
 // edgeColumns maps a topology.EdgeRow.
