@@ -20,6 +20,9 @@ type counts struct {
 	// drops are the packets the kernel dropped, by reason: each side's
 	// own, as with retransmits. Nil until one.
 	drops map[string]uint64
+	// requests are the counted side's application requests by protocol
+	// and class (requests.go). Nil until one.
+	requests map[reqClass]reqCounts
 }
 
 // addRecord folds in what r counts for its connection: everything but
@@ -51,6 +54,7 @@ func (c *counts) addRecord(r *flow.Record) {
 		c.connect.add(r.ConnectLatency.AvgMicros, r.Opened)
 		c.connectMax = max(c.connectMax, r.ConnectLatency.MaxMicros)
 	}
+	c.addRequests(r.Requests)
 }
 
 // addOwn folds in what r's observer counts of its own, so that both sides'
@@ -91,6 +95,7 @@ func (c *counts) merge(o *counts) {
 	c.connectMax = max(c.connectMax, o.connectMax)
 	c.connect.merge(&o.connect)
 	c.addDrops(o.drops)
+	c.mergeRequests(o)
 }
 
 func (c *counts) failures() uint64 {

@@ -33,7 +33,11 @@
 // An end without the level's name takes the most specific one it has:
 // pod, apiserver, Service (its backend unknown), process, node, and last
 // its address (external:<ip>; the world's, and a plain host's peers that
-// no observed socket names). DNS names for external ends are for later.
+// no observed socket names), or the DNS name the observing side resolved
+// that address from when it saw the answer (external:api.example.com).
+//
+// Edges carry the counted side's application requests, by protocol and a
+// bounded class (HTTP status class, DNS rcode, ok/error): requests.go.
 //
 // # Both sides of a connection
 //

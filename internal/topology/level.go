@@ -71,6 +71,7 @@ type ident struct {
 	command      string // observed processes only (and their peers named by the join)
 	containerID  string
 	addr         netip.Addr // only when nothing else names the endpoint
+	dnsName      string     // with addr: the name the observing side resolved it from
 }
 
 // identOf keeps what names ep. host is the node that observed the record,
@@ -90,7 +91,7 @@ func identOf(ep *flow.Endpoint, host string, destination bool) ident {
 		id.nodeName = host
 	}
 	if ep.Kind == flow.KindWorld || ep.Kind == "" && !local {
-		id.addr = ep.IP
+		id.addr, id.dnsName = ep.IP, ep.DNSName
 	}
 	return id
 }
@@ -151,7 +152,8 @@ func (id *ident) process() Node {
 
 // fallback is the most specific name an endpoint has: its pod, the
 // Service whose backend is unknown, the node, the API server, the
-// process, and last its address.
+// process, and last the DNS name its address was resolved from, or the
+// address.
 func (id *ident) fallback() Node {
 	switch {
 	case id.pod != "":
@@ -165,6 +167,9 @@ func (id *ident) fallback() Node {
 		return id.process()
 	case id.nodeName != "":
 		return Node{ID: "node:" + id.nodeName, Kind: NodeHost, Name: id.nodeName}
+	case id.dnsName != "":
+		// One node per name, whichever of its addresses was dialed.
+		return Node{ID: "external:" + id.dnsName, Kind: NodeExternal, Name: id.dnsName}
 	case id.addr.IsValid():
 		return Node{ID: "external:" + id.addr.String(), Kind: NodeExternal, Name: id.addr.String()}
 	}

@@ -41,6 +41,7 @@ type Ident struct {
 	Command          string
 	ContainerID      string
 	Addr             netip.Addr // only when nothing else names the end
+	DNSName          string     // with Addr: the name it was resolved from
 }
 
 // Counts is the exported mirror of an edge's counts in one bucket.
@@ -57,6 +58,7 @@ type Counts struct {
 	ConnectMax                                    uint32
 	ConnectBins                                   []RTTBin // the connect latency summary's, likewise
 	Drops                                         map[string]uint64
+	Requests                                      []RequestCounts // by protocol and class
 }
 
 // RTTBin is one occupied bin of an RTT summary (rtt.go): Count samples in
@@ -69,13 +71,13 @@ type RTTBin struct {
 func (id *ident) export() Ident {
 	return Ident{Kind: id.kind, Namespace: id.namespace, Pod: id.pod, WorkloadKind: id.workloadKind,
 		WorkloadName: id.workloadName, ServiceNamespace: id.serviceNS, ServiceName: id.serviceName,
-		NodeName: id.nodeName, Command: id.command, ContainerID: id.containerID, Addr: id.addr}
+		NodeName: id.nodeName, Command: id.command, ContainerID: id.containerID, Addr: id.addr, DNSName: id.dnsName}
 }
 
 func (x *Ident) ident() ident {
 	return ident{kind: x.Kind, namespace: x.Namespace, pod: x.Pod, workloadKind: x.WorkloadKind,
 		workloadName: x.WorkloadName, serviceNS: x.ServiceNamespace, serviceName: x.ServiceName,
-		nodeName: x.NodeName, command: x.Command, containerID: x.ContainerID, addr: x.Addr}
+		nodeName: x.NodeName, command: x.Command, containerID: x.ContainerID, addr: x.Addr, dnsName: x.DNSName}
 }
 
 func (c *counts) export() Counts {
@@ -83,7 +85,8 @@ func (c *counts) export() Counts {
 		Unreachable: c.unreachable, Failed: c.failed, Unanswered: c.unanswered,
 		RetransToDst: c.retransToDst, RetransToSrc: c.retransToSrc, BytesToDst: c.bytesToDst, BytesToSrc: c.bytesToSrc,
 		RTTMax: c.rttMax, Records: c.records, SYNRetrans: c.synRetrans, ConnectMax: c.connectMax,
-		RTTBins: c.rtt.export(), ConnectBins: c.connect.export(), Drops: maps.Clone(c.drops)}
+		RTTBins: c.rtt.export(), ConnectBins: c.connect.export(), Drops: maps.Clone(c.drops),
+		Requests: c.exportRequests()}
 	return out
 }
 
@@ -112,6 +115,7 @@ func (x *Counts) counts() counts {
 		retransToDst: x.RetransToDst, retransToSrc: x.RetransToSrc, bytesToDst: x.BytesToDst, bytesToSrc: x.BytesToSrc,
 		rttMax: x.RTTMax, records: x.Records, synRetrans: x.SYNRetrans, connectMax: x.ConnectMax,
 		rtt: summaryOf(x.RTTBins), connect: summaryOf(x.ConnectBins), drops: maps.Clone(x.Drops)}
+	c.restoreRequests(x.Requests)
 	return c
 }
 

@@ -16,10 +16,15 @@ import (
 func varied(end time.Time, port uint16) []flow.Record {
 	c, srv := clientServer(end, port)
 	c.RTT = &flow.RTT{AvgMicros: uint32(port), MaxMicros: 3 * uint32(port)}
+	c.Requests = []flow.Requests{
+		{Protocol: flow.HTTP, Method: "GET", Path: "/users/{id}", Status: 200, Count: 9, Latency: &flow.RTT{MinMicros: 100, AvgMicros: uint32(port), MaxMicros: 4000}},
+		{Protocol: flow.HTTP, Method: "GET", Path: "/users/{id}", Status: 503, Count: 1, Failed: 1, Latency: &flow.RTT{MinMicros: 50, AvgMicros: 50, MaxMicros: 50}},
+	}
+	srv.Requests = c.Requests // the same requests, seen by the server: counted once
 	refused, _ := clientServer(end, port+1)
 	refused.Verdict, refused.Opened, refused.Closed, refused.Refused = flow.VerdictRefused, 0, 0, 1
 	world, _ := clientServer(end, port+2)
-	world.Destination = flow.Endpoint{IP: netip.MustParseAddr("203.0.113.9"), Port: 443, Kind: flow.KindWorld}
+	world.Destination = flow.Endpoint{IP: netip.MustParseAddr("203.0.113.9"), Port: 443, Kind: flow.KindWorld, DNSName: "api.example.com"}
 	udp, _ := clientServer(end, port+3)
 	udp.Protocol, udp.Verdict, udp.Opened, udp.Closed, udp.RTT = flow.UDP, flow.VerdictUnanswered, 0, 0, nil
 	host := flow.Record{Time: end, Node: "host-1", Observer: "client", Protocol: flow.TCP, Verdict: flow.VerdictReset,
@@ -113,18 +118,20 @@ func TestPersistRoundTrip(t *testing.T) {
 	// The exact quantities, not only agreement: 7 batches of 3 connections
 	// opened (the one seen from both sides, the world's, the host's).
 	g := query(t, r, LevelWorkload, time.Minute, end)
-	var opened, refused, unanswered, reset uint64
+	var opened, refused, unanswered, reset, requests, failed uint64
 	var rttMax uint32
 	for _, e := range g.Edges {
+		requests += e.Requests
+		failed += e.RequestsFailed
 		opened += e.ConnectionsOpened
 		refused += e.Failures.Refused
 		unanswered += e.Failures.Unanswered
 		reset += e.Failures.Reset
 		rttMax = max(rttMax, e.RTTMax)
 	}
-	if opened != 3*7 || refused != 7 || unanswered != 7 || reset != 7 || rttMax != 9000 {
-		t.Errorf("restored minute: opened %d refused %d unanswered %d reset %d rtt max %d; want 21 7 7 7 9000",
-			opened, refused, unanswered, reset, rttMax)
+	if opened != 3*7 || refused != 7 || unanswered != 7 || reset != 7 || rttMax != 9000 || requests != 10*7 || failed != 7 {
+		t.Errorf("restored minute: opened %d refused %d unanswered %d reset %d rtt max %d requests %d failed %d; want 21 7 7 7 9000 70 7",
+			opened, refused, unanswered, reset, rttMax, requests, failed)
 	}
 }
 
@@ -156,8 +163,9 @@ func TestExportMirrorsEveryField(t *testing.T) {
 		}
 	}
 	id := Ident{Kind: "k", Namespace: "n", Pod: "p", WorkloadKind: "wk", WorkloadName: "wn", ServiceNamespace: "sn",
-		ServiceName: "s", NodeName: "node", Command: "c", ContainerID: "ct", Addr: netip.MustParseAddr("::1")}
-	c := Counts{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, []RTTBin{{1, 2}, {40, 1}}, 14, 15, 16, []RTTBin{{9, 3}}, map[string]uint64{"netfilter_drop": 17}}
+		ServiceName: "s", NodeName: "node", Command: "c", ContainerID: "ct", Addr: netip.MustParseAddr("::1"), DNSName: "d"}
+	c := Counts{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, []RTTBin{{1, 2}, {40, 1}}, 14, 15, 16, []RTTBin{{9, 3}}, map[string]uint64{"netfilter_drop": 17},
+		[]RequestCounts{{flow.DNS, "nxdomain", 18, 0, 18, 19, 20, 21}, {flow.HTTP, "5xx", 22, 22, 22, 23, 24, 25}}}
 	in := id.ident()
 	gotC := c.counts()
 	if got := in.export(); got != id {

@@ -89,6 +89,13 @@ type Edge struct {
 	// reason (each side's own).
 	Drops map[string]uint64 `json:"drops,omitempty"`
 
+	// Application requests of the counted side (requests.go): all
+	// protocols together, and by protocol and class.
+	Requests          uint64           `json:"requests,omitempty"`
+	RequestsFailed    uint64           `json:"requests_failed,omitempty"`
+	RequestsPerSecond float64          `json:"requests_per_second,omitempty"`
+	RequestFigures    []RequestFigures `json:"request_figures,omitempty"`
+
 	Records uint64 `json:"records"` // flow records folded in (the counted side's)
 }
 
@@ -238,6 +245,7 @@ func (le *levelEdge) edge(seconds float64) Edge {
 	c := &le.counts
 	p50, p95 := c.rttQuantiles()
 	c50, c95 := quantiles(&c.connect, c.connectMax)
+	requests, failed := c.requestTotals()
 	return Edge{
 		ID: EdgeID(le.src.ID, le.dst.ID), Source: le.src.ID, Destination: le.dst.ID,
 		ConnectionsOpened: c.opened, ConnectionsClosed: c.closed,
@@ -252,5 +260,7 @@ func (le *levelEdge) edge(seconds float64) Edge {
 		SYNRetransmits: c.synRetrans, ConnectLatencySamples: c.connect.total(),
 		ConnectLatencyP50: c50, ConnectLatencyP95: c95, ConnectLatencyMax: c.connectMax,
 		Drops: maps.Clone(c.drops), Records: c.records,
+		Requests: requests, RequestsFailed: failed, RequestsPerSecond: float64(requests) / seconds,
+		RequestFigures: c.requestFigures(seconds),
 	}
 }

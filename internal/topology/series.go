@@ -51,6 +51,8 @@ type EdgeSeries struct {
 	RTTP50                   []uint32 `json:"rtt_p50_us"`
 	RTTP95                   []uint32 `json:"rtt_p95_us"`
 	RTTMax                   []uint32 `json:"rtt_max_us"`
+	Requests                 []uint64 `json:"requests"` // application requests, every protocol
+	RequestsFailed           []uint64 `json:"requests_failed"`
 }
 
 // seriesSteps checks step against q's window (a multiple of the
@@ -132,7 +134,8 @@ func edgeSeries(le *levelEdge, steps []counts) EdgeSeries {
 		ConnectionsOpened: make([]uint64, n), ConnectionsClosed: make([]uint64, n), Failures: make([]uint64, n),
 		BytesToDestination: make([]uint64, n), BytesToSource: make([]uint64, n),
 		RetransmitsToDestination: make([]uint64, n), RetransmitsToSource: make([]uint64, n),
-		RTTSamples: make([]uint64, n), RTTP50: make([]uint32, n), RTTP95: make([]uint32, n), RTTMax: make([]uint32, n)}
+		RTTSamples: make([]uint64, n), RTTP50: make([]uint32, n), RTTP95: make([]uint32, n), RTTMax: make([]uint32, n),
+		Requests: make([]uint64, n), RequestsFailed: make([]uint64, n)}
 	for i := range steps {
 		c := &steps[i]
 		es.ConnectionsOpened[i], es.ConnectionsClosed[i], es.Failures[i] = c.opened, c.closed, c.failures()
@@ -140,6 +143,7 @@ func edgeSeries(le *levelEdge, steps []counts) EdgeSeries {
 		es.RetransmitsToDestination[i], es.RetransmitsToSource[i] = c.retransToDst, c.retransToSrc
 		p50, p95 := c.rttQuantiles()
 		es.RTTSamples[i], es.RTTP50[i], es.RTTP95[i], es.RTTMax[i] = c.rtt.total(), p50, p95, c.rttMax
+		es.Requests[i], es.RequestsFailed[i] = c.requestTotals()
 	}
 	return es
 }
