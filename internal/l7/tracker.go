@@ -1,0 +1,349 @@
+package l7
+
+import (
+	"fmt"
+	"math"
+	"net/netip"
+	"time"
+
+	"github.com/flowlens/flowlens/internal/flow"
+)
+
+// ConnKey names a connection, or a UDP conversation: Cookie is the
+// socket's, and a UDP socket talks to many peers, one conversation each.
+// The rest never changes for a connection: it says which flow its
+// requests go on.
+type ConnKey struct {
+	Cookie        uint64
+	Local, Remote netip.AddrPort
+	Netns         uint32
+	Role          flow.Role
+	UDP           bool
+}
+
+// Hint is the kernel's guess at a socket's content (enum l7_hint).
+type Hint uint8
+
+const (
+	HintNone Hint = iota
+	HintHTTP
+	HintPostgres
+	HintRedis
+	HintDNS
+	HintTLS    // TLS records: ciphertext; plaintext comes from uprobes, if at all
+	HintOpaque // nothing recognised: the kernel stops sampling
+)
+
+// protocol is the L7 protocol a hint points to, if any.
+func (h Hint) protocol() flow.L7Protocol {
+	switch h {
+	case HintHTTP:
+		return flow.HTTP
+	case HintPostgres:
+		return flow.Postgres
+	case HintRedis:
+		return flow.Redis
+	case HintDNS:
+		return flow.DNS
+	}
+	return ""
+}
+
+// Sample is one captured message of a connection.
+type Sample struct {
+	Key  ConnKey
+	Hint Hint
+	TLS  bool // plaintext read from a TLS library
+	Msg  Message
+}
+
+// Config bounds the tracker. Zero values take the defaults.
+type Config struct {
+	// Protocols are tried in this order (the kernel's hint first).
+	Protocols []Protocol
+	// MaxConns bounds the connections followed at once; a new one past
+	// it is refused (counted) until closed or idle ones are forgotten.
+	MaxConns int
+	// RequestTimeout is how long a request may wait for its response
+	// before it is counted as never answered.
+	RequestTimeout time.Duration
+	// IdleTimeout forgets a connection with no sample for this long
+	// (its close may never be reported); at least RequestTimeout.
+	IdleTimeout time.Duration
+	// MaxGroups bounds a connection's groups per interval; requests
+	// that would make more are counted in its overflow group (Method
+	// OverflowMethod, no other identifying field).
+	MaxGroups int
+	// DetectMessages is how many messages may fail every protocol's
+	// Detect before a connection is opaque.
+	DetectMessages int
+}
+
+// Defaults.
+const (
+	DefaultMaxConns       = 16384
+	DefaultRequestTimeout = 30 * time.Second
+	DefaultIdleTimeout    = 5 * time.Minute
+	DefaultMaxGroups      = 64
+	DefaultDetectMessages = 4
+)
+
+// OverflowMethod marks the group that holds a connection's requests past
+// Config.MaxGroups in one interval.
+const OverflowMethod = "*"
+
+func (c *Config) setDefaults() {
+	if c.MaxConns <= 0 {
+		c.MaxConns = DefaultMaxConns
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	c.IdleTimeout = max(c.IdleTimeout, c.RequestTimeout)
+	if c.MaxGroups <= 0 {
+		c.MaxGroups = DefaultMaxGroups
+	}
+	if c.DetectMessages <= 0 {
+		c.DetectMessages = DefaultDetectMessages
+	}
+}
+
+// Validate reports a configuration that cannot work.
+func (c Config) Validate() error {
+	if len(c.Protocols) == 0 {
+		return fmt.Errorf("l7: no protocols")
+	}
+	seen := map[flow.L7Protocol]bool{}
+	for _, p := range c.Protocols {
+		if seen[p.Name()] {
+			return fmt.Errorf("l7: protocol %s given twice", p.Name())
+		}
+		seen[p.Name()] = true
+	}
+	return nil
+}
+
+// Stats are the tracker's counters since it started.
+type Stats struct {
+	Protocols []ProtocolStats // in Config.Protocols order
+	Conns     int             // connections followed now (detecting, parsed, opaque)
+	Refused   uint64          // connections not followed: MaxConns reached
+	Opaque    uint64          // connections no protocol detected, or whose parser failed
+	Ignored   uint64          // samples of opaque connections, skipped
+	Gaps      uint64          // samples after a capture gap
+}
+
+// ProtocolStats count one protocol's work.
+type ProtocolStats struct {
+	Protocol   flow.L7Protocol
+	Conns      uint64 // connections detected as this protocol
+	Requests   uint64 // requests counted in groups (answered or not)
+	Failed     uint64 // of which failed, never answered included
+	Unanswered uint64 // of which never answered
+	Unparsed   uint64 // connections whose bytes the parser rejected
+	Dropped    uint64 // requests let go without an outcome: gaps, rejected bytes, parser bounds
+	Overflow   uint64 // requests counted in an overflow group
+}
+
+type connState uint8
+
+const (
+	detecting connState = iota
+	parsing
+	opaque
+)
+
+type conn struct {
+	state  connState
+	tries  int
+	proto  int // index in Config.Protocols, when parsing
+	parser Parser
+	tls    bool
+	closed bool
+	lastNS uint64
+	groups groups
+}
+
+// Tracker follows connections' samples: it detects each one's protocol,
+// feeds its parser and folds the requests into per-connection groups
+// until Take. It is not safe for concurrent use: one goroutine calls it.
+type Tracker struct {
+	cfg    Config
+	hints  [HintOpaque + 1]int // protocol index per hint, -1: none
+	conns  map[ConnKey]*conn
+	stats  Stats
+	protos []ProtocolStats
+	done   []Request // scratch for parsers' output
+}
+
+// NewTracker returns a tracker; cfg must pass Validate.
+func NewTracker(cfg Config) *Tracker {
+	cfg.setDefaults()
+	t := &Tracker{cfg: cfg, conns: make(map[ConnKey]*conn)}
+	for h := range t.hints {
+		t.hints[h] = -1
+		for i, p := range cfg.Protocols {
+			if name := Hint(h).protocol(); name != "" && p.Name() == name {
+				t.hints[h] = i
+			}
+		}
+	}
+	for _, p := range cfg.Protocols {
+		t.protos = append(t.protos, ProtocolStats{Protocol: p.Name()})
+	}
+	return t
+}
+
+// Sample takes a connection's next message; a connection's samples come
+// in order.
+func (t *Tracker) Sample(s Sample) {
+	c := t.conns[s.Key]
+	if c == nil {
+		if len(t.conns) >= t.cfg.MaxConns {
+			t.stats.Refused++
+			return
+		}
+		c = &conn{}
+		t.conns[s.Key] = c
+	}
+	c.lastNS = max(c.lastNS, s.Msg.NS)
+	switch {
+	case c.state == opaque || c.closed:
+		t.stats.Ignored++
+		return
+	case c.state == detecting && !t.detect(c, s):
+		return
+	}
+	c.tls = c.tls || s.TLS
+	if s.Msg.Gap {
+		t.stats.Gaps++
+		t.drop(c, c.parser.Expire(math.MaxUint64, t.done[:0]))
+	}
+	done, err := c.parser.Feed(s.Msg, t.done[:0])
+	t.add(c, done)
+	if d, ok := c.parser.(Dropper); ok {
+		t.protos[c.proto].Dropped += uint64(d.TakeDropped())
+	}
+	if err != nil {
+		// Not this protocol after all, or broken: stop here rather than
+		// flap between parsing and not.
+		t.protos[c.proto].Unparsed++
+		t.drop(c, c.parser.Expire(math.MaxUint64, t.done[:0]))
+		c.state, c.parser = opaque, nil
+		t.stats.Opaque++
+	}
+}
+
+// detect tries the protocols on a detecting connection's sample and starts
+// a parser when one accepts it.
+func (t *Tracker) detect(c *conn, s Sample) bool {
+	if s.Hint == HintTLS && !s.TLS {
+		return false // ciphertext says nothing; its plaintext may follow
+	}
+	first := -1
+	if s.Hint <= HintOpaque {
+		first = t.hints[s.Hint]
+	}
+	found := -1
+	if first >= 0 && t.cfg.Protocols[first].Detect(s.Msg) {
+		found = first
+	}
+	for i := 0; found < 0 && i < len(t.cfg.Protocols); i++ {
+		if i != first && t.cfg.Protocols[i].Detect(s.Msg) {
+			found = i
+		}
+	}
+	if found < 0 {
+		if c.tries++; c.tries >= t.cfg.DetectMessages {
+			c.state = opaque
+			t.stats.Opaque++
+		}
+		return false
+	}
+	c.state, c.proto, c.parser = parsing, found, t.cfg.Protocols[found].New()
+	t.protos[found].Conns++
+	return true
+}
+
+// Closed says a connection ended: what it still waits for is given up on
+// at the next Take, which then forgets it.
+func (t *Tracker) Closed(key ConnKey, ns uint64) {
+	c := t.conns[key]
+	if c == nil {
+		return
+	}
+	if c.parser == nil && len(c.groups.list) == 0 {
+		delete(t.conns, key) // nothing pending, nothing to report
+		return
+	}
+	c.closed = true
+	c.lastNS = max(c.lastNS, ns)
+}
+
+// Take hands over each connection's groups completed since the last Take
+// (fn owns the slice: it is the connection's no more), after counting as never answered the requests older than RequestTimeout
+// and all those of closed or idle connections, which it then forgets.
+// Connections come in no particular order; each one's groups are sorted.
+func (t *Tracker) Take(nowNS uint64, fn func(ConnKey, []flow.Requests)) {
+	timeout := uint64(t.cfg.RequestTimeout.Nanoseconds())
+	idle := uint64(t.cfg.IdleTimeout.Nanoseconds())
+	for key, c := range t.conns {
+		gone := c.closed || nowNS > idle && c.lastNS < nowNS-idle
+		if c.parser != nil {
+			before := uint64(math.MaxUint64)
+			if !gone {
+				before = 0
+				if nowNS > timeout {
+					before = nowNS - timeout
+				}
+			}
+			t.add(c, c.parser.Expire(before, t.done[:0]))
+		}
+		if len(c.groups.list) > 0 {
+			fn(key, c.groups.take())
+		}
+		if gone {
+			delete(t.conns, key)
+		}
+	}
+}
+
+// Stats returns the counters.
+func (t *Tracker) Stats() Stats {
+	s := t.stats
+	s.Conns = len(t.conns)
+	s.Protocols = append([]ProtocolStats(nil), t.protos...)
+	return s
+}
+
+// add counts a connection's finished requests in its groups.
+func (t *Tracker) add(c *conn, done []Request) {
+	st := &t.protos[c.proto]
+	name := t.cfg.Protocols[c.proto].Name()
+	for i := range done {
+		r := &done[i]
+		r.Info.Protocol, r.Info.TLS = name, c.tls
+		st.Requests++
+		if r.ResponNS == 0 {
+			st.Unanswered++
+		}
+		if r.Failed || r.ResponNS == 0 {
+			st.Failed++
+		}
+		if !c.groups.add(r, t.cfg.MaxGroups) {
+			st.Overflow++
+		}
+	}
+	clear(done) // the scratch holds no strings or maps past this call
+	t.done = done[:0]
+}
+
+// drop counts requests given up on without an outcome.
+func (t *Tracker) drop(c *conn, gone []Request) {
+	t.protos[c.proto].Dropped += uint64(len(gone))
+	clear(gone)
+	t.done = gone[:0]
+}

@@ -1,0 +1,345 @@
+package l7_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flowlens/flowlens/internal/flow"
+	"github.com/flowlens/flowlens/internal/l7"
+	"github.com/flowlens/flowlens/internal/l7/http"
+)
+
+// fake is a line protocol for the tracker's tests: a client message
+// "Q<name>" asks, a server message "A<name> <ip>..." answers the oldest
+// question; "!" is malformed. Detect wants a first byte 'Q' or 'A'.
+type fake struct{}
+
+func (fake) Name() flow.L7Protocol { return flow.DNS }
+func (fake) Detect(m l7.Message) bool {
+	return len(m.Data) > 0 && (m.Data[0] == 'Q' || m.Data[0] == 'A')
+}
+func (fake) New() l7.Parser { return &fakeParser{} }
+
+type fakeParser struct{ pending []l7.Request }
+
+func (p *fakeParser) Feed(m l7.Message, done []l7.Request) ([]l7.Request, error) {
+	s := string(m.Data)
+	switch {
+	case strings.HasPrefix(s, "Q"):
+		p.pending = append(p.pending, l7.Request{Info: flow.Requests{Query: s[1:]}, StartNS: m.NS})
+	case strings.HasPrefix(s, "A") && len(p.pending) > 0:
+		r := p.pending[0]
+		p.pending = p.pending[1:]
+		fields := strings.Fields(s[1:])
+		r.Info.RCode, r.ResponNS = "noerror", m.NS
+		for _, f := range fields[1:] {
+			r.Info.Answers = append(r.Info.Answers, netip.MustParseAddr(f))
+		}
+		done = append(done, r)
+	case s == "!":
+		return done, fmt.Errorf("malformed")
+	}
+	return done, nil
+}
+
+func (p *fakeParser) Expire(ns uint64, done []l7.Request) []l7.Request {
+	for len(p.pending) > 0 && p.pending[0].StartNS < ns {
+		done = append(done, p.pending[0])
+		p.pending = p.pending[1:]
+	}
+	return done
+}
+
+func httpProto(t *testing.T) l7.Protocol {
+	p, err := http.New(http.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func newTracker(t *testing.T, cfg l7.Config) *l7.Tracker {
+	if len(cfg.Protocols) == 0 {
+		cfg.Protocols = []l7.Protocol{httpProto(t), fake{}}
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return l7.NewTracker(cfg)
+}
+
+func sample(cookie uint64, dir l7.Dir, ns uint64, data string) l7.Sample {
+	return l7.Sample{
+		Key: l7.ConnKey{Cookie: cookie},
+		Msg: l7.Message{Dir: dir, NS: ns, Len: len(data), Data: []byte(data)},
+	}
+}
+
+// take returns every connection's groups by cookie.
+func take(tr *l7.Tracker, now uint64) map[uint64][]flow.Requests {
+	got := map[uint64][]flow.Requests{}
+	tr.Take(now, func(k l7.ConnKey, rs []flow.Requests) { got[k.Cookie] = rs })
+	return got
+}
+
+const ms = uint64(time.Millisecond)
+
+// The mix: 1,000 requests over four keep-alive connections, 900
+// answered 200, 60 404 and 40 500, on two paths with ids.
+func TestTrackerAggregatesExactly(t *testing.T) {
+	tr := newTracker(t, l7.Config{})
+	type want struct {
+		count, failed  uint32
+		minUS, maxUS   uint32
+		sumUS, answers uint64
+	}
+	wants := map[string]*want{}
+	ns := uint64(1_000_000)
+	for i := range 1000 {
+		status := 200
+		switch {
+		case i%50 >= 48:
+			status = 500
+		case i%50 >= 45:
+			status = 404
+		}
+		path, tmpl := fmt.Sprintf("/users/%d", i), "/users/{id}"
+		if i%2 == 1 {
+			path, tmpl = fmt.Sprintf("/orders/%08x-1111-4222-8333-%012x/items", i, i*7919), "/orders/{id}/items"
+		}
+		cookie := uint64(i%4 + 1)
+		latUS := uint32(100 + i%37)
+		req := fmt.Sprintf("GET %s?secret=%d HTTP/1.1\r\nHost: shop:8080\r\nCookie: c=%d\r\n\r\n", path, i, i)
+		resp := fmt.Sprintf("HTTP/1.1 %d X\r\nContent-Length: 300\r\n\r\n%s", status, strings.Repeat("b", 300))
+		tr.Sample(sample(cookie, l7.FromClient, ns, req))
+		tr.Sample(sample(cookie, l7.FromServer, ns+uint64(latUS)*1000, resp))
+		ns += ms
+		key := fmt.Sprintf("%d GET %s shop %d", cookie, tmpl, status)
+		w := wants[key]
+		if w == nil {
+			w = &want{minUS: latUS}
+			wants[key] = w
+		}
+		w.count++
+		if status >= 500 {
+			w.failed++
+		}
+		w.minUS, w.maxUS = min(w.minUS, latUS), max(w.maxUS, latUS)
+		w.sumUS += uint64(latUS)
+		w.answers++
+	}
+	got := take(tr, ns)
+	var total, s404, s500 uint32
+	for cookie, rs := range got {
+		for i, r := range rs {
+			if i > 0 && (rs[i-1].Path > r.Path || rs[i-1].Path == r.Path && rs[i-1].Status >= r.Status) {
+				t.Errorf("conn %d: groups not sorted: %+v before %+v", cookie, rs[i-1], r)
+			}
+			key := fmt.Sprintf("%d %s %s %s %d", cookie, r.Method, r.Path, r.Host, r.Status)
+			w := wants[key]
+			if w == nil {
+				t.Errorf("unexpected group %s", key)
+				continue
+			}
+			delete(wants, key)
+			lat := flow.RTT{MinMicros: w.minUS, AvgMicros: uint32(w.sumUS / w.answers), MaxMicros: w.maxUS}
+			if r.Count != w.count || r.Failed != w.failed || r.Latency == nil || *r.Latency != lat || r.Protocol != flow.HTTP {
+				t.Errorf("%s: count %d failed %d latency %+v, want %d %d %+v", key, r.Count, r.Failed, r.Latency, w.count, w.failed, lat)
+			}
+			total += r.Count
+			switch r.Status {
+			case 404:
+				s404 += r.Count
+			case 500:
+				s500 += r.Count
+			}
+		}
+	}
+	for key := range wants {
+		t.Errorf("missing group %s", key)
+	}
+	if total != 1000 || s404 != 60 || s500 != 40 {
+		t.Errorf("total %d, 404s %d, 500s %d; want 1000, 60, 40", total, s404, s500)
+	}
+	out, _ := json.Marshal(got)
+	for _, secret := range []string{"secret", "c=", "Cookie", "bbbb"} {
+		if strings.Contains(string(out), secret) {
+			t.Errorf("output holds %q", secret)
+		}
+	}
+	st := tr.Stats().Protocols[0]
+	if st.Protocol != flow.HTTP || st.Conns != 4 || st.Requests != 1000 || st.Failed != 40 || st.Unanswered != 0 || st.Dropped != 0 {
+		t.Errorf("stats %+v", st)
+	}
+	if again := take(tr, ns); len(again) != 0 {
+		t.Errorf("second Take gave %d connections' groups", len(again))
+	}
+}
+
+func TestTrackerDetection(t *testing.T) {
+	tr := newTracker(t, l7.Config{})
+	// Connection 1: four messages nobody recognises, then HTTP: opaque.
+	for i := range 5 {
+		tr.Sample(sample(1, l7.FromClient, uint64(i), "\x00\x01binary"))
+	}
+	tr.Sample(sample(1, l7.FromClient, 10, "GET / HTTP/1.1\r\n\r\n"))
+	// Connection 2: TLS ciphertext (no try spent), then its plaintext.
+	for i := range 6 {
+		s := sample(2, l7.FromClient, uint64(i), "\x16\x03\x01\x00\x10hello")
+		s.Hint = l7.HintTLS
+		tr.Sample(s)
+	}
+	for _, s := range []l7.Sample{
+		sample(2, l7.FromClient, 100, "GET /a HTTP/1.1\r\n\r\n"),
+		sample(2, l7.FromServer, 200, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+	} {
+		s.Hint, s.TLS = l7.HintTLS, true
+		tr.Sample(s)
+	}
+	// Connection 3: the fake protocol, after two unknown messages.
+	tr.Sample(sample(3, l7.FromClient, 1, "hello"))
+	tr.Sample(sample(3, l7.FromClient, 2, "hello"))
+	tr.Sample(sample(3, l7.FromClient, 3, "Qexample.com"))
+	tr.Sample(sample(3, l7.FromServer, 4, "Aexample.com 10.0.0.1"))
+
+	got := take(tr, 1000)
+	if len(got) != 2 || len(got[2]) != 1 || len(got[3]) != 1 {
+		t.Fatalf("groups %+v", got)
+	}
+	if r := got[2][0]; !r.TLS || r.Path != "/a" || r.Count != 1 {
+		t.Errorf("TLS connection: %+v", r)
+	}
+	if r := got[3][0]; r.Protocol != flow.DNS || r.Query != "example.com" || len(r.Answers) != 1 {
+		t.Errorf("fake connection: %+v", r)
+	}
+	st := tr.Stats()
+	if st.Opaque != 1 || st.Ignored != 2 || st.Conns != 3 || st.Protocols[0].Conns != 1 || st.Protocols[1].Conns != 1 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestTrackerHintFirst(t *testing.T) {
+	// A message both protocols accept goes to the hinted one, though it
+	// is registered second.
+	both := l7.Message{Dir: l7.FromClient, NS: 1, Data: []byte("Q"), Len: 1}
+	tr := newTracker(t, l7.Config{Protocols: []l7.Protocol{acceptAll{flow.Redis}, fake{}}})
+	tr.Sample(l7.Sample{Key: l7.ConnKey{Cookie: 1}, Hint: l7.HintDNS, Msg: both})
+	tr.Sample(l7.Sample{Key: l7.ConnKey{Cookie: 2}, Hint: l7.HintNone, Msg: both})
+	st := tr.Stats()
+	if st.Protocols[0].Conns != 1 || st.Protocols[1].Conns != 1 {
+		t.Errorf("hinted DNS went to %+v", st.Protocols)
+	}
+}
+
+// acceptAll detects everything and parses nothing.
+type acceptAll struct{ name flow.L7Protocol }
+
+func (a acceptAll) Name() flow.L7Protocol { return a.name }
+func (acceptAll) Detect(l7.Message) bool  { return true }
+func (acceptAll) New() l7.Parser          { return &fakeParser{} }
+
+func TestTrackerFeedErrorGoesOpaque(t *testing.T) {
+	tr := newTracker(t, l7.Config{})
+	tr.Sample(sample(1, l7.FromClient, 1, "Qa"))
+	tr.Sample(sample(1, l7.FromClient, 2, "Qb"))
+	tr.Sample(sample(1, l7.FromClient, 3, "!"))
+	tr.Sample(sample(1, l7.FromServer, 4, "Aa 10.0.0.1"))
+	if got := take(tr, 10); len(got) != 0 {
+		t.Errorf("groups after a parse error: %+v", got)
+	}
+	st := tr.Stats()
+	if p := st.Protocols[1]; p.Unparsed != 1 || p.Dropped != 2 || p.Requests != 0 {
+		t.Errorf("protocol stats %+v", p)
+	}
+	if st.Opaque != 1 || st.Ignored != 1 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestTrackerGapDropsPending(t *testing.T) {
+	tr := newTracker(t, l7.Config{})
+	tr.Sample(sample(1, l7.FromClient, 1, "Qa"))
+	tr.Sample(sample(1, l7.FromClient, 2, "Qb"))
+	s := sample(1, l7.FromClient, 3, "Qc")
+	s.Msg.Gap = true
+	tr.Sample(s)
+	tr.Sample(sample(1, l7.FromServer, 4, "Ac 10.0.0.3"))
+	got := take(tr, 10)
+	if len(got[1]) != 1 || got[1][0].Query != "c" || got[1][0].Count != 1 {
+		t.Errorf("groups %+v", got)
+	}
+	if st := tr.Stats(); st.Gaps != 1 || st.Protocols[1].Dropped != 2 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestTrackerTimeoutsAndClose(t *testing.T) {
+	tr := newTracker(t, l7.Config{RequestTimeout: time.Second, IdleTimeout: time.Minute})
+	sec := uint64(time.Second)
+	tr.Sample(sample(1, l7.FromClient, 1*sec, "Qold"))
+	tr.Sample(sample(1, l7.FromClient, 3*sec, "Qnew"))
+	tr.Sample(sample(2, l7.FromClient, 1*sec, "Qclosed"))
+	tr.Closed(l7.ConnKey{Cookie: 2}, 2*sec)
+	tr.Sample(sample(3, l7.FromClient, 1*sec, "unknown")) // detecting
+	tr.Closed(l7.ConnKey{Cookie: 3}, 2*sec)               // forgotten at once
+
+	got := take(tr, 3*sec+sec/2)
+	want := map[uint64][]flow.Requests{
+		1: {{Protocol: flow.DNS, Query: "old", Count: 1, Failed: 1}},
+		2: {{Protocol: flow.DNS, Query: "closed", Count: 1, Failed: 1}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %+v\nwant %+v", got, want)
+	}
+	if st := tr.Stats(); st.Conns != 1 || st.Protocols[1].Unanswered != 2 || st.Protocols[1].Failed != 2 {
+		t.Errorf("stats %+v", st)
+	}
+	// Idle past a minute: the pending "new" is given up, the connection forgotten.
+	got = take(tr, 3*sec+61*sec)
+	if len(got[1]) != 1 || got[1][0].Query != "new" || tr.Stats().Conns != 0 {
+		t.Errorf("idle: %+v, %d connections", got, tr.Stats().Conns)
+	}
+}
+
+func TestTrackerBounds(t *testing.T) {
+	tr := newTracker(t, l7.Config{MaxConns: 2, MaxGroups: 3})
+	for q := range 10 {
+		tr.Sample(sample(1, l7.FromClient, uint64(q), fmt.Sprintf("Q%d", q)))
+		tr.Sample(sample(1, l7.FromServer, uint64(q)+1, fmt.Sprintf("A%d 10.0.0.%d", q, q)))
+	}
+	tr.Sample(sample(2, l7.FromClient, 1, "x"))
+	tr.Sample(sample(3, l7.FromClient, 1, "Qrefused"))
+	got := take(tr, 100)[1]
+	if len(got) != 4 {
+		t.Fatalf("%d groups, want 3 and the overflow: %+v", len(got), got)
+	}
+	if o := got[3]; o.Method != l7.OverflowMethod || o.Count != 7 || o.Query != "" || o.Answers != nil {
+		t.Errorf("overflow group %+v", o)
+	}
+	st := tr.Stats()
+	if st.Refused != 1 || st.Protocols[1].Overflow != 7 || st.Protocols[1].Requests != 10 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestTrackerMergesAnswers(t *testing.T) {
+	tr := newTracker(t, l7.Config{})
+	for i := range 12 {
+		tr.Sample(sample(1, l7.FromClient, uint64(10*i), "Qapi"))
+		tr.Sample(sample(1, l7.FromServer, uint64(10*i+5), fmt.Sprintf("Aapi 10.0.0.%d 10.0.0.1", i)))
+	}
+	got := take(tr, 1000)[1]
+	if len(got) != 1 || got[0].Count != 12 || len(got[0].Answers) != flow.MaxAnswers {
+		t.Fatalf("%+v", got)
+	}
+	for i, a := range got[0].Answers {
+		if want := netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}); a != want {
+			t.Errorf("answer %d: %s, want %s", i, a, want)
+		}
+	}
+}
