@@ -120,7 +120,7 @@ func proxyTCP(listen, to, out string, conns int) error {
 // and half-closes dst when src ends.
 func pipe(wg *sync.WaitGroup, r *recorder, dir l7.Dir, src, dst net.Conn) {
 	defer wg.Done()
-	buf := make([]byte, 64<<10)
+	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
@@ -163,7 +163,7 @@ func proxyUDP(listen, to, out string, idle time.Duration) error {
 		}
 		wg.Wait()
 	}()
-	buf := make([]byte, 64<<10)
+	buf := make([]byte, 32<<10)
 	for first := true; ; first = false {
 		if !first {
 			pc.SetReadDeadline(time.Now().Add(idle))
@@ -181,7 +181,7 @@ func proxyUDP(listen, to, out string, idle time.Duration) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				rb := make([]byte, 64<<10)
+				rb := make([]byte, 32<<10)
 				for {
 					k, err := up.Read(rb)
 					if err != nil {

@@ -4,6 +4,7 @@
 # corpora (internal/l7/{dns,postgres,redis}/testdata). Needs root (servers
 # run as unprivileged users) and `apt-get install postgresql redis-server
 # dnsmasq dnsutils`. Usage: hack/l7capture/record.sh [dns|postgres|redis]...
+# (L7CAPTURE=path uses a built l7capture).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 tmp=$(mktemp -d)
@@ -14,8 +15,11 @@ cleanup() {
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
-go build -o "$tmp/l7capture" ./hack/l7capture
-cap="$tmp/l7capture"
+cap=${L7CAPTURE:-}
+if [[ -z $cap ]]; then
+	go build -o "$tmp/l7capture" ./hack/l7capture
+	cap="$tmp/l7capture"
+fi
 
 # wait_for runs a command until it succeeds, at most 100 times 0.1 s apart.
 wait_for() {
@@ -98,7 +102,7 @@ SQL
 	wait "$capture"
 	# Extended protocol (pgbench): named prepared statements reused, then
 	# unnamed ones parsed each time; 5 transactions of one SELECT and one
-	# INSERT each.
+	# INSERT each. pgbench connects twice: a check, then the client.
 	cat >"$tmp/bench.sql" <<'SQL'
 \set id random(1, 3)
 SELECT v FROM t WHERE id = :id;
@@ -106,12 +110,12 @@ INSERT INTO t VALUES (:id, 'p');
 SQL
 	echo 'SELECT * FROM missing;' >"$tmp/fail.sql"
 	for mode in prepared extended; do
-		"$cap" -listen 127.0.0.1:15432 -to 127.0.0.1:25432 -o "$out/pgbench-$mode" -conns 1 &
+		"$cap" -listen 127.0.0.1:15432 -to 127.0.0.1:25432 -o "$out/pgbench-$mode" -conns 2 &
 		capture=$!
 		sleep 0.3
 		"$bin/pgbench" -n -M "$mode" -t 5 -h 127.0.0.1 -p 15432 -U postgres -f "$tmp/bench.sql" postgres >/dev/null 2>&1
 		wait "$capture"
-		"$cap" -listen 127.0.0.1:15432 -to 127.0.0.1:25432 -o "$out/pgbench-$mode-fail" -conns 1 &
+		"$cap" -listen 127.0.0.1:15432 -to 127.0.0.1:25432 -o "$out/pgbench-$mode-fail" -conns 2 &
 		capture=$!
 		sleep 0.3
 		"$bin/pgbench" -n -M "$mode" -t 1 -h 127.0.0.1 -p 15432 -U postgres -f "$tmp/fail.sql" postgres >/dev/null 2>&1 || true

@@ -27,6 +27,7 @@ import (
 
 	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/l7"
+	"github.com/flowlens/flowlens/internal/l7/frame"
 )
 
 // Answer is what one response says a name resolves to.
@@ -87,11 +88,19 @@ type pending struct {
 type parser struct {
 	onAnswer func(Answer)
 	framing  framing
-	streams  [2]stream // TCP, by Dir: client's, server's
-	pending  []pending // at most l7.MaxPending; past it the oldest is dropped
+	streams  [2]frame.Framer // TCP, by Dir: client's, server's
+	pending  []pending       // at most l7.MaxPending; past it the oldest is dropped
 	dropped  int
 	msg      message // scratch, reused per message
+
+	// The call being fed, for the TCP framer's callbacks.
+	ns   uint64
+	done []l7.Request
 }
+
+// maxKeep is how much of one TCP message is kept for reading: the kernel
+// samples at most 512 bytes of a call, so more is rarely visible anyway.
+const maxKeep = 512
 
 var errNotDNS = errors.New("not a DNS message")
 
@@ -105,19 +114,42 @@ func (p *parser) Feed(m l7.Message, done []l7.Request) ([]l7.Request, error) {
 	if p.framing == framingUDP {
 		return p.message(m.Data, m.Len > len(m.Data), m.NS, done)
 	}
-	s := &p.streams[0]
+	f := &p.streams[0]
 	if m.Dir == l7.FromServer {
-		s = &p.streams[1]
+		f = &p.streams[1]
+	}
+	if f.Head == 0 {
+		f.Head, f.Keep = 2, maxKeep
 	}
 	if m.Gap {
-		s.resync()
+		f.Lose()
 	}
-	err := s.feed(m, func(b []byte, cut bool) error {
-		var err error
-		done, err = p.message(b, cut, m.NS, done)
-		return err
-	})
+	if f.Lost() {
+		if detectFraming(m) != framingTCP {
+			return done, nil
+		}
+		f.Found()
+	}
+	p.ns, p.done = m.NS, done
+	err := f.Feed(m, p)
+	done, p.done = p.done, nil
 	return done, err
+}
+
+// BodyLen reads TCP's length prefix.
+func (p *parser) BodyLen(head []byte) (int, error) {
+	n := int(binary.BigEndian.Uint16(head))
+	if n < headerLen {
+		return 0, fmt.Errorf("dns over tcp: message of %d bytes", n)
+	}
+	return n, nil
+}
+
+// Message reads a TCP message.
+func (p *parser) Message(_, body []byte, cut bool) error {
+	var err error
+	p.done, err = p.message(body, cut, p.ns, p.done)
+	return err
 }
 
 // message reads one DNS message seen at ns; cut: the capture holds only
