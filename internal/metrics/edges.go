@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"slices"
 	"strconv"
 	"sync"
 
@@ -13,7 +14,9 @@ import (
 
 // DefaultMaxEdgeSeries is how many edge label sets get series of their own
 // unless --max-edge-series says otherwise. Each costs at most
-// SeriesPerEdgeLabelSet series: 10,000 is at most 210,000 series.
+// SeriesPerEdgeLabelSet series: 10,000 is at most 210,000 series without
+// requests, and 540,000 if every label set spoke all four L7 protocols.
+// (A port speaks one: an HTTP edge adds at most 10.)
 const DefaultMaxEdgeSeries = 10_000
 
 // OtherLabel is every edge label's value on the series that the edges past
@@ -41,10 +44,21 @@ const (
 	failFailed
 )
 
+// requestSeries is the most request series one label set has: a counter
+// per L7 protocol and class, and per protocol one of failures and the
+// duration's sum and count.
+var requestSeries = func() int {
+	n := 0
+	for _, p := range flow.L7Protocols {
+		n += len(topology.RequestClasses(p)) + 3
+	}
+	return n
+}()
+
 // SeriesPerEdgeLabelSet is the most series one edge label set has: opened,
 // closed, bytes and retransmits each way, a failure counter per verdict,
-// and the RTT histogram (its buckets, +Inf, sum and count).
-const SeriesPerEdgeLabelSet = 6 + len(verdicts) + len(rttBuckets) + 3
+// the RTT histogram (its buckets, +Inf, sum and count), and the requests'.
+var SeriesPerEdgeLabelSet = 6 + len(verdicts) + len(rttBuckets) + 3 + requestSeries
 
 var (
 	edgeOpened = prometheus.NewDesc("flowlens_edge_connections_opened_total",
@@ -64,6 +78,15 @@ var (
 	edgeRTT = prometheus.NewDesc("flowlens_edge_rtt_seconds",
 		"Smoothed round-trip time on the edge: one sample per flow record that measured one (its average). Appears with the first sample.",
 		edgeLabelNames, nil)
+	edgeRequests = prometheus.NewDesc("flowlens_edge_requests_total",
+		"Application requests on the edge, by L7 protocol and class (HTTP: 1xx-5xx; DNS: the rcode; PostgreSQL, Redis: ok or error; none: never answered), from the side the topology counts the connection from. A class's series appears at its first request.",
+		append(edgeLabelNames[:len(edgeLabelNames):len(edgeLabelNames)], "l7_protocol", "status_class"), nil)
+	edgeRequestFailures = prometheus.NewDesc("flowlens_edge_request_failures_total",
+		"Application requests on the edge that failed (HTTP 5xx, DNS other than noerror and nxdomain, PostgreSQL and Redis errors, never answered), by L7 protocol.",
+		append(edgeLabelNames[:len(edgeLabelNames):len(edgeLabelNames)], "l7_protocol"), nil)
+	edgeRequestDuration = prometheus.NewDesc("flowlens_edge_request_duration_seconds",
+		"Request start to response start of the answered requests on the edge, by L7 protocol: a summary of sum and count only, the sum being each request group's average times its count (the records carry no per-request latency, so no quantiles or buckets).",
+		append(edgeLabelNames[:len(edgeLabelNames):len(edgeLabelNames)], "l7_protocol"), nil)
 	edgeFolded = prometheus.NewDesc("flowlens_edge_series_folded_total",
 		"Flow records whose edge found the series budget (--max-edge-series) full: counted in the series whose edge labels are all \"other\" instead.",
 		nil, nil)
@@ -101,6 +124,34 @@ type edgeCounts struct {
 	rttBuckets                 [len(rttBuckets) + 1]uint64 // the last: above every bound
 	rttCount                   uint64
 	rttSum                     float64
+	requests                   [l7Protocols]requestCounts // by flow.L7Protocols' index
+}
+
+// l7Protocols is len(flow.L7Protocols), as a constant; a test checks it.
+const l7Protocols = 4
+
+// requestCounts are one L7 protocol's requests on a label set.
+type requestCounts struct {
+	byClass          [topology.MaxRequestClasses]uint64 // by topology.RequestClasses' index
+	failed, answered uint64
+	durationSum      float64 // seconds
+}
+
+func (c *edgeCounts) addRequests(groups []flow.Requests) {
+	for i := range groups {
+		g := &groups[i]
+		p := slices.Index(flow.L7Protocols, g.Protocol)
+		if p < 0 {
+			continue
+		}
+		rc := &c.requests[p]
+		rc.byClass[slices.Index(topology.RequestClasses(g.Protocol), topology.RequestClass(g))] += uint64(g.Count)
+		rc.failed += uint64(g.Failed)
+		if g.Latency != nil {
+			rc.answered += uint64(g.Count)
+			rc.durationSum += float64(g.Latency.AvgMicros) / 1e6 * float64(g.Count)
+		}
+	}
 }
 
 // add counts r as the topology's counts do: whole, everything it carries;
@@ -137,6 +188,7 @@ func (c *edgeCounts) add(r *flow.Record, whole bool) {
 		c.rttCount++
 		c.rttSum += s
 	}
+	c.addRequests(r.Requests)
 }
 
 // edgeKey is what Observe looks an edge's series up by: the edge at the
@@ -233,7 +285,7 @@ func workloadLabel(n topology.Node) string {
 // Describe implements prometheus.Collector.
 func (*EdgeMetrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{edgeOpened, edgeClosed, edgeFailures, edgeBytes, edgeRetransmits, edgeRTT,
-		edgeFolded, edgeLabelSets, edgeLabelSetsLimit} {
+		edgeRequests, edgeRequestFailures, edgeRequestDuration, edgeFolded, edgeLabelSets, edgeLabelSetsLimit} {
 		ch <- d
 	}
 }
@@ -285,6 +337,21 @@ func collectEdge(ch chan<- prometheus.Metric, c *edgeCounts) {
 			cumulative[le] = n
 		}
 		ch <- prometheus.MustNewConstHistogram(edgeRTT, c.rttCount, c.rttSum, cumulative, labels...)
+	}
+	for p, rc := range c.requests {
+		proto := string(flow.L7Protocols[p])
+		seen := false
+		for i, class := range topology.RequestClasses(flow.L7Protocols[p]) {
+			if rc.byClass[i] > 0 {
+				counter(edgeRequests, rc.byClass[i], proto, class)
+				seen = true
+			}
+		}
+		if !seen && rc.failed == 0 {
+			continue // the protocol's series appear with its first request
+		}
+		counter(edgeRequestFailures, rc.failed, proto)
+		ch <- prometheus.MustNewConstSummary(edgeRequestDuration, rc.answered, rc.durationSum, nil, append(labels, proto)...)
 	}
 }
 

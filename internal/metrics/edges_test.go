@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"maps"
+	"math"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -387,5 +388,86 @@ func TestEdgeMetricsPromtool(t *testing.T) {
 	}
 	if len(bytes.TrimSpace(out)) != 0 {
 		t.Errorf("promtool check metrics says:\n%s", out)
+	}
+}
+
+// reqSeries names a request series of edge e, labels sorted as the
+// exposition prints them (l7_protocol before protocol, status_class last).
+func (e edge) reqSeries(name, l7 string, class ...string) string {
+	s := name + `{destination_namespace="` + e.dstNS + `",destination_port="` + e.port + `",destination_workload="` + e.dst +
+		`",l7_protocol="` + l7 + `",protocol="` + e.proto + `",source_namespace="` + e.srcNS + `",source_workload="` + e.src + `"`
+	if len(class) == 1 {
+		s += `,status_class="` + class[0] + `"`
+	}
+	return s + "}"
+}
+
+// TestEdgeMetricsRequests: requests seen from both sides are counted once,
+// from the client (whose latencies they carry), per class; the duration's
+// sum is each group's average times its count; the graph agrees.
+func TestEdgeMetricsRequests(t *testing.T) {
+	if l7Protocols != len(flow.L7Protocols) {
+		t.Fatalf("l7Protocols is %d, flow has %d protocols", l7Protocols, len(flow.L7Protocols))
+	}
+	recs := edgeRecords()
+	client := []flow.Requests{
+		{Protocol: flow.HTTP, Method: "GET", Path: "/users/{id}", Status: 200, Count: 900, Latency: &flow.RTT{MinMicros: 100, AvgMicros: 1000, MaxMicros: 9000}},
+		{Protocol: flow.HTTP, Method: "GET", Path: "/users/{id}", Status: 404, Count: 60, Latency: &flow.RTT{MinMicros: 100, AvgMicros: 500, MaxMicros: 900}},
+		{Protocol: flow.HTTP, Method: "POST", Path: "/orders", Status: 500, Count: 40, Failed: 40, Latency: &flow.RTT{MinMicros: 100, AvgMicros: 2500, MaxMicros: 9000}},
+	}
+	recs[0].Requests = client // the first connection's client record
+	recs[1].Requests = []flow.Requests{{Protocol: flow.HTTP, Method: "GET", Path: "/users/{id}", Status: 200, Count: 900,
+		Latency: &flow.RTT{AvgMicros: 10}}} // its server's: not counted
+	dnsRec := &recs[len(recs)-1]
+	dnsRec.Requests = []flow.Requests{
+		{Protocol: flow.DNS, Query: "api.example.com", QType: "A", RCode: "nxdomain", Count: 3, Latency: &flow.RTT{AvgMicros: 200}},
+		{Protocol: flow.DNS, Query: "api.example.com", QType: "AAAA", Count: 2, Failed: 2},
+	}
+	m := NewEdgeMetrics(100)
+	store := ingest(m, recs...)
+	api := edge{"shop", "Deployment/client", "shop", "Deployment/api", "80", "tcp"}
+	dns := edge{"shop", "Deployment/client", "kube-system", "Deployment/coredns", "53", "udp"}
+	got := exposition(t, m)
+	want := map[string]float64{
+		api.reqSeries("flowlens_edge_requests_total", "http", "2xx"):          900,
+		api.reqSeries("flowlens_edge_requests_total", "http", "4xx"):          60,
+		api.reqSeries("flowlens_edge_requests_total", "http", "5xx"):          40,
+		api.reqSeries("flowlens_edge_request_failures_total", "http"):         40,
+		api.reqSeries("flowlens_edge_request_duration_seconds_count", "http"): 1000,
+		api.reqSeries("flowlens_edge_request_duration_seconds_sum", "http"):   0.9 + 0.03 + 0.1,
+		dns.reqSeries("flowlens_edge_requests_total", "dns", "nxdomain"):      3,
+		dns.reqSeries("flowlens_edge_requests_total", "dns", "none"):          2,
+		dns.reqSeries("flowlens_edge_request_failures_total", "dns"):          2,
+		dns.reqSeries("flowlens_edge_request_duration_seconds_count", "dns"):  3,
+		dns.reqSeries("flowlens_edge_request_duration_seconds_sum", "dns"):    0.0006,
+	}
+	requestSeries := map[string]float64{}
+	var metricRequests float64
+	for k, v := range got {
+		if strings.Contains(k, "_request") {
+			requestSeries[k] = v
+		}
+		if strings.HasPrefix(k, "flowlens_edge_requests_total{") {
+			metricRequests += v
+		}
+	}
+	// Sums of float products: compare within a rounding error.
+	for k, v := range want {
+		if strings.Contains(k, "_sum{") && requestSeries[k] != v && math.Abs(requestSeries[k]-v) < 1e-9 {
+			requestSeries[k] = v
+		}
+	}
+	diffSeries(t, requestSeries, want)
+
+	g, err := store.Query(topology.Query{Level: topology.LevelWorkload, Window: time.Minute, At: t0.Add(6 * time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var graphRequests float64
+	for _, e := range g.Edges {
+		graphRequests += float64(e.Requests)
+	}
+	if graphRequests != 1005 || metricRequests != 1005 {
+		t.Errorf("requests: graph %g, metrics %g, want 1005", graphRequests, metricRequests)
 	}
 }

@@ -48,6 +48,21 @@ type reqCounts struct {
 // dnsRCodes are the response codes a DNS class names; the rest are other.
 var dnsRCodes = []string{"noerror", "formerr", "servfail", "nxdomain", "notimp", "refused"}
 
+// requestClasses are every class of each protocol, as RequestClass names them.
+var requestClasses = map[flow.L7Protocol][]string{
+	flow.HTTP:     {"1xx", "2xx", "3xx", "4xx", "5xx", "other", "none"},
+	flow.DNS:      append(slices.Clone(dnsRCodes), "other", "none"),
+	flow.Postgres: {"ok", "error", "none"},
+	flow.Redis:    {"ok", "error", "none"},
+}
+
+// MaxRequestClasses is the most classes one protocol has.
+const MaxRequestClasses = 8
+
+// RequestClasses lists every class RequestClass gives protocol p's groups,
+// for a bounded index of them (the metrics' series).
+func RequestClasses(p flow.L7Protocol) []string { return requestClasses[p] }
+
 // RequestClass is the class of a request group on edges and in metrics
 // (see the table above): bounded per protocol.
 func RequestClass(g *flow.Requests) string {

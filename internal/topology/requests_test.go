@@ -3,6 +3,7 @@ package topology
 import (
 	"net/netip"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -111,6 +112,14 @@ func TestRequestClass(t *testing.T) {
 	} {
 		if got := RequestClass(&tc.g); got != tc.want {
 			t.Errorf("%+v: class %q, want %q", tc.g, got, tc.want)
+		}
+		if !slices.Contains(RequestClasses(tc.g.Protocol), tc.want) {
+			t.Errorf("%s: RequestClasses lacks %q", tc.g.Protocol, tc.want)
+		}
+	}
+	for _, p := range flow.L7Protocols {
+		if n := len(RequestClasses(p)); n == 0 || n > MaxRequestClasses {
+			t.Errorf("%s: %d classes, want 1 to %d", p, n, MaxRequestClasses)
 		}
 	}
 }
