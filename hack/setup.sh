@@ -14,6 +14,9 @@ packages=(
   protobuf-compiler       # protoc: regenerate api/ (make proto) to check it matches the .proto
   prometheus              # a real Prometheus scrapes the hub in e2e; promtool checks the exposition and the dashboard's PromQL
   chromium                # the web UI's browser tests (test/e2e/ui_test.go) drive Debian's Chromium headless
+  postgresql redis-server # real L7 servers in e2e (test/e2e/l7_db_test.go), started by the tests in namespaces
+  dnsmasq-base            # the real DNS server of test/e2e/l7_dns_test.go; -base: the binary without a system service
+  curl                    # an OpenSSL-linked HTTPS client (test/e2e/l7_http_test.go)
 )
 missing=()
 for p in "${packages[@]}"; do
