@@ -27,7 +27,9 @@ import (
 
 	"github.com/flowlens/flowlens/internal/conntable"
 	"github.com/flowlens/flowlens/internal/datapath"
+	"github.com/flowlens/flowlens/internal/dnsnames"
 	"github.com/flowlens/flowlens/internal/flow"
+	"github.com/flowlens/flowlens/internal/l7"
 )
 
 // Config is the agent's configuration.
@@ -36,6 +38,7 @@ type Config struct {
 	Interval time.Duration
 	Datapath datapath.Config
 	Table    conntable.Config
+	L7       L7Config
 }
 
 // DefaultConfig returns the defaults `flowlens up` starts with.
@@ -58,6 +61,12 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Table.MaxConversations, "max-udp-conversations", c.Table.MaxConversations, "UDP conversations the connection table remembers, live and released (0: sized from --max-udp-flows, --udp-idle, --udp-remember and --interval)")
 	fs.DurationVar(&c.Table.UDPIdle, "udp-idle", c.Table.UDPIdle, "silence after which a UDP conversation's kernel entry is released")
 	fs.DurationVar(&c.Table.UDPForget, "udp-remember", c.Table.UDPForget, "how long after its last datagram a released UDP conversation's role is remembered")
+	fs.BoolVar(&c.L7.Off, "no-l7", c.L7.Off, "capture no payload: no HTTP, DNS, PostgreSQL or Redis requests")
+	fs.IntVar(&c.Datapath.L7CaptureBytes, "l7-capture-bytes", c.Datapath.L7CaptureBytes, fmt.Sprintf("bytes of each message the kernel captures for L7 parsing (at most %d)", datapath.L7MaxCapture))
+	fs.IntVar(&c.Datapath.L7BudgetBytes, "l7-budget-bytes", c.Datapath.L7BudgetBytes, "L7 capture budget per second for the node, in bytes; past it messages are not captured, counted in flowlens_l7_samples_lost_total{reason=\"budget\"}")
+	fs.IntVar(&c.Datapath.L7RingBytes, "l7-ring-buffer-bytes", c.Datapath.L7RingBytes, "kernel ring buffer for L7 samples (power of two)")
+	fs.IntVar(&c.L7.MaxConns, "l7-max-connections", c.L7.MaxConns, "connections whose requests are followed at once (0: the default)")
+	fs.StringSliceVar(&c.L7.HTTPHeaders, "l7-http-headers", c.L7.HTTPHeaders, "HTTP request headers whose values are kept on requests (none by default; credentials never)")
 	fs.BoolVar(&c.Datapath.SkipDrops, "skip-drops", c.Datapath.SkipDrops, "leave the drop hook (tp_btf/kfree_skb) unattached: no drops by reason")
 	fs.StringVar(&c.Datapath.CgroupMount, "cgroup-root", c.Datapath.CgroupMount, "the host's cgroup2 root, where the cgroup programs attach (default: this process's cgroup2 mount, outside a cgroup namespace)")
 }
@@ -68,8 +77,14 @@ func (c *Config) Validate() error {
 	if c.Interval < 100*time.Millisecond {
 		return fmt.Errorf("interval %s is below 100ms", c.Interval)
 	}
+	if c.L7.Off {
+		c.Datapath.L7CaptureBytes = -1
+	}
 	if err := c.Datapath.Validate(); err != nil {
 		return err
+	}
+	if _, err := c.L7.protocols(); err != nil {
+		return fmt.Errorf("l7: %w", err)
 	}
 	// The kernel side takes its defaults for sizes left at zero.
 	kernel := datapath.DefaultConfig()
@@ -98,6 +113,12 @@ type Agent struct {
 	// finals holds what released UDP entries held when deleted; reused.
 	finals []flow.UDPConversation
 	drops  []flow.Drop // reused
+	names  *dnsnames.Cache
+
+	// l7 is fed by readSamples and taken from by tick; nil with L7 off.
+	l7      *l7.Tracker
+	l7mu    sync.Mutex // guards l7 and l7Stats
+	l7Stats l7.Stats
 
 	stats statCounters
 	mu    sync.Mutex // guards snap
@@ -106,10 +127,12 @@ type Agent struct {
 }
 
 type statCounters struct {
-	eventsRead   atomic.Uint64
-	decodeErrors atomic.Uint64
-	readErrors   atomic.Uint64
-	ticks        atomic.Uint64
+	eventsRead     atomic.Uint64
+	decodeErrors   atomic.Uint64
+	l7Read         atomic.Uint64
+	l7DecodeErrors atomic.Uint64
+	readErrors     atomic.Uint64
+	ticks          atomic.Uint64
 }
 
 // Stats is a snapshot of the agent's health for metrics.
@@ -125,6 +148,12 @@ type Stats struct {
 	// Refusals name the cgroups refused for holding their share of the
 	// kernel maps, most refused first.
 	Refusals []datapath.Refusal
+	// L7: samples read and undecodable, what the parsers made of them,
+	// and the DNS names held for naming peers.
+	L7Read, L7DecodeErrors uint64
+	L7                     l7.Stats
+	DNSNames               int
+	DNSNamesEvicted        uint64
 }
 
 // New loads and attaches the data path.
@@ -138,7 +167,14 @@ func New(cfg Config, log *slog.Logger, sink Sink) (*Agent, error) {
 	}
 	cfg.Table.Node = cfg.Node
 	cfg.Table.BootTime = time.Now().Add(-time.Duration(monotonicNow()))
-	a := &Agent{cfg: cfg, log: log, dp: dp, table: conntable.New(cfg.Table), sink: sink}
+	a := &Agent{cfg: cfg, log: log, dp: dp, table: conntable.New(cfg.Table), sink: sink,
+		names: dnsnames.New(dnsnames.DefaultConfig())}
+	if dp.L7On() {
+		if a.l7, err = newTracker(cfg.L7); err != nil {
+			dp.Close()
+			return nil, err
+		}
+	}
 	for _, h := range dp.Hooks() {
 		log.Info("hook", "program", h.Program, "target", h.Target, "attached", h.Attached, "reason", h.Reason)
 	}
@@ -168,6 +204,8 @@ func (a *Agent) Stats() Stats {
 	s.EventsRead = a.stats.eventsRead.Load()
 	s.DecodeErrors = a.stats.decodeErrors.Load()
 	s.ReadErrors = a.stats.readErrors.Load()
+	s.L7Read = a.stats.l7Read.Load()
+	s.L7DecodeErrors = a.stats.l7DecodeErrors.Load()
 	return s
 }
 
@@ -181,6 +219,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		socks []flow.TCPSocket
 		convs []flow.UDPConversation
 	)
+	if a.l7 != nil {
+		go a.readSamples()
+	}
 	start := time.Now()
 	next := start.Add(a.cfg.Interval)
 	for {
@@ -189,6 +230,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		case err == nil:
 			a.stats.eventsRead.Add(1)
 			a.table.EndTCP(ev)
+			a.l7Closed(&ev)
 		case errors.Is(err, datapath.ErrTimeout):
 		case errors.Is(err, ringbuf.ErrClosed):
 			return nil
@@ -219,6 +261,7 @@ func (a *Agent) tick(socks []flow.TCPSocket, convs []flow.UDPConversation, start
 		}
 		a.stats.eventsRead.Add(1)
 		a.table.EndTCP(ev)
+		a.l7Closed(&ev)
 	}
 	var err error
 	if socks, err = a.dp.TCPSockets(socks); err != nil {
@@ -246,7 +289,10 @@ func (a *Agent) tick(socks []flow.TCPSocket, convs []flow.UDPConversation, start
 		a.log.Warn("read drops", "err", err)
 	}
 	a.table.Drops(a.drops)
-	a.sink(a.table.Flush(start, now))
+	a.takeRequests(monotonicNow())
+	recs := a.table.Flush(start, now)
+	a.names.Learn(recs, now)
+	a.sink(recs)
 	a.ticks(len(socks), len(convs))
 	return socks, convs
 }
@@ -265,7 +311,11 @@ func (a *Agent) ticks(tcp, udp int) {
 	if err != nil {
 		a.log.Warn("read listeners", "err", err)
 	}
+	a.l7mu.Lock()
+	l7s := a.l7Stats
+	a.l7mu.Unlock()
 	s := Stats{
+		L7: l7s, DNSNames: a.names.Len(), DNSNamesEvicted: a.names.Evicted(),
 		DropReasons: reasons, Listeners: listeners,
 		Kernel: kc, Table: a.table.Stats(), Hooks: a.dp.Hooks(),
 		TCPSockets: tcp, UDPConversations: udp, TCPCapacity: tcpCap, UDPCapacity: udpCap,

@@ -134,6 +134,7 @@ func startNode(ctx context.Context, log *slog.Logger, cfg nodeConfig, reg *prome
 	}
 	reg.MustRegister(
 		metrics.AgentCollector{Agent: n.agent, CgroupName: cgroupPath},
+		metrics.L7Collector{Agent: n.agent},
 		naming,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: "flowlens"}),
