@@ -45,44 +45,53 @@ func Any(fs ...Filter) Filter {
 }
 
 // Param is one filter parameter: its name (query key and CLI flag) and how
-// one value becomes a filter.
+// one value becomes a filter: of the record, or (group) of one request
+// group, for the request filters that must all hold of the same group.
 type Param struct {
 	Name  string
 	Usage string
 	parse func(string) (Filter, error)
+	group func(string) (groupFilter, error)
 }
 
 // Params lists every parameter, in the order the CLI shows them.
 var Params = []Param{
-	{"from-ip", "source IP or CIDR", ipParam(func(r *flow.Record) netip.Addr { return r.Source.IP })},
-	{"to-ip", "destination IP or CIDR", ipParam(func(r *flow.Record) netip.Addr { return r.Destination.IP })},
+	{"from-ip", "source IP or CIDR", ipParam(func(r *flow.Record) netip.Addr { return r.Source.IP }), nil},
+	{"to-ip", "destination IP or CIDR", ipParam(func(r *flow.Record) netip.Addr { return r.Destination.IP }), nil},
 	{"ip", "source or destination IP or CIDR", ipParam(func(r *flow.Record) netip.Addr { return r.Source.IP },
-		func(r *flow.Record) netip.Addr { return r.Destination.IP })},
+		func(r *flow.Record) netip.Addr { return r.Destination.IP }), nil},
 	{"port", "source or destination port", uintParam(16, func(r *flow.Record) []uint64 {
 		return []uint64{uint64(r.Source.Port), uint64(r.Destination.Port)}
-	})},
-	{"to-port", "destination port", uintParam(16, func(r *flow.Record) []uint64 { return []uint64{uint64(r.Destination.Port)} })},
-	{"protocol", "tcp or udp", protocolParam},
-	{"verdict", "established, closed, reset, refused, timeout, unreachable, failed, answered, unanswered; dropped: a record with drops", verdictParam},
-	{"drop-reason", "a kernel drop reason the record counts (netfilter_drop, no_socket); a leading part matches at _ (netfilter, tcp)", dropReasonParam},
-	{"from-pid", "source process id", uintParam(32, func(r *flow.Record) []uint64 { return []uint64{uint64(r.Source.PID)} })},
-	{"to-pid", "destination process id", uintParam(32, func(r *flow.Record) []uint64 { return []uint64{uint64(r.Destination.PID)} })},
-	{"from-netns", "source network namespace inode", uintParam(32, func(r *flow.Record) []uint64 { return []uint64{uint64(r.Source.Netns)} })},
-	{"to-netns", "destination network namespace inode", uintParam(32, func(r *flow.Record) []uint64 { return []uint64{uint64(r.Destination.Netns)} })},
-	{"from-command", "source process command", stringParam(func(r *flow.Record) string { return r.Source.Command })},
-	{"to-command", "destination process command", stringParam(func(r *flow.Record) string { return r.Destination.Command })},
-	{"observer", "client or server: which side observed the flow", stringParam(func(r *flow.Record) string { return r.Observer })},
-	{"node", "node that observed the flow", stringParam(func(r *flow.Record) string { return r.Node })},
-	{"from-pod", "source pod as namespace/name; a name prefix matches (default/frontend matches frontend-7d9f…)", podParam(src)},
-	{"to-pod", "destination pod as namespace/name, or name prefix", podParam(dst)},
-	{"from-workload", "source workload as [namespace/]kind/name (deploy/frontend, sts/db, ds, job, cronjob, rs, pod)", workloadParam(src)},
-	{"to-workload", "destination workload as [namespace/]kind/name", workloadParam(dst)},
-	{"to-service", "destination Service as namespace/name or name", serviceParam},
-	{"namespace", "either endpoint's namespace (pod or Service)", namespaceParam},
-	{"from-label", "source pod label k=v (or k: has the label)", labelParam(src)},
-	{"to-label", "destination pod label k=v (or k)", labelParam(dst)},
-	{"from-kind", "source kind: pod, service, node, apiserver, world", kindParam(src)},
-	{"to-kind", "destination kind: pod, service, node, apiserver, world", kindParam(dst)},
+	}), nil},
+	{"to-port", "destination port", uintParam(16, func(r *flow.Record) []uint64 { return []uint64{uint64(r.Destination.Port)} }), nil},
+	{"protocol", "tcp or udp; http, dns, postgres or redis: a record with requests of that protocol", protocolParam, nil},
+	{"verdict", "established, closed, reset, refused, timeout, unreachable, failed, answered, unanswered; dropped: a record with drops", verdictParam, nil},
+	{"drop-reason", "a kernel drop reason the record counts (netfilter_drop, no_socket); a leading part matches at _ (netfilter, tcp)", dropReasonParam, nil},
+	{"from-pid", "source process id", uintParam(32, func(r *flow.Record) []uint64 { return []uint64{uint64(r.Source.PID)} }), nil},
+	{"to-pid", "destination process id", uintParam(32, func(r *flow.Record) []uint64 { return []uint64{uint64(r.Destination.PID)} }), nil},
+	{"from-netns", "source network namespace inode", uintParam(32, func(r *flow.Record) []uint64 { return []uint64{uint64(r.Source.Netns)} }), nil},
+	{"to-netns", "destination network namespace inode", uintParam(32, func(r *flow.Record) []uint64 { return []uint64{uint64(r.Destination.Netns)} }), nil},
+	{"from-command", "source process command", stringParam(func(r *flow.Record) string { return r.Source.Command }), nil},
+	{"to-command", "destination process command", stringParam(func(r *flow.Record) string { return r.Destination.Command }), nil},
+	{"observer", "client or server: which side observed the flow", stringParam(func(r *flow.Record) string { return r.Observer }), nil},
+	{"node", "node that observed the flow", stringParam(func(r *flow.Record) string { return r.Node }), nil},
+	{"from-pod", "source pod as namespace/name; a name prefix matches (default/frontend matches frontend-7d9f…)", podParam(src), nil},
+	{"to-pod", "destination pod as namespace/name, or name prefix", podParam(dst), nil},
+	{"from-workload", "source workload as [namespace/]kind/name (deploy/frontend, sts/db, ds, job, cronjob, rs, pod)", workloadParam(src), nil},
+	{"to-workload", "destination workload as [namespace/]kind/name", workloadParam(dst), nil},
+	{"to-service", "destination Service as namespace/name or name", serviceParam, nil},
+	{"namespace", "either endpoint's namespace (pod or Service)", namespaceParam, nil},
+	{"from-label", "source pod label k=v (or k: has the label)", labelParam(src), nil},
+	{"to-label", "destination pod label k=v (or k)", labelParam(dst), nil},
+	{"from-kind", "source kind: pod, service, node, apiserver, world", kindParam(src), nil},
+	{"to-kind", "destination kind: pod, service, node, apiserver, world", kindParam(dst), nil},
+	// Request filters: a record matches when one of its request groups
+	// matches all of them.
+	{Name: "http-status", Usage: "HTTP status of a request: a code (404) or a class (5xx)", group: httpStatusParam},
+	{Name: "http-method", Usage: "HTTP method of a request (GET)", group: httpMethodParam},
+	{Name: "http-path", Usage: "HTTP path template of a request, * matching anything ('/users/*')", group: httpPathParam},
+	{Name: "dns-rcode", Usage: "DNS response code of a query (noerror, nxdomain, servfail, ...)", group: dnsRCodeParam},
+	{Name: "dns-query", Usage: "DNS question name, * matching anything ('*.example.com')", group: dnsQueryParam},
 }
 
 func src(r *flow.Record) *flow.Endpoint { return &r.Source }
@@ -92,20 +101,37 @@ func dst(r *flow.Record) *flow.Endpoint { return &r.Destination }
 // are ignored so that callers can mix in their own (last, follow).
 func Parse(q url.Values) (Filter, error) {
 	var all []Filter
+	var groups []groupFilter
 	for _, p := range Params {
 		vals := split(q[p.Name])
 		if len(vals) == 0 {
 			continue
 		}
 		var anyOf []Filter
+		var anyGroup []groupFilter
 		for _, v := range vals {
-			f, err := p.parse(v)
+			var err error
+			if p.group != nil {
+				var g groupFilter
+				g, err = p.group(v)
+				anyGroup = append(anyGroup, g)
+			} else {
+				var f Filter
+				f, err = p.parse(v)
+				anyOf = append(anyOf, f)
+			}
 			if err != nil {
 				return nil, fmt.Errorf("filter %s=%q: %w", p.Name, v, err)
 			}
-			anyOf = append(anyOf, f)
 		}
-		all = append(all, Any(anyOf...))
+		if p.group != nil {
+			groups = append(groups, anyGroupOf(anyGroup))
+		} else {
+			all = append(all, Any(anyOf...))
+		}
+	}
+	if len(groups) > 0 {
+		all = append(all, someGroup(groups))
 	}
 	return All(all...), nil
 }
@@ -166,9 +192,15 @@ func stringParam(field func(*flow.Record) string) func(string) (Filter, error) {
 }
 
 func protocolParam(v string) (Filter, error) {
-	p := flow.Protocol(strings.ToLower(v))
+	v = strings.ToLower(v)
+	if l7 := flow.L7Protocol(v); slices.Contains(flow.L7Protocols, l7) {
+		return func(r *flow.Record) bool {
+			return slices.ContainsFunc(r.Requests, func(g flow.Requests) bool { return g.Protocol == l7 })
+		}, nil
+	}
+	p := flow.Protocol(v)
 	if p != flow.TCP && p != flow.UDP {
-		return nil, fmt.Errorf("protocol must be tcp or udp")
+		return nil, fmt.Errorf("protocol must be tcp, udp, http, dns, postgres or redis")
 	}
 	return func(r *flow.Record) bool { return r.Protocol == p }, nil
 }
