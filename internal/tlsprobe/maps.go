@@ -1,14 +1,17 @@
 package tlsprobe
 
 import (
+	"fmt"
 	"path"
+	"strconv"
 	"strings"
 )
 
 // mapping is one file-backed line of /proc/<pid>/maps.
 type mapping struct {
-	// addrs is the line's address range, "7f3c0c1e4000-7f3c0c1ff000":
-	// /proc/<pid>/map_files/<addrs> opens the very file mapped there.
+	// addrs is the line's address range as /proc/<pid>/map_files names
+	// it, which opens the very file mapped there: "400000-6fa000", where
+	// maps says "00400000-006fa000".
 	addrs string
 	path  string // as the reader's root sees it; " (deleted)" removed
 }
@@ -34,23 +37,15 @@ func parseMapsLine(line string) (m mapping, ok bool) {
 	}
 	p := strings.TrimLeft(rest, " ")
 	start, end, found := strings.Cut(fields[0], "-")
-	if !found || !isHex(start) || !isHex(end) || fields[4] == "0" || !strings.HasPrefix(p, "/") {
+	if !found || fields[4] == "0" || !strings.HasPrefix(p, "/") {
 		return mapping{}, false
 	}
-	return mapping{addrs: fields[0], path: strings.TrimSuffix(p, " (deleted)")}, true
-}
-
-func isHex(s string) bool {
-	if s == "" {
-		return false
+	s, err1 := strconv.ParseUint(start, 16, 64)
+	e, err2 := strconv.ParseUint(end, 16, 64)
+	if err1 != nil || err2 != nil || s >= e {
+		return mapping{}, false
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
+	return mapping{addrs: fmt.Sprintf("%x-%x", s, e), path: strings.TrimSuffix(p, " (deleted)")}, true
 }
 
 // isLibSSL reports whether a path is OpenSSL's libssl (libssl.so,

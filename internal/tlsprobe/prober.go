@@ -74,6 +74,7 @@ const (
 // hostLibDirs are where a host's libssl lives, probed at the first scan so
 // that a process too short-lived for the periodic scan (a curl) is seen:
 // a uprobe on a file fires in every process that maps it, later ones too.
+// Containers' own libssl are found only once a process maps them.
 var hostLibDirs = []string{"/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib",
 	"/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu"}
 
@@ -88,6 +89,7 @@ type Prober struct {
 	progs Programs
 	log   *slog.Logger
 	proc  string // procfs mount; a field for tests
+	root  string // this process's root, where host libraries are when /proc/1/root is not readable
 
 	mu      sync.Mutex
 	scans   int
@@ -103,6 +105,7 @@ func New(p Programs, log *slog.Logger) *Prober {
 		progs: p,
 		log:   log,
 		proc:  "/proc",
+		root:  "/",
 		files: make(map[fileID]bool),
 		pids:  make(map[int]struct{}),
 		targets: Stats{
@@ -204,12 +207,20 @@ func (p *Prober) skipSelf() {
 	})
 }
 
+// scanHostLibs probes the libssl files of the host's library directories,
+// seen through init's root (an agent in a container with the host's pid
+// namespace), else through its own (an agent on the host, or where init's
+// root is not open to it, as in some sandboxes).
 func (p *Prober) scanHostLibs() {
 	root := filepath.Join(p.proc, "1", "root")
+	if _, err := os.ReadDir(root); err != nil {
+		p.log.Debug("tls probe: host libraries from this process's root", "err", err)
+		root = p.root
+	}
 	for _, dir := range hostLibDirs {
 		libs, _ := filepath.Glob(filepath.Join(root, dir, "libssl.so*"))
 		for _, lib := range libs {
-			p.inspect(KindOpenSSL, lib, strings.TrimPrefix(lib, root))
+			p.inspect(KindOpenSSL, lib, filepath.Join("/", strings.TrimPrefix(lib, root)))
 		}
 	}
 }

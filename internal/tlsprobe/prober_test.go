@@ -25,11 +25,12 @@ func fakeProcess(t *testing.T, proc string, pid int, exe string, libs ...string)
 	}
 	lines := ""
 	for i, p := range append([]string{exe}, libs...) {
-		addrs := fmt.Sprintf("%x-%x", 0x400000+i*0x100000, 0x400000+i*0x100000+0x1000)
-		// Two lines per file, as a loader maps its segments.
-		lines += fmt.Sprintf("%s r--p 00000000 fd:01 %d   %s\n", addrs, 100+i, p)
-		lines += fmt.Sprintf("%s r-xp 00001000 fd:01 %d   %s\n", addrs, 100+i, p)
-		if err := os.Symlink(p, filepath.Join(dir, "map_files", addrs)); err != nil {
+		start, end := 0x400000+i*0x100000, 0x400000+i*0x100000+0x1000
+		// Two lines per file, as a loader maps its segments; maps pads
+		// addresses with zeros, map_files does not.
+		lines += fmt.Sprintf("%08x-%08x r--p 00000000 fd:01 %d   %s\n", start, end, 100+i, p)
+		lines += fmt.Sprintf("%08x-%08x r-xp 00001000 fd:01 %d   %s\n", start, end, 100+i, p)
+		if err := os.Symlink(p, filepath.Join(dir, "map_files", fmt.Sprintf("%x-%x", start, end))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -52,7 +53,7 @@ func TestScanInspectsEachFileOnce(t *testing.T) {
 	fakeProcess(t, proc, 102, notls, hostLibSSL)     // same libssl
 	fakeProcess(t, proc, 103, "/bin/sh", hostLibSSL) // neither Go nor new
 	p := New(Programs{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	p.proc = proc
+	p.proc, p.root = proc, t.TempDir()
 
 	want := Stats{Attached: map[Kind]int{}, Skipped: map[Reason]int{ReasonAttach: 2}}
 	check := func(when string) {
