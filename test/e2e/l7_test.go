@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -33,7 +34,7 @@ type l7Key struct {
 	Query    string
 	QType    string
 	RCode    string
-	Answers  string // comma-joined, in the record's order
+	Answers  string // sorted, comma-joined
 	Error    string
 }
 
@@ -62,6 +63,7 @@ func keyOf(r *flow.Requests) l7Key {
 	for i, a := range r.Answers {
 		answers[i] = a.String()
 	}
+	slices.Sort(answers) // a server may rotate them; the set is what counts
 	return l7Key{Protocol: r.Protocol, TLS: r.TLS, Method: r.Method, Path: r.Path, Host: r.Host,
 		Status: r.Status, Query: r.Query, QType: r.QType, RCode: r.RCode,
 		Answers: strings.Join(answers, ","), Error: r.Error}
