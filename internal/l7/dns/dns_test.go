@@ -97,33 +97,13 @@ var recordedTCP = []outcome{
 	{"nope.example.com", "A", "nxdomain", "", false, true},
 }
 
-// rechunk joins each side's consecutive writes after the first and splits
-// them every n bytes, as reads may see a stream. The first stays whole:
-// the framing is decided on it.
-func rechunk(ms []l7.Message, n int) []l7.Message {
-	out := []l7.Message{ms[0]}
-	for i := 1; i < len(ms); {
-		var b []byte
-		d := ms[i].Dir
-		for ; i < len(ms) && ms[i].Dir == d; i++ {
-			b = append(b, ms[i].Data...)
-		}
-		for len(b) > 0 {
-			k := min(n, len(b))
-			out = append(out, l7.Message{Dir: d, NS: uint64(len(out)+1) * 1000, Len: k, Data: b[:k]})
-			b = b[k:]
-		}
-	}
-	return out
-}
-
 func TestRecordedTCP(t *testing.T) {
 	ms := load(t, "tcp-1.transcript")
 	if !(Protocol{}).Detect(ms[0]) {
 		t.Fatal("first query not detected")
 	}
 	for _, split := range []int{1, 2, 3, 7, 100, 1 << 20} {
-		rs, err := transcript.Replay(Protocol{}.New(), rechunk(ms, split))
+		rs, err := transcript.Replay(Protocol{}.New(), transcript.Rechunk(ms, split))
 		if err != nil {
 			t.Fatalf("split %d: %v", split, err)
 		}

@@ -104,3 +104,26 @@ func Replay(p l7.Parser, ms []l7.Message) ([]l7.Request, error) {
 	}
 	return p.Expire(^uint64(0), done), nil
 }
+
+// Rechunk returns ms with each side's consecutive writes after the first
+// joined and split every n bytes, as reads may see a stream. The first
+// stays whole: parsers decide the protocol on it. Data must be whole.
+func Rechunk(ms []l7.Message, n int) []l7.Message {
+	if len(ms) == 0 {
+		return nil
+	}
+	out := []l7.Message{ms[0]}
+	for i := 1; i < len(ms); {
+		var b []byte
+		d := ms[i].Dir
+		for ; i < len(ms) && ms[i].Dir == d; i++ {
+			b = append(b, ms[i].Data...)
+		}
+		for len(b) > 0 {
+			k := min(n, len(b))
+			out = append(out, l7.Message{Dir: d, NS: uint64(len(out)+1) * 1000, Len: k, Data: b[:k:k]})
+			b = b[k:]
+		}
+	}
+	return out
+}
