@@ -42,6 +42,8 @@ func newObserveCmd() *cobra.Command {
 		Example: `  flowlens observe --last 20
   flowlens observe --follow --protocol tcp --verdict refused,timeout
   flowlens observe -o json --to-port 53
+  flowlens observe --protocol http --http-status 5xx --http-path '/api/*'
+  flowlens observe --dns-rcode nxdomain --dns-query '*.example.com'
   flowlens observe --since 10m --verdict reset --server hub:4245
   flowlens observe --server node-1:4245 --tls-ca ca.pem --tls-cert me.pem --tls-key me-key.pem`,
 		Args: cobra.NoArgs,

@@ -186,3 +186,59 @@ func TestObserveTimeWindow(t *testing.T) {
 		t.Errorf("observe --since yesterday: %v, want the API's refusal naming since", err)
 	}
 }
+
+// The request filters go to the API as query parameters of the same
+// names, which selects the records one of whose groups matches them all.
+func TestObserveRequestFilters(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	r, _ := api(t, server.Config{Listen: []string{"unix:" + sock}})
+	web, dns, plain := rec(1), rec(2), rec(3)
+	web.Requests = []flow.Requests{
+		{Protocol: flow.HTTP, Method: "GET", Path: "/users/{id}", Status: 200, Count: 900, Latency: &flow.RTT{AvgMicros: 300}},
+		{Protocol: flow.HTTP, Method: "POST", Path: "/orders", Status: 500, Count: 40, Failed: 40, Latency: &flow.RTT{AvgMicros: 2000}},
+	}
+	dns.Protocol = flow.UDP
+	dns.Requests = []flow.Requests{{Protocol: flow.DNS, QType: "A", Query: "nope.example.com", RCode: "nxdomain", Count: 2, Latency: &flow.RTT{AvgMicros: 90}}}
+	r.Write([]flow.Record{web, dns, plain})
+	for _, tc := range []struct {
+		args  []string
+		ports []string // the sources' ports printed, in order
+	}{
+		{[]string{"--protocol", "http"}, []string{":1 "}},
+		{[]string{"--protocol", "dns,tcp"}, []string{":1 ", ":2 ", ":3 "}},
+		{[]string{"--http-status", "5xx", "--http-method", "POST", "--http-path", "/orders*"}, []string{":1 "}},
+		{[]string{"--http-status", "5xx", "--http-method", "GET"}, nil},
+		{[]string{"--dns-rcode", "nxdomain", "--dns-query", "*.example.com"}, []string{":2 "}},
+	} {
+		var out bytes.Buffer
+		args := append([]string{"--server", "unix:" + sock}, tc.args...)
+		if err := runObserve(context.Background(), &out, args...); err != nil {
+			t.Fatalf("observe %v: %v", tc.args, err)
+		}
+		lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+		if out.Len() == 0 {
+			lines = nil
+		}
+		if len(lines) != len(tc.ports) {
+			t.Errorf("observe %v: %d lines, want %d:\n%s", tc.args, len(lines), len(tc.ports), out.String())
+			continue
+		}
+		for i, l := range lines {
+			if !strings.Contains(l, "10.0.0.1"+tc.ports[i]) {
+				t.Errorf("observe %v: line %d is %q, want the source port %s", tc.args, i, l, tc.ports[i])
+			}
+		}
+	}
+	var out bytes.Buffer
+	if err := runObserve(context.Background(), &out, "--server", "unix:"+sock, "--protocol", "http"); err != nil {
+		t.Fatal(err)
+	}
+	want := stamp() + " [client] 10.0.0.1:1 -> 10.0.0.2:80 tcp ESTABLISHED bytes=0/0 | http GET /users/{id} 200 ×900 ~300µs; http POST /orders 500 ×40 failed=40 ~2.0ms\n"
+	if out.String() != want {
+		t.Errorf("got %q\nwant %q", out.String(), want)
+	}
+	if err := runObserve(context.Background(), io.Discard, "--server", "unix:"+sock, "--http-status", "6xx"); err == nil ||
+		!strings.Contains(err.Error(), "http-status") {
+		t.Errorf("--http-status 6xx: %v, want a refusal naming it", err)
+	}
+}

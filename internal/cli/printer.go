@@ -81,8 +81,93 @@ func (p compact) print(r *flow.Record, _ []byte) error {
 	if len(r.Drops) > 0 {
 		b.WriteString(" drops=" + drops(r))
 	}
+	for i := range r.Requests {
+		sep := " | "
+		if i > 0 {
+			sep = "; "
+		}
+		b.WriteString(sep + requests(&r.Requests[i]))
+	}
 	_, err := fmt.Fprintln(p.w, clean(b.String()))
 	return err
+}
+
+// requests renders one request group: what identifies the requests, the
+// outcome, how many, and their average latency (~):
+//
+//	http GET /users/{id} 200 ×12 ~3.1ms
+//	https POST /orders 503 ×2 failed=2 ~12ms
+//	dns A api.example.com noerror → 10.0.0.5,10.0.0.6 ×3 ~210µs
+//	postgres INSERT error 23505 ×1 failed=1 ~800µs
+//	redis GET ×1 unanswered failed=1
+func requests(g *flow.Requests) string {
+	proto := string(g.Protocol)
+	if g.TLS {
+		proto += "+tls"
+		if g.Protocol == flow.HTTP {
+			proto = "https"
+		}
+	}
+	parts := []string{proto}
+	add := func(s ...string) {
+		for _, x := range s {
+			if x != "" {
+				parts = append(parts, x)
+			}
+		}
+	}
+	switch g.Protocol {
+	case flow.HTTP:
+		add(g.Method, g.Host+g.Path)
+		if g.Status != 0 {
+			add(strconv.Itoa(g.Status))
+		}
+	case flow.DNS:
+		add(g.QType, g.Query, g.RCode)
+		if len(g.Answers) > 0 {
+			answers := make([]string, len(g.Answers))
+			for i, a := range g.Answers {
+				answers[i] = a.String()
+			}
+			add("→ " + strings.Join(answers, ","))
+		}
+	default:
+		add(g.Method)
+		if g.Error != "" {
+			add("error", g.Error)
+		}
+	}
+	add(fmt.Sprintf("×%d", g.Count))
+	if g.Latency == nil {
+		add("unanswered")
+	}
+	if g.Failed > 0 {
+		add(fmt.Sprintf("failed=%d", g.Failed))
+	}
+	if g.Latency != nil {
+		add("~" + micros(g.Latency.AvgMicros))
+	}
+	return strings.Join(parts, " ")
+}
+
+// micros renders a latency in µs, ms or s, to two or three significant
+// digits.
+func micros(us uint32) string {
+	switch {
+	case us < 1000:
+		return fmt.Sprintf("%dµs", us)
+	case us < 1_000_000:
+		return strconv.FormatFloat(float64(us)/1e3, 'f', decimals(us/1000), 64) + "ms"
+	}
+	return strconv.FormatFloat(float64(us)/1e6, 'f', decimals(us/1_000_000), 64) + "s"
+}
+
+// decimals keeps one decimal below 10 of a unit, none above.
+func decimals(whole uint32) int {
+	if whole < 10 {
+		return 1
+	}
+	return 0
 }
 
 // lost writes a line no one can take for a flow:
@@ -222,6 +307,7 @@ func clean(s string) string {
 //	shop/frontend-7d9f:43122 (deploy/frontend curl 1234) a pod
 //	backend/api:80 (svc/api → pod api-5c-xyz)          a Service and the backend it reached
 //	node/worker-1:10250, apiserver:6443, 192.0.2.1:443 (world)
+//	api.example.com:443 (192.0.2.1 world)             named by a DNS answer the observer saw
 //
 // Its names are raw: printers clean the line they make of it.
 func endpoint(e *flow.Endpoint) string {
@@ -249,6 +335,11 @@ func endpoint(e *flow.Endpoint) string {
 		host = "node/" + e.NodeName
 	case e.Kind == flow.KindWorld:
 		detail = append(detail, "world")
+	}
+	if e.DNSName != "" && e.Pod == "" && e.Service == nil && e.Kind != flow.KindAPIServer && e.Kind != flow.KindNode {
+		// Named by what the observing side resolved: the name, its address after.
+		detail = append([]string{host}, detail...)
+		host = e.DNSName
 	}
 	if e.PID != 0 {
 		detail = append(detail, fmt.Sprintf("%s %d", e.Command, e.PID))

@@ -33,6 +33,10 @@ func TestEndpointNames(t *testing.T) {
 		{flow.Endpoint{IP: ip("172.30.0.11"), Port: 10250, Kind: flow.KindNode, NodeName: "a"}, "node/a:10250"},
 		{flow.Endpoint{IP: ip("127.0.0.1"), Port: 6443, Kind: flow.KindAPIServer}, "apiserver:6443"},
 		{flow.Endpoint{IP: ip("192.0.2.1"), Port: 443, Kind: flow.KindWorld}, "192.0.2.1:443 (world)"},
+		{flow.Endpoint{IP: ip("192.0.2.1"), Port: 443, Kind: flow.KindWorld, DNSName: "api.example.com"}, "api.example.com:443 (192.0.2.1 world)"},
+		{flow.Endpoint{IP: ip("2001:db8::1"), Port: 80, DNSName: "v6.example.com", PID: 9, Command: "curl"}, "v6.example.com:80 ([2001:db8::1] curl 9)"},
+		{flow.Endpoint{IP: ip("10.96.0.20"), Port: 80, Kind: flow.KindService, DNSName: "api.backend.svc.cluster.local",
+			Service: &flow.ServiceRef{Namespace: "backend", Name: "api"}}, "backend/api:80 (svc/api)"},
 	} {
 		if got := endpoint(&tc.ep); got != tc.want {
 			t.Errorf("endpoint = %q, want %q", got, tc.want)
@@ -193,4 +197,32 @@ func FuzzClean(f *testing.F) {
 			t.Fatalf("clean(%q) = %q: printable text must pass unchanged, and only it", s, out)
 		}
 	})
+}
+
+func TestRequestsPrinted(t *testing.T) {
+	ip := netip.MustParseAddr
+	r := flow.Record{Time: at, Observer: "client", Protocol: flow.TCP, Verdict: flow.VerdictEstablished,
+		Source:      flow.Endpoint{IP: ip("10.0.0.1"), Port: 1},
+		Destination: flow.Endpoint{IP: ip("10.0.0.2"), Port: 80},
+		Requests: []flow.Requests{
+			{Protocol: flow.HTTP, Method: "GET", Path: "/users/{id}", Status: 200, Count: 12, Latency: &flow.RTT{MinMicros: 900, AvgMicros: 3140, MaxMicros: 9000}},
+			{Protocol: flow.HTTP, TLS: true, Method: "POST", Host: "shop", Path: "/orders", Status: 503, Count: 2, Failed: 2, Latency: &flow.RTT{AvgMicros: 12_400}},
+			{Protocol: flow.DNS, QType: "A", Query: "api.example.com", RCode: "noerror", Count: 3,
+				Answers: []netip.Addr{ip("10.0.0.5"), ip("10.0.0.6")}, Latency: &flow.RTT{AvgMicros: 210}},
+			{Protocol: flow.Postgres, TLS: true, Method: "INSERT", Error: "23505", Count: 1, Failed: 1, Latency: &flow.RTT{AvgMicros: 1_500_000}},
+			{Protocol: flow.Redis, Method: "GET", Count: 1, Failed: 1},
+		}}
+	want := stamp() + " [client] 10.0.0.1:1 -> 10.0.0.2:80 tcp ESTABLISHED bytes=0/0" +
+		" | http GET /users/{id} 200 ×12 ~3.1ms" +
+		"; https POST shop/orders 503 ×2 failed=2 ~12ms" +
+		"; dns A api.example.com noerror → 10.0.0.5,10.0.0.6 ×3 ~210µs" +
+		"; postgres+tls INSERT error 23505 ×1 failed=1 ~1.5s" +
+		"; redis GET ×1 unanswered failed=1\n"
+	var out bytes.Buffer
+	if err := (compact{&out}).print(&r, nil); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != want {
+		t.Errorf("got\n%q\nwant\n%q", out.String(), want)
+	}
 }
