@@ -144,14 +144,7 @@ func TestL7DNS(t *testing.T) {
 	if want := map[string]int{"noerror": 5, "nxdomain": 5, "refused": 2}; !maps.Equal(rcodes, want) {
 		t.Fatalf("traffic was not as planned: dnsmasq answered %v, want %v", rcodes, want)
 	}
-	want := wantDNS(questions, seen)
-	for side, q := range map[string]string{
-		"client": fmt.Sprintf("protocol=udp&observer=client&from-netns=%d&to-ip=%s&to-port=53", p.B.Inode, p.AddrA),
-		"server": fmt.Sprintf("protocol=udp&observer=server&to-netns=%d&from-ip=%s&to-port=53", p.A.Inode, p.AddrB),
-	} {
-		recs := settledRequests(t, q, want.total())
-		checkGroups(t, side, groupsOf(recs), want)
-	}
+	checkSides(t, p, "protocol=udp&", 53, wantDNS(questions, seen))
 
 	// A connection to the answered address, in a third namespace.
 	c := joinNetns(t, p.B, netip.MustParsePrefix("10.99.0.1/24"), netip.PrefixFrom(apiAddr, 24))

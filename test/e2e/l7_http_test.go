@@ -148,17 +148,11 @@ func runCurl(t *testing.T, ns *testutil.Netns, base string, plan []httpRequest) 
 	return maxMicros
 }
 
-// checkHTTPRecords waits for the client's and the server's records of the
-// port and compares their request groups with the plan, exactly.
+// checkHTTPRecords compares the client's and the server's records of the
+// port with the plan, exactly, and their latencies with the client's.
 func checkHTTPRecords(t *testing.T, p *testutil.Pair, port uint16, plan []httpRequest, tls bool, clientMaxMicros uint64) {
 	t.Helper()
-	want := wantHTTP(plan, p.AddrA, tls)
-	for side, q := range map[string]string{
-		"client": fmt.Sprintf("observer=client&from-netns=%d&to-ip=%s&to-port=%d", p.B.Inode, p.AddrA, port),
-		"server": fmt.Sprintf("observer=server&to-netns=%d&from-ip=%s&to-port=%d", p.A.Inode, p.AddrB, port),
-	} {
-		recs := settledRequests(t, q, uint32(len(plan)))
-		checkGroups(t, side, groupsOf(recs), want)
+	for side, recs := range checkSides(t, p, "", port, wantHTTP(plan, p.AddrA, tls)) {
 		checkLatencies(t, side, recs, clientMaxMicros)
 	}
 }

@@ -133,6 +133,28 @@ func checkGroups(t *testing.T, side string, got, want l7Groups) {
 	}
 }
 
+// sideQueries selects the records of a port between a pair (B the client,
+// A the server) on each side, with filter (query parameters) beside.
+func sideQueries(p *testutil.Pair, filter string, port uint16) map[string]string {
+	return map[string]string{
+		"client": fmt.Sprintf("%sobserver=client&from-netns=%d&to-ip=%s&to-port=%d", filter, p.B.Inode, p.AddrA, port),
+		"server": fmt.Sprintf("%sobserver=server&to-netns=%d&from-ip=%s&to-port=%d", filter, p.A.Inode, p.AddrB, port),
+	}
+}
+
+// checkSides compares the request groups of the client's and the server's
+// records of a port between the pair with want, exactly, and returns the
+// records by side.
+func checkSides(t *testing.T, p *testutil.Pair, filter string, port uint16, want l7Groups) map[string][]flow.Record {
+	t.Helper()
+	recs := map[string][]flow.Record{}
+	for side, q := range sideQueries(p, filter, port) {
+		recs[side] = settledRequests(t, q, want.total())
+		checkGroups(t, side, groupsOf(recs[side]), want)
+	}
+	return recs
+}
+
 // checkLatencies checks every answered group's latency is a min ≤ avg ≤ max
 // that fits within what the client measured around its requests (µs,
 // rounded up), and that unanswered ones carry none.
