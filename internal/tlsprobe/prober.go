@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +28,33 @@ type Programs struct {
 	// Go crypto/tls: (*Conn).Write/Read entries, and the program put on
 	// each of their RET instructions.
 	GoWriteEntry, GoReadEntry, GoReturn *ebpf.Program
+}
+
+// ProgramsOf picks the programs of bpf/tls.h out of a collection's
+// programs by their C names (datapath's Uprobes()).
+func ProgramsOf(progs map[string]*ebpf.Program) (Programs, error) {
+	var p Programs
+	var missing []string
+	for name, field := range map[string]**ebpf.Program{
+		"ssl_write_entry":    &p.SSLWriteEntry,
+		"ssl_read_entry":     &p.SSLReadEntry,
+		"ssl_return":         &p.SSLReturn,
+		"ssl_write_ex_entry": &p.SSLWriteExEntry,
+		"ssl_read_ex_entry":  &p.SSLReadExEntry,
+		"ssl_ex_return":      &p.SSLExReturn,
+		"go_tls_write_entry": &p.GoWriteEntry,
+		"go_tls_read_entry":  &p.GoReadEntry,
+		"go_tls_return":      &p.GoReturn,
+	} {
+		if *field = progs[name]; *field == nil {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		return Programs{}, fmt.Errorf("TLS uprobe programs not loaded: %s", strings.Join(missing, ", "))
+	}
+	return p, nil
 }
 
 // Kind is a kind of TLS library probed.
