@@ -21,6 +21,20 @@ type ConnKey struct {
 	UDP           bool
 }
 
+// connID is what the tracker finds a connection by: the socket, and the
+// peer for UDP. Closed's key need only agree with the samples' on these.
+type connID struct {
+	cookie uint64
+	remote netip.AddrPort
+}
+
+func (k ConnKey) id() connID {
+	if !k.UDP {
+		return connID{cookie: k.Cookie}
+	}
+	return connID{cookie: k.Cookie, remote: k.Remote}
+}
+
 // Hint is the kernel's guess at a socket's content (enum l7_hint).
 type Hint uint8
 
@@ -157,6 +171,7 @@ const (
 )
 
 type conn struct {
+	key    ConnKey // as its first sample gave it
 	state  connState
 	tries  int
 	proto  int // index in Config.Protocols, when parsing
@@ -173,7 +188,7 @@ type conn struct {
 type Tracker struct {
 	cfg    Config
 	hints  [HintOpaque + 1]int // protocol index per hint, -1: none
-	conns  map[ConnKey]*conn
+	conns  map[connID]*conn
 	stats  Stats
 	protos []ProtocolStats
 	done   []Request // scratch for parsers' output
@@ -182,7 +197,7 @@ type Tracker struct {
 // NewTracker returns a tracker; cfg must pass Validate.
 func NewTracker(cfg Config) *Tracker {
 	cfg.setDefaults()
-	t := &Tracker{cfg: cfg, conns: make(map[ConnKey]*conn)}
+	t := &Tracker{cfg: cfg, conns: make(map[connID]*conn)}
 	for h := range t.hints {
 		t.hints[h] = -1
 		for i, p := range cfg.Protocols {
@@ -200,14 +215,15 @@ func NewTracker(cfg Config) *Tracker {
 // Sample takes a connection's next message; a connection's samples come
 // in order.
 func (t *Tracker) Sample(s Sample) {
-	c := t.conns[s.Key]
+	id := s.Key.id()
+	c := t.conns[id]
 	if c == nil {
 		if len(t.conns) >= t.cfg.MaxConns {
 			t.stats.Refused++
 			return
 		}
-		c = &conn{}
-		t.conns[s.Key] = c
+		c = &conn{key: s.Key}
+		t.conns[id] = c
 	}
 	c.lastNS = max(c.lastNS, s.Msg.NS)
 	switch {
@@ -271,12 +287,13 @@ func (t *Tracker) detect(c *conn, s Sample) bool {
 // Closed says a connection ended: what it still waits for is given up on
 // at the next Take, which then forgets it.
 func (t *Tracker) Closed(key ConnKey, ns uint64) {
-	c := t.conns[key]
+	id := key.id()
+	c := t.conns[id]
 	if c == nil {
 		return
 	}
 	if c.parser == nil && len(c.groups.list) == 0 {
-		delete(t.conns, key) // nothing pending, nothing to report
+		delete(t.conns, id) // nothing pending, nothing to report
 		return
 	}
 	c.closed = true
@@ -290,7 +307,7 @@ func (t *Tracker) Closed(key ConnKey, ns uint64) {
 func (t *Tracker) Take(nowNS uint64, fn func(ConnKey, []flow.Requests)) {
 	timeout := uint64(t.cfg.RequestTimeout.Nanoseconds())
 	idle := uint64(t.cfg.IdleTimeout.Nanoseconds())
-	for key, c := range t.conns {
+	for id, c := range t.conns {
 		gone := c.closed || nowNS > idle && c.lastNS < nowNS-idle
 		if c.parser != nil {
 			before := uint64(math.MaxUint64)
@@ -303,10 +320,10 @@ func (t *Tracker) Take(nowNS uint64, fn func(ConnKey, []flow.Requests)) {
 			t.add(c, c.parser.Expire(before, t.done[:0]))
 		}
 		if len(c.groups.list) > 0 {
-			fn(key, c.groups.take())
+			fn(c.key, c.groups.take())
 		}
 		if gone {
-			delete(t.conns, key)
+			delete(t.conns, id)
 		}
 	}
 }

@@ -37,8 +37,10 @@ func (p *fakeParser) Feed(m l7.Message, done []l7.Request) ([]l7.Request, error)
 		p.pending = p.pending[1:]
 		fields := strings.Fields(s[1:])
 		r.Info.RCode, r.ResponNS = "noerror", m.NS
-		for _, f := range fields[1:] {
-			r.Info.Answers = append(r.Info.Answers, netip.MustParseAddr(f))
+		for _, f := range fields[min(1, len(fields)):] {
+			if a, err := netip.ParseAddr(f); err == nil {
+				r.Info.Answers = append(r.Info.Answers, a)
+			}
 		}
 		done = append(done, r)
 	case s == "!":
@@ -341,5 +343,33 @@ func TestTrackerMergesAnswers(t *testing.T) {
 		if want := netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}); a != want {
 			t.Errorf("answer %d: %s, want %s", i, a, want)
 		}
+	}
+}
+
+func TestTrackerKeys(t *testing.T) {
+	tr := newTracker(t, l7.Config{})
+	peer := func(i byte) netip.AddrPort { return netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, i}), 53) }
+	// One UDP socket, two peers: two conversations, each its own group.
+	for i := byte(1); i <= 2; i++ {
+		k := l7.ConnKey{Cookie: 7, Remote: peer(i), UDP: true}
+		tr.Sample(l7.Sample{Key: k, Msg: l7.Message{Dir: l7.FromClient, NS: 1, Len: 2, Data: []byte("Qa")}})
+		tr.Sample(l7.Sample{Key: k, Msg: l7.Message{Dir: l7.FromServer, NS: 2, Len: 2, Data: []byte("Aa")}})
+	}
+	// A TCP connection closed under a key that agrees only on the cookie.
+	tcp := l7.ConnKey{Cookie: 8, Local: netip.MustParseAddrPort("10.0.0.9:4000"), Remote: peer(3), Role: flow.RoleClient}
+	tr.Sample(l7.Sample{Key: tcp, Msg: l7.Message{Dir: l7.FromClient, NS: 1, Len: 2, Data: []byte("Qb")}})
+	tr.Closed(l7.ConnKey{Cookie: 8}, 3)
+	got := map[l7.ConnKey]uint32{}
+	tr.Take(10, func(k l7.ConnKey, rs []flow.Requests) { got[k] = rs[0].Count })
+	want := map[l7.ConnKey]uint32{
+		{Cookie: 7, Remote: peer(1), UDP: true}: 1,
+		{Cookie: 7, Remote: peer(2), UDP: true}: 1,
+		tcp:                                     1,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	if st := tr.Stats(); st.Conns != 2 {
+		t.Errorf("%d connections after the TCP one closed, want 2", st.Conns)
 	}
 }
