@@ -192,18 +192,20 @@ func (h *headers) next() (name, value []byte, ok bool) {
 		if c <= 0 || !isToken(line[:c]) {
 			continue // an obsolete folded line, or junk: not a header we read
 		}
-		return line[:c], bytes.Trim(line[c+1:], " \t"), true
+		return line[:c], trimSpace(line[c+1:]), true
 	}
 }
 
-// isTchar reports whether c may appear in a token (RFC 9110 5.6.2).
-func isTchar(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
+// tchars are the bytes a token may hold (RFC 9110 5.6.2).
+var tchars = func() (t [256]bool) {
+	for c := 0; c < 256; c++ {
+		t[c] = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+			strings.IndexByte("!#$%&'*+-.^_`|~", byte(c)) >= 0
 	}
-	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
-}
+	return t
+}()
+
+func isTchar(c byte) bool { return tchars[c] }
 
 func isToken(b []byte) bool {
 	for _, c := range b {

@@ -12,8 +12,11 @@ const (
 // replaced by {id}. cut says the target was cut by the capture: its last
 // segment is incomplete and becomes "...".
 func appendTemplate(dst, target []byte, cut bool) []byte {
-	if i := bytes.IndexAny(target, "?#"); i >= 0 {
-		target, cut = target[:i], false
+	for i, c := range target {
+		if c == '?' || c == '#' {
+			target, cut = target[:i], false
+			break
+		}
 	}
 	if len(target) == 1 && target[0] == '*' {
 		return append(dst, '*')
@@ -51,6 +54,9 @@ func appendTemplate(dst, target []byte, cut bool) []byte {
 // sent to proxies) into its path and authority; other targets are returned
 // as they are.
 func splitAbsolute(target []byte) (path, authority []byte) {
+	if len(target) > 0 && target[0] == '/' {
+		return target, nil // origin-form, the usual case
+	}
 	i := bytes.Index(target, []byte("://"))
 	if i <= 0 || !isScheme(target[:i]) {
 		return target, nil
