@@ -5,26 +5,57 @@ import (
 	"bytes"
 	"debug/elf"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 
 	"golang.org/x/arch/x86/x86asm"
 )
 
-// buildGo builds testdata/<pkg> into a temporary directory.
+// built caches buildGo's executables for the whole test binary: each
+// build costs seconds of a shared machine.
+var built struct {
+	sync.Mutex
+	dir   string
+	paths map[string]string
+}
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "tlsprobe-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	built.dir, built.paths = dir, map[string]string{}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// buildGo builds testdata/<pkg> with flags, once per test binary.
 func buildGo(t *testing.T, pkg string, flags ...string) string {
 	t.Helper()
-	out := t.TempDir() + "/" + pkg
+	built.Lock()
+	defer built.Unlock()
+	key := pkg + " " + strings.Join(flags, " ")
+	if p, ok := built.paths[key]; ok {
+		return p
+	}
+	out := filepath.Join(built.dir, fmt.Sprintf("%s-%d", pkg, len(built.paths)))
 	args := append([]string{"build", "-o", out}, flags...)
 	cmd := exec.Command("go", append(args, "./testdata/"+pkg)...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
 	}
+	built.paths[key] = out
 	return out
 }
 
