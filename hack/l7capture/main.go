@@ -1,14 +1,16 @@
-// Command l7capture is a recording proxy on loopback: it forwards a client
-// to a real server and writes what each side wrote, one transcript
-// (internal/l7/transcript) per TCP connection or per UDP client, for the
-// l7 parsers' tests and seed corpora. record.sh beside it drives real
-// servers and clients through it.
+// Command l7capture is a recording proxy on loopback: it forwards clients
+// to a real server and writes what each side wrote (each read one message,
+// timestamped), encoded by l7test.Encode, for the l7 parsers' tests, and
+// the same bytes as a seed of their fuzz target. record.sh beside it
+// drives real servers and clients through it.
 //
-//	l7capture -listen 127.0.0.1:15432 -to 127.0.0.1:5432 -o out/pg -conns 1
+//	l7capture -listen 127.0.0.1:15432 -to 127.0.0.1:5432 -o testdata/pg -corpus testdata/fuzz/FuzzParser -conns 1
 //
-// writes out/pg-1.transcript and exits once that many connections are
-// done; with -udp, it writes one transcript of all datagrams once none came
-// for -idle.
+// writes testdata/pg-1.samples and the seed testdata/fuzz/FuzzParser/pg-1
+// per TCP connection, and exits once that many are done; with -udp, one
+// file of all datagrams (a conversation) once none came for -idle.
+// l7test.Recorder does the same inside a Go test; this records servers and
+// clients that are programs (dnsmasq, psql, redis-cli).
 package main
 
 import (
@@ -20,17 +22,19 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/flowlens/flowlens/internal/l7"
-	"github.com/flowlens/flowlens/internal/l7/transcript"
+	"github.com/flowlens/flowlens/internal/l7/l7test"
 )
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "loopback address to accept clients on")
 	to := flag.String("to", "", "the server's loopback address")
 	out := flag.String("o", "capture", "output path prefix")
+	corpus := flag.String("corpus", "", "fuzz corpus directory for seeds (none if empty)")
 	conns := flag.Int("conns", 1, "TCP connections to record before exiting")
 	udp := flag.Bool("udp", false, "proxy UDP datagrams")
 	idle := flag.Duration("idle", time.Second, "UDP: a client silent this long is done")
@@ -45,9 +49,9 @@ func main() {
 	time.AfterFunc(*limit, func() { fatal(errors.New("timed out")) })
 	var err error
 	if *udp {
-		err = proxyUDP(*listen, *to, *out, *idle)
+		err = proxyUDP(*listen, *to, *out, *corpus, *idle)
 	} else {
-		err = proxyTCP(*listen, *to, *out, *conns)
+		err = proxyTCP(*listen, *to, *out, *corpus, *conns)
 	}
 	if err != nil {
 		fatal(err)
@@ -59,33 +63,41 @@ func fatal(err error) {
 	os.Exit(1)
 }
 
-// recorder collects one exchange's writes in order.
+// recorder collects one exchange's reads in order.
 type recorder struct {
-	mu sync.Mutex
-	ms []l7.Message
+	mu      sync.Mutex
+	start   time.Time
+	samples []l7.Sample
 }
+
+func newRecorder() *recorder { return &recorder{start: time.Now()} }
 
 func (r *recorder) add(dir l7.Dir, b []byte) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.ms = append(r.ms, l7.Message{Dir: dir, Len: len(b), Data: append([]byte(nil), b...)})
+	ns := uint64(time.Since(r.start)) + 1e9
+	r.samples = append(r.samples, l7.Sample{Msg: l7.Message{Dir: dir, NS: ns, Len: len(b), Data: append([]byte(nil), b...)}})
 }
 
-func (r *recorder) save(path string) error {
+// save writes prefix-n.samples, and the seed n in corpus if set.
+func (r *recorder) save(prefix string, n int, corpus string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	b, err := transcript.Encode(r.ms)
-	if err != nil {
-		return fmt.Errorf("encode %s: %w", path, err)
-	}
+	b := l7test.Encode(r.samples)
+	path := fmt.Sprintf("%s-%d.samples", prefix, n)
 	if err := os.WriteFile(path, b, 0o644); err != nil {
-		return fmt.Errorf("save transcript: %w", err)
+		return fmt.Errorf("save samples: %w", err)
 	}
-	slog.Info("saved", "path", path, "writes", len(r.ms))
+	if corpus != "" {
+		if err := l7test.WriteCorpusFile(corpus, fmt.Sprintf("%s-%d", filepath.Base(prefix), n), b); err != nil {
+			return err
+		}
+	}
+	slog.Info("saved", "path", path, "reads", len(r.samples))
 	return nil
 }
 
-func proxyTCP(listen, to, out string, conns int) error {
+func proxyTCP(listen, to, out, corpus string, conns int) error {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -101,15 +113,15 @@ func proxyTCP(listen, to, out string, conns int) error {
 			c.Close()
 			return fmt.Errorf("dial server: %w", err)
 		}
-		var r recorder
+		r := newRecorder()
 		var wg sync.WaitGroup
 		wg.Add(2)
-		go pipe(&wg, &r, l7.FromClient, c, s)
-		go pipe(&wg, &r, l7.FromServer, s, c)
+		go pipe(&wg, r, l7.FromClient, c, s)
+		go pipe(&wg, r, l7.FromServer, s, c)
 		wg.Wait()
 		c.Close()
 		s.Close()
-		if err := r.save(fmt.Sprintf("%s-%d.transcript", out, n)); err != nil {
+		if err := r.save(out, n, corpus); err != nil {
 			return err
 		}
 	}
@@ -144,7 +156,7 @@ func pipe(wg *sync.WaitGroup, r *recorder, dir l7.Dir, src, dst net.Conn) {
 // proxyUDP relays datagrams between clients and the server (one upstream
 // socket per client address) and records them all as one exchange, ended
 // when no datagram came for idle: the server's view of its clients.
-func proxyUDP(listen, to, out string, idle time.Duration) error {
+func proxyUDP(listen, to, out, corpus string, idle time.Duration) error {
 	pc, err := net.ListenPacket("udp", listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -154,7 +166,7 @@ func proxyUDP(listen, to, out string, idle time.Duration) error {
 	if err != nil {
 		return fmt.Errorf("server address: %w", err)
 	}
-	var r recorder
+	r := newRecorder()
 	var wg sync.WaitGroup
 	ups := map[string]*net.UDPConn{}
 	defer func() {
@@ -197,5 +209,5 @@ func proxyUDP(listen, to, out string, idle time.Duration) error {
 			return fmt.Errorf("relay: %w", err)
 		}
 	}
-	return r.save(out + "-1.transcript")
+	return r.save(out, 1, corpus)
 }

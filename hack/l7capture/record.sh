@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Records real exchanges with Debian's dnsmasq, postgresql and redis-server
 # on 127.0.0.1 through l7capture, for the l7 parsers' tests and seed
-# corpora (internal/l7/{dns,postgres,redis}/testdata). Needs root (servers
+# corpora (internal/l7/{dns,postgres,redis}/testdata: *.samples, and
+# fuzz/FuzzParser/*). Needs root (servers
 # run as unprivileged users) and `apt-get install postgresql redis-server
 # dnsmasq dnsutils`. Usage: hack/l7capture/record.sh [dns|postgres|redis]...
 # (L7CAPTURE=path uses a built l7capture).
@@ -40,7 +41,7 @@ record_dns() {
 	wait_for dig +time=1 +tries=1 @127.0.0.1 -p 25353 api.example.com
 	# UDP: 2 A + 1 AAAA noerror with answers, a CNAME chain, an NXDOMAIN,
 	# a REFUSED (no upstream), then A and AAAA in flight at once.
-	"$cap" -udp -listen 127.0.0.1:15353 -to 127.0.0.1:25353 -o "$out/udp" -idle 2s &
+	"$cap" -udp -listen 127.0.0.1:15353 -to 127.0.0.1:25353 -o "$out/udp" -corpus "$out/fuzz/FuzzParser" -idle 2s &
 	local capture=$!
 	sleep 0.3
 	dig +tries=1 @127.0.0.1 -p 15353 api.example.com A api.example.com AAAA \
@@ -58,7 +59,7 @@ s.recv(512); s.recv(512)
 PY
 	wait "$capture"
 	# TCP: one connection, three queries on it.
-	"$cap" -listen 127.0.0.1:15353 -to 127.0.0.1:25353 -o "$out/tcp" -conns 1 &
+	"$cap" -listen 127.0.0.1:15353 -to 127.0.0.1:25353 -o "$out/tcp" -corpus "$out/fuzz/FuzzParser" -conns 1 &
 	capture=$!
 	sleep 0.3
 	dig +tcp +keepopen +tries=1 @127.0.0.1 -p 15353 api.example.com A www.example.com AAAA nope.example.com A >/dev/null
@@ -95,7 +96,7 @@ WITH x AS (SELECT 1) SELECT * FROM x;
 SELECT 1\; SELECT 2;
 SELECT repeat('x', 2000) FROM generate_series(1, 50);
 SQL
-	"$cap" -listen 127.0.0.1:15432 -to 127.0.0.1:25432 -o "$out/psql" -conns 1 &
+	"$cap" -listen 127.0.0.1:15432 -to 127.0.0.1:25432 -o "$out/psql" -corpus "$out/fuzz/FuzzParser" -conns 1 &
 	local capture=$!
 	sleep 0.3
 	psql -q -h 127.0.0.1 -p 15432 -U postgres -f "$tmp/simple.sql" >/dev/null 2>&1 || true
@@ -110,12 +111,12 @@ INSERT INTO t VALUES (:id, 'p');
 SQL
 	echo 'SELECT * FROM missing;' >"$tmp/fail.sql"
 	for mode in prepared extended; do
-		"$cap" -listen 127.0.0.1:15432 -to 127.0.0.1:25432 -o "$out/pgbench-$mode" -conns 2 &
+		"$cap" -listen 127.0.0.1:15432 -to 127.0.0.1:25432 -o "$out/pgbench-$mode" -corpus "$out/fuzz/FuzzParser" -conns 2 &
 		capture=$!
 		sleep 0.3
 		"$bin/pgbench" -n -M "$mode" -t 5 -h 127.0.0.1 -p 15432 -U postgres -f "$tmp/bench.sql" postgres >/dev/null 2>&1
 		wait "$capture"
-		"$cap" -listen 127.0.0.1:15432 -to 127.0.0.1:25432 -o "$out/pgbench-$mode-fail" -conns 2 &
+		"$cap" -listen 127.0.0.1:15432 -to 127.0.0.1:25432 -o "$out/pgbench-$mode-fail" -corpus "$out/fuzz/FuzzParser" -conns 2 &
 		capture=$!
 		sleep 0.3
 		"$bin/pgbench" -n -M "$mode" -t 1 -h 127.0.0.1 -p 15432 -U postgres -f "$tmp/fail.sql" postgres >/dev/null 2>&1 || true
@@ -155,13 +156,13 @@ CMDS
 	echo "LRANGE big 0 -1" >>"$tmp/cmds"
 	echo "SET huge $(head -c 3000 /dev/zero | tr '\0' x)" >>"$tmp/cmds"
 	echo "GET huge" >>"$tmp/cmds"
-	"$cap" -listen 127.0.0.1:16379 -to 127.0.0.1:26379 -o "$out/resp2" -conns 1 &
+	"$cap" -listen 127.0.0.1:16379 -to 127.0.0.1:26379 -o "$out/resp2" -corpus "$out/fuzz/FuzzParser" -conns 1 &
 	local capture=$!
 	sleep 0.3
 	redis-cli -p 16379 <"$tmp/cmds" >/dev/null
 	wait "$capture"
 	# RESP3: HELLO 3, then maps, sets, doubles, booleans, nulls.
-	"$cap" -listen 127.0.0.1:16379 -to 127.0.0.1:26379 -o "$out/resp3" -conns 1 &
+	"$cap" -listen 127.0.0.1:16379 -to 127.0.0.1:26379 -o "$out/resp3" -corpus "$out/fuzz/FuzzParser" -conns 1 &
 	capture=$!
 	sleep 0.3
 	redis-cli -3 -p 16379 <<'CMDS' >/dev/null
@@ -178,28 +179,13 @@ NOSUCHCOMMAND
 CMDS
 	wait "$capture"
 	# Pipelining: 100 PINGs in one write.
-	"$cap" -listen 127.0.0.1:16379 -to 127.0.0.1:26379 -o "$out/pipeline" -conns 1 &
+	"$cap" -listen 127.0.0.1:16379 -to 127.0.0.1:26379 -o "$out/pipeline" -corpus "$out/fuzz/FuzzParser" -conns 1 &
 	capture=$!
 	sleep 0.3
 	for i in $(seq 100); do printf '*1\r\n$4\r\nPING\r\n'; done | redis-cli -p 16379 --pipe >/dev/null
 	wait "$capture"
 }
 
-# seed writes each transcript of a package's testdata as a seed of its
-# FuzzParser, in the corpus format of go test -fuzz.
-seed() {
-	local dir=internal/l7/$1/testdata
-	mkdir -p "$dir/fuzz/FuzzParser"
-	for f in "$dir"/*.transcript; do
-		python3 - "$f" "$dir/fuzz/FuzzParser/$(basename "$f" .transcript)" <<'PY'
-import sys
-b = open(sys.argv[1], "rb").read()
-q = "".join(chr(c) if 32 <= c < 127 and chr(c) not in '"\\' else "\\x%02x" % c for c in b)
-open(sys.argv[2], "w").write('go test fuzz v1\n[]byte("%s")\n' % q)
-PY
-	done
-}
-
 for what in "${@:-dns postgres redis}"; do
-	for w in $what; do "record_$w"; seed "$w"; done
+	for w in $what; do "record_$w"; done
 done

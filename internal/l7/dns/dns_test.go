@@ -13,7 +13,7 @@ import (
 
 	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/l7"
-	"github.com/flowlens/flowlens/internal/l7/transcript"
+	"github.com/flowlens/flowlens/internal/l7/l7test"
 )
 
 // outcome is what a test checks of one request.
@@ -45,7 +45,7 @@ func load(t *testing.T, name string) []l7.Message {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return transcript.Decode(b)
+	return l7test.Messages(l7test.Decode(b), 0)
 }
 
 // The UDP recording (hack/l7capture/record.sh): dig's six lookups against
@@ -70,11 +70,11 @@ func TestRecordedUDP(t *testing.T) {
 		}
 		answers = append(answers, a.Name+"="+strings.Join(s, ",")+"/"+a.TTL.String())
 	}}
-	ms := load(t, "udp-1.transcript")
+	ms := load(t, "udp-1.samples")
 	if !p.Detect(ms[0]) {
 		t.Fatal("first query not detected")
 	}
-	rs, err := transcript.Replay(p.New(), ms)
+	rs, err := l7test.Replay(p.New(), ms)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,12 +98,12 @@ var recordedTCP = []outcome{
 }
 
 func TestRecordedTCP(t *testing.T) {
-	ms := load(t, "tcp-1.transcript")
+	ms := load(t, "tcp-1.samples")
 	if !(Protocol{}).Detect(ms[0]) {
 		t.Fatal("first query not detected")
 	}
 	for _, split := range []int{1, 2, 3, 7, 100, 1 << 20} {
-		rs, err := transcript.Replay(Protocol{}.New(), transcript.Rechunk(ms, split))
+		rs, err := l7test.Replay(Protocol{}.New(), l7test.Rechunk(ms, split))
 		if err != nil {
 			t.Fatalf("split %d: %v", split, err)
 		}
@@ -179,7 +179,7 @@ func TestCNAMEChainAndTTL(t *testing.T) {
 		a.Addrs = append([]netip.Addr(nil), a.Addrs...)
 		got = append(got, a)
 	}}.New()
-	rs, err := transcript.Replay(p, []l7.Message{udp(10, query), udp(25, resp)})
+	rs, err := l7test.Replay(p, []l7.Message{udp(10, query), udp(25, resp)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +219,7 @@ func TestOutcomes(t *testing.T) {
 		udp(11, r(7, dnsmessage.RCodeSuccess, "same.test.", dnsmessage.TypeAAAA)),
 		udp(12, r(7, dnsmessage.RCodeNameError, "same.test.", dnsmessage.TypeA)),
 	}
-	rs, err := transcript.Replay(Protocol{}.New(), ms)
+	rs, err := l7test.Replay(Protocol{}.New(), ms)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +277,7 @@ func TestCappedSample(t *testing.T) {
 	capped.Len = len(resp)
 	var seen int
 	p := Protocol{OnAnswer: func(a Answer) { seen = len(a.Addrs) }}.New()
-	rs, err := transcript.Replay(p, []l7.Message{udp(1, query), capped})
+	rs, err := l7test.Replay(p, []l7.Message{udp(1, query), capped})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +287,7 @@ func TestCappedSample(t *testing.T) {
 	// Cut inside the question: no request, no error.
 	cut := udp(3, resp[:20])
 	cut.Len = len(resp)
-	if rs, err := transcript.Replay(Protocol{}.New(), []l7.Message{udp(1, query), cut}); err != nil || len(rs) != 1 || rs[0].ResponNS != 0 {
+	if rs, err := l7test.Replay(Protocol{}.New(), []l7.Message{udp(1, query), cut}); err != nil || len(rs) != 1 || rs[0].ResponNS != 0 {
 		t.Fatalf("cut question: %v %+v", err, rs)
 	}
 }
@@ -315,7 +315,7 @@ func TestTCPHiddenBytes(t *testing.T) {
 		{Dir: l7.FromClient, NS: 6, Len: len(query) + 2, Data: frame(query)},
 		{Dir: l7.FromServer, NS: 7, Len: len(big), Data: big[:100]},
 	}
-	rs, err := transcript.Replay(Protocol{}.New(), ms)
+	rs, err := l7test.Replay(Protocol{}.New(), ms)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -350,7 +350,7 @@ func TestHostileNames(t *testing.T) {
 	}
 	// The longest legal name: 253 characters.
 	long := strings.Repeat("a", 63) + "." + strings.Repeat("b", 63) + "." + strings.Repeat("c", 63) + "." + strings.Repeat("d", 61)
-	rs, err := transcript.Replay(Protocol{}.New(), []l7.Message{udp(1, build(t, 1, false, 0, long+".", dnsmessage.TypeA))})
+	rs, err := l7test.Replay(Protocol{}.New(), []l7.Message{udp(1, build(t, 1, false, 0, long+".", dnsmessage.TypeA))})
 	if err != nil || len(rs) != 1 || rs[0].Info.Query != long {
 		t.Fatalf("longest name: %v %+v", err, rs)
 	}

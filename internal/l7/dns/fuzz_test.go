@@ -6,17 +6,17 @@ import (
 
 	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/l7"
-	"github.com/flowlens/flowlens/internal/l7/transcript"
+	"github.com/flowlens/flowlens/internal/l7/l7test"
 )
 
-// FuzzParser feeds any exchange (transcript records: direction, gap,
+// FuzzParser feeds any exchange (l7test.Encode records: direction, gap,
 // visible and hidden lengths) whole and capped to 40 bytes a call: no
 // panic, and every request and answer within its bounds. Seeds are the
 // real recordings (hack/l7capture/record.sh).
 func FuzzParser(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
-		ms := transcript.Decode(b)
-		for _, ms := range [][]l7.Message{ms, transcript.Cap(ms, 40)} {
+		ms := l7test.Messages(l7test.Decode(b), 0)
+		for _, ms := range [][]l7.Message{ms, l7test.Cap(ms, 40)} {
 			if len(ms) > 0 {
 				(Protocol{}).Detect(ms[0])
 			}
@@ -25,7 +25,7 @@ func FuzzParser(f *testing.F) {
 					t.Fatalf("answer %+v", a)
 				}
 			}}.New()
-			rs, _ := transcript.Replay(p, ms)
+			rs, _ := l7test.Replay(p, ms)
 			for _, r := range rs {
 				if len(r.Info.Answers) > flow.MaxAnswers || len(r.Info.Query) > 254 || r.Info.Protocol != flow.DNS {
 					t.Fatalf("request %+v", r)
@@ -43,7 +43,7 @@ func benchmark(b *testing.B, file string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ms := transcript.Decode(raw)
+	ms := l7test.Messages(l7test.Decode(raw), 0)
 	var n int64
 	for _, m := range ms {
 		n += int64(len(m.Data))
@@ -61,5 +61,5 @@ func benchmark(b *testing.B, file string) {
 }
 
 // The recorded exchanges, over and over: bytes of queries and responses.
-func BenchmarkUDP(b *testing.B) { benchmark(b, "udp-1.transcript") }
-func BenchmarkTCP(b *testing.B) { benchmark(b, "tcp-1.transcript") }
+func BenchmarkUDP(b *testing.B) { benchmark(b, "udp-1.samples") }
+func BenchmarkTCP(b *testing.B) { benchmark(b, "tcp-1.samples") }

@@ -10,7 +10,7 @@ import (
 
 	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/l7"
-	"github.com/flowlens/flowlens/internal/l7/transcript"
+	"github.com/flowlens/flowlens/internal/l7/l7test"
 )
 
 // summary is "METHOD" or "METHOD:SQLSTATE" per request, "!" when never
@@ -73,11 +73,11 @@ var recorded = map[string][]string{
 
 func load(t testing.TB, name string) []l7.Message {
 	t.Helper()
-	b, err := os.ReadFile("testdata/" + name + ".transcript")
+	b, err := os.ReadFile("testdata/" + name + ".samples")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return transcript.Decode(b)
+	return l7test.Messages(l7test.Decode(b), 0)
 }
 
 func TestRecorded(t *testing.T) {
@@ -91,8 +91,8 @@ func TestRecorded(t *testing.T) {
 			for _, v := range []struct {
 				name string
 				ms   []l7.Message
-			}{{"whole", ms}, {"capped 256", transcript.Cap(ms, 256)}, {"capped 64", transcript.Cap(ms, 64)}, {"split 1", transcript.Rechunk(ms, 1)}, {"split 7", transcript.Rechunk(ms, 7)}} {
-				rs, err := transcript.Replay(Protocol{}.New(), v.ms)
+			}{{"whole", ms}, {"capped 256", l7test.Cap(ms, 256)}, {"capped 64", l7test.Cap(ms, 64)}, {"split 1", l7test.Rechunk(ms, 1)}, {"split 7", l7test.Rechunk(ms, 7)}} {
+				rs, err := l7test.Replay(Protocol{}.New(), v.ms)
 				if err != nil {
 					t.Fatalf("%s: %v", v.name, err)
 				}
@@ -145,7 +145,7 @@ func TestSSLRequest(t *testing.T) {
 		call(c, 5, msg('Q', "select 1\x00")),
 		call(s, 6, msg('T', "x"), msg('D', "y"), complete, ready),
 	}
-	rs, err := transcript.Replay(Protocol{}.New(), ms)
+	rs, err := l7test.Replay(Protocol{}.New(), ms)
 	if err != nil || !reflect.DeepEqual(summary(t, rs), []string{"SELECT"}) || rs[0].StartNS != 5 || rs[0].ResponNS != 6 {
 		t.Fatalf("%v %+v", err, rs)
 	}
@@ -155,7 +155,7 @@ func TestSSLRequest(t *testing.T) {
 		call(s, 2, []byte("S")),
 		call(c, 3, []byte("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")),
 	}
-	if rs, err := transcript.Replay(Protocol{}.New(), ms); err != nil || len(rs) != 0 {
+	if rs, err := l7test.Replay(Protocol{}.New(), ms); err != nil || len(rs) != 0 {
 		t.Fatalf("after S: %v %+v", err, rs)
 	}
 }
@@ -186,7 +186,7 @@ func TestExtended(t *testing.T) {
 		call(c, 10, msg('Q', "COMMIT\x00")),
 		call(s, 11, msg('C', "COMMIT\x00"), ready),
 	}
-	rs, err := transcript.Replay(Protocol{}.New(), ms)
+	rs, err := l7test.Replay(Protocol{}.New(), ms)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +210,7 @@ func TestHiddenResponse(t *testing.T) {
 		call(c, 6, msg('Q', "SELECT 1\x00")),
 		call(s, 7, complete, ready),
 	}
-	rs, err := transcript.Replay(Protocol{}.New(), ms)
+	rs, err := l7test.Replay(Protocol{}.New(), ms)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,16 +5,16 @@ import (
 
 	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/l7"
-	"github.com/flowlens/flowlens/internal/l7/transcript"
+	"github.com/flowlens/flowlens/internal/l7/l7test"
 )
 
-// FuzzParser feeds any exchange (transcript records) whole and capped to
+// FuzzParser feeds any exchange (l7test.Encode records) whole and capped to
 // 40 bytes a call: no panic, requests within bounds, nothing held past
 // them. Seeds are the real recordings (hack/l7capture/record.sh).
 func FuzzParser(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
-		ms := transcript.Decode(b)
-		for _, ms := range [][]l7.Message{ms, transcript.Cap(ms, 40)} {
+		ms := l7test.Messages(l7test.Decode(b), 0)
+		for _, ms := range [][]l7.Message{ms, l7test.Cap(ms, 40)} {
 			if len(ms) > 0 {
 				(Protocol{}).Detect(ms[0])
 			}
@@ -39,7 +39,7 @@ func FuzzParser(f *testing.F) {
 }
 
 func benchmark(b *testing.B, name string, limit int) {
-	ms := transcript.Cap(load(b, name), limit)
+	ms := l7test.Cap(load(b, name), limit)
 	var n int64
 	for _, m := range ms {
 		n += int64(m.Len)

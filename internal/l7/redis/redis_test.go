@@ -10,7 +10,7 @@ import (
 
 	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/l7"
-	"github.com/flowlens/flowlens/internal/l7/transcript"
+	"github.com/flowlens/flowlens/internal/l7/l7test"
 )
 
 // counts is "METHOD" or "METHOD:ERROR" → requests; "!" marks never
@@ -50,11 +50,11 @@ func methods(rs []l7.Request) []string {
 
 func load(t testing.TB, name string) []l7.Message {
 	t.Helper()
-	b, err := os.ReadFile("testdata/" + name + ".transcript")
+	b, err := os.ReadFile("testdata/" + name + ".samples")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return transcript.Decode(b)
+	return l7test.Messages(l7test.Decode(b), 0)
 }
 
 // The recordings of hack/l7capture/record.sh against Debian's Redis 7.0.
@@ -85,8 +85,8 @@ func TestRecorded(t *testing.T) {
 			for _, v := range []struct {
 				name string
 				ms   []l7.Message
-			}{{"whole", ms}, {"capped 256", transcript.Cap(ms, 256)}, {"capped 64", transcript.Cap(ms, 64)}, {"split 1", transcript.Rechunk(ms, 1)}, {"split 5", transcript.Rechunk(ms, 5)}} {
-				rs, err := transcript.Replay(Protocol{}.New(), v.ms)
+			}{{"whole", ms}, {"capped 256", l7test.Cap(ms, 256)}, {"capped 64", l7test.Cap(ms, 64)}, {"split 1", l7test.Rechunk(ms, 1)}, {"split 5", l7test.Rechunk(ms, 5)}} {
+				rs, err := l7test.Replay(Protocol{}.New(), v.ms)
 				if err != nil {
 					t.Fatalf("%s: %v", v.name, err)
 				}
@@ -105,14 +105,14 @@ func TestRecorded(t *testing.T) {
 func TestRecordedPipeline(t *testing.T) {
 	ms := load(t, "pipeline-1")
 	p := Protocol{}.New()
-	rs, err := transcript.Replay(p, ms)
+	rs, err := l7test.Replay(p, ms)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got, dropped := counts(t, rs), p.(l7.Dropper).TakeDropped(); !reflect.DeepEqual(got, map[string]int{"PING": 63, "ECHO": 1}) || dropped != 37 {
 		t.Errorf("whole: %v, %d dropped", got, dropped)
 	}
-	rs, err = transcript.Replay(Protocol{}.New(), transcript.Cap(ms, 256))
+	rs, err = l7test.Replay(Protocol{}.New(), l7test.Cap(ms, 256))
 	if got := counts(t, rs); err != nil || !reflect.DeepEqual(got, map[string]int{"PING": 18}) {
 		t.Errorf("capped: %v %v", err, got)
 	}
@@ -136,7 +136,7 @@ func exchange(t *testing.T, calls ...string) []l7.Request {
 		}
 		ms = append(ms, l7.Message{Dir: d, NS: uint64(i + 1), Len: len(c), Data: []byte(c)})
 	}
-	rs, err := transcript.Replay(Protocol{}.New(), ms)
+	rs, err := l7test.Replay(Protocol{}.New(), ms)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +205,7 @@ func TestHidden(t *testing.T) {
 		{Dir: c, NS: 6, Len: 14, Data: []byte(cmd("PING"))},
 		{Dir: s, NS: 7, Len: 7, Data: []byte("+PONG\r\n")},
 	}
-	rs, err := transcript.Replay(Protocol{}.New(), ms)
+	rs, err := l7test.Replay(Protocol{}.New(), ms)
 	if err != nil {
 		t.Fatal(err)
 	}
