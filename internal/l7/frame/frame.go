@@ -4,7 +4,8 @@
 //
 // Each sample is a call's first bytes (Message.Data) and how many it moved
 // (Message.Len). Bytes past the sample that fall inside a message's body
-// are skipped by count: the message ends cut short. When they hide a
+// are skipped by count: the message ends cut short, with the body bytes
+// that came before the hidden ones. When they hide a
 // header, the framer is lost: what follows cannot be framed until the
 // owner finds a call that starts at a message (Found).
 package frame
@@ -36,7 +37,8 @@ type Framer struct {
 	head   [MaxHead]byte
 	nhead  int
 	body   []byte
-	want   int // body bytes still to come
+	want   int  // body bytes still to come
+	holed  bool // body bytes were hidden: later ones are not its start
 	inBody bool
 	cut    bool
 	lost   bool
@@ -69,10 +71,10 @@ func (f *Framer) Feed(m l7.Message, r Reader) error {
 			if err != nil {
 				return err
 			}
-			f.want, f.inBody, f.body, f.cut = n, true, f.body[:0], n > f.Keep
+			f.want, f.inBody, f.body, f.cut, f.holed = n, true, f.body[:0], n > f.Keep, false
 		}
 		k := min(f.want, len(b))
-		if room := f.Keep - len(f.body); room > 0 {
+		if room := f.Keep - len(f.body); room > 0 && !f.holed {
 			f.body = append(f.body, b[:min(k, room)]...)
 		}
 		f.want -= k
@@ -89,7 +91,7 @@ func (f *Framer) Feed(m l7.Message, r Reader) error {
 	}
 	if f.inBody && hidden <= f.want {
 		f.want -= hidden
-		f.cut = true
+		f.cut, f.holed = true, true
 		if f.want == 0 {
 			return f.end(r)
 		}
