@@ -42,7 +42,7 @@ type reader struct {
 	skip    int    // bulk bytes (CRLF included) still to come
 	bulkLen int    // the bulk's length
 	kept    []byte // its first bytes
-	bulkTyp byte
+	holed   bool   // bytes of it were hidden: later ones are not its start
 
 	depth   int
 	left    [maxDepth]int  // values still to come per open aggregate
@@ -112,6 +112,7 @@ func (r *reader) feed(data []byte, hidden int, s sink, inline bool) error {
 	}
 	if r.skip > 0 && hidden <= r.skip {
 		r.skip -= hidden
+		r.holed = true
 		if r.skip == 0 {
 			return r.bulkEnd(s)
 		}
@@ -130,7 +131,7 @@ func (r *reader) feed(data []byte, hidden int, s sink, inline bool) error {
 
 // keep keeps a bulk's first bytes.
 func (r *reader) keep(b []byte) {
-	if room := keepBulk - len(r.kept); room > 0 {
+	if room := keepBulk - len(r.kept); room > 0 && !r.holed {
 		r.kept = append(r.kept, b[:min(room, len(b))]...)
 	}
 }
@@ -160,7 +161,7 @@ func (r *reader) header(line []byte, long bool, s sink, inline bool) error {
 		if n < 0 { // RESP2 null bulk
 			return r.valueEnd(s)
 		}
-		r.bulkTyp, r.bulkLen, r.skip = typ, n, n+2
+		r.bulkLen, r.skip, r.holed = n, n+2, false
 		r.kept = r.kept0[:0]
 		return nil
 	case '*', '%', '~', '>', '|':
