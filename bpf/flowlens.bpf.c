@@ -1277,8 +1277,6 @@ int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 	return 0;
 }
 
-#if __has_include("tls.h")
 #include "tls.h"
-#endif
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

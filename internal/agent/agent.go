@@ -30,6 +30,7 @@ import (
 	"github.com/flowlens/flowlens/internal/dnsnames"
 	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/l7"
+	"github.com/flowlens/flowlens/internal/tlsprobe"
 )
 
 // Config is the agent's configuration.
@@ -115,6 +116,8 @@ type Agent struct {
 	drops  []flow.Drop // reused
 	names  *dnsnames.Cache
 
+	tls *tlsprobe.Prober // nil with L7 off, or without uprobes
+
 	// l7 is fed by readSamples and taken from by tick; nil with L7 off.
 	l7      *l7.Tracker
 	l7mu    sync.Mutex // guards l7 and l7Stats
@@ -152,6 +155,7 @@ type Stats struct {
 	// and the DNS names held for naming peers.
 	L7Read, L7DecodeErrors uint64
 	L7                     l7.Stats
+	TLS                    tlsprobe.Stats // nil maps: no TLS probing
 	DNSNames               int
 	DNSNamesEvicted        uint64
 }
@@ -173,6 +177,18 @@ func New(cfg Config, log *slog.Logger, sink Sink) (*Agent, error) {
 		if a.l7, err = newTracker(cfg.L7); err != nil {
 			dp.Close()
 			return nil, err
+		}
+		if progs, err := tlsprobe.ProgramsOf(dp.Uprobes()); err != nil {
+			log.Warn("no TLS plaintext: HTTPS and other TLS traffic is counted, not parsed", "err", err)
+		} else {
+			// Before the agent is ready: a process that starts after it
+			// with a library of the host (a curl) is probed already.
+			a.tls = tlsprobe.New(progs, log)
+			began := time.Now()
+			if err := a.tls.Scan(); err != nil {
+				log.Warn("tls probe scan", "err", err)
+			}
+			log.Info("probed TLS libraries", "took", time.Since(began), "stats", a.tls.Stats())
 		}
 	}
 	for _, h := range dp.Hooks() {
@@ -206,6 +222,9 @@ func (a *Agent) Stats() Stats {
 	s.ReadErrors = a.stats.readErrors.Load()
 	s.L7Read = a.stats.l7Read.Load()
 	s.L7DecodeErrors = a.stats.l7DecodeErrors.Load()
+	if a.tls != nil {
+		s.TLS = a.tls.Stats()
+	}
 	return s
 }
 
@@ -221,6 +240,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	)
 	if a.l7 != nil {
 		go a.readSamples()
+	}
+	if a.tls != nil {
+		go a.tls.Run(ctx)
+		defer a.tls.Close()
 	}
 	start := time.Now()
 	next := start.Add(a.cfg.Interval)

@@ -285,9 +285,13 @@ const (
 	flowlensMapTcpUsage            = "tcp_usage"
 	flowlensMapTlsCalls            = "tls_calls"
 	flowlensMapTlsConns            = "tls_conns"
+	flowlensMapTlsExSizes          = "tls_ex_sizes"
 	flowlensMapUdpFlows            = "udp_flows"
 	flowlensMapUdpSocks            = "udp_socks"
 	flowlensMapUdpUsage            = "udp_usage"
+	flowlensProgGoTlsReadEntry     = "go_tls_read_entry"
+	flowlensProgGoTlsReturn        = "go_tls_return"
+	flowlensProgGoTlsWriteEntry    = "go_tls_write_entry"
 	flowlensProgOnDestroy          = "on_destroy"
 	flowlensProgOnKfreeSkb         = "on_kfree_skb"
 	flowlensProgOnReceiveReset     = "on_receive_reset"
@@ -297,6 +301,12 @@ const (
 	flowlensProgOnSendReset        = "on_send_reset"
 	flowlensProgOnSetState         = "on_set_state"
 	flowlensProgReadListeners      = "read_listeners"
+	flowlensProgSslExReturn        = "ssl_ex_return"
+	flowlensProgSslReadEntry       = "ssl_read_entry"
+	flowlensProgSslReadExEntry     = "ssl_read_ex_entry"
+	flowlensProgSslReturn          = "ssl_return"
+	flowlensProgSslWriteEntry      = "ssl_write_entry"
+	flowlensProgSslWriteExEntry    = "ssl_write_ex_entry"
 	flowlensProgUdpConnect4        = "udp_connect4"
 	flowlensProgUdpConnect6        = "udp_connect6"
 	flowlensProgUdpEgress          = "udp_egress"
@@ -377,23 +387,32 @@ type flowlensSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type flowlensProgramSpecs struct {
-	OnDestroy      *ebpf.ProgramSpec `ebpf:"on_destroy"`
-	OnKfreeSkb     *ebpf.ProgramSpec `ebpf:"on_kfree_skb"`
-	OnReceiveReset *ebpf.ProgramSpec `ebpf:"on_receive_reset"`
-	OnRecv         *ebpf.ProgramSpec `ebpf:"on_recv"`
-	OnRetransmit   *ebpf.ProgramSpec `ebpf:"on_retransmit"`
-	OnSend         *ebpf.ProgramSpec `ebpf:"on_send"`
-	OnSendReset    *ebpf.ProgramSpec `ebpf:"on_send_reset"`
-	OnSetState     *ebpf.ProgramSpec `ebpf:"on_set_state"`
-	ReadListeners  *ebpf.ProgramSpec `ebpf:"read_listeners"`
-	UdpConnect4    *ebpf.ProgramSpec `ebpf:"udp_connect4"`
-	UdpConnect6    *ebpf.ProgramSpec `ebpf:"udp_connect6"`
-	UdpEgress      *ebpf.ProgramSpec `ebpf:"udp_egress"`
-	UdpIngress     *ebpf.ProgramSpec `ebpf:"udp_ingress"`
-	UdpSendmsg4    *ebpf.ProgramSpec `ebpf:"udp_sendmsg4"`
-	UdpSendmsg6    *ebpf.ProgramSpec `ebpf:"udp_sendmsg6"`
-	UdpSockCreate  *ebpf.ProgramSpec `ebpf:"udp_sock_create"`
-	WalkTcp        *ebpf.ProgramSpec `ebpf:"walk_tcp"`
+	GoTlsReadEntry  *ebpf.ProgramSpec `ebpf:"go_tls_read_entry"`
+	GoTlsReturn     *ebpf.ProgramSpec `ebpf:"go_tls_return"`
+	GoTlsWriteEntry *ebpf.ProgramSpec `ebpf:"go_tls_write_entry"`
+	OnDestroy       *ebpf.ProgramSpec `ebpf:"on_destroy"`
+	OnKfreeSkb      *ebpf.ProgramSpec `ebpf:"on_kfree_skb"`
+	OnReceiveReset  *ebpf.ProgramSpec `ebpf:"on_receive_reset"`
+	OnRecv          *ebpf.ProgramSpec `ebpf:"on_recv"`
+	OnRetransmit    *ebpf.ProgramSpec `ebpf:"on_retransmit"`
+	OnSend          *ebpf.ProgramSpec `ebpf:"on_send"`
+	OnSendReset     *ebpf.ProgramSpec `ebpf:"on_send_reset"`
+	OnSetState      *ebpf.ProgramSpec `ebpf:"on_set_state"`
+	ReadListeners   *ebpf.ProgramSpec `ebpf:"read_listeners"`
+	SslExReturn     *ebpf.ProgramSpec `ebpf:"ssl_ex_return"`
+	SslReadEntry    *ebpf.ProgramSpec `ebpf:"ssl_read_entry"`
+	SslReadExEntry  *ebpf.ProgramSpec `ebpf:"ssl_read_ex_entry"`
+	SslReturn       *ebpf.ProgramSpec `ebpf:"ssl_return"`
+	SslWriteEntry   *ebpf.ProgramSpec `ebpf:"ssl_write_entry"`
+	SslWriteExEntry *ebpf.ProgramSpec `ebpf:"ssl_write_ex_entry"`
+	UdpConnect4     *ebpf.ProgramSpec `ebpf:"udp_connect4"`
+	UdpConnect6     *ebpf.ProgramSpec `ebpf:"udp_connect6"`
+	UdpEgress       *ebpf.ProgramSpec `ebpf:"udp_egress"`
+	UdpIngress      *ebpf.ProgramSpec `ebpf:"udp_ingress"`
+	UdpSendmsg4     *ebpf.ProgramSpec `ebpf:"udp_sendmsg4"`
+	UdpSendmsg6     *ebpf.ProgramSpec `ebpf:"udp_sendmsg6"`
+	UdpSockCreate   *ebpf.ProgramSpec `ebpf:"udp_sock_create"`
+	WalkTcp         *ebpf.ProgramSpec `ebpf:"walk_tcp"`
 }
 
 // flowlensMapSpecs contains maps before they are loaded into the kernel.
@@ -414,6 +433,7 @@ type flowlensMapSpecs struct {
 	TcpUsage    *ebpf.MapSpec `ebpf:"tcp_usage"`
 	TlsCalls    *ebpf.MapSpec `ebpf:"tls_calls"`
 	TlsConns    *ebpf.MapSpec `ebpf:"tls_conns"`
+	TlsExSizes  *ebpf.MapSpec `ebpf:"tls_ex_sizes"`
 	UdpFlows    *ebpf.MapSpec `ebpf:"udp_flows"`
 	UdpSocks    *ebpf.MapSpec `ebpf:"udp_socks"`
 	UdpUsage    *ebpf.MapSpec `ebpf:"udp_usage"`
@@ -487,6 +507,7 @@ type flowlensMaps struct {
 	TcpUsage    *ebpf.Map `ebpf:"tcp_usage"`
 	TlsCalls    *ebpf.Map `ebpf:"tls_calls"`
 	TlsConns    *ebpf.Map `ebpf:"tls_conns"`
+	TlsExSizes  *ebpf.Map `ebpf:"tls_ex_sizes"`
 	UdpFlows    *ebpf.Map `ebpf:"udp_flows"`
 	UdpSocks    *ebpf.Map `ebpf:"udp_socks"`
 	UdpUsage    *ebpf.Map `ebpf:"udp_usage"`
@@ -508,6 +529,7 @@ func (m *flowlensMaps) Close() error {
 		m.TcpUsage,
 		m.TlsCalls,
 		m.TlsConns,
+		m.TlsExSizes,
 		m.UdpFlows,
 		m.UdpSocks,
 		m.UdpUsage,
@@ -552,27 +574,39 @@ type flowlensVariables struct {
 //
 // It can be passed to loadFlowlensObjects or ebpf.CollectionSpec.LoadAndAssign.
 type flowlensPrograms struct {
-	OnDestroy      *ebpf.Program `ebpf:"on_destroy"`
-	OnKfreeSkb     *ebpf.Program `ebpf:"on_kfree_skb"`
-	OnReceiveReset *ebpf.Program `ebpf:"on_receive_reset"`
-	OnRecv         *ebpf.Program `ebpf:"on_recv"`
-	OnRetransmit   *ebpf.Program `ebpf:"on_retransmit"`
-	OnSend         *ebpf.Program `ebpf:"on_send"`
-	OnSendReset    *ebpf.Program `ebpf:"on_send_reset"`
-	OnSetState     *ebpf.Program `ebpf:"on_set_state"`
-	ReadListeners  *ebpf.Program `ebpf:"read_listeners"`
-	UdpConnect4    *ebpf.Program `ebpf:"udp_connect4"`
-	UdpConnect6    *ebpf.Program `ebpf:"udp_connect6"`
-	UdpEgress      *ebpf.Program `ebpf:"udp_egress"`
-	UdpIngress     *ebpf.Program `ebpf:"udp_ingress"`
-	UdpSendmsg4    *ebpf.Program `ebpf:"udp_sendmsg4"`
-	UdpSendmsg6    *ebpf.Program `ebpf:"udp_sendmsg6"`
-	UdpSockCreate  *ebpf.Program `ebpf:"udp_sock_create"`
-	WalkTcp        *ebpf.Program `ebpf:"walk_tcp"`
+	GoTlsReadEntry  *ebpf.Program `ebpf:"go_tls_read_entry"`
+	GoTlsReturn     *ebpf.Program `ebpf:"go_tls_return"`
+	GoTlsWriteEntry *ebpf.Program `ebpf:"go_tls_write_entry"`
+	OnDestroy       *ebpf.Program `ebpf:"on_destroy"`
+	OnKfreeSkb      *ebpf.Program `ebpf:"on_kfree_skb"`
+	OnReceiveReset  *ebpf.Program `ebpf:"on_receive_reset"`
+	OnRecv          *ebpf.Program `ebpf:"on_recv"`
+	OnRetransmit    *ebpf.Program `ebpf:"on_retransmit"`
+	OnSend          *ebpf.Program `ebpf:"on_send"`
+	OnSendReset     *ebpf.Program `ebpf:"on_send_reset"`
+	OnSetState      *ebpf.Program `ebpf:"on_set_state"`
+	ReadListeners   *ebpf.Program `ebpf:"read_listeners"`
+	SslExReturn     *ebpf.Program `ebpf:"ssl_ex_return"`
+	SslReadEntry    *ebpf.Program `ebpf:"ssl_read_entry"`
+	SslReadExEntry  *ebpf.Program `ebpf:"ssl_read_ex_entry"`
+	SslReturn       *ebpf.Program `ebpf:"ssl_return"`
+	SslWriteEntry   *ebpf.Program `ebpf:"ssl_write_entry"`
+	SslWriteExEntry *ebpf.Program `ebpf:"ssl_write_ex_entry"`
+	UdpConnect4     *ebpf.Program `ebpf:"udp_connect4"`
+	UdpConnect6     *ebpf.Program `ebpf:"udp_connect6"`
+	UdpEgress       *ebpf.Program `ebpf:"udp_egress"`
+	UdpIngress      *ebpf.Program `ebpf:"udp_ingress"`
+	UdpSendmsg4     *ebpf.Program `ebpf:"udp_sendmsg4"`
+	UdpSendmsg6     *ebpf.Program `ebpf:"udp_sendmsg6"`
+	UdpSockCreate   *ebpf.Program `ebpf:"udp_sock_create"`
+	WalkTcp         *ebpf.Program `ebpf:"walk_tcp"`
 }
 
 func (p *flowlensPrograms) Close() error {
 	return _FlowlensClose(
+		p.GoTlsReadEntry,
+		p.GoTlsReturn,
+		p.GoTlsWriteEntry,
 		p.OnDestroy,
 		p.OnKfreeSkb,
 		p.OnReceiveReset,
@@ -582,6 +616,12 @@ func (p *flowlensPrograms) Close() error {
 		p.OnSendReset,
 		p.OnSetState,
 		p.ReadListeners,
+		p.SslExReturn,
+		p.SslReadEntry,
+		p.SslReadExEntry,
+		p.SslReturn,
+		p.SslWriteEntry,
+		p.SslWriteExEntry,
 		p.UdpConnect4,
 		p.UdpConnect6,
 		p.UdpEgress,

@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flowlens/flowlens/internal/agent"
+	"github.com/flowlens/flowlens/internal/tlsprobe"
 )
 
 var (
@@ -25,6 +26,10 @@ var (
 		"Connections whose requests are not counted: refused at the bound (--l7-max-connections), or of no protocol flowlens parses.", []string{"reason"}, nil)
 	tlsUnattributed = prometheus.NewDesc("flowlens_tls_plaintext_unattributed_total",
 		"TLS library calls whose socket was not known: their plaintext is not parsed.", nil, nil)
+	tlsFiles = prometheus.NewDesc("flowlens_tls_probed_files",
+		"Files whose TLS library calls are probed (uprobes), by kind: openssl (a libssl), gotls (a Go executable's crypto/tls).", []string{"kind"}, nil)
+	tlsSkipped = prometheus.NewDesc("flowlens_tls_skipped_files",
+		"TLS library files found but not probed, by reason.", []string{"reason"}, nil)
 	dnsNames = prometheus.NewDesc("flowlens_dns_names",
 		"Addresses named by a DNS answer seen on this node.", nil, nil)
 	dnsNamesEvicted = prometheus.NewDesc("flowlens_dns_names_evicted_total",
@@ -37,7 +42,7 @@ type L7Collector struct{ Agent *agent.Agent }
 // Describe implements prometheus.Collector.
 func (L7Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{l7Samples, l7Lost, l7Requests, l7Failed, l7Unparsed, l7Conns, l7ConnsLost,
-		tlsUnattributed, dnsNames, dnsNamesEvicted} {
+		tlsUnattributed, tlsFiles, tlsSkipped, dnsNames, dnsNamesEvicted} {
 		ch <- d
 	}
 }
@@ -63,6 +68,14 @@ func (c L7Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(l7ConnsLost, s.L7.Refused, "bound")
 	counter(l7ConnsLost, s.L7.Opaque, "opaque")
 	counter(tlsUnattributed, s.Kernel.TLSUnattributed)
+	if s.TLS.Attached != nil {
+		for _, k := range tlsprobe.Kinds {
+			ch <- prometheus.MustNewConstMetric(tlsFiles, prometheus.GaugeValue, float64(s.TLS.Attached[k]), string(k))
+		}
+		for _, r := range tlsprobe.Reasons {
+			ch <- prometheus.MustNewConstMetric(tlsSkipped, prometheus.GaugeValue, float64(s.TLS.Skipped[r]), string(r))
+		}
+	}
 	ch <- prometheus.MustNewConstMetric(dnsNames, prometheus.GaugeValue, float64(s.DNSNames))
 	counter(dnsNamesEvicted, s.DNSNamesEvicted)
 }
