@@ -13,6 +13,7 @@ import (
 	"github.com/flowlens/flowlens/internal/l7"
 	"github.com/flowlens/flowlens/internal/l7/dns"
 	"github.com/flowlens/flowlens/internal/l7/http"
+	"github.com/flowlens/flowlens/internal/l7/postgres"
 )
 
 // L7Config is what the agent's L7 parsing keeps and how much it may hold.
@@ -28,7 +29,7 @@ func (c L7Config) protocols() ([]l7.Protocol, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []l7.Protocol{h, dns.Protocol{}}, nil
+	return []l7.Protocol{h, postgres.Protocol{}, dns.Protocol{}}, nil
 }
 
 func newTracker(c L7Config) (*l7.Tracker, error) {
