@@ -194,7 +194,7 @@ func TestL7Postgres(t *testing.T) {
 	if n, err := pg.local("SELECT count(*) FROM items"); err != nil || n != strconv.Itoa(inserts) {
 		t.Fatalf("traffic was not as planned: %s rows inserted (%v), want %d", n, err, inserts)
 	}
-	checkSides(t, p, "", 5432, l7Groups{
+	shared.checkSides(t, p, "", 5432, l7Groups{
 		{Protocol: flow.Postgres, Method: "INSERT"}:                 {Count: inserts},
 		{Protocol: flow.Postgres, Method: "SELECT"}:                 {Count: selects},
 		{Protocol: flow.Postgres, Method: "SELECT", Error: "42P01"}: {Count: 1, Failed: 1},
@@ -221,7 +221,7 @@ func TestL7Redis(t *testing.T) {
 			t.Fatalf("traffic was not as planned: the server counted %s %v (calls, failed), want %v; all: %v", cmd, stats[cmd], want, stats)
 		}
 	}
-	checkSides(t, p, "", 6379, l7Groups{
+	shared.checkSides(t, p, "", 6379, l7Groups{
 		{Protocol: flow.Redis, Method: "SET"}:                {Count: sets},
 		{Protocol: flow.Redis, Method: "GET"}:                {Count: gets},
 		{Protocol: flow.Redis, Method: "INCR"}:               {Count: incrs},

@@ -144,7 +144,7 @@ func TestL7DNS(t *testing.T) {
 	if want := map[string]int{"noerror": 5, "nxdomain": 5, "refused": 2}; !maps.Equal(rcodes, want) {
 		t.Fatalf("traffic was not as planned: dnsmasq answered %v, want %v", rcodes, want)
 	}
-	checkSides(t, p, "protocol=udp&", 53, wantDNS(questions, seen))
+	shared.checkSides(t, p, "protocol=udp&", 53, wantDNS(questions, seen))
 
 	// A connection to the answered address, in a third namespace.
 	c := joinNetns(t, p.B, netip.MustParsePrefix("10.99.0.1/24"), netip.PrefixFrom(apiAddr, 24))

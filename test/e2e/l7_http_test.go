@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/testutil"
@@ -152,9 +153,37 @@ func runCurl(t *testing.T, ns *testutil.Netns, base string, plan []httpRequest) 
 // port with the plan, exactly, and their latencies with the client's.
 func checkHTTPRecords(t *testing.T, p *testutil.Pair, port uint16, plan []httpRequest, tls bool, clientMaxMicros uint64) {
 	t.Helper()
-	for side, recs := range checkSides(t, p, "", port, wantHTTP(plan, p.AddrA, tls)) {
+	for side, recs := range shared.checkSides(t, p, "", port, wantHTTP(plan, p.AddrA, tls)) {
 		checkLatencies(t, side, recs, clientMaxMicros)
 	}
+}
+
+// awaitTLSProbed makes one request at a time (request, to the address it
+// is given) through a warm-up server of the test's binary on warmPort until
+// the agent reads the TLS plaintext on both ends. The prober attaches to
+// the TLS libraries of new processes within its scan period, and from then
+// on every process mapping the same file is probed: the counted requests
+// that follow are all seen. The warm-up's records are on a port of their
+// own, apart from those counted.
+func (a api) awaitTLSProbed(t *testing.T, bin string, p *testutil.Pair, warmPort uint16, request func(addr netip.AddrPort) error) {
+	t.Helper()
+	addr := netip.AddrPortFrom(p.AddrA, warmPort)
+	l7Serve(t, bin, p.A, addr, "-tls")
+	testutil.Eventually(t, 60*time.Second, func() error {
+		if err := request(addr); err != nil {
+			return fmt.Errorf("warm-up request: %w", err)
+		}
+		for side, q := range sideQueries(p, "", warmPort) {
+			seen := false
+			for k := range groupsOf(a.flows(t, q)) {
+				seen = seen || k.TLS
+			}
+			if !seen {
+				return fmt.Errorf("no TLS request on the %s side's records of the warm-up yet", side)
+			}
+		}
+		return nil
+	})
 }
 
 // Issue 14, items 1 and 2: 1,000 requests over keep-alive connections,
@@ -187,6 +216,15 @@ func TestL7HTTP(t *testing.T) {
 			}
 			server := l7Serve(t, bin, p.A, addr, args...)
 			base := scheme + "://" + addr.String()
+			if tc.tls {
+				shared.awaitTLSProbed(t, bin, p, 9443, func(warm netip.AddrPort) error {
+					url := "https://" + warm.String() + "/warmup"
+					if tc.curl {
+						return p.B.Command("curl", "--http1.1", "-k", "-sS", "--max-time", "5", "-o", "/dev/null", url).Run()
+					}
+					return p.B.Command(bin, "get", "-url", url).Run()
+				})
+			}
 			var clientMax uint64
 			if tc.curl {
 				clientMax = runCurl(t, p.B, base, plan)

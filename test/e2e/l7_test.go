@@ -106,14 +106,14 @@ func (g l7Groups) String() string {
 	return strings.Join(lines, "\n")
 }
 
-// settledRequests waits until the requests of the shared agent's records
+// settledRequests waits until the requests of the agent's records
 // matching query settle with at least want requests, and returns the
 // records.
-func settledRequests(t *testing.T, query string, want uint32) []flow.Record {
+func (a api) settledRequests(t *testing.T, query string, want uint32) []flow.Record {
 	t.Helper()
 	var recs []flow.Record
 	settle(t, "requests of flows?"+query, 30*time.Second, func() string {
-		recs = shared.flows(t, query)
+		recs = a.flows(t, query)
 		g := groupsOf(recs)
 		return fmt.Sprintf("%d\n%s", g.total(), g)
 	}, func(s string) bool {
@@ -145,11 +145,11 @@ func sideQueries(p *testutil.Pair, filter string, port uint16) map[string]string
 // checkSides compares the request groups of the client's and the server's
 // records of a port between the pair with want, exactly, and returns the
 // records by side.
-func checkSides(t *testing.T, p *testutil.Pair, filter string, port uint16, want l7Groups) map[string][]flow.Record {
+func (a api) checkSides(t *testing.T, p *testutil.Pair, filter string, port uint16, want l7Groups) map[string][]flow.Record {
 	t.Helper()
 	recs := map[string][]flow.Record{}
 	for side, q := range sideQueries(p, filter, port) {
-		recs[side] = settledRequests(t, q, want.total())
+		recs[side] = a.settledRequests(t, q, want.total())
 		checkGroups(t, side, groupsOf(recs[side]), want)
 	}
 	return recs

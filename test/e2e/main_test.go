@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -69,6 +70,11 @@ func run(m *testing.M) int {
 // startAgent runs `flowlens up` on a free loopback port and waits until it
 // has completed its first interval.
 func startAgent(extra ...string) (*exec.Cmd, string, error) {
+	return startAgentLogging(os.Stderr, extra...)
+}
+
+// startAgentLogging is startAgent with the agent's output going to w.
+func startAgentLogging(w io.Writer, extra ...string) (*exec.Cmd, string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, "", err
@@ -76,7 +82,7 @@ func startAgent(extra ...string) (*exec.Cmd, string, error) {
 	addr := ln.Addr().String()
 	ln.Close()
 	cmd := exec.Command(flowlensBin, append([]string{"up", "--listen", addr}, extra...)...)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.Stdout, cmd.Stderr = w, w
 	if err := cmd.Start(); err != nil {
 		return nil, "", fmt.Errorf("start flowlens up: %w", err)
 	}

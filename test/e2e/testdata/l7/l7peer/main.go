@@ -5,6 +5,7 @@
 //
 //	l7peer serve -listen ADDR [-tls]
 //	l7peer load  -url BASE -plan FILE [-conns C] [-timeout D]
+//	l7peer get   -url URL
 //
 // serve answers every request with the status its query parameter `s`
 // names (200 without it), after reading the whole body; it prints
@@ -16,6 +17,8 @@
 // largest latency it measured from before sending a request to its
 // response's headers, in µs rounded up: an upper bound of what any
 // observer of its sockets can measure.
+//
+// get makes one GET and prints its status.
 package main
 
 import (
@@ -56,6 +59,8 @@ func main() {
 		err = serve(os.Args[2:])
 	case "load":
 		err = load(os.Args[2:])
+	case "get":
+		err = get(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown mode %q", os.Args[1])
 	}
@@ -175,13 +180,7 @@ func load(args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	client := &http.Client{Transport: &http.Transport{
-		MaxConnsPerHost:     *conns,
-		MaxIdleConnsPerHost: *conns,
-		TLSClientConfig:     &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}},
-		TLSNextProto:        map[string]func(string, *tls.Conn) http.RoundTripper{},
-		DisableCompression:  true,
-	}}
+	client := newClient(*conns)
 	res := LoadResult{Statuses: make([]int, len(plan))}
 	var mu sync.Mutex
 	var opened atomic.Int64
@@ -221,6 +220,32 @@ func load(args []string) error {
 	if res.Errors > 0 {
 		return errors.New("some requests failed")
 	}
+	return nil
+}
+
+// newClient is an HTTP/1.1 client keeping up to conns connections alive,
+// trusting any server certificate.
+func newClient(conns int) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		MaxConnsPerHost:     conns,
+		MaxIdleConnsPerHost: conns,
+		TLSClientConfig:     &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}},
+		TLSNextProto:        map[string]func(string, *tls.Conn) http.RoundTripper{},
+		DisableCompression:  true,
+	}}
+}
+
+func get(args []string) error {
+	fs := flag.NewFlagSet("get", flag.ExitOnError)
+	url := fs.String("url", "", "what to get")
+	_ = fs.Parse(args)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	status, _, err := do(ctx, newClient(1), *url, Request{Method: http.MethodGet})
+	if err != nil {
+		return err
+	}
+	emit(map[string]int{"status": status})
 	return nil
 }
 
