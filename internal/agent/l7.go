@@ -14,6 +14,7 @@ import (
 	"github.com/flowlens/flowlens/internal/l7/dns"
 	"github.com/flowlens/flowlens/internal/l7/http"
 	"github.com/flowlens/flowlens/internal/l7/postgres"
+	"github.com/flowlens/flowlens/internal/l7/redis"
 )
 
 // L7Config is what the agent's L7 parsing keeps and how much it may hold.
@@ -29,7 +30,7 @@ func (c L7Config) protocols() ([]l7.Protocol, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []l7.Protocol{h, postgres.Protocol{}, dns.Protocol{}}, nil
+	return []l7.Protocol{h, postgres.Protocol{}, redis.Protocol{}, dns.Protocol{}}, nil
 }
 
 func newTracker(c L7Config) (*l7.Tracker, error) {
