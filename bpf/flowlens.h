@@ -258,8 +258,9 @@ struct tls_call {
 	__u64 buf;  /* the caller's buffer */
 	__u64 sk;   /* struct sock address, once a nested send/recv showed it; 0: not yet */
 	__u8 send;
-	__u8 source; /* enum l7_source */
-	__u8 _pad[6];
+	__u8 source;  /* enum l7_source */
+	__u8 sampled; /* a write sampled at its entry: the return has nothing to add */
+	__u8 _pad[5];
 };
 
 /* Which socket a TLS connection object writes to, learnt from its calls'

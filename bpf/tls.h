@@ -22,6 +22,8 @@
  *   Go crypto/tls (each Go executable that has it, Go 1.17+ amd64):
  *     (*Conn).Write, (*Conn).Read entry: go_tls_write_entry, go_tls_read_entry
  *                                 every RET instruction: go_tls_return
+ *     (*Conn).handshakeContext    entry: go_tls_handshake_entry
+ *                                 every RET instruction: go_tls_handshake_return
  *
  * Go's calls are not probed with uretprobes: a uretprobe replaces the
  * return address on the stack, and Go moves stacks when they grow, so the
@@ -72,6 +74,27 @@ static __always_inline void tls_call_begin(const struct tls_call_key *k, __u64 c
 	bpf_map_update_elem(&tls_calls, k, &call, BPF_ANY);
 }
 
+/* tls_write_begin samples a write at its entry when its connection's socket
+ * is known: sampled at its return, a request could come after its own
+ * response (Go's reading goroutine can get the answer before the writing
+ * one reaches a RET), and the parser would pair them wrongly. The length
+ * asked for is taken as written: blocking writes write it all or fail. The
+ * first write of a connection, before its socket is known, is sampled at
+ * its return, when no response can have come yet. */
+static __always_inline void tls_write_begin(const struct tls_call_key *k, __u64 conn, __u64 buf,
+					    __u64 len, __u8 source)
+{
+	struct tls_call call = { .conn = conn, .buf = buf, .send = 1, .source = source };
+	struct tls_conn_key ck = { .conn = conn, .tgid = k->tgid };
+	__u64 *sk = bpf_map_lookup_elem(&tls_conns, &ck);
+
+	if (sk && len > 0 && len <= 0x7fffffff) {
+		l7_sample_tls(*sk, (const void *)buf, (__u32)len, L7_SEND, source);
+		call.sampled = 1;
+	}
+	bpf_map_update_elem(&tls_calls, k, &call, BPF_ANY);
+}
+
 /* tls_call_end finishes the call of k that moved n plaintext bytes (n <= 0:
  * none, an error or a retry): learns or recalls its socket, samples. */
 static __always_inline void tls_call_end(const struct tls_call_key *k, long n)
@@ -79,7 +102,7 @@ static __always_inline void tls_call_end(const struct tls_call_key *k, long n)
 	struct tls_call *call = bpf_map_lookup_elem(&tls_calls, k);
 	struct tls_conn_key ck = { .tgid = k->tgid };
 	__u64 sk, buf, *known;
-	__u8 send, source;
+	__u8 send, source, sampled;
 
 	if (!call)
 		return;
@@ -88,6 +111,7 @@ static __always_inline void tls_call_end(const struct tls_call_key *k, long n)
 	buf = call->buf;
 	send = call->send;
 	source = call->source;
+	sampled = call->sampled;
 	bpf_map_delete_elem(&tls_calls, k);
 
 	known = bpf_map_lookup_elem(&tls_conns, &ck);
@@ -99,7 +123,7 @@ static __always_inline void tls_call_end(const struct tls_call_key *k, long n)
 	} else if (known) {
 		sk = *known;
 	}
-	if (n <= 0)
+	if (n <= 0 || sampled)
 		return;
 	if (!sk) {
 		count(CNT_TLS_UNATTRIBUTED);
@@ -110,11 +134,11 @@ static __always_inline void tls_call_end(const struct tls_call_key *k, long n)
 
 /* int SSL_write(SSL *ssl, const void *buf, int num) */
 SEC("uprobe")
-int BPF_KPROBE(ssl_write_entry, void *ssl, const void *buf)
+int BPF_KPROBE(ssl_write_entry, void *ssl, const void *buf, int num)
 {
 	struct tls_call_key k = tls_thread_key();
 
-	tls_call_begin(&k, (__u64)ssl, (__u64)buf, 1, L7_SRC_OPENSSL);
+	tls_write_begin(&k, (__u64)ssl, (__u64)buf, num > 0 ? num : 0, L7_SRC_OPENSSL);
 	return 0;
 }
 
@@ -138,12 +162,15 @@ int BPF_KRETPROBE(ssl_return, int ret)
 	return 0;
 }
 
-static __always_inline void ssl_ex_begin(void *ssl, const void *buf, __u64 *bytes, __u8 send)
+static __always_inline void ssl_ex_begin(void *ssl, const void *buf, __u64 num, __u64 *bytes, __u8 send)
 {
 	struct tls_call_key k = tls_thread_key();
 	__u64 at = (__u64)bytes;
 
-	tls_call_begin(&k, (__u64)ssl, (__u64)buf, send, L7_SRC_OPENSSL);
+	if (send)
+		tls_write_begin(&k, (__u64)ssl, (__u64)buf, num, L7_SRC_OPENSSL);
+	else
+		tls_call_begin(&k, (__u64)ssl, (__u64)buf, send, L7_SRC_OPENSSL);
 	bpf_map_update_elem(&tls_ex_sizes, &k, &at, BPF_ANY);
 }
 
@@ -151,7 +178,7 @@ static __always_inline void ssl_ex_begin(void *ssl, const void *buf, __u64 *byte
 SEC("uprobe")
 int BPF_KPROBE(ssl_write_ex_entry, void *ssl, const void *buf, __u64 num, __u64 *written)
 {
-	ssl_ex_begin(ssl, buf, written, 1);
+	ssl_ex_begin(ssl, buf, num, written, 1);
 	return 0;
 }
 
@@ -159,7 +186,7 @@ int BPF_KPROBE(ssl_write_ex_entry, void *ssl, const void *buf, __u64 num, __u64 
 SEC("uprobe")
 int BPF_KPROBE(ssl_read_ex_entry, void *ssl, void *buf, __u64 num, __u64 *readbytes)
 {
-	ssl_ex_begin(ssl, buf, readbytes, 0);
+	ssl_ex_begin(ssl, buf, num, readbytes, 0);
 	return 0;
 }
 
@@ -190,7 +217,7 @@ int go_tls_write_entry(struct pt_regs *ctx)
 {
 	struct tls_call_key k = tls_goroutine_key(ctx);
 
-	tls_call_begin(&k, ctx->ax, ctx->bx, 1, L7_SRC_GOTLS);
+	tls_write_begin(&k, ctx->ax, ctx->bx, ctx->cx, L7_SRC_GOTLS);
 	return 0;
 }
 
@@ -210,6 +237,35 @@ int go_tls_return(struct pt_regs *ctx)
 	struct tls_call_key k = tls_goroutine_key(ctx);
 
 	tls_call_end(&k, (long)ctx->ax);
+	return 0;
+}
+
+/* func (c *Conn) handshakeContext(ctx context.Context) error, c in AX.
+ * Go reads all the socket holds into the connection's buffer, so the
+ * request a client sends right behind its Finished message is read by the
+ * handshake, and the first Read makes no recv to learn the socket from.
+ * The handshake's own recv teaches it: a call with no buffer, never
+ * sampled. Read and Write run the handshake inside themselves when it was
+ * not done before: their record, which learns the socket as well, is kept
+ * (BPF_NOEXIST), and the handshake's return leaves it to theirs. */
+SEC("uprobe")
+int go_tls_handshake_entry(struct pt_regs *ctx)
+{
+	struct tls_call_key k = tls_goroutine_key(ctx);
+	struct tls_call call = { .conn = ctx->ax, .source = L7_SRC_GOTLS };
+
+	bpf_map_update_elem(&tls_calls, &k, &call, BPF_NOEXIST);
+	return 0;
+}
+
+SEC("uprobe")
+int go_tls_handshake_return(struct pt_regs *ctx)
+{
+	struct tls_call_key k = tls_goroutine_key(ctx);
+	struct tls_call *call = bpf_map_lookup_elem(&tls_calls, &k);
+
+	if (call && !call->buf)
+		tls_call_end(&k, 0);
 	return 0;
 }
 

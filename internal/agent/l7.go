@@ -112,10 +112,19 @@ func (a *Agent) l7Closed(ev *flow.TCPEnd) {
 	a.l7mu.Unlock()
 }
 
+// drainWait bounds how long an interval's end waits for the L7 reader.
+const drainWait = 20 * time.Millisecond
+
 // takeRequests puts each connection's request groups on its flow's record.
+// It first lets the reader take what the ring holds, the samples of the
+// traffic the maps just read: a request and its bytes then land in one
+// interval's record, bar those moved in the instants between.
 func (a *Agent) takeRequests(nowNS uint64) {
 	if a.l7 == nil {
 		return
+	}
+	for waited := time.Duration(0); a.dp.L7Pending() > 0 && waited < drainWait; waited += time.Millisecond {
+		time.Sleep(time.Millisecond)
 	}
 	a.l7mu.Lock()
 	defer a.l7mu.Unlock()

@@ -42,6 +42,11 @@ func (t *Table) Requests(of RequestsOf, groups []flow.Requests) {
 	p, ok := t.pending[k]
 	if !ok {
 		p = t.record(of.Protocol, role, of.Local, of.Remote, of.Owner, start)
+		// The sample names the process and namespace only, which
+		// record's setOwner takes for knowing nothing: write them, so
+		// that identity can name the observing side.
+		ep := p.rec.Observing()
+		ep.PID, ep.Netns = of.Owner.PID, of.Owner.Netns
 		t.stats.RecordsForRequests++
 	}
 	p.rec.Requests = append(p.rec.Requests, groups...)

@@ -38,7 +38,7 @@ func TestRequestsWithoutTrafficMakeTheirRecord(t *testing.T) {
 	tb.Requests(RequestsOf{Protocol: flow.TCP, Cookie: 1, Role: flow.RoleServer, Local: server, Remote: client,
 		Owner: flow.Owner{PID: 7, Netns: 3}}, []flow.Requests{get200})
 	r := flushOne(t, tb)
-	if r.Observer != "server" || r.Destination.PID != 7 || r.Source.IP != client.Addr() || len(r.Requests) != 1 {
+	if r.Observer != "server" || r.Destination.PID != 7 || r.Destination.Netns != 3 || r.Source.IP != client.Addr() || len(r.Requests) != 1 {
 		t.Errorf("record %+v", r)
 	}
 
@@ -49,7 +49,7 @@ func TestRequestsWithoutTrafficMakeTheirRecord(t *testing.T) {
 	tb.Requests(RequestsOf{Protocol: flow.UDP, Cookie: 5, Local: client, Remote: server, Owner: flow.Owner{PID: 9, Netns: 3}},
 		[]flow.Requests{dns})
 	r = flushOne(t, tb)
-	if r.Observer != "client" || r.Protocol != flow.UDP || len(r.Requests) != 1 || r.Requests[0].Query != "api.example.test" {
+	if r.Observer != "client" || r.Protocol != flow.UDP || r.Source.Netns != 3 || len(r.Requests) != 1 || r.Requests[0].Query != "api.example.test" {
 		t.Errorf("record %+v, want the conversation's client record with its query", r)
 	}
 	if n := tb.Stats().RecordsForRequests; n != 2 {

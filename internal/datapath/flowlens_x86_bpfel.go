@@ -215,13 +215,14 @@ type flowlensTcpState struct {
 }
 
 type flowlensTlsCall struct {
-	_      structs.HostLayout
-	Conn   uint64
-	Buf    uint64
-	Sk     uint64
-	Send   uint8
-	Source uint8
-	Pad    [6]uint8
+	_       structs.HostLayout
+	Conn    uint64
+	Buf     uint64
+	Sk      uint64
+	Send    uint8
+	Source  uint8
+	Sampled uint8
+	Pad     [5]uint8
 }
 
 type flowlensTlsCallKey struct {
@@ -271,78 +272,80 @@ type flowlensUdpStats struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	flowlensMapCounters            = "counters"
-	flowlensMapDropReasons         = "drop_reasons"
-	flowlensMapDrops               = "drops"
-	flowlensMapEvents              = "events"
-	flowlensMapL7Budgets           = "l7_budgets"
-	flowlensMapL7Events            = "l7_events"
-	flowlensMapL7Scratch           = "l7_scratch"
-	flowlensMapListeners           = "listeners"
-	flowlensMapRefused             = "refused"
-	flowlensMapSelfSocks           = "self_socks"
-	flowlensMapTcpSocks            = "tcp_socks"
-	flowlensMapTcpUsage            = "tcp_usage"
-	flowlensMapTlsCalls            = "tls_calls"
-	flowlensMapTlsConns            = "tls_conns"
-	flowlensMapTlsExSizes          = "tls_ex_sizes"
-	flowlensMapUdpFlows            = "udp_flows"
-	flowlensMapUdpSocks            = "udp_socks"
-	flowlensMapUdpUsage            = "udp_usage"
-	flowlensProgGoTlsReadEntry     = "go_tls_read_entry"
-	flowlensProgGoTlsReturn        = "go_tls_return"
-	flowlensProgGoTlsWriteEntry    = "go_tls_write_entry"
-	flowlensProgOnDestroy          = "on_destroy"
-	flowlensProgOnKfreeSkb         = "on_kfree_skb"
-	flowlensProgOnReceiveReset     = "on_receive_reset"
-	flowlensProgOnRecv             = "on_recv"
-	flowlensProgOnRetransmit       = "on_retransmit"
-	flowlensProgOnSend             = "on_send"
-	flowlensProgOnSendReset        = "on_send_reset"
-	flowlensProgOnSetState         = "on_set_state"
-	flowlensProgReadListeners      = "read_listeners"
-	flowlensProgSslExReturn        = "ssl_ex_return"
-	flowlensProgSslReadEntry       = "ssl_read_entry"
-	flowlensProgSslReadExEntry     = "ssl_read_ex_entry"
-	flowlensProgSslReturn          = "ssl_return"
-	flowlensProgSslWriteEntry      = "ssl_write_entry"
-	flowlensProgSslWriteExEntry    = "ssl_write_ex_entry"
-	flowlensProgUdpConnect4        = "udp_connect4"
-	flowlensProgUdpConnect6        = "udp_connect6"
-	flowlensProgUdpEgress          = "udp_egress"
-	flowlensProgUdpIngress         = "udp_ingress"
-	flowlensProgUdpSendmsg4        = "udp_sendmsg4"
-	flowlensProgUdpSendmsg6        = "udp_sendmsg6"
-	flowlensProgUdpSockCreate      = "udp_sock_create"
-	flowlensProgWalkTcp            = "walk_tcp"
-	flowlensVarL7BudgetBytes       = "l7_budget_bytes"
-	flowlensVarL7CaptureBytes      = "l7_capture_bytes"
-	flowlensVarL7WakeupBytes       = "l7_wakeup_bytes"
-	flowlensVarSelfPid             = "self_pid"
-	flowlensVarTcpPerCgroup        = "tcp_per_cgroup"
-	flowlensVarUdpPerCgroup        = "udp_per_cgroup"
-	flowlensVarUnusedCgroupRefused = "unused_cgroup_refused"
-	flowlensVarUnusedCgroupUsage   = "unused_cgroup_usage"
-	flowlensVarUnusedConnEvent     = "unused_conn_event"
-	flowlensVarUnusedCounter       = "unused_counter"
-	flowlensVarUnusedDropKey       = "unused_drop_key"
-	flowlensVarUnusedEventKind     = "unused_event_kind"
-	flowlensVarUnusedL7Dir         = "unused_l7_dir"
-	flowlensVarUnusedL7Event       = "unused_l7_event"
-	flowlensVarUnusedL7Hint        = "unused_l7_hint"
-	flowlensVarUnusedL7Source      = "unused_l7_source"
-	flowlensVarUnusedListenInfo    = "unused_listen_info"
-	flowlensVarUnusedListenerKey   = "unused_listener_key"
-	flowlensVarUnusedListenerStat  = "unused_listener_stat"
-	flowlensVarUnusedOwnerSource   = "unused_owner_source"
-	flowlensVarUnusedRole          = "unused_role"
-	flowlensVarUnusedTlsCall       = "unused_tls_call"
-	flowlensVarUnusedTlsCallKey    = "unused_tls_call_key"
-	flowlensVarUnusedTlsConnKey    = "unused_tls_conn_key"
-	flowlensVarUnusedUdpKey        = "unused_udp_key"
-	flowlensVarUnusedUdpMeta       = "unused_udp_meta"
-	flowlensVarUnusedUdpStats      = "unused_udp_stats"
-	flowlensVarWakeupBytes         = "wakeup_bytes"
+	flowlensMapCounters              = "counters"
+	flowlensMapDropReasons           = "drop_reasons"
+	flowlensMapDrops                 = "drops"
+	flowlensMapEvents                = "events"
+	flowlensMapL7Budgets             = "l7_budgets"
+	flowlensMapL7Events              = "l7_events"
+	flowlensMapL7Scratch             = "l7_scratch"
+	flowlensMapListeners             = "listeners"
+	flowlensMapRefused               = "refused"
+	flowlensMapSelfSocks             = "self_socks"
+	flowlensMapTcpSocks              = "tcp_socks"
+	flowlensMapTcpUsage              = "tcp_usage"
+	flowlensMapTlsCalls              = "tls_calls"
+	flowlensMapTlsConns              = "tls_conns"
+	flowlensMapTlsExSizes            = "tls_ex_sizes"
+	flowlensMapUdpFlows              = "udp_flows"
+	flowlensMapUdpSocks              = "udp_socks"
+	flowlensMapUdpUsage              = "udp_usage"
+	flowlensProgGoTlsHandshakeEntry  = "go_tls_handshake_entry"
+	flowlensProgGoTlsHandshakeReturn = "go_tls_handshake_return"
+	flowlensProgGoTlsReadEntry       = "go_tls_read_entry"
+	flowlensProgGoTlsReturn          = "go_tls_return"
+	flowlensProgGoTlsWriteEntry      = "go_tls_write_entry"
+	flowlensProgOnDestroy            = "on_destroy"
+	flowlensProgOnKfreeSkb           = "on_kfree_skb"
+	flowlensProgOnReceiveReset       = "on_receive_reset"
+	flowlensProgOnRecv               = "on_recv"
+	flowlensProgOnRetransmit         = "on_retransmit"
+	flowlensProgOnSend               = "on_send"
+	flowlensProgOnSendReset          = "on_send_reset"
+	flowlensProgOnSetState           = "on_set_state"
+	flowlensProgReadListeners        = "read_listeners"
+	flowlensProgSslExReturn          = "ssl_ex_return"
+	flowlensProgSslReadEntry         = "ssl_read_entry"
+	flowlensProgSslReadExEntry       = "ssl_read_ex_entry"
+	flowlensProgSslReturn            = "ssl_return"
+	flowlensProgSslWriteEntry        = "ssl_write_entry"
+	flowlensProgSslWriteExEntry      = "ssl_write_ex_entry"
+	flowlensProgUdpConnect4          = "udp_connect4"
+	flowlensProgUdpConnect6          = "udp_connect6"
+	flowlensProgUdpEgress            = "udp_egress"
+	flowlensProgUdpIngress           = "udp_ingress"
+	flowlensProgUdpSendmsg4          = "udp_sendmsg4"
+	flowlensProgUdpSendmsg6          = "udp_sendmsg6"
+	flowlensProgUdpSockCreate        = "udp_sock_create"
+	flowlensProgWalkTcp              = "walk_tcp"
+	flowlensVarL7BudgetBytes         = "l7_budget_bytes"
+	flowlensVarL7CaptureBytes        = "l7_capture_bytes"
+	flowlensVarL7WakeupBytes         = "l7_wakeup_bytes"
+	flowlensVarSelfPid               = "self_pid"
+	flowlensVarTcpPerCgroup          = "tcp_per_cgroup"
+	flowlensVarUdpPerCgroup          = "udp_per_cgroup"
+	flowlensVarUnusedCgroupRefused   = "unused_cgroup_refused"
+	flowlensVarUnusedCgroupUsage     = "unused_cgroup_usage"
+	flowlensVarUnusedConnEvent       = "unused_conn_event"
+	flowlensVarUnusedCounter         = "unused_counter"
+	flowlensVarUnusedDropKey         = "unused_drop_key"
+	flowlensVarUnusedEventKind       = "unused_event_kind"
+	flowlensVarUnusedL7Dir           = "unused_l7_dir"
+	flowlensVarUnusedL7Event         = "unused_l7_event"
+	flowlensVarUnusedL7Hint          = "unused_l7_hint"
+	flowlensVarUnusedL7Source        = "unused_l7_source"
+	flowlensVarUnusedListenInfo      = "unused_listen_info"
+	flowlensVarUnusedListenerKey     = "unused_listener_key"
+	flowlensVarUnusedListenerStat    = "unused_listener_stat"
+	flowlensVarUnusedOwnerSource     = "unused_owner_source"
+	flowlensVarUnusedRole            = "unused_role"
+	flowlensVarUnusedTlsCall         = "unused_tls_call"
+	flowlensVarUnusedTlsCallKey      = "unused_tls_call_key"
+	flowlensVarUnusedTlsConnKey      = "unused_tls_conn_key"
+	flowlensVarUnusedUdpKey          = "unused_udp_key"
+	flowlensVarUnusedUdpMeta         = "unused_udp_meta"
+	flowlensVarUnusedUdpStats        = "unused_udp_stats"
+	flowlensVarWakeupBytes           = "wakeup_bytes"
 )
 
 // loadFlowlens returns the embedded CollectionSpec for flowlens.
@@ -387,32 +390,34 @@ type flowlensSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type flowlensProgramSpecs struct {
-	GoTlsReadEntry  *ebpf.ProgramSpec `ebpf:"go_tls_read_entry"`
-	GoTlsReturn     *ebpf.ProgramSpec `ebpf:"go_tls_return"`
-	GoTlsWriteEntry *ebpf.ProgramSpec `ebpf:"go_tls_write_entry"`
-	OnDestroy       *ebpf.ProgramSpec `ebpf:"on_destroy"`
-	OnKfreeSkb      *ebpf.ProgramSpec `ebpf:"on_kfree_skb"`
-	OnReceiveReset  *ebpf.ProgramSpec `ebpf:"on_receive_reset"`
-	OnRecv          *ebpf.ProgramSpec `ebpf:"on_recv"`
-	OnRetransmit    *ebpf.ProgramSpec `ebpf:"on_retransmit"`
-	OnSend          *ebpf.ProgramSpec `ebpf:"on_send"`
-	OnSendReset     *ebpf.ProgramSpec `ebpf:"on_send_reset"`
-	OnSetState      *ebpf.ProgramSpec `ebpf:"on_set_state"`
-	ReadListeners   *ebpf.ProgramSpec `ebpf:"read_listeners"`
-	SslExReturn     *ebpf.ProgramSpec `ebpf:"ssl_ex_return"`
-	SslReadEntry    *ebpf.ProgramSpec `ebpf:"ssl_read_entry"`
-	SslReadExEntry  *ebpf.ProgramSpec `ebpf:"ssl_read_ex_entry"`
-	SslReturn       *ebpf.ProgramSpec `ebpf:"ssl_return"`
-	SslWriteEntry   *ebpf.ProgramSpec `ebpf:"ssl_write_entry"`
-	SslWriteExEntry *ebpf.ProgramSpec `ebpf:"ssl_write_ex_entry"`
-	UdpConnect4     *ebpf.ProgramSpec `ebpf:"udp_connect4"`
-	UdpConnect6     *ebpf.ProgramSpec `ebpf:"udp_connect6"`
-	UdpEgress       *ebpf.ProgramSpec `ebpf:"udp_egress"`
-	UdpIngress      *ebpf.ProgramSpec `ebpf:"udp_ingress"`
-	UdpSendmsg4     *ebpf.ProgramSpec `ebpf:"udp_sendmsg4"`
-	UdpSendmsg6     *ebpf.ProgramSpec `ebpf:"udp_sendmsg6"`
-	UdpSockCreate   *ebpf.ProgramSpec `ebpf:"udp_sock_create"`
-	WalkTcp         *ebpf.ProgramSpec `ebpf:"walk_tcp"`
+	GoTlsHandshakeEntry  *ebpf.ProgramSpec `ebpf:"go_tls_handshake_entry"`
+	GoTlsHandshakeReturn *ebpf.ProgramSpec `ebpf:"go_tls_handshake_return"`
+	GoTlsReadEntry       *ebpf.ProgramSpec `ebpf:"go_tls_read_entry"`
+	GoTlsReturn          *ebpf.ProgramSpec `ebpf:"go_tls_return"`
+	GoTlsWriteEntry      *ebpf.ProgramSpec `ebpf:"go_tls_write_entry"`
+	OnDestroy            *ebpf.ProgramSpec `ebpf:"on_destroy"`
+	OnKfreeSkb           *ebpf.ProgramSpec `ebpf:"on_kfree_skb"`
+	OnReceiveReset       *ebpf.ProgramSpec `ebpf:"on_receive_reset"`
+	OnRecv               *ebpf.ProgramSpec `ebpf:"on_recv"`
+	OnRetransmit         *ebpf.ProgramSpec `ebpf:"on_retransmit"`
+	OnSend               *ebpf.ProgramSpec `ebpf:"on_send"`
+	OnSendReset          *ebpf.ProgramSpec `ebpf:"on_send_reset"`
+	OnSetState           *ebpf.ProgramSpec `ebpf:"on_set_state"`
+	ReadListeners        *ebpf.ProgramSpec `ebpf:"read_listeners"`
+	SslExReturn          *ebpf.ProgramSpec `ebpf:"ssl_ex_return"`
+	SslReadEntry         *ebpf.ProgramSpec `ebpf:"ssl_read_entry"`
+	SslReadExEntry       *ebpf.ProgramSpec `ebpf:"ssl_read_ex_entry"`
+	SslReturn            *ebpf.ProgramSpec `ebpf:"ssl_return"`
+	SslWriteEntry        *ebpf.ProgramSpec `ebpf:"ssl_write_entry"`
+	SslWriteExEntry      *ebpf.ProgramSpec `ebpf:"ssl_write_ex_entry"`
+	UdpConnect4          *ebpf.ProgramSpec `ebpf:"udp_connect4"`
+	UdpConnect6          *ebpf.ProgramSpec `ebpf:"udp_connect6"`
+	UdpEgress            *ebpf.ProgramSpec `ebpf:"udp_egress"`
+	UdpIngress           *ebpf.ProgramSpec `ebpf:"udp_ingress"`
+	UdpSendmsg4          *ebpf.ProgramSpec `ebpf:"udp_sendmsg4"`
+	UdpSendmsg6          *ebpf.ProgramSpec `ebpf:"udp_sendmsg6"`
+	UdpSockCreate        *ebpf.ProgramSpec `ebpf:"udp_sock_create"`
+	WalkTcp              *ebpf.ProgramSpec `ebpf:"walk_tcp"`
 }
 
 // flowlensMapSpecs contains maps before they are loaded into the kernel.
@@ -574,36 +579,40 @@ type flowlensVariables struct {
 //
 // It can be passed to loadFlowlensObjects or ebpf.CollectionSpec.LoadAndAssign.
 type flowlensPrograms struct {
-	GoTlsReadEntry  *ebpf.Program `ebpf:"go_tls_read_entry"`
-	GoTlsReturn     *ebpf.Program `ebpf:"go_tls_return"`
-	GoTlsWriteEntry *ebpf.Program `ebpf:"go_tls_write_entry"`
-	OnDestroy       *ebpf.Program `ebpf:"on_destroy"`
-	OnKfreeSkb      *ebpf.Program `ebpf:"on_kfree_skb"`
-	OnReceiveReset  *ebpf.Program `ebpf:"on_receive_reset"`
-	OnRecv          *ebpf.Program `ebpf:"on_recv"`
-	OnRetransmit    *ebpf.Program `ebpf:"on_retransmit"`
-	OnSend          *ebpf.Program `ebpf:"on_send"`
-	OnSendReset     *ebpf.Program `ebpf:"on_send_reset"`
-	OnSetState      *ebpf.Program `ebpf:"on_set_state"`
-	ReadListeners   *ebpf.Program `ebpf:"read_listeners"`
-	SslExReturn     *ebpf.Program `ebpf:"ssl_ex_return"`
-	SslReadEntry    *ebpf.Program `ebpf:"ssl_read_entry"`
-	SslReadExEntry  *ebpf.Program `ebpf:"ssl_read_ex_entry"`
-	SslReturn       *ebpf.Program `ebpf:"ssl_return"`
-	SslWriteEntry   *ebpf.Program `ebpf:"ssl_write_entry"`
-	SslWriteExEntry *ebpf.Program `ebpf:"ssl_write_ex_entry"`
-	UdpConnect4     *ebpf.Program `ebpf:"udp_connect4"`
-	UdpConnect6     *ebpf.Program `ebpf:"udp_connect6"`
-	UdpEgress       *ebpf.Program `ebpf:"udp_egress"`
-	UdpIngress      *ebpf.Program `ebpf:"udp_ingress"`
-	UdpSendmsg4     *ebpf.Program `ebpf:"udp_sendmsg4"`
-	UdpSendmsg6     *ebpf.Program `ebpf:"udp_sendmsg6"`
-	UdpSockCreate   *ebpf.Program `ebpf:"udp_sock_create"`
-	WalkTcp         *ebpf.Program `ebpf:"walk_tcp"`
+	GoTlsHandshakeEntry  *ebpf.Program `ebpf:"go_tls_handshake_entry"`
+	GoTlsHandshakeReturn *ebpf.Program `ebpf:"go_tls_handshake_return"`
+	GoTlsReadEntry       *ebpf.Program `ebpf:"go_tls_read_entry"`
+	GoTlsReturn          *ebpf.Program `ebpf:"go_tls_return"`
+	GoTlsWriteEntry      *ebpf.Program `ebpf:"go_tls_write_entry"`
+	OnDestroy            *ebpf.Program `ebpf:"on_destroy"`
+	OnKfreeSkb           *ebpf.Program `ebpf:"on_kfree_skb"`
+	OnReceiveReset       *ebpf.Program `ebpf:"on_receive_reset"`
+	OnRecv               *ebpf.Program `ebpf:"on_recv"`
+	OnRetransmit         *ebpf.Program `ebpf:"on_retransmit"`
+	OnSend               *ebpf.Program `ebpf:"on_send"`
+	OnSendReset          *ebpf.Program `ebpf:"on_send_reset"`
+	OnSetState           *ebpf.Program `ebpf:"on_set_state"`
+	ReadListeners        *ebpf.Program `ebpf:"read_listeners"`
+	SslExReturn          *ebpf.Program `ebpf:"ssl_ex_return"`
+	SslReadEntry         *ebpf.Program `ebpf:"ssl_read_entry"`
+	SslReadExEntry       *ebpf.Program `ebpf:"ssl_read_ex_entry"`
+	SslReturn            *ebpf.Program `ebpf:"ssl_return"`
+	SslWriteEntry        *ebpf.Program `ebpf:"ssl_write_entry"`
+	SslWriteExEntry      *ebpf.Program `ebpf:"ssl_write_ex_entry"`
+	UdpConnect4          *ebpf.Program `ebpf:"udp_connect4"`
+	UdpConnect6          *ebpf.Program `ebpf:"udp_connect6"`
+	UdpEgress            *ebpf.Program `ebpf:"udp_egress"`
+	UdpIngress           *ebpf.Program `ebpf:"udp_ingress"`
+	UdpSendmsg4          *ebpf.Program `ebpf:"udp_sendmsg4"`
+	UdpSendmsg6          *ebpf.Program `ebpf:"udp_sendmsg6"`
+	UdpSockCreate        *ebpf.Program `ebpf:"udp_sock_create"`
+	WalkTcp              *ebpf.Program `ebpf:"walk_tcp"`
 }
 
 func (p *flowlensPrograms) Close() error {
 	return _FlowlensClose(
+		p.GoTlsHandshakeEntry,
+		p.GoTlsHandshakeReturn,
 		p.GoTlsReadEntry,
 		p.GoTlsReturn,
 		p.GoTlsWriteEntry,

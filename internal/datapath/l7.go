@@ -46,6 +46,9 @@ type L7Sample struct {
 // L7On reports whether L7 capture is loaded.
 func (d *Datapath) L7On() bool { return d.l7ring != nil }
 
+// L7Pending reports the bytes waiting in the L7 ring.
+func (d *Datapath) L7Pending() int { return d.l7ring.AvailableBytes() }
+
 // Uprobes returns the loaded uprobe programs by name, for tlsprobe to
 // attach to the TLS libraries it finds.
 func (d *Datapath) Uprobes() map[string]*ebpf.Program { return d.uprobes }
