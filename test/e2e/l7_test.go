@@ -112,6 +112,12 @@ func (g l7Groups) String() string {
 func (a api) settledRequests(t *testing.T, query string, want uint32) []flow.Record {
 	t.Helper()
 	var recs []flow.Record
+	settled := false
+	defer func() {
+		if !settled { // settle failed the test
+			a.logL7Metrics(t)
+		}
+	}()
 	settle(t, "requests of flows?"+query, 30*time.Second, func() string {
 		recs = a.flows(t, query)
 		g := groupsOf(recs)
@@ -121,16 +127,32 @@ func (a api) settledRequests(t *testing.T, query string, want uint32) []flow.Rec
 		fmt.Sscanf(s, "%d", &n)
 		return n >= want
 	})
+	settled = true
 	return recs
 }
 
 // checkGroups compares the groups of records with what the traffic did,
-// exactly: every group, nothing more.
-func checkGroups(t *testing.T, side string, got, want l7Groups) {
+// exactly: every group, nothing more; it reports whether they matched.
+func checkGroups(t *testing.T, side string, got, want l7Groups) bool {
 	t.Helper()
 	if got.String() != want.String() {
 		t.Errorf("%s side request groups:\n%s\nwant:\n%s", side, got, want)
+		return false
 	}
+	return true
+}
+
+// logL7Metrics logs what the agent says of its L7 capture and parsing
+// (samples, losses, unparsed, TLS probes), to tell where requests went.
+func (a api) logL7Metrics(t *testing.T) {
+	t.Helper()
+	var lines []string
+	for _, l := range strings.Split(scrapeText(t, a), "\n") {
+		if strings.HasPrefix(l, "flowlens_l7_") || strings.HasPrefix(l, "flowlens_tls_") {
+			lines = append(lines, l)
+		}
+	}
+	t.Logf("the agent's L7 metrics:\n%s", strings.Join(lines, "\n"))
 }
 
 // sideQueries selects the records of a port between a pair (B the client,
@@ -150,7 +172,9 @@ func (a api) checkSides(t *testing.T, p *testutil.Pair, filter string, port uint
 	recs := map[string][]flow.Record{}
 	for side, q := range sideQueries(p, filter, port) {
 		recs[side] = a.settledRequests(t, q, want.total())
-		checkGroups(t, side, groupsOf(recs[side]), want)
+		if !checkGroups(t, side, groupsOf(recs[side]), want) {
+			a.logL7Metrics(t)
+		}
 	}
 	return recs
 }
