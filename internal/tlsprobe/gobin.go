@@ -17,6 +17,9 @@ import (
 const (
 	goWriteFunc = "crypto/tls.(*Conn).Write"
 	goReadFunc  = "crypto/tls.(*Conn).Read"
+	// The handshake, probed so that the socket of a connection is known
+	// when its first Read is served from what the handshake read.
+	goHandshakeFunc = "crypto/tls.(*Conn).handshakeContext"
 )
 
 // minGoVersion is the first Go with the register ABI on amd64, which the
@@ -51,6 +54,7 @@ type goFunc struct {
 type goTarget struct {
 	goVersion   string
 	write, read goFunc
+	handshake   goFunc // zero when the executable has none
 }
 
 // inspectGo finds the crypto/tls probe points of the ELF file r. Function
@@ -86,6 +90,11 @@ func inspectGo(r io.ReaderAt) (goTarget, error) {
 	}
 	if t.read, err = locate(f, r, read); err != nil {
 		return t, err
+	}
+	if hs := tab.LookupFunc(goHandshakeFunc); hs != nil {
+		if t.handshake, err = locate(f, r, hs); err != nil {
+			return t, err
+		}
 	}
 	return t, nil
 }

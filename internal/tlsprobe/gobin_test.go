@@ -125,7 +125,7 @@ func TestInspectGoFindsEveryRET(t *testing.T) {
 	for _, fn := range []struct {
 		name string
 		at   goFunc
-	}{{goWriteFunc, got.write}, {goReadFunc, got.read}} {
+	}{{goWriteFunc, got.write}, {goReadFunc, got.read}, {goHandshakeFunc, got.handshake}} {
 		want := objdumpRets(t, bin, fn.name)
 		if len(want) == 0 {
 			t.Fatalf("objdump shows no RET in %s", fn.name)
@@ -158,7 +158,8 @@ func TestInspectGoStrippedBinary(t *testing.T) {
 		t.Fatalf("inspect stripped: %v", err)
 	}
 	if stripped.read.entry != full.read.entry || !slices.Equal(stripped.read.rets, full.read.rets) ||
-		stripped.write.entry != full.write.entry || !slices.Equal(stripped.write.rets, full.write.rets) {
+		stripped.write.entry != full.write.entry || !slices.Equal(stripped.write.rets, full.write.rets) ||
+		stripped.handshake.entry != full.handshake.entry || !slices.Equal(stripped.handshake.rets, full.handshake.rets) {
 		t.Errorf("stripped %+v, unstripped %+v", stripped, full)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,9 +21,19 @@ import (
 )
 
 const (
-	goRequests   = 20 // by the Go client, on one keep-alive connection
-	curlRequests = 7  // by one curl, on one connection
+	goRequests     = 20 // by the Go client, on one keep-alive connection
+	curlRequests   = 7  // by one curl (SSL_write/SSL_read), on one connection
+	pythonRequests = 5  // by Python's http.client (SSL_write_ex/SSL_read_ex), on one connection
 )
+
+// pythonClient makes pythonRequests GETs of /py/<i> on one connection.
+const pythonClient = `
+import http.client, ssl, sys
+c = http.client.HTTPSConnection(sys.argv[1], int(sys.argv[2]), context=ssl._create_unverified_context())
+for i in range(int(sys.argv[3])):
+    c.request("GET", "/py/%d" % i)
+    c.getresponse().read()
+`
 
 // startGoServer runs the gotls server and returns its address.
 func startGoServer(t *testing.T, bin string) netip.AddrPort {
@@ -146,18 +157,33 @@ func TestKernelSamplesTLSPlaintext(t *testing.T) {
 	if out, err := exec.Command(curl, args...).CombinedOutput(); err != nil {
 		t.Fatalf("curl: %v\n%s", err, out)
 	}
+	// Python's ssl module calls the _ex functions, curl does not. Not a
+	// declared dependency of the tests: without it, they go untested.
+	pyRequests := 0
+	if python, err := exec.LookPath("python3"); err != nil {
+		t.Log("no python3: SSL_write_ex/SSL_read_ex not exercised")
+	} else {
+		cmd := exec.Command(python, "-c", pythonClient, addr.Addr().String(), fmt.Sprint(addr.Port()), fmt.Sprint(pythonRequests))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("python: %v\n%s", err, out)
+		}
+		pyRequests = pythonRequests
+	}
 
 	s := readTLS(t, d, addr.Port())
 	wantGo := strings.Repeat("GET /go/items HTTP/1.1\n", goRequests)
 	if got := strings.Join(s.clientSends[datapath.L7GoTLS], "\n") + "\n"; got != wantGo {
 		t.Errorf("Go client wrote (crypto/tls samples):\n%s\nwant %d× GET /go/items", got, goRequests)
 	}
-	var wantCurl string
+	var wantSSL []string
 	for i := range curlRequests {
-		wantCurl += fmt.Sprintf("GET /curl/%d HTTP/1.1\n", i)
+		wantSSL = append(wantSSL, fmt.Sprintf("GET /curl/%d HTTP/1.1", i))
 	}
-	if got := strings.Join(s.clientSends[datapath.L7OpenSSL], "\n") + "\n"; got != wantCurl {
-		t.Errorf("curl wrote (OpenSSL samples):\n%s\nwant\n%s", got, wantCurl)
+	for i := range pyRequests {
+		wantSSL = append(wantSSL, fmt.Sprintf("GET /py/%d HTTP/1.1", i))
+	}
+	if got := s.clientSends[datapath.L7OpenSSL]; !slices.Equal(got, wantSSL) {
+		t.Errorf("curl and python wrote (OpenSSL samples):\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(wantSSL, "\n"))
 	}
 	count := func(key, what string) int {
 		if b := s.joined[key]; b != nil {
@@ -171,8 +197,9 @@ func TestKernelSamplesTLSPlaintext(t *testing.T) {
 	}{
 		{"server recv", "GET /go/items HTTP/1.1\r\n", goRequests},
 		{"server recv", "GET /curl/", curlRequests},
-		{"server send", "HTTP/1.1 200 OK\r\n", goRequests + curlRequests},
-		{"client recv", "HTTP/1.1 200 OK\r\n", goRequests + curlRequests},
+		{"server recv", "GET /py/", pyRequests},
+		{"server send", "HTTP/1.1 200 OK\r\n", goRequests + curlRequests + pyRequests},
+		{"client recv", "HTTP/1.1 200 OK\r\n", goRequests + curlRequests + pyRequests},
 	} {
 		if got := count(c.key, c.what); got != c.want {
 			t.Errorf("%s: %d× %q, want %d", c.key, got, c.what, c.want)

@@ -28,6 +28,8 @@ type Programs struct {
 	// Go crypto/tls: (*Conn).Write/Read entries, and the program put on
 	// each of their RET instructions.
 	GoWriteEntry, GoReadEntry, GoReturn *ebpf.Program
+	// Go crypto/tls: (*Conn).handshakeContext's entry and RETs.
+	GoHandshakeEntry, GoHandshakeReturn *ebpf.Program
 }
 
 // ProgramsOf picks the programs of bpf/tls.h out of a collection's
@@ -36,15 +38,17 @@ func ProgramsOf(progs map[string]*ebpf.Program) (Programs, error) {
 	var p Programs
 	var missing []string
 	for name, field := range map[string]**ebpf.Program{
-		"ssl_write_entry":    &p.SSLWriteEntry,
-		"ssl_read_entry":     &p.SSLReadEntry,
-		"ssl_return":         &p.SSLReturn,
-		"ssl_write_ex_entry": &p.SSLWriteExEntry,
-		"ssl_read_ex_entry":  &p.SSLReadExEntry,
-		"ssl_ex_return":      &p.SSLExReturn,
-		"go_tls_write_entry": &p.GoWriteEntry,
-		"go_tls_read_entry":  &p.GoReadEntry,
-		"go_tls_return":      &p.GoReturn,
+		"ssl_write_entry":         &p.SSLWriteEntry,
+		"ssl_read_entry":          &p.SSLReadEntry,
+		"ssl_return":              &p.SSLReturn,
+		"ssl_write_ex_entry":      &p.SSLWriteExEntry,
+		"ssl_read_ex_entry":       &p.SSLReadExEntry,
+		"ssl_ex_return":           &p.SSLExReturn,
+		"go_tls_write_entry":      &p.GoWriteEntry,
+		"go_tls_read_entry":       &p.GoReadEntry,
+		"go_tls_return":           &p.GoReturn,
+		"go_tls_handshake_entry":  &p.GoHandshakeEntry,
+		"go_tls_handshake_return": &p.GoHandshakeReturn,
 	} {
 		if *field = progs[name]; *field == nil {
 			missing = append(missing, name)
@@ -429,13 +433,21 @@ func (p *Prober) attachGo(path string) ([]link.Link, string, error) {
 		return nil, t.goVersion, skip(ReasonRead, "open: %w", err)
 	}
 	a := &attacher{ex: ex}
-	for _, fn := range []struct {
-		name  string
-		at    goFunc
-		entry *ebpf.Program
-	}{{goWriteFunc, t.write, p.progs.GoWriteEntry}, {goReadFunc, t.read, p.progs.GoReadEntry}} {
+	type probe struct {
+		name        string
+		at          goFunc
+		entry, exit *ebpf.Program
+	}
+	funcs := []probe{
+		{goWriteFunc, t.write, p.progs.GoWriteEntry, p.progs.GoReturn},
+		{goReadFunc, t.read, p.progs.GoReadEntry, p.progs.GoReturn},
+	}
+	if t.handshake.entry != 0 {
+		funcs = append(funcs, probe{goHandshakeFunc, t.handshake, p.progs.GoHandshakeEntry, p.progs.GoHandshakeReturn})
+	}
+	for _, fn := range funcs {
 		for _, ret := range fn.at.rets {
-			if err := a.add(p.progs.GoReturn, "", ret, false); err != nil {
+			if err := a.add(fn.exit, "", ret, false); err != nil {
 				a.abort()
 				return nil, t.goVersion, fmt.Errorf("%s: %w", fn.name, err)
 			}
