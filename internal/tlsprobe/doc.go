@@ -12,7 +12,8 @@
 //     crypto/tls.(*Conn).Read and Write, found in its pclntab, so stripped
 //     binaries count too. The return is probed on each RET instruction,
 //     found by disassembling the function, never by a uretprobe, which
-//     breaks Go's movable stacks.
+//     breaks Go's movable stacks. (*Conn).handshakeContext is probed alike,
+//     only to learn the connection's socket.
 //
 // A uprobe belongs to a file, not a process: it fires in every process
 // that maps the file, now and later. So each file (device and inode, as
