@@ -35,7 +35,29 @@ export interface TopoEdge {
   rtt_p50_us: number;
   rtt_p95_us: number;
   rtt_max_us: number;
+  /** Application requests (omitted when none): every protocol together, and by protocol and class. */
+  requests?: number;
+  requests_failed?: number;
+  requests_per_second?: number;
+  request_figures?: RequestFigures[];
   records: number;
+}
+
+/**
+ * An edge's requests of one protocol and class (HTTP 1xx–5xx, DNS the
+ * rcode, PostgreSQL and Redis ok/error, none: never answered, other).
+ * Latency is over the answered requests: min and max exact, avg weighted.
+ */
+export interface RequestFigures {
+  protocol: string;
+  class: string;
+  requests: number;
+  requests_per_second: number;
+  failed: number;
+  latency_samples: number;
+  latency_min_us: number;
+  latency_avg_us: number;
+  latency_max_us: number;
 }
 
 export interface Graph {
@@ -115,6 +137,33 @@ export interface Endpoint {
   labels?: Record<string, string>;
   node_name?: string;
   service?: { namespace: string; name: string };
+  /** The name the observing side resolved this address from (a DNS answer it saw). */
+  dns_name?: string;
+}
+
+export interface Latency {
+  min_us: number;
+  avg_us: number;
+  max_us: number;
+}
+
+/** A flow's requests in one interval that look the same (internal/flow.Requests). */
+export interface RequestGroup {
+  protocol: string;
+  tls?: boolean;
+  method?: string;
+  path?: string;
+  host?: string;
+  status?: number;
+  dns_query?: string;
+  dns_type?: string;
+  dns_rcode?: string;
+  dns_answers?: string[];
+  error?: string;
+  count: number;
+  failed?: number;
+  /** Over the answered requests; absent when none was answered. */
+  latency?: Latency;
 }
 
 export interface FlowRecord {
@@ -132,7 +181,8 @@ export interface FlowRecord {
   connections_timed_out?: number;
   bytes_to_destination: number;
   bytes_to_source: number;
-  rtt?: { min_us: number; avg_us: number; max_us: number };
+  rtt?: Latency;
+  requests?: RequestGroup[];
 }
 
 /** A line of /api/v1/flows: a record, or the notice of records lost. */

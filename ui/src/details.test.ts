@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { FlowRecord } from "./api";
 import { seriesQuery } from "./api";
-import { pairedFlows, sparkEdges } from "./details";
+import { pairedFlows, seenOf, sparkEdges } from "./details";
 
 const rec = (time: string, observer: string, srcPort: number, dstPort: number): FlowRecord => ({
   time, start: time, node: "h", observer, protocol: "tcp", verdict: "closed",
@@ -37,5 +37,15 @@ describe("sparkEdges", () => {
 describe("seriesQuery", () => {
   it("adds each edge to the map's query", () => {
     expect(seriesQuery("level=process&window=5m", ["a1", "b2"])).toBe("level=process&window=5m&edge=a1&edge=b2");
+  });
+});
+
+describe("seenOf", () => {
+  it("finds an external end by the DNS name its address was resolved from, else by its address", () => {
+    const named = (ip: string, dns?: string): FlowRecord => ({ ...rec("2026-01-01T00:00:01Z", "client", 4001, 443), destination: { ip, port: 443, dns_name: dns } });
+    const recs = [named("10.99.0.7", "api.example.test"), named("10.99.0.8", "api.example.test"), named("10.99.0.9"), named("10.99.0.10", "other.test")];
+    expect([...seenOf(recs, "external:api.example.test").ips].sort()).toEqual(["10.99.0.7", "10.99.0.8"]);
+    expect([...seenOf(recs, "external:10.99.0.9").ips]).toEqual(["10.99.0.9"]);
+    expect([...seenOf(recs, "external:10.99.0.7").ips]).toEqual([]); // named by its DNS name there
   });
 });

@@ -5,7 +5,8 @@ import { byId, h } from "./dom";
 import { type Filter, edgeFilters, endpointFilters, flowQuery } from "./filters";
 import { bytes, count, micros, rate } from "./format";
 import { flowRow } from "./flows";
-import { failuresOf } from "./model";
+import { failuresOf, namedByDNS } from "./model";
+import { byProtocol, errorRate, latencyText } from "./requests";
 import { edgeChart, sparkline } from "./spark";
 
 /** The most edges one series request carries (the API's limit). */
@@ -36,9 +37,15 @@ async function recentFlows(fs: Filter[], signal: AbortSignal, last = "20"): Prom
  * connection.
  */
 async function edgeFlows(e: TopoEdge, signal: AbortSignal): Promise<FlowRecord[]> {
-  const both = await recentFlows(edgeFilters(e.source, e.destination), signal);
   const from = endpointFilters(e.source, "from"), to = endpointFilters(e.destination, "to");
-  if (both.length > 0 || !from || !to) return both;
+  if (!from || !to) {
+    // One end no filter names (an external end named by DNS): the other
+    // end's flows, kept where this end is the one named.
+    const recs = from || to ? await recentFlows(from ?? to ?? [], signal, "200") : [];
+    return recs.filter((r) => (from ? matchesSide(r.destination, e.destination) : matchesSide(r.source, e.source))).slice(-20);
+  }
+  const both = await recentFlows(edgeFilters(e.source, e.destination), signal);
+  if (both.length > 0) return both;
   const [a, b] = await Promise.all([recentFlows(from, signal, "200"), recentFlows(to, signal, "200")]);
   return pairedFlows(a, b).slice(-20);
 }
@@ -63,7 +70,7 @@ const field = (name: string, label: string, value: string) =>
 function flowsTable(recs: FlowRecord[]): HTMLElement {
   if (recs.length === 0) return h("p", { class: "muted" }, "no recent flows held");
   return h("table", { class: "mini" },
-    h("thead", {}, h("tr", {}, ...["time", "obs", "source", "destination", "proto", "verdict", "opened", "failed", "bytes", "rtt"].map((c) => h("th", {}, c)))),
+    h("thead", {}, h("tr", {}, ...["time", "obs", "source", "destination", "proto", "verdict", "opened", "failed", "bytes", "rtt", "requests"].map((c) => h("th", {}, c)))),
     h("tbody", {}, ...recs.slice().reverse().map(flowRow)));
 }
 
@@ -81,8 +88,34 @@ export function edgeFigures(e: TopoEdge): HTMLElement {
     field("retransmits", "retransmits →/←", `${count(e.retransmits_to_destination)} / ${count(e.retransmits_to_source)}`),
     field("bytes", "bytes →/←", `${bytes(e.bytes_to_destination)} / ${bytes(e.bytes_to_source)}`),
     field("rtt", "RTT p50 / p95 / max", e.rtt_samples ? `${micros(e.rtt_p50_us)} / ${micros(e.rtt_p95_us)} / ${micros(e.rtt_max_us)}` : "no samples"),
+    ...(e.requests ? [
+      field("requests", "requests", count(e.requests)),
+      field("requests_failed", "requests failed", `${count(e.requests_failed ?? 0)} (${errorRate(e.requests_failed ?? 0, e.requests)})`),
+      field("requests_per_second", "requests per second", rate(e.requests_per_second ?? 0)),
+    ] : []),
     field("records", "flow records", count(e.records)),
   );
+}
+
+/**
+ * edgeRequests is an edge's requests per protocol: its sums (requests,
+ * failed, error rate, latency min / avg / max) and a row per class (HTTP
+ * status class, DNS rcode, ok / error, none: never answered).
+ */
+export function edgeRequests(e: TopoEdge): HTMLElement {
+  const protocols = byProtocol(e.request_figures ?? []);
+  const num = (name: string, v: string) => h("td", { class: "num", "data-field": name }, v);
+  return h("section", { id: "edge-requests" }, h("h3", {}, "Requests"),
+    protocols.length === 0 ? h("p", { class: "muted" }, "none seen") :
+      h("div", {}, ...protocols.map((p) => h("table", { class: "mini", "data-protocol": p.protocol },
+        h("caption", {}, h("strong", {}, p.protocol), ` ${count(p.requests)} requests, `,
+          h("span", { "data-field": "failed" }, count(p.failed)), ` failed (${errorRate(p.failed, p.requests)}) · latency `,
+          h("span", { "data-field": "latency" }, latencyText(p.latencySamples, p.latencyMinUs, p.latencyAvgUs, p.latencyMaxUs))),
+        h("thead", {}, h("tr", {}, ...["class", "requests", "failed", "per s", "min", "avg", "max"].map((c) => h("th", {}, c)))),
+        h("tbody", {}, ...p.classes.map((c) => h("tr", { "data-class": c.class, class: c.failed ? "failed" : undefined },
+          h("td", {}, c.class), num("requests", count(c.requests)), num("failed", count(c.failed)), num("per_second", rate(c.requests_per_second)),
+          ...(c.latency_samples > 0 ? [num("min", micros(c.latency_min_us)), num("avg", micros(c.latency_avg_us)), num("max", micros(c.latency_max_us))] :
+            [h("td", { class: "muted", colspan: 3 }, "none answered")]))))))));
 }
 
 /** What a node's flows say about it: labels, Kubernetes node, addresses. */
@@ -103,10 +136,9 @@ export function seenOf(recs: FlowRecord[], id: string): Seen {
     if (e.workload) s.workloads.add(`${e.workload.kind}/${e.workload.name}`);
     if (e.pod) s.pods.add(`${e.namespace}/${e.pod}`);
   };
-  const from = endpointFilters(id, "from"), to = endpointFilters(id, "to");
   for (const r of recs) {
-    if (from && matchesSide(r.source, id)) add(r.source);
-    if (to && matchesSide(r.destination, id)) add(r.destination);
+    if (matchesSide(r.source, id)) add(r.source);
+    if (matchesSide(r.destination, id)) add(r.destination);
   }
   return s;
 }
@@ -123,8 +155,8 @@ function matchesSide(e: Endpoint, id: string): boolean {
       return !!e.service && `${e.service.namespace}/${e.service.name}` === rest;
     case "namespace":
       return e.namespace === rest;
-    case "external":
-      return e.ip === rest;
+    case "external": // named by the DNS name it was resolved from, else by its address
+      return (e.dns_name ?? e.ip) === rest;
     case "process":
       return !!e.command && rest.endsWith(`/${e.command}`);
   }
@@ -155,18 +187,20 @@ export class Details {
       trends.set(e.id, trend);
       return h("tr", { "data-edge": e.id }, h("td", {}, other), h("td", { class: "num" }, count(e.connections_opened)),
         h("td", { class: "num" }, count(failuresOf(e))), h("td", { class: "num" }, bytes(e.bytes_to_destination + e.bytes_to_source)),
-        h("td", { class: "num" }, e.rtt_samples ? micros(e.rtt_p50_us) : ""), trend);
+        h("td", { class: "num" }, e.rtt_samples ? micros(e.rtt_p50_us) : ""),
+        h("td", { class: "num", title: e.requests ? `${count(e.requests_failed ?? 0)} failed` : undefined }, e.requests ? count(e.requests) : ""), trend);
     };
     const edges = (title: string, list: TopoEdge[], other: (e: TopoEdge) => string) =>
       h("section", {}, h("h3", {}, `${title} (${list.length})`),
         list.length === 0 ? h("p", { class: "muted" }, "none") :
-          h("table", { class: "mini" }, h("thead", {}, h("tr", {}, ...["peer", "opened", "failed", "bytes", "rtt p50", "trend"].map((c) => h("th", {}, c)))),
+          h("table", { class: "mini" }, h("thead", {}, h("tr", {}, ...["peer", "opened", "failed", "bytes", "rtt p50", "requests", "trend"].map((c) => h("th", {}, c)))),
             h("tbody", {}, ...list.map((e) => edgeRow(e, other(e))))));
     const seen = h("section", {}, h("h3", {}, "From its recent flows"), h("p", { class: "muted" }, "loading…"));
     const inbound = g.edges.filter((e) => e.destination === n.id), outbound = g.edges.filter((e) => e.source === n.id);
     this.panel.replaceChildren(
       h("h2", {}, n.name),
-      h("dl", { class: "figures" }, field("kind", "kind", n.kind), field("namespace", "namespace", n.namespace ?? "—"), field("id", "id", n.id)),
+      h("dl", { class: "figures" }, field("kind", "kind", n.kind), field("namespace", "namespace", n.namespace ?? "—"), field("id", "id", n.id),
+        namedByDNS(n) && field("dns_name", "DNS name", n.name)),
       edges("Inbound", inbound, (e) => e.source),
       edges("Outbound", outbound, (e) => e.destination),
       seen,
@@ -179,14 +213,20 @@ export class Details {
         })
         .catch((err: Error) => !ctl.signal.aborted && trends.forEach((td) => td.replaceChildren(h("span", { class: "error", title: err.message }, "—"))));
     }
-    const sides = [endpointFilters(n.id, "from"), endpointFilters(n.id, "to")].filter((f): f is Filter[] => !!f);
+    let sides = [endpointFilters(n.id, "from"), endpointFilters(n.id, "to")].filter((f): f is Filter[] => !!f);
+    // A node no filter names (an external end named by DNS): its peers'
+    // flows, the first few, of which seenOf keeps what names it.
+    if (sides.length === 0) {
+      sides = [...inbound.map((e) => endpointFilters(e.source, "from")), ...outbound.map((e) => endpointFilters(e.destination, "to"))]
+        .filter((f): f is Filter[] => !!f).slice(0, 4);
+    }
     Promise.all(sides.map((fs) => recentFlows(fs, ctl.signal)))
       .then((lists) => {
         const s = seenOf(lists.flat(), n.id);
         const list = (xs: Iterable<string>) => [...xs].sort().join(", ") || "—";
         seen.replaceChildren(h("h3", {}, "From its recent flows"), h("dl", { class: "figures" },
           field("workloads", "workload", list(s.workloads)), field("pods", "pods", list(s.pods)),
-          field("nodes", "node", list(s.nodes)), field("ips", "IPs", list(s.ips)),
+          field("nodes", "node", list(s.nodes)), field("ips", namedByDNS(n) ? "IPs (resolved to)" : "IPs", list(s.ips)),
           field("labels", "labels", [...s.labels].map(([k, v]) => `${k}=${v}`).sort().join(", ") || "—")));
       })
       .catch((err: Error) => !ctl.signal.aborted && seen.replaceChildren(h("p", { class: "error" }, err.message)));
@@ -201,6 +241,7 @@ export class Details {
     this.panel.replaceChildren(
       h("h2", {}, h("span", { "data-field": "source" }, e.source), " → ", h("span", { "data-field": "destination" }, e.destination)),
       edgeFigures(e),
+      edgeRequests(e),
       chart,
       flows,
     );
@@ -217,6 +258,7 @@ export class Details {
     if (shown === this.shownEdge) return;
     this.shownEdge = shown;
     this.panel.querySelector("dl.figures")?.replaceWith(edgeFigures(e));
+    this.panel.querySelector("#edge-requests")?.replaceWith(edgeRequests(e));
     this.drawChart(e.id, topologyQuery, this.abort.signal);
   }
 

@@ -40,5 +40,6 @@ describe("edge and endpoint filters", () => {
     expect(endpointFilters("service:shop/api", "from")).toBeUndefined();
     expect(endpointFilters("container:h1/abc", "to")).toBeUndefined();
     expect(endpointFilters("external:10.0.0.9", "to")).toEqual([["to-ip", "10.0.0.9"]]);
+    expect(endpointFilters("external:api.example.test", "to")).toBeUndefined(); // a DNS name: no filter selects it
   });
 });

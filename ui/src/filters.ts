@@ -1,5 +1,6 @@
 // The flow table's filters: the parameters of `flowlens observe` and of
 // /api/v1/flows (internal/filter.Params), as a query and as a command.
+import { isIP } from "./search";
 
 /** FILTERS lists the filters observe knows, in the order it shows them. */
 export const FILTERS = [
@@ -65,7 +66,9 @@ export function endpointFilters(nodeID: string, side: "from" | "to"): Filter[] |
     case "namespace":
       return [["namespace", rest]];
     case "external":
-      return [[`${side}-ip`, rest]];
+      // Named by a DNS answer: no filter selects an end by that name
+      // (the flows carry it, details.ts keeps those that match).
+      return isIP(rest) ? [[`${side}-ip`, rest]] : undefined;
     case "apiserver":
       return [[`${side}-kind`, "apiserver"]];
     case "process": {

@@ -4,23 +4,32 @@ import { type Endpoint, type FlowLine, type FlowRecord, streamFlows } from "./ap
 import { byId, h } from "./dom";
 import { type Filter, FILTERS, cliCommand, flowQuery, isFilterName } from "./filters";
 import { bytes, clock, count, micros } from "./format";
+import { groupText } from "./requests";
 
 /** How many records the table starts with, and the most it keeps. */
 const BACKLOG = 200;
 const MAX_ROWS = 500;
 
-/** endpointText names an endpoint as compactly as what it carries allows. */
+/** endpointText names an endpoint as compactly as what it carries allows (an address by the DNS name it was resolved from). */
 export function endpointText(e: Endpoint): string {
-  let who = e.ip;
+  let who = e.dns_name ?? e.ip;
   if (e.pod) who = `${e.namespace}/${e.pod}`;
   else if (e.service) who = `svc ${e.service.namespace}/${e.service.name}`;
   else if (e.command) who = `${e.command}${e.pid ? `[${e.pid}]` : ""}`;
   return `${who}:${e.port}`;
 }
 
+/** requestsCell lists a record's request groups, one a line; each carries its key and count for tests and tools. */
+function requestsCell(r: FlowRecord): HTMLTableCellElement {
+  return h("td", { class: "reqs" }, ...(r.requests ?? []).map((g) => {
+    const { key, text } = groupText(g);
+    return h("span", { class: g.failed ? "req failed" : "req", "data-key": key, "data-count": g.count, "data-failed": g.failed ?? 0, title: g.host ? `host ${g.host}` : undefined }, text);
+  }));
+}
+
 export function flowRow(r: FlowRecord): HTMLTableRowElement {
   const failed = (r.connections_refused ?? 0) + (r.connections_timed_out ?? 0);
-  return h("tr", { "data-verdict": r.verdict },
+  return h("tr", { "data-verdict": r.verdict, "data-observer": r.observer },
     h("td", {}, clock(r.time)),
     h("td", {}, r.observer),
     h("td", { title: r.source.ip }, endpointText(r.source)),
@@ -31,11 +40,12 @@ export function flowRow(r: FlowRecord): HTMLTableRowElement {
     h("td", { class: "num" }, count(failed)),
     h("td", { class: "num" }, `${bytes(r.bytes_to_destination)} / ${bytes(r.bytes_to_source)}`),
     h("td", { class: "num" }, r.rtt ? micros(r.rtt.avg_us) : ""),
+    requestsCell(r),
   );
 }
 
 export function lostRow(count_: number, reason: string): HTMLTableRowElement {
-  return h("tr", { class: "lost" }, h("td", { colspan: 10 }, `${count(count_)} records lost (${reason})`));
+  return h("tr", { class: "lost" }, h("td", { colspan: 11 }, `${count(count_)} records lost (${reason})`));
 }
 
 export class FlowTable {

@@ -180,13 +180,17 @@ function fillItem(li: HTMLElement, el: Element): void {
     return;
   }
   if (el.group === "edges" && "source" in d) {
-    Object.assign(li.dataset, { kind: "edge", source: d.source, target: d.target, opened: String(d.opened), failures: String(d.failures), health: d.health, mark: d.mark });
-    li.replaceChildren(h("button", { type: "button", "data-select": d.id }, `edge ${d.source} → ${d.target}: ${d.opened} opened, ${d.failures} failed`));
+    Object.assign(li.dataset, {
+      kind: "edge", source: d.source, target: d.target, opened: String(d.opened), failures: String(d.failures),
+      requests: String(d.requests), requestsFailed: String(d.requestsFailed), health: d.health, mark: d.mark,
+    });
+    const reqs = d.requests ? `, ${d.requests} requests, ${d.requestsFailed} failed` : "";
+    li.replaceChildren(h("button", { type: "button", "data-select": d.id }, `edge ${d.source} → ${d.target}: ${d.opened} opened, ${d.failures} failed${reqs}`));
     return;
   }
   const n = d as NodeData;
-  Object.assign(li.dataset, { kind: "node", nodeKind: n.kind, namespace: n.namespace, name: n.name, mark: n.mark });
-  li.replaceChildren(h("button", { type: "button", "data-select": n.id }, `${n.kind} ${n.namespace ? n.namespace + "/" : ""}${n.name}`));
+  Object.assign(li.dataset, { kind: "node", nodeKind: n.kind, namespace: n.namespace, name: n.name, dns: String(n.dns), mark: n.mark });
+  li.replaceChildren(h("button", { type: "button", "data-select": n.id }, `${n.kind} ${n.namespace ? n.namespace + "/" : ""}${n.name}${n.dns ? " (DNS name)" : ""}`));
 }
 modelList.addEventListener("click", (ev) => {
   const id = (ev.target as HTMLElement).closest<HTMLElement>("[data-select]")?.dataset.select;

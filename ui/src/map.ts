@@ -21,6 +21,7 @@ function styleSheet(): cytoscape.StylesheetJson {
       },
     },
     { selector: 'node[kind = "external"]', style: { shape: "diamond", "background-color": css("--external") } },
+    { selector: "node[?dns]", style: { "background-color": css("--dns") } },
     { selector: 'node[kind = "service"]', style: { shape: "round-hexagon", "background-color": css("--service") } },
     { selector: 'node[kind = "process"], node[kind = "container"]', style: { shape: "round-rectangle" } },
     {

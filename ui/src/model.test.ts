@@ -23,6 +23,11 @@ describe("healthOf", () => {
   it("warns on retransmits", () => expect(healthOf(edge("a", "b", 5, { retransmits_to_source: 1 }))).toBe("warn"));
   it("warns below a tenth failed", () => expect(healthOf(failing(9))).toBe("warn")); // 9 of 99
   it("is bad from a tenth failed", () => expect(healthOf(failing(10))).toBe("bad")); // 10 of 100
+  it("warns on a failed request, is bad past 5 % of requests failed", () => {
+    expect(healthOf(edge("a", "b", 1, { requests: 100, requests_failed: 5 }))).toBe("warn");
+    expect(healthOf(edge("a", "b", 1, { requests: 100, requests_failed: 6 }))).toBe("bad");
+    expect(healthOf(edge("a", "b", 1, { requests: 100, requests_failed: 0 }))).toBe("ok");
+  });
   it("is bad when everything failed", () => expect(healthOf(edge("a", "b", 0, { failures: { refused: 0, timeout: 3, reset: 0, unanswered: 0, unreachable: 0, failed: 0 } }))).toBe("bad"));
 });
 
@@ -41,6 +46,16 @@ describe("groupOf and nodeOfID", () => {
     expect(groupOf(nodeOfID("external:10.0.0.1"))).toBeUndefined();
     expect(nodeOfID("service:shop/api")).toEqual({ id: "service:shop/api", kind: "service", namespace: "shop", name: "api" });
     expect(nodeOfID("apiserver")).toEqual({ id: "apiserver", kind: "apiserver", name: "apiserver" });
+  });
+});
+
+describe("DNS names", () => {
+  it("marks an external node named by a DNS answer, not one named by its address", () => {
+    const els = elementsOf(graph([edge("process:h/curl", "external:api.example.test", 1), edge("process:h/curl", "external:10.0.0.1", 1), edge("process:h/curl", "external:fd00::1", 1)]));
+    const dns = Object.fromEntries(els.filter((e) => e.group === "nodes" && "dns" in e.data).map((e) => [e.data.id, (e.data as { dns: boolean }).dns]));
+    expect(dns).toEqual({ "external:10.0.0.1": false, "external:api.example.test": true, "external:fd00::1": false, "process:h/curl": false });
+    const label = els.find((e) => e.data.id === "external:api.example.test")!.data;
+    expect(label).toMatchObject({ label: "api.example.test", kind: "external" });
   });
 });
 
@@ -83,8 +98,8 @@ describe("patchOf", () => {
     expect(p.update.map((e) => e.data.id).sort()).toEqual(["a:x", "a:x>b:y", "b:y"]);
   });
   it("moves a node between groups by removing and adding it", () => {
-    const cur = new Map<string, ElementData>([["p", { id: "p", label: "p", kind: "pod", namespace: "a", name: "p", parent: "group:ns/a", size: 22, traffic: 0, mark: "" }]]);
-    const p = patchOf(cur, [{ group: "nodes", data: { id: "p", label: "p", kind: "pod", namespace: "b", name: "p", parent: "group:ns/b", size: 22, traffic: 0, mark: "" } }]);
+    const cur = new Map<string, ElementData>([["p", { id: "p", label: "p", kind: "pod", namespace: "a", name: "p", dns: false, parent: "group:ns/a", size: 22, traffic: 0, mark: "" }]]);
+    const p = patchOf(cur, [{ group: "nodes", data: { id: "p", label: "p", kind: "pod", namespace: "b", name: "p", dns: false, parent: "group:ns/b", size: 22, traffic: 0, mark: "" } }]);
     expect(p.remove).toEqual(["p"]);
     expect(p.add.map((e) => e.data.id)).toEqual(["p"]);
   });

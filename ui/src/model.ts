@@ -2,6 +2,8 @@
 // how to get from the elements on screen to them in place, so that a live
 // update never re-lays out, re-zooms or deselects what the user looks at.
 import type { Diff, Graph, TopoEdge, TopoNode } from "./api";
+import { requestsBad } from "./requests";
+import { isIP } from "./search";
 
 export type Health = "ok" | "warn" | "bad";
 export type Mark = "appeared" | "vanished" | "changed" | "";
@@ -12,6 +14,8 @@ export interface NodeData {
   kind: string;
   namespace: string;
   name: string;
+  /** An external end named by the DNS name its address was resolved from, not by the address. */
+  dns: boolean;
   parent?: string;
   size: number;
   traffic: number;
@@ -26,6 +30,8 @@ export interface EdgeData {
   health: Health;
   opened: number;
   failures: number;
+  requests: number;
+  requestsFailed: number;
   mark: Mark;
   edge: TopoEdge;
 }
@@ -51,14 +57,18 @@ export function failuresOf(e: TopoEdge): number {
 
 /**
  * healthOf colors an edge: bad when a tenth or more of its connections
- * failed, warn when any failed or a segment was sent again, else ok.
+ * failed or more than 5 % of its requests, warn when any connection or
+ * request failed or a segment was sent again, else ok.
  */
 export function healthOf(e: TopoEdge): Health {
   const failed = failuresOf(e);
-  if (failed > 0 && failed * 10 >= e.connections_opened + failed) return "bad";
-  if (failed > 0 || e.retransmits_to_destination + e.retransmits_to_source > 0) return "warn";
+  if ((failed > 0 && failed * 10 >= e.connections_opened + failed) || requestsBad(e)) return "bad";
+  if (failed > 0 || (e.requests_failed ?? 0) > 0 || e.retransmits_to_destination + e.retransmits_to_source > 0) return "warn";
   return "ok";
 }
+
+/** namedByDNS tells an external node named by a DNS answer (external:api.example.com) from one named by its address. */
+export const namedByDNS = (n: TopoNode) => n.kind === "external" && !isIP(n.name);
 
 /** Traffic grows sizes by its logarithm: a 10,000-connection edge stays drawable beside a 1-connection one. */
 const logScale = (n: number, base: number, step: number, cap: number) =>
@@ -145,7 +155,7 @@ export function elementsOf(g: Graph, diff?: Diff): Element[] {
     out.push({
       group: "nodes",
       data: {
-        id: n.id, label: n.name, kind: n.kind, namespace: n.namespace ?? "", name: n.name, parent,
+        id: n.id, label: n.name, kind: n.kind, namespace: n.namespace ?? "", name: n.name, dns: namedByDNS(n), parent,
         size: nodeSize(t), traffic: t, mark: marks?.nodes.get(n.id) ?? "",
       },
     });
@@ -155,7 +165,8 @@ export function elementsOf(g: Graph, diff?: Diff): Element[] {
       group: "edges",
       data: {
         id: e.id, source: e.source, target: e.destination, width: edgeWidth(e), health: healthOf(e),
-        opened: e.connections_opened, failures: failuresOf(e), mark: marks?.edges.get(e.id) ?? "", edge: e,
+        opened: e.connections_opened, failures: failuresOf(e), requests: e.requests ?? 0,
+        requestsFailed: e.requests_failed ?? 0, mark: marks?.edges.get(e.id) ?? "", edge: e,
       },
     });
   }
