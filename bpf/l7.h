@@ -49,13 +49,6 @@ struct {
 	__uint(max_entries, 1 << 22); /* resized by the loader */
 } l7_events SEC(".maps");
 
-/* An l7_event is larger than the stack: built here. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct l7_event);
-} l7_scratch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -64,12 +57,25 @@ struct {
 	__type(value, struct l7_budget);
 } l7_budgets SEC(".maps");
 
+/* LRU: a call whose return was never seen (a thread killed inside
+ * SSL_read) must not hold its entry for ever. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, struct tls_call_key);
 	__type(value, struct tls_call);
 } tls_calls SEC(".maps");
+
+/* TLS calls in progress on the node, so that sends and receives look for
+ * theirs only when there can be one: most of a node's traffic is not
+ * inside a TLS library call. Approximate (an entry the LRU evicts is not
+ * subtracted): it errs towards looking. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __s64);
+} tls_inflight SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -162,13 +168,6 @@ static __always_inline int l7_budget_take(__u32 bytes)
 	return 0;
 }
 
-static __always_inline struct l7_event *l7_scratch_event(void)
-{
-	__u32 zero = 0;
-
-	return bpf_map_lookup_elem(&l7_scratch, &zero);
-}
-
 /* l7_cap bounds n by the configured capture for the verifier. */
 static __always_inline __u32 l7_cap(__u32 n)
 {
@@ -179,24 +178,29 @@ static __always_inline __u32 l7_cap(__u32 n)
 	return n;
 }
 
-static __always_inline int l7_submit(struct l7_event *ev, __u64 n)
+/* l7_reserve takes room for a sample in the ring, where its bytes are read
+ * straight in; NULL when the ring is full. */
+static __always_inline struct l7_event *l7_reserve(void)
+{
+	struct l7_event *ev = bpf_ringbuf_reserve(&l7_events, sizeof(*ev), 0);
+
+	if (!ev)
+		count(CNT_L7_RING_FULL);
+	return ev;
+}
+
+static __always_inline void l7_submit(struct l7_event *ev)
 {
 	__u64 flags;
 
-	if (!L7_BOUNDED(n, L7_DATA_MAX))
-		return -1;
 	if (!l7_wakeup_bytes)
 		flags = 0;
 	else if (bpf_ringbuf_query(&l7_events, BPF_RB_AVAIL_DATA) >= l7_wakeup_bytes)
 		flags = BPF_RB_FORCE_WAKEUP;
 	else
 		flags = BPF_RB_NO_WAKEUP;
-	if (bpf_ringbuf_output(&l7_events, ev, offsetof(struct l7_event, data) + n, flags)) {
-		count(CNT_L7_RING_FULL);
-		return -1;
-	}
+	bpf_ringbuf_submit(ev, flags);
 	count(CNT_L7_SAMPLES);
-	return 0;
 }
 
 /* l7_header fills what a TCP socket's sample says besides its bytes. */
@@ -213,22 +217,31 @@ static __always_inline void l7_header(struct l7_event *ev, const struct tcp_stat
 	ev->role = st->role;
 	ev->gap = st->l7_gap;
 	ev->hint = st->l7_hint;
+	ev->_pad = 0;
 	ev->pid = bpf_get_current_pid_tgid() >> 32;
 	ev->netns = st->owner.netns;
 }
 
 /* l7_take reads n bytes of buf into a sample of st and submits it; a
  * sample not taken leaves a gap for the next one to report. */
-static __always_inline void l7_take(struct l7_event *ev, struct tcp_state *st, const void *buf,
-				    __u32 len, __u64 n, int send, __u8 source)
+static __always_inline void l7_take(struct tcp_state *st, const void *buf, __u32 len, __u64 n,
+				    int send, __u8 source)
 {
+	struct l7_event *ev;
+
 	if (!L7_BOUNDED(n, L7_DATA_MAX) || l7_budget_take(n + offsetof(struct l7_event, data)) ||
-	    bpf_probe_read_user(ev->data, n, buf)) {
+	    !(ev = l7_reserve())) {
+		st->l7_gap = 1;
+		return;
+	}
+	if (bpf_probe_read_user(ev->data, n, buf)) {
+		bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP);
 		st->l7_gap = 1;
 		return;
 	}
 	l7_header(ev, st, len, n, send, source);
-	st->l7_gap = l7_submit(ev, n) ? 1 : 0;
+	l7_submit(ev);
+	st->l7_gap = 0;
 }
 
 /* syscall_buf returns the user buffer of the system call in progress and
@@ -238,16 +251,19 @@ static __always_inline void l7_take(struct l7_event *ev, struct tcp_state *st, c
 static __always_inline const void *syscall_buf(__u32 *room)
 {
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	__u64 arg = BPF_CORE_READ(regs, si);
+	/* Each register loaded once, up front: clang would otherwise merge
+	 * the loads of dx and of an iovec's length into one instruction on
+	 * two kinds of pointer, which the verifier refuses. */
+	__u64 arg = regs->si, count = regs->dx, nr = regs->orig_ax;
 	struct user_msghdr mh;
 	struct iovec iov;
 
-	switch (BPF_CORE_READ(regs, orig_ax)) {
+	switch (nr) {
 	case NR_read:
 	case NR_write:
 	case NR_sendto:
 	case NR_recvfrom:
-		*room = BPF_CORE_READ(regs, dx);
+		*room = count;
 		return (const void *)arg;
 	case NR_sendmsg:
 	case NR_recvmsg:
@@ -270,7 +286,6 @@ static __always_inline const void *syscall_buf(__u32 *room)
 /* l7_syscall samples a plaintext send or receive of ret bytes on st. */
 static __always_inline void l7_syscall(struct tcp_state *st, int ret, int send)
 {
-	struct l7_event *ev;
 	const void *buf;
 	__u32 room = 0;
 	__u64 n, k;
@@ -282,17 +297,14 @@ static __always_inline void l7_syscall(struct tcp_state *st, int ret, int send)
 		st->l7_gap = st->l7_hint != L7_HINT_NONE;
 		return;
 	}
-	ev = l7_scratch_event();
-	if (!ev)
-		return;
 	n = l7_cap(room < (__u32)ret ? room : (__u32)ret);
 	if (st->l7_hint == L7_HINT_NONE) {
-		__u8 hint;
+		__u8 head[L7_CLASSIFY] = {}, hint;
 
 		k = n < L7_CLASSIFY ? n : L7_CLASSIFY;
-		if (!L7_BOUNDED(k, L7_CLASSIFY) || bpf_probe_read_user(ev->data, k, buf))
+		if (!L7_BOUNDED(k, L7_CLASSIFY) || bpf_probe_read_user(head, k, buf))
 			return;
-		hint = l7_classify(ev->data, k);
+		hint = l7_classify(head, k);
 		if (hint == L7_HINT_NONE) {
 			if (++st->l7_checked >= L7_CHECKS)
 				st->l7_hint = L7_HINT_OPAQUE;
@@ -302,7 +314,7 @@ static __always_inline void l7_syscall(struct tcp_state *st, int ret, int send)
 		if (hint == L7_HINT_TLS)
 			return;
 	}
-	l7_take(ev, st, buf, ret, n, send, L7_SRC_SYSCALL);
+	l7_take(st, buf, ret, n, send, L7_SRC_SYSCALL);
 }
 
 /* tls_nested: a TLS library call of this thread (OpenSSL) or goroutine
@@ -315,12 +327,17 @@ static __always_inline int tls_nested(const struct sock *sk)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct tls_call_key k = { .id = (__u32)id, .tgid = id >> 32, .kind = TLS_CALL_THREAD };
-	struct tls_call *c = bpf_map_lookup_elem(&tls_calls, &k);
+	__u32 zero = 0;
+	__s64 *inflight = bpf_map_lookup_elem(&tls_inflight, &zero);
+	struct tls_call *c;
 
+	if (!inflight || *inflight <= 0)
+		return 0;
+	c = bpf_map_lookup_elem(&tls_calls, &k);
 	if (!c) {
 		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 
-		k.id = BPF_CORE_READ(regs, r14);
+		k.id = regs->r14;
 		k.kind = TLS_CALL_GOROUTINE;
 		if (!k.id)
 			return 0;
@@ -337,7 +354,6 @@ static __always_inline int tls_nested(const struct sock *sk)
 static __always_inline void l7_sample_tls(__u64 sk, const void *buf, __u32 len, __u8 dir, __u8 source)
 {
 	struct tcp_state *st = bpf_map_lookup_elem(&tcp_socks, &sk);
-	struct l7_event *ev;
 
 	if (!l7_capture_bytes)
 		return;
@@ -346,10 +362,7 @@ static __always_inline void l7_sample_tls(__u64 sk, const void *buf, __u32 len, 
 		return;
 	}
 	st->l7_hint = L7_HINT_TLS;
-	ev = l7_scratch_event();
-	if (!ev)
-		return;
-	l7_take(ev, st, buf, len, l7_cap(len), dir == L7_SEND, source);
+	l7_take(st, buf, len, l7_cap(len), dir == L7_SEND, source);
 }
 
 /* l7_udp samples a datagram whose payload looks like DNS, at off in skb. */
@@ -364,14 +377,14 @@ static __always_inline void l7_udp(struct __sk_buff *skb, const struct udp_key *
 		return;
 	if (bpf_skb_load_bytes(skb, off, h, sizeof(h)) || !dns_header(h))
 		return;
-	ev = l7_scratch_event();
-	if (!ev)
-		return;
 	n = l7_cap(len);
 	if (n < sizeof(h) || !L7_BOUNDED(n, L7_DATA_MAX) ||
-	    l7_budget_take(n + offsetof(struct l7_event, data)) ||
-	    bpf_skb_load_bytes(skb, off, ev->data, n))
+	    l7_budget_take(n + offsetof(struct l7_event, data)) || !(ev = l7_reserve()))
 		return;
+	if (bpf_skb_load_bytes(skb, off, ev->data, n)) {
+		bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP);
+		return;
+	}
 	ev->cookie = key->cookie;
 	ev->ns = bpf_ktime_get_ns();
 	ev->tuple = key->tuple;
@@ -382,9 +395,10 @@ static __always_inline void l7_udp(struct __sk_buff *skb, const struct udp_key *
 	ev->role = ROLE_UNKNOWN;
 	ev->gap = 0;
 	ev->hint = L7_HINT_DNS;
+	ev->_pad = 0;
 	ev->pid = o->pid;
 	ev->netns = o->netns;
-	l7_submit(ev, n);
+	l7_submit(ev);
 }
 
 #endif /* FLOWLENS_L7_H */

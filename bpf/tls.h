@@ -66,12 +66,34 @@ static __always_inline struct tls_call_key tls_goroutine_key(const struct pt_reg
 	return k;
 }
 
+/* tls_call_add records a call in progress unless one is (then it fails),
+ * counted in tls_inflight; tls_call_put replaces one a thread or goroutine
+ * began and never finished, counted once. */
+static __always_inline int tls_call_add(const struct tls_call_key *k, const struct tls_call *call)
+{
+	__u32 zero = 0;
+	__s64 *inflight;
+
+	if (bpf_map_update_elem(&tls_calls, k, call, BPF_NOEXIST))
+		return -1;
+	inflight = bpf_map_lookup_elem(&tls_inflight, &zero);
+	if (inflight)
+		__sync_fetch_and_add(inflight, 1);
+	return 0;
+}
+
+static __always_inline void tls_call_put(const struct tls_call_key *k, const struct tls_call *call)
+{
+	if (tls_call_add(k, call))
+		bpf_map_update_elem(&tls_calls, k, call, BPF_ANY);
+}
+
 static __always_inline void tls_call_begin(const struct tls_call_key *k, __u64 conn, __u64 buf,
 					   __u8 send, __u8 source)
 {
 	struct tls_call call = { .conn = conn, .buf = buf, .send = send, .source = source };
 
-	bpf_map_update_elem(&tls_calls, k, &call, BPF_ANY);
+	tls_call_put(k, &call);
 }
 
 /* tls_write_begin samples a write at its entry when its connection's socket
@@ -92,7 +114,7 @@ static __always_inline void tls_write_begin(const struct tls_call_key *k, __u64 
 		l7_sample_tls(*sk, (const void *)buf, (__u32)len, L7_SEND, source);
 		call.sampled = 1;
 	}
-	bpf_map_update_elem(&tls_calls, k, &call, BPF_ANY);
+	tls_call_put(k, &call);
 }
 
 /* tls_call_end finishes the call of k that moved n plaintext bytes (n <= 0:
@@ -112,7 +134,13 @@ static __always_inline void tls_call_end(const struct tls_call_key *k, long n)
 	send = call->send;
 	source = call->source;
 	sampled = call->sampled;
-	bpf_map_delete_elem(&tls_calls, k);
+	if (bpf_map_delete_elem(&tls_calls, k) == 0) {
+		__u32 zero = 0;
+		__s64 *inflight = bpf_map_lookup_elem(&tls_inflight, &zero);
+
+		if (inflight)
+			__sync_fetch_and_add(inflight, -1);
+	}
 
 	known = bpf_map_lookup_elem(&tls_conns, &ck);
 	if (sk) {
@@ -254,7 +282,7 @@ int go_tls_handshake_entry(struct pt_regs *ctx)
 	struct tls_call_key k = tls_goroutine_key(ctx);
 	struct tls_call call = { .conn = ctx->ax, .source = L7_SRC_GOTLS };
 
-	bpf_map_update_elem(&tls_calls, &k, &call, BPF_NOEXIST);
+	tls_call_add(&k, &call);
 	return 0;
 }
 

@@ -278,7 +278,6 @@ const (
 	flowlensMapEvents                = "events"
 	flowlensMapL7Budgets             = "l7_budgets"
 	flowlensMapL7Events              = "l7_events"
-	flowlensMapL7Scratch             = "l7_scratch"
 	flowlensMapListeners             = "listeners"
 	flowlensMapRefused               = "refused"
 	flowlensMapSelfSocks             = "self_socks"
@@ -287,6 +286,7 @@ const (
 	flowlensMapTlsCalls              = "tls_calls"
 	flowlensMapTlsConns              = "tls_conns"
 	flowlensMapTlsExSizes            = "tls_ex_sizes"
+	flowlensMapTlsInflight           = "tls_inflight"
 	flowlensMapUdpFlows              = "udp_flows"
 	flowlensMapUdpSocks              = "udp_socks"
 	flowlensMapUdpUsage              = "udp_usage"
@@ -430,7 +430,6 @@ type flowlensMapSpecs struct {
 	Events      *ebpf.MapSpec `ebpf:"events"`
 	L7Budgets   *ebpf.MapSpec `ebpf:"l7_budgets"`
 	L7Events    *ebpf.MapSpec `ebpf:"l7_events"`
-	L7Scratch   *ebpf.MapSpec `ebpf:"l7_scratch"`
 	Listeners   *ebpf.MapSpec `ebpf:"listeners"`
 	Refused     *ebpf.MapSpec `ebpf:"refused"`
 	SelfSocks   *ebpf.MapSpec `ebpf:"self_socks"`
@@ -439,6 +438,7 @@ type flowlensMapSpecs struct {
 	TlsCalls    *ebpf.MapSpec `ebpf:"tls_calls"`
 	TlsConns    *ebpf.MapSpec `ebpf:"tls_conns"`
 	TlsExSizes  *ebpf.MapSpec `ebpf:"tls_ex_sizes"`
+	TlsInflight *ebpf.MapSpec `ebpf:"tls_inflight"`
 	UdpFlows    *ebpf.MapSpec `ebpf:"udp_flows"`
 	UdpSocks    *ebpf.MapSpec `ebpf:"udp_socks"`
 	UdpUsage    *ebpf.MapSpec `ebpf:"udp_usage"`
@@ -504,7 +504,6 @@ type flowlensMaps struct {
 	Events      *ebpf.Map `ebpf:"events"`
 	L7Budgets   *ebpf.Map `ebpf:"l7_budgets"`
 	L7Events    *ebpf.Map `ebpf:"l7_events"`
-	L7Scratch   *ebpf.Map `ebpf:"l7_scratch"`
 	Listeners   *ebpf.Map `ebpf:"listeners"`
 	Refused     *ebpf.Map `ebpf:"refused"`
 	SelfSocks   *ebpf.Map `ebpf:"self_socks"`
@@ -513,6 +512,7 @@ type flowlensMaps struct {
 	TlsCalls    *ebpf.Map `ebpf:"tls_calls"`
 	TlsConns    *ebpf.Map `ebpf:"tls_conns"`
 	TlsExSizes  *ebpf.Map `ebpf:"tls_ex_sizes"`
+	TlsInflight *ebpf.Map `ebpf:"tls_inflight"`
 	UdpFlows    *ebpf.Map `ebpf:"udp_flows"`
 	UdpSocks    *ebpf.Map `ebpf:"udp_socks"`
 	UdpUsage    *ebpf.Map `ebpf:"udp_usage"`
@@ -526,7 +526,6 @@ func (m *flowlensMaps) Close() error {
 		m.Events,
 		m.L7Budgets,
 		m.L7Events,
-		m.L7Scratch,
 		m.Listeners,
 		m.Refused,
 		m.SelfSocks,
@@ -535,6 +534,7 @@ func (m *flowlensMaps) Close() error {
 		m.TlsCalls,
 		m.TlsConns,
 		m.TlsExSizes,
+		m.TlsInflight,
 		m.UdpFlows,
 		m.UdpSocks,
 		m.UdpUsage,
