@@ -226,8 +226,11 @@ func (t *Tracker) Sample(s Sample) {
 		t.conns[id] = c
 	}
 	c.lastNS = max(c.lastNS, s.Msg.NS)
+	// A closed connection's samples are still parsed: its end and its
+	// last samples travel in two rings, and the end is often read first.
+	// Take, after the reader drained, counts what is still unanswered.
 	switch {
-	case c.state == opaque || c.closed:
+	case c.state == opaque:
 		t.stats.Ignored++
 		return
 	case c.state == detecting && !t.detect(c, s):

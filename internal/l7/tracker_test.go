@@ -373,3 +373,21 @@ func TestTrackerKeys(t *testing.T) {
 		t.Errorf("%d connections after the TCP one closed, want 2", st.Conns)
 	}
 }
+
+// A socket's end is read from one ring and its last samples from another:
+// the response read after the close still answers its request.
+func TestTrackerAnswersAfterTheCloseWasRead(t *testing.T) {
+	tr := newTracker(t, l7.Config{})
+	k := l7.ConnKey{Cookie: 9, Role: flow.RoleClient}
+	tr.Sample(l7.Sample{Key: k, Msg: l7.Message{Dir: l7.FromClient, NS: 1, Len: 2, Data: []byte("Qa")}})
+	tr.Closed(k, 3)
+	tr.Sample(l7.Sample{Key: k, Msg: l7.Message{Dir: l7.FromServer, NS: 2, Len: 2, Data: []byte("Aa")}})
+	var got []flow.Requests
+	tr.Take(10, func(_ l7.ConnKey, rs []flow.Requests) { got = append(got, rs...) })
+	if len(got) != 1 || got[0].Count != 1 || got[0].Failed != 0 || got[0].Latency == nil {
+		t.Errorf("got %+v, want the one request answered", got)
+	}
+	if st := tr.Stats(); st.Conns != 0 {
+		t.Errorf("%d connections after Take, want the closed one forgotten", st.Conns)
+	}
+}
