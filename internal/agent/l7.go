@@ -45,8 +45,20 @@ func newTracker(c L7Config) (*l7.Tracker, error) {
 	return l7.NewTracker(cfg), nil
 }
 
-var hints = map[flow.L7Protocol]l7.Hint{
-	flow.HTTP: l7.HintHTTP, flow.Postgres: l7.HintPostgres, flow.Redis: l7.HintRedis, flow.DNS: l7.HintDNS,
+// hintOf is the tracker's hint for the kernel's: a switch, as a map keyed
+// by strings cost a hash per sample.
+func hintOf(p flow.L7Protocol) l7.Hint {
+	switch p {
+	case flow.HTTP:
+		return l7.HintHTTP
+	case flow.Postgres:
+		return l7.HintPostgres
+	case flow.Redis:
+		return l7.HintRedis
+	case flow.DNS:
+		return l7.HintDNS
+	}
+	return l7.HintNone
 }
 
 // sampleOf turns the kernel's sample into the tracker's: which end of the
@@ -63,7 +75,7 @@ func sampleOf(s *datapath.L7Sample) l7.Sample {
 	} else {
 		key.Remote = s.Remote
 	}
-	return l7.Sample{Key: key, Hint: hints[s.Hint], TLS: s.Source.TLS(),
+	return l7.Sample{Key: key, Hint: hintOf(s.Hint), TLS: s.Source.TLS(),
 		Msg: l7.Message{Dir: dir, NS: s.NS, Len: s.Len, Data: s.Data, Gap: s.Gap}}
 }
 
@@ -77,27 +89,58 @@ func requestsOf(k l7.ConnKey, nowNS uint64) conntable.RequestsOf {
 	return of
 }
 
+// maxBatch bounds the samples fed under one hold of the tracker's lock, so
+// that an interval's end waits little for the reader.
+const maxBatch = 256
+
 // readSamples feeds the tracker from the L7 ring until the ring closes. It
-// runs beside Run's loop so that payload never delays socket ends.
+// runs beside Run's loop so that payload never delays socket ends. The
+// kernel wakes it once a quarter of the ring is full (or takeRequests
+// does), so it drains many samples a wake: it waits for the first, then
+// takes the rest without waiting (feedSamples).
 func (a *Agent) readSamples() {
 	for {
 		s, err := a.dp.ReadL7(time.Now().Add(time.Second))
 		switch {
 		case err == nil:
-		case errors.Is(err, datapath.ErrTimeout):
-			continue
+			a.feedSamples(&s)
+		case errors.Is(err, datapath.ErrTimeout), errors.Is(err, ringbuf.ErrFlushed):
 		case errors.Is(err, ringbuf.ErrClosed):
 			return
 		default:
-			a.stats.l7DecodeErrors.Add(1)
-			a.log.Debug("L7 sample", "err", err)
+			a.l7DecodeError(err)
+		}
+	}
+}
+
+// feedSamples gives the tracker first and the samples the ring holds after
+// it, up to maxBatch, under one lock.
+func (a *Agent) feedSamples(first *datapath.L7Sample) {
+	a.l7mu.Lock()
+	defer a.l7mu.Unlock()
+	a.l7.Sample(sampleOf(first))
+	fed := uint64(1)
+	for range maxBatch - 1 {
+		s, ok, err := a.dp.NextL7()
+		if err != nil {
+			if errors.Is(err, ringbuf.ErrClosed) {
+				break // readSamples' next read says so too
+			}
+			a.l7DecodeError(err)
 			continue
 		}
-		a.stats.l7Read.Add(1)
-		a.l7mu.Lock()
+		if !ok {
+			break
+		}
 		a.l7.Sample(sampleOf(&s))
-		a.l7mu.Unlock()
+		fed++
 	}
+	a.stats.l7Read.Add(fed)
+}
+
+func (a *Agent) l7DecodeError(err error) {
+	a.stats.l7DecodeErrors.Add(1)
+	a.log.Debug("L7 sample", "err", err)
 }
 
 // l7Closed tells the tracker a TCP connection ended, so that its requests
@@ -116,12 +159,15 @@ func (a *Agent) l7Closed(ev *flow.TCPEnd) {
 const drainWait = 20 * time.Millisecond
 
 // takeRequests puts each connection's request groups on its flow's record.
-// It first lets the reader take what the ring holds, the samples of the
+// It first wakes the reader to take what the ring holds, the samples of the
 // traffic the maps just read: a request and its bytes then land in one
 // interval's record, bar those moved in the instants between.
 func (a *Agent) takeRequests(nowNS uint64) {
 	if a.l7 == nil {
 		return
+	}
+	if err := a.dp.FlushL7(); err != nil {
+		a.log.Debug("flush the L7 ring", "err", err)
 	}
 	for waited := time.Duration(0); a.dp.L7Pending() > 0 && waited < drainWait; waited += time.Millisecond {
 		time.Sleep(time.Millisecond)

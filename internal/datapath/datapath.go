@@ -136,6 +136,7 @@ type Datapath struct {
 	rec       ringbuf.Record
 	l7rec     ringbuf.Record
 	l7ev      flowlensL7Event
+	l7until   time.Time // l7ring's deadline, as last set (l7.go)
 	tcpKeys   []uint64
 	tcpVals   []flowlensTcpState
 	udpKeys   []flowlensUdpKey

@@ -1,12 +1,14 @@
 package datapath
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/flowlens/flowlens/internal/flow"
 )
@@ -56,7 +58,45 @@ func (d *Datapath) Uprobes() map[string]*ebpf.Program { return d.uprobes }
 // ReadL7 blocks until an L7 sample arrives or deadline passes. It is used by
 // one goroutine; ReadEnd may run at the same time in another.
 func (d *Datapath) ReadL7(deadline time.Time) (L7Sample, error) {
-	d.l7ring.SetDeadline(deadline)
+	d.setL7Deadline(deadline)
+	return d.readL7()
+}
+
+// noWait, as the ring's deadline, makes a read that finds only discarded
+// records return at once.
+var noWait = time.Unix(0, 1)
+
+// NextL7 returns the sample the ring holds next, without waiting: false
+// when it holds none. It is ReadL7's cheap sibling for draining the ring
+// after ReadL7 returned: no system call, no clock read. A sample's Data is
+// valid until the next ReadL7 or NextL7.
+func (d *Datapath) NextL7() (L7Sample, bool, error) {
+	if d.l7ring.AvailableBytes() == 0 {
+		return L7Sample{}, false, nil
+	}
+	d.setL7Deadline(noWait)
+	s, err := d.readL7()
+	if errors.Is(err, ErrTimeout) || errors.Is(err, ringbuf.ErrFlushed) {
+		return L7Sample{}, false, nil
+	}
+	return s, err == nil, err
+}
+
+// FlushL7 wakes a ReadL7 that waits, to read what the ring holds now: the
+// kernel wakes the reader only once a quarter of the ring is full. ReadL7
+// then returns ringbuf.ErrFlushed once it read those.
+func (d *Datapath) FlushL7() error { return d.l7ring.Flush() }
+
+// setL7Deadline sets the ring's deadline when it changes: the reader takes
+// a lock to set it, and the drain loop would set the same one per sample.
+func (d *Datapath) setL7Deadline(t time.Time) {
+	if !t.Equal(d.l7until) {
+		d.l7ring.SetDeadline(t)
+		d.l7until = t
+	}
+}
+
+func (d *Datapath) readL7() (L7Sample, error) {
 	if err := d.l7ring.ReadInto(&d.l7rec); err != nil {
 		return L7Sample{}, err
 	}
@@ -71,8 +111,9 @@ var l7Hints = [...]flow.L7Protocol{
 	flowlensL7HintL7HINT_OPAQUE:   "",
 }
 
-// decodeL7 decodes a sample into ev, whose Data the result's Data aliases.
-// A record the kernel side could not have written is an error.
+// decodeL7 decodes a sample's header into ev; the result's Data aliases
+// raw, which the ring reader reuses: no copy of the payload. A record the
+// kernel side could not have written is an error.
 func decodeL7(raw []byte, ev *flowlensL7Event) (L7Sample, error) {
 	head := int(unsafe.Offsetof(ev.Data))
 	if len(raw) < head {
@@ -92,12 +133,11 @@ func decodeL7(raw []byte, ev *flowlensL7Event) (L7Sample, error) {
 	case ev.Role > uint8(flow.RoleServer):
 		return L7Sample{}, fmt.Errorf("L7 sample of unknown role %d", ev.Role)
 	}
-	copy(ev.Data[:n], raw[head:head+n])
 	s := L7Sample{
 		Cookie: ev.Cookie, NS: ev.Ns, Protocol: flow.TCP,
 		Send: ev.Dir == uint8(flowlensL7DirL7SEND), Source: L7Source(ev.Source),
 		Role: flow.Role(ev.Role), Gap: ev.Gap != 0, PID: ev.Pid, Netns: ev.Netns,
-		Len: int(ev.Len), Data: ev.Data[:n],
+		Len: int(ev.Len), Data: raw[head : head+n : head+n],
 	}
 	if int(ev.Hint) < len(l7Hints) {
 		s.Hint = l7Hints[ev.Hint]
