@@ -178,8 +178,13 @@ type conn struct {
 	parser Parser
 	tls    bool
 	closed bool
-	lastNS uint64
-	groups groups
+	// lingered: a Take has passed since the close. Its waiting requests
+	// are given up on at the next one, so that samples the reader had
+	// taken from the ring but not yet fed when the close's Take ran
+	// still answer them.
+	lingered bool
+	lastNS   uint64
+	groups   groups
 }
 
 // Tracker follows connections' samples: it detects each one's protocol,
@@ -305,13 +310,15 @@ func (t *Tracker) Closed(key ConnKey, ns uint64) {
 
 // Take hands over each connection's groups completed since the last Take
 // (fn owns the slice: it is the connection's no more), after counting as never answered the requests older than RequestTimeout
-// and all those of closed or idle connections, which it then forgets.
+// and all those of idle connections and of connections closed before the
+// previous Take, which it then forgets.
 // Connections come in no particular order; each one's groups are sorted.
 func (t *Tracker) Take(nowNS uint64, fn func(ConnKey, []flow.Requests)) {
 	timeout := uint64(t.cfg.RequestTimeout.Nanoseconds())
 	idle := uint64(t.cfg.IdleTimeout.Nanoseconds())
 	for id, c := range t.conns {
-		gone := c.closed || nowNS > idle && c.lastNS < nowNS-idle
+		gone := c.closed && c.lingered || nowNS > idle && c.lastNS < nowNS-idle
+		c.lingered = c.closed
 		if c.parser != nil {
 			before := uint64(math.MaxUint64)
 			if !gone {
