@@ -76,7 +76,7 @@ function flowsTable(recs: FlowRecord[]): HTMLElement {
 
 export function edgeFigures(e: TopoEdge): HTMLElement {
   const f = e.failures;
-  return h("dl", { class: "figures" },
+  return h("dl", { class: "figures connections" },
     field("connections_opened", "connections opened", count(e.connections_opened)),
     field("connections_closed", "connections closed", count(e.connections_closed)),
     field("connections_opened_per_second", "opened per second", rate(e.connections_opened_per_second)),
@@ -88,34 +88,35 @@ export function edgeFigures(e: TopoEdge): HTMLElement {
     field("retransmits", "retransmits →/←", `${count(e.retransmits_to_destination)} / ${count(e.retransmits_to_source)}`),
     field("bytes", "bytes →/←", `${bytes(e.bytes_to_destination)} / ${bytes(e.bytes_to_source)}`),
     field("rtt", "RTT p50 / p95 / max", e.rtt_samples ? `${micros(e.rtt_p50_us)} / ${micros(e.rtt_p95_us)} / ${micros(e.rtt_max_us)}` : "no samples"),
-    ...(e.requests ? [
-      field("requests", "requests", count(e.requests)),
-      field("requests_failed", "requests failed", `${count(e.requests_failed ?? 0)} (${errorRate(e.requests_failed ?? 0, e.requests)})`),
-      field("requests_per_second", "requests per second", rate(e.requests_per_second ?? 0)),
-    ] : []),
     field("records", "flow records", count(e.records)),
   );
 }
 
 /**
- * edgeRequests is an edge's requests per protocol: its sums (requests,
- * failed, error rate, latency min / avg / max) and a row per class (HTTP
- * status class, DNS rcode, ok / error, none: never answered).
+ * edgeRequests is an edge's application requests: all protocols together
+ * (requests, failed, error rate, rate), then per protocol its sums
+ * (latency min / avg / max of the answered ones) and a row per class
+ * (HTTP status class, DNS rcode, ok / error, none: never answered).
  */
 export function edgeRequests(e: TopoEdge): HTMLElement {
-  const protocols = byProtocol(e.request_figures ?? []);
+  const title = h("h3", {}, "Requests");
+  if (!e.requests) return h("section", { id: "edge-requests" }, title, h("p", { class: "muted" }, "none seen"));
+  const failed = e.requests_failed ?? 0;
   const num = (name: string, v: string) => h("td", { class: "num", "data-field": name }, v);
-  return h("section", { id: "edge-requests" }, h("h3", {}, "Requests"),
-    protocols.length === 0 ? h("p", { class: "muted" }, "none seen") :
-      h("div", {}, ...protocols.map((p) => h("table", { class: "mini", "data-protocol": p.protocol },
-        h("caption", {}, h("strong", {}, p.protocol), ` ${count(p.requests)} requests, `,
-          h("span", { "data-field": "failed" }, count(p.failed)), ` failed (${errorRate(p.failed, p.requests)}) · latency `,
-          h("span", { "data-field": "latency" }, latencyText(p.latencySamples, p.latencyMinUs, p.latencyAvgUs, p.latencyMaxUs))),
-        h("thead", {}, h("tr", {}, ...["class", "requests", "failed", "per s", "min", "avg", "max"].map((c) => h("th", {}, c)))),
-        h("tbody", {}, ...p.classes.map((c) => h("tr", { "data-class": c.class, class: c.failed ? "failed" : undefined },
-          h("td", {}, c.class), num("requests", count(c.requests)), num("failed", count(c.failed)), num("per_second", rate(c.requests_per_second)),
-          ...(c.latency_samples > 0 ? [num("min", micros(c.latency_min_us)), num("avg", micros(c.latency_avg_us)), num("max", micros(c.latency_max_us))] :
-            [h("td", { class: "muted", colspan: 3 }, "none answered")]))))))));
+  const lat = (name: string, us: number) => h("td", { class: "num", "data-field": name, "data-us": us }, micros(us));
+  return h("section", { id: "edge-requests" }, title,
+    h("dl", { class: "figures" },
+      field("requests", "requests", count(e.requests)),
+      field("requests_failed", "failed", `${count(failed)} (${errorRate(failed, e.requests)})`),
+      field("requests_per_second", "per second", rate(e.requests_per_second ?? 0))),
+    ...byProtocol(e.request_figures ?? []).map((p) => h("table", { class: "mini", "data-protocol": p.protocol },
+      h("caption", {}, h("strong", {}, p.protocol), ` ${count(p.requests)} requests, ${count(p.failed)} failed (${errorRate(p.failed, p.requests)}), latency `,
+        h("span", { "data-field": "latency" }, latencyText(p.latencySamples, p.latencyMinUs, p.latencyAvgUs, p.latencyMaxUs))),
+      h("thead", {}, h("tr", {}, ...["class", "requests", "failed", "min", "avg", "max"].map((c) => h("th", {}, c)))),
+      h("tbody", {}, ...p.classes.map((c) => h("tr", { "data-class": c.class, class: c.failed ? "failed" : undefined },
+        h("td", {}, c.class), num("requests", count(c.requests)), num("failed", count(c.failed)),
+        ...(c.latency_samples > 0 ? [lat("min", c.latency_min_us), lat("avg", c.latency_avg_us), lat("max", c.latency_max_us)] :
+          [h("td", { class: "muted", colspan: 3 }, "none answered")])))))));
 }
 
 /** What a node's flows say about it: labels, Kubernetes node, addresses. */
@@ -240,8 +241,8 @@ export class Details {
     const chart = h("section", { id: "edge-chart" }, h("h3", {}, "Over the window"), h("p", { class: "muted" }, "loading…"));
     this.panel.replaceChildren(
       h("h2", {}, h("span", { "data-field": "source" }, e.source), " → ", h("span", { "data-field": "destination" }, e.destination)),
-      edgeFigures(e),
       edgeRequests(e),
+      edgeFigures(e),
       chart,
       flows,
     );
@@ -257,7 +258,7 @@ export class Details {
     const shown = JSON.stringify(e);
     if (shown === this.shownEdge) return;
     this.shownEdge = shown;
-    this.panel.querySelector("dl.figures")?.replaceWith(edgeFigures(e));
+    this.panel.querySelector("dl.figures.connections")?.replaceWith(edgeFigures(e));
     this.panel.querySelector("#edge-requests")?.replaceWith(edgeRequests(e));
     this.drawChart(e.id, topologyQuery, this.abort.signal);
   }
