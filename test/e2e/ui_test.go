@@ -278,6 +278,143 @@ func TestUIAgainstUp(t *testing.T) {
 	}
 }
 
+// TestUIRequests drives real HTTP requests (l7peer: Go's net/http, one
+// keep-alive connection) from one network namespace to another through the
+// shared agent, with a known mix (32×200, 4×404, 4×500 on two path
+// templates), and checks the page shows them exactly: the edge's panel
+// counts per status class with the API's latencies, the map colors the
+// edge by its failed requests (10 %: bad), and the flow table lists the
+// client's request groups, their counts adding up to the mix.
+func TestUIRequests(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	const port = 8080
+	// Two commands of their own (the map names processes by command), new
+	// each run, so the 5 m window holds no other run's edge.
+	build := func(prefix string) (bin, command string) {
+		command = fmt.Sprintf("%s%08x", prefix, rand.Uint32())
+		return testutil.GoBuild(t, t.TempDir(), "./testdata/l7/l7peer", command), command
+	}
+	serverBin, serverCmd := build("urs")
+	clientBin, clientCmd := build("urc")
+	host, err := os.Hostname()
+	testutil.Must(t, err, "hostname")
+	clientID, serverID := "process:"+host+"/"+clientCmd, "process:"+host+"/"+serverCmd
+
+	p := randomPair(t, false)
+	addr := netip.AddrPortFrom(p.AddrA, port)
+	plan := make([]httpRequest, 40)
+	for i := range plan {
+		status := 200
+		switch i % 10 {
+		case 0:
+			status = 404
+		case 1:
+			status = 500
+		}
+		path, template := fmt.Sprintf("/users/%d?s=%d", 7000+i, status), "/users/{id}"
+		if i%2 == 1 {
+			path, template = fmt.Sprintf("/orders/%d?s=%d", 9000+i, status), "/orders/{id}"
+		}
+		plan[i] = httpRequest{Method: "GET", Path: path, template: template, status: status}
+	}
+	server := l7Serve(t, serverBin, p.A, addr)
+	runGoClient(t, clientBin, p.B, "http://"+addr.String(), plan, 1)
+	var served struct{ Requests int }
+	server.Stop(t, &served)
+	if served.Requests != len(plan) {
+		t.Fatalf("the server answered %d requests, want %d", served.Requests, len(plan))
+	}
+
+	// The API first, exactly: the client's records and the edge's classes.
+	want := wantHTTP(plan, p.AddrA, false)
+	clientQuery := sideQueries(p, "", port)["client"]
+	if got := groupsOf(shared.settledRequests(t, clientQuery, want.total())); !checkGroups(t, "client", got, want) {
+		t.FailNow()
+	}
+	var edge topology.Edge
+	settle(t, "the edge's requests", 30*time.Second, func() string {
+		g, err := shared.topology("level=process&window=5m")
+		testutil.Must(t, err, "topology")
+		edge = topology.Edge{}
+		for _, e := range g.Edges {
+			if e.Source == clientID && e.Destination == serverID {
+				edge = e
+			}
+		}
+		b, _ := json.Marshal(edge.RequestFigures)
+		return string(b)
+	}, func(string) bool { return edge.Requests >= uint64(len(plan)) })
+	type class struct {
+		Class            string
+		Requests, Failed string
+		Min, Avg, Max    string
+	}
+	wantClasses := []class{{Class: "2xx", Requests: "32", Failed: "0"}, {Class: "4xx", Requests: "4", Failed: "0"}, {Class: "5xx", Requests: "4", Failed: "4"}}
+	if len(edge.RequestFigures) != len(wantClasses) || edge.Requests != 40 || edge.RequestsFailed != 4 {
+		t.Fatalf("API edge %s → %s: %d requests, %d failed, %+v; want 40, 4 and %+v", clientID, serverID, edge.Requests, edge.RequestsFailed, edge.RequestFigures, wantClasses)
+	}
+	for i, f := range edge.RequestFigures {
+		w := &wantClasses[i]
+		if f.Protocol != flow.HTTP || f.Class != w.Class || strconv.FormatUint(f.Requests, 10) != w.Requests ||
+			strconv.FormatUint(f.Failed, 10) != w.Failed || f.LatencySamples != f.Requests {
+			t.Fatalf("API edge class %d: %+v, want http %+v, every request answered", i, f, *w)
+		}
+		// The page must show the API's latencies (µs, as its cells carry them).
+		w.Min, w.Avg, w.Max = fmt.Sprint(f.LatencyMin), fmt.Sprint(f.LatencyAvg), fmt.Sprint(f.LatencyMax)
+	}
+
+	// The edge's panel, opened by a deep link.
+	b := browser.Start(t)
+	b.Open(t, "http://"+string(shared)+"/?"+url.Values{"level": {"process"}, "window": {"5m"}, "sel": {edge.ID}}.Encode())
+	table := `#details[data-kind="edge"][data-id=` + strconv.Quote(edge.ID) + `] #edge-requests table[data-protocol="http"]`
+	b.WaitFor(t, "the edge's requests", `document.querySelector(`+strconv.Quote(table)+`)`,
+		`window.__flowlens && (window.__flowlens.lastError || document.getElementById("details").textContent)`, 20*time.Second)
+	var classes []class
+	b.Eval(t, `[...document.querySelectorAll(`+strconv.Quote(table+" tbody tr")+`)].map(tr => {
+		const f = (n) => tr.querySelector('[data-field="' + n + '"]');
+		return {Class: tr.dataset.class, Requests: f("requests").textContent, Failed: f("failed").textContent,
+			Min: f("min").dataset.us, Avg: f("avg").dataset.us, Max: f("max").dataset.us};
+	})`, &classes)
+	if !slices.Equal(classes, wantClasses) {
+		t.Errorf("edge panel, http by class:\n%+v\nwant\n%+v", classes, wantClasses)
+	}
+	var summary struct{ Requests, Failed, Health string }
+	b.Eval(t, fmt.Sprintf(`({Requests: document.querySelector('#edge-requests dl [data-field="requests"]').textContent,
+		Failed: document.querySelector('#edge-requests dl [data-field="requests_failed"]').textContent,
+		Health: document.querySelector('#model li[data-kind="edge"][data-id=%q]').dataset.health})`, edge.ID), &summary)
+	if want := (struct{ Requests, Failed, Health string }{"40", "4 (10.0 %)", "bad"}); summary != want {
+		t.Errorf("edge panel and map: %+v, want %+v (4 of 40 requests failed: more than 5 %%)", summary, want)
+	}
+	b.Screenshot(t, screenshotDir(), "requests.png")
+
+	// The flow table, the client's records of the port: its request
+	// groups add up to the mix, group by group.
+	addFilter := func(name, value string) {
+		b.Do(t, "filter "+name, chromedp.SetValue(chromedp.CSS(`#filter-name`), name),
+			chromedp.SendKeys(chromedp.CSS(`#filter-value`), value+"\r"))
+	}
+	addFilter("observer", "client")
+	addFilter("from-netns", strconv.FormatUint(uint64(p.B.Inode), 10))
+	addFilter("to-port", strconv.Itoa(port))
+	var lines []string
+	for k, c := range want {
+		lines = append(lines, fmt.Sprintf("http %s %s %d: count=%d failed=%d", k.Method, k.Path, k.Status, c.Count, c.Failed))
+	}
+	slices.Sort(lines)
+	const tableGroups = `(() => { const sum = {};
+		for (const s of document.querySelectorAll('#flows-body tr[data-observer="client"] .req')) {
+			const g = sum[s.dataset.key] ??= {count: 0, failed: 0};
+			g.count += Number(s.dataset.count); g.failed += Number(s.dataset.failed);
+		}
+		return Object.entries(sum).map(([k, g]) => k + ": count=" + g.count + " failed=" + g.failed).sort().join("\n"); })()`
+	wantTable := strings.Join(lines, "\n")
+	b.WaitFor(t, "the flow table's request groups", tableGroups+` === `+strconv.Quote(wantTable), tableGroups, 15*time.Second)
+	b.Screenshot(t, screenshotDir(), "requests-flows.png")
+	if problems := b.Problems(); len(problems) > 0 {
+		t.Errorf("page problems: %v", problems)
+	}
+}
+
 // sumValues adds up a chart's comma-separated values and counts them.
 func sumValues(t *testing.T, csv string) (sum, points int) {
 	t.Helper()
