@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/flowlens/flowlens/internal/cgroup"
 	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/testutil"
@@ -23,7 +25,9 @@ import (
 func TestMain(m *testing.M) {
 	switch os.Getenv("FLOWLENS_L7_CHILD") {
 	case "http":
-		os.Exit(childHTTP())
+		os.Exit(childHTTP(0))
+	case "http-slow":
+		os.Exit(childHTTP(400 * time.Millisecond))
 	case "dns":
 		os.Exit(childDNS())
 	}
@@ -32,8 +36,9 @@ func TestMain(m *testing.M) {
 
 const childRequests = 5
 
-// childHTTP serves and makes childRequests keep-alive requests on loopback.
-func childHTTP() int {
+// childHTTP serves and makes childRequests keep-alive requests on loopback,
+// pause apart.
+func childHTTP(pause time.Duration) int {
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		return 1
@@ -43,6 +48,7 @@ func childHTTP() int {
 	}))
 	c := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
 	for i := range childRequests {
+		time.Sleep(pause)
 		resp, err := c.Get(fmt.Sprintf("http://%s/items/%d", ln.Addr(), i))
 		if err != nil {
 			return 2
@@ -180,4 +186,55 @@ func TestL7SamplesDNSDatagramsOnly(t *testing.T) {
 	if sends != 1 || recvs != 1 || len(got) != 2 {
 		t.Errorf("%d sends, %d receives of the query in %d samples; want 1, 1 in 2", sends, recvs, len(got))
 	}
+}
+
+// Past the per-second budget, messages are not captured but counted, and
+// the next sample of the socket says there was a gap: the parser drops
+// what it was matching instead of pairing the wrong messages.
+func TestL7BudgetSamplesAndSaysSo(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	mount, err := cgroup.ReadMount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Room for about one sample per CPU and second, and requests spread
+	// over two seconds: some messages are refused, later ones taken.
+	d, err := Open(Config{CgroupMount: mount.Dir, L7BudgetBytes: 400 * runtimeCPUs(t)},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	before, err := d.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	runChild(t, "http-slow")
+	got := readL7(t, d, func(s *L7Sample) bool { return s.Protocol == flow.TCP && s.Local.Addr().IsLoopback() })
+	after, err := d.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gaps := 0
+	for _, s := range got {
+		if s.Gap {
+			gaps++
+		}
+	}
+	over := after.L7OverBudget - before.L7OverBudget
+	// 5 requests and 5 responses, each written once and read once.
+	if over == 0 || uint64(len(got))+over < 4*childRequests {
+		t.Errorf("%d samples and %d over budget for at least %d messages", len(got), over, 4*childRequests)
+	}
+	if gaps == 0 {
+		t.Errorf("no sample reported the gap the budget left (%d samples, %d over budget)", len(got), over)
+	}
+}
+
+func runtimeCPUs(t *testing.T) int {
+	n, err := ebpf.PossibleCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
