@@ -203,23 +203,24 @@ static __always_inline void l7_submit(struct l7_event *ev)
 	count(CNT_L7_SAMPLES);
 }
 
-/* l7_header fills what a TCP socket's sample says besides its bytes. */
-static __always_inline void l7_header(struct l7_event *ev, const struct tcp_state *st, __u32 len,
-				      __u32 n, int send, __u8 source)
+/* l7_fill writes a sample's header: who, which way, how much. */
+static __always_inline void l7_fill(struct l7_event *ev, __u64 cookie, const struct l4_tuple *t,
+				    __u32 len, __u32 n, int send, __u8 source, __u8 role, __u8 gap,
+				    __u8 hint, __u32 pid, __u32 netns)
 {
-	ev->cookie = st->cookie;
+	ev->cookie = cookie;
 	ev->ns = bpf_ktime_get_ns();
-	ev->tuple = st->tuple;
+	ev->tuple = *t;
 	ev->len = len;
 	ev->captured = n;
 	ev->dir = send ? L7_SEND : L7_RECV;
 	ev->source = source;
-	ev->role = st->role;
-	ev->gap = st->l7_gap;
-	ev->hint = st->l7_hint;
+	ev->role = role;
+	ev->gap = gap;
+	ev->hint = hint;
 	ev->_pad = 0;
-	ev->pid = bpf_get_current_pid_tgid() >> 32;
-	ev->netns = st->owner.netns;
+	ev->pid = pid;
+	ev->netns = netns;
 }
 
 /* l7_take reads n bytes of buf into a sample of st and submits it; a
@@ -239,7 +240,8 @@ static __always_inline void l7_take(struct tcp_state *st, const void *buf, __u32
 		st->l7_gap = 1;
 		return;
 	}
-	l7_header(ev, st, len, n, send, source);
+	l7_fill(ev, st->cookie, &st->tuple, len, n, send, source, st->role, st->l7_gap, st->l7_hint,
+		bpf_get_current_pid_tgid() >> 32, st->owner.netns);
 	l7_submit(ev);
 	st->l7_gap = 0;
 }
@@ -385,19 +387,8 @@ static __always_inline void l7_udp(struct __sk_buff *skb, const struct udp_key *
 		bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP);
 		return;
 	}
-	ev->cookie = key->cookie;
-	ev->ns = bpf_ktime_get_ns();
-	ev->tuple = key->tuple;
-	ev->len = len;
-	ev->captured = n;
-	ev->dir = egress ? L7_SEND : L7_RECV;
-	ev->source = L7_SRC_UDP;
-	ev->role = ROLE_UNKNOWN;
-	ev->gap = 0;
-	ev->hint = L7_HINT_DNS;
-	ev->_pad = 0;
-	ev->pid = o->pid;
-	ev->netns = o->netns;
+	l7_fill(ev, key->cookie, &key->tuple, len, n, egress, L7_SRC_UDP, ROLE_UNKNOWN, 0, L7_HINT_DNS,
+		o->pid, o->netns);
 	l7_submit(ev);
 }
 
