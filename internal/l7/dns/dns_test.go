@@ -3,7 +3,6 @@ package dns
 import (
 	"encoding/binary"
 	"net/netip"
-	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -39,15 +38,6 @@ func outcomes(rs []l7.Request) []outcome {
 	return out
 }
 
-func load(t *testing.T, name string) []l7.Message {
-	t.Helper()
-	b, err := os.ReadFile("testdata/" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l7test.Messages(l7test.Decode(b), 0)
-}
-
 // The UDP recording (hack/l7capture/record.sh): dig's six lookups against
 // dnsmasq, then A and AAAA sent together from one socket.
 var recordedUDP = []outcome{
@@ -70,7 +60,7 @@ func TestRecordedUDP(t *testing.T) {
 		}
 		answers = append(answers, a.Name+"="+strings.Join(s, ",")+"/"+a.TTL.String())
 	}}
-	ms := load(t, "udp-1.samples")
+	ms := l7test.Load(t, "testdata/udp-1.samples")
 	if !p.Detect(ms[0]) {
 		t.Fatal("first query not detected")
 	}
@@ -98,7 +88,7 @@ var recordedTCP = []outcome{
 }
 
 func TestRecordedTCP(t *testing.T) {
-	ms := load(t, "tcp-1.samples")
+	ms := l7test.Load(t, "testdata/tcp-1.samples")
 	if !(Protocol{}).Detect(ms[0]) {
 		t.Fatal("first query not detected")
 	}

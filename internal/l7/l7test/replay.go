@@ -2,9 +2,23 @@ package l7test
 
 import (
 	"fmt"
+	"os"
+	"testing"
 
+	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/l7"
 )
+
+// Load reads a recording (Encode's format, as hack/l7capture writes it)
+// and returns its first connection's messages.
+func Load(t testing.TB, path string) []l7.Message {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Messages(Decode(b), 0)
+}
 
 // Messages returns the messages of one connection (Key.Cookie) of
 // samples, in order.
@@ -67,4 +81,66 @@ func Replay(p l7.Parser, ms []l7.Message) ([]l7.Request, error) {
 		}
 	}
 	return p.Expire(^uint64(0), done), nil
+}
+
+// Shape is a connection's messages as a parser may be shown them.
+type Shape struct {
+	Name     string
+	Messages []l7.Message
+}
+
+// Shapes returns a recording's whole messages ms as a parser may be shown
+// them, in each of which it must find the same requests: whole, capped at
+// 256 and 64 bytes a call as the kernel samples, and re-split every byte
+// and every split bytes as reads may see the stream.
+func Shapes(ms []l7.Message, split int) []Shape {
+	return []Shape{
+		{"whole", ms},
+		{"capped 256", Cap(ms, 256)},
+		{"capped 64", Cap(ms, 64)},
+		{"split 1", Rechunk(ms, 1)},
+		{fmt.Sprintf("split %d", split), Rechunk(ms, split)},
+	}
+}
+
+// Outcome returns a request of a protocol whose failures are error codes
+// (PostgreSQL, Redis) as "METHOD", "METHOD:CODE" when it failed with CODE,
+// and "!" added when it was never answered. It fails t when r is of
+// another protocol, answered no later than it started, or failed for
+// another reason than a code or no answer.
+func Outcome(t testing.TB, protocol flow.L7Protocol, r l7.Request) string {
+	t.Helper()
+	if r.Info.Protocol != protocol || r.Failed != (r.Info.Error != "" || r.ResponNS == 0) {
+		t.Fatalf("request %+v", r)
+	}
+	s := r.Info.Method
+	if r.Info.Error != "" {
+		s += ":" + r.Info.Error
+	}
+	if r.ResponNS == 0 {
+		s += "!"
+	} else if r.ResponNS <= r.StartNS {
+		t.Fatalf("answered before asked: %+v", r)
+	}
+	return s
+}
+
+// Bench measures proto's parser on a connection's messages: each
+// iteration a new parser fed all of them in order. Throughput is in the
+// bytes the connection moved (Len: those the capture hides too).
+func Bench(b *testing.B, proto l7.Protocol, ms []l7.Message) {
+	var n int64
+	for _, m := range ms {
+		n += int64(m.Len)
+	}
+	b.SetBytes(n)
+	b.ReportAllocs()
+	var done []l7.Request
+	for b.Loop() {
+		p := proto.New()
+		done = done[:0]
+		for _, m := range ms {
+			done, _ = p.Feed(m, done)
+		}
+	}
 }

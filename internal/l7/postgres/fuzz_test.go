@@ -3,58 +3,33 @@ package postgres
 import (
 	"testing"
 
-	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/l7"
 	"github.com/flowlens/flowlens/internal/l7/l7test"
 )
 
-// FuzzParser feeds any exchange (l7test.Encode records) whole and capped to
-// 40 bytes a call: no panic, requests within bounds, nothing held past
-// them. Seeds are the real recordings (hack/l7capture/record.sh).
+// FuzzParser replays any exchange (l7test.Fuzz: the invariants of every
+// parser) and checks PostgreSQL's bounds: requests, Sync markers,
+// statements and portals held, and each request's sizes. Seeds are the
+// real recordings (hack/l7capture/record.sh).
 func FuzzParser(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
-		ms := l7test.Messages(l7test.Decode(b), 0)
-		for _, ms := range [][]l7.Message{ms, l7test.Cap(ms, 40)} {
-			if len(ms) > 0 {
-				(Protocol{}).Detect(ms[0])
-			}
-			p := Protocol{}.New()
-			var done []l7.Request
-			for _, m := range ms {
-				var err error
-				if done, err = p.Feed(m, done); err != nil {
-					break
+		l7test.Fuzz(t, Protocol{}, b, l7test.Bounds[*parser]{
+			Held: func(t *testing.T, p *parser) {
+				if p.waiting > l7.MaxPending || len(p.queue) > 2*l7.MaxPending || len(p.statements) > maxStatement || len(p.portals) > maxStatement {
+					t.Fatalf("holds %d requests, %d queued, %d statements, %d portals", p.waiting, len(p.queue), len(p.statements), len(p.portals))
 				}
-				pp := p.(*parser)
-				if pp.waiting > l7.MaxPending || len(pp.queue) > 2*l7.MaxPending || len(pp.statements) > maxStatement || len(pp.portals) > maxStatement {
-					t.Fatalf("holds %d requests, %d queued, %d statements, %d portals", pp.waiting, len(pp.queue), len(pp.statements), len(pp.portals))
-				}
-			}
-			for _, r := range p.Expire(^uint64(0), done) {
-				if r.Info.Protocol != flow.Postgres || len(r.Info.Method) > maxKeyword || len(r.Info.Error) > 5 {
+			},
+			Request: func(t *testing.T, r l7.Request) {
+				if len(r.Info.Method) > maxKeyword || len(r.Info.Error) > 5 {
 					t.Fatalf("request %+v", r)
 				}
-			}
-		}
+			},
+		})
 	})
 }
 
 func benchmark(b *testing.B, name string, limit int) {
-	ms := l7test.Cap(load(b, name), limit)
-	var n int64
-	for _, m := range ms {
-		n += int64(m.Len)
-	}
-	b.SetBytes(n)
-	b.ReportAllocs()
-	var done []l7.Request
-	for b.Loop() {
-		p := Protocol{}.New()
-		done = done[:0]
-		for _, m := range ms {
-			done, _ = p.Feed(m, done)
-		}
-	}
+	l7test.Bench(b, Protocol{}, l7test.Cap(l7test.Load(b, "testdata/"+name+".samples"), limit))
 }
 
 // MB/s of the connection's bytes: whole (every byte read) and capped at

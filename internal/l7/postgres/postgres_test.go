@@ -3,7 +3,6 @@ package postgres
 import (
 	"encoding/binary"
 	"fmt"
-	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -14,24 +13,12 @@ import (
 )
 
 // summary is "METHOD" or "METHOD:SQLSTATE" per request, "!" when never
-// answered.
+// answered (l7test.Outcome).
 func summary(t *testing.T, rs []l7.Request) []string {
 	t.Helper()
 	var out []string
 	for _, r := range rs {
-		if r.Info.Protocol != flow.Postgres || r.Failed != (r.Info.Error != "" || r.ResponNS == 0) {
-			t.Fatalf("request %+v", r)
-		}
-		s := r.Info.Method
-		if r.Info.Error != "" {
-			s += ":" + r.Info.Error
-		}
-		if r.ResponNS == 0 {
-			s += "!"
-		} else if r.ResponNS <= r.StartNS {
-			t.Fatalf("answered before asked: %+v", r)
-		}
-		out = append(out, s)
+		out = append(out, l7test.Outcome(t, flow.Postgres, r))
 	}
 	return out
 }
@@ -71,33 +58,21 @@ var recorded = map[string][]string{
 	"pgbench-prepared-1": nil,
 }
 
-func load(t testing.TB, name string) []l7.Message {
-	t.Helper()
-	b, err := os.ReadFile("testdata/" + name + ".samples")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l7test.Messages(l7test.Decode(b), 0)
-}
-
 func TestRecorded(t *testing.T) {
 	for name, want := range recorded {
 		t.Run(name, func(t *testing.T) {
-			ms := load(t, name)
+			ms := l7test.Load(t, "testdata/"+name+".samples")
 			if !(Protocol{}).Detect(ms[0]) {
 				t.Fatal("startup not detected")
 			}
 			// Whole, capped as the kernel samples, and re-split by the byte.
-			for _, v := range []struct {
-				name string
-				ms   []l7.Message
-			}{{"whole", ms}, {"capped 256", l7test.Cap(ms, 256)}, {"capped 64", l7test.Cap(ms, 64)}, {"split 1", l7test.Rechunk(ms, 1)}, {"split 7", l7test.Rechunk(ms, 7)}} {
-				rs, err := l7test.Replay(Protocol{}.New(), v.ms)
+			for _, v := range l7test.Shapes(ms, 7) {
+				rs, err := l7test.Replay(Protocol{}.New(), v.Messages)
 				if err != nil {
-					t.Fatalf("%s: %v", v.name, err)
+					t.Fatalf("%s: %v", v.Name, err)
 				}
 				if got := summary(t, rs); !reflect.DeepEqual(got, want) {
-					t.Errorf("%s:\n got %v\nwant %v", v.name, got, want)
+					t.Errorf("%s:\n got %v\nwant %v", v.Name, got, want)
 				}
 			}
 		})

@@ -2,7 +2,6 @@ package redis
 
 import (
 	"fmt"
-	"os"
 	"reflect"
 	"sort"
 	"strings"
@@ -14,24 +13,12 @@ import (
 )
 
 // counts is "METHOD" or "METHOD:ERROR" → requests; "!" marks never
-// answered.
+// answered (l7test.Outcome).
 func counts(t *testing.T, rs []l7.Request) map[string]int {
 	t.Helper()
 	out := map[string]int{}
 	for _, r := range rs {
-		if r.Info.Protocol != flow.Redis || r.Failed != (r.Info.Error != "" || r.ResponNS == 0) {
-			t.Fatalf("request %+v", r)
-		}
-		k := r.Info.Method
-		if r.Info.Error != "" {
-			k += ":" + r.Info.Error
-		}
-		if r.ResponNS == 0 {
-			k += "!"
-		} else if r.ResponNS <= r.StartNS {
-			t.Fatalf("answered before asked: %+v", r)
-		}
-		out[k]++
+		out[l7test.Outcome(t, flow.Redis, r)]++
 	}
 	return out
 }
@@ -46,15 +33,6 @@ func methods(rs []l7.Request) []string {
 		out = append(out, s)
 	}
 	return out
-}
-
-func load(t testing.TB, name string) []l7.Message {
-	t.Helper()
-	b, err := os.ReadFile("testdata/" + name + ".samples")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l7test.Messages(l7test.Decode(b), 0)
 }
 
 // The recordings of hack/l7capture/record.sh against Debian's Redis 7.0.
@@ -78,20 +56,17 @@ var recorded = map[string]map[string]int{
 func TestRecorded(t *testing.T) {
 	for name, want := range recorded {
 		t.Run(name, func(t *testing.T) {
-			ms := load(t, name)
+			ms := l7test.Load(t, "testdata/"+name+".samples")
 			if !(Protocol{}).Detect(ms[0]) {
 				t.Fatal("first command not detected")
 			}
-			for _, v := range []struct {
-				name string
-				ms   []l7.Message
-			}{{"whole", ms}, {"capped 256", l7test.Cap(ms, 256)}, {"capped 64", l7test.Cap(ms, 64)}, {"split 1", l7test.Rechunk(ms, 1)}, {"split 5", l7test.Rechunk(ms, 5)}} {
-				rs, err := l7test.Replay(Protocol{}.New(), v.ms)
+			for _, v := range l7test.Shapes(ms, 5) {
+				rs, err := l7test.Replay(Protocol{}.New(), v.Messages)
 				if err != nil {
-					t.Fatalf("%s: %v", v.name, err)
+					t.Fatalf("%s: %v", v.Name, err)
 				}
 				if got := counts(t, rs); !reflect.DeepEqual(got, want) {
-					t.Errorf("%s:\n got %v\nwant %v", v.name, got, want)
+					t.Errorf("%s:\n got %v\nwant %v", v.Name, got, want)
 				}
 			}
 		})
@@ -103,7 +78,7 @@ func TestRecorded(t *testing.T) {
 // 256 bytes, the 18 PINGs the sample shows are answered by the first
 // replies and the rest of both calls is hidden.
 func TestRecordedPipeline(t *testing.T) {
-	ms := load(t, "pipeline-1")
+	ms := l7test.Load(t, "testdata/pipeline-1.samples")
 	p := Protocol{}.New()
 	rs, err := l7test.Replay(p, ms)
 	if err != nil {
