@@ -2,6 +2,7 @@ package http
 
 import (
 	"bytes"
+	"iter"
 	"strings"
 )
 
@@ -161,38 +162,37 @@ func headerEnd(b []byte) int {
 	}
 }
 
-// headers walks the complete header lines after a block's first line; it
-// stops at the empty line or at a line cut short.
-type headers struct{ rest []byte }
-
-func newHeaders(block []byte) headers {
-	i := bytes.IndexByte(block, '\n')
-	if i < 0 {
-		return headers{}
-	}
-	return headers{rest: block[i+1:]}
-}
-
-func (h *headers) next() (name, value []byte, ok bool) {
-	for {
-		i := bytes.IndexByte(h.rest, '\n')
+// headerFields yields the name and value of each complete header line
+// after a block's first line; it stops at the empty line or at a line cut
+// short, and passes over lines that are not a field we read.
+func headerFields(block []byte) iter.Seq2[[]byte, []byte] {
+	return func(yield func(name, value []byte) bool) {
+		i := bytes.IndexByte(block, '\n')
 		if i < 0 {
-			return nil, nil, false
+			return
 		}
-		line := h.rest[:i]
-		h.rest = h.rest[i+1:]
-		if n := len(line); n > 0 && line[n-1] == '\r' {
-			line = line[:n-1]
+		rest := block[i+1:]
+		for {
+			i := bytes.IndexByte(rest, '\n')
+			if i < 0 {
+				return
+			}
+			line := rest[:i]
+			rest = rest[i+1:]
+			if n := len(line); n > 0 && line[n-1] == '\r' {
+				line = line[:n-1]
+			}
+			if len(line) == 0 {
+				return
+			}
+			c := bytes.IndexByte(line, ':')
+			if c <= 0 || !isToken(line[:c]) {
+				continue // an obsolete folded line, or junk: not a header we read
+			}
+			if !yield(line[:c], trimSpace(line[c+1:])) {
+				return
+			}
 		}
-		if len(line) == 0 {
-			h.rest = nil
-			return nil, nil, false
-		}
-		c := bytes.IndexByte(line, ':')
-		if c <= 0 || !isToken(line[:c]) {
-			continue // an obsolete folded line, or junk: not a header we read
-		}
-		return line[:c], trimSpace(line[c+1:]), true
 	}
 }
 

@@ -308,12 +308,7 @@ func (p *parser) request(s *stream, block []byte, ns uint64, whole bool, done []
 	r.connect = r.method == "CONNECT"
 	f := framing{length: -1}
 	var host []byte
-	h := newHeaders(block)
-	for {
-		name, value, ok := h.next()
-		if !ok {
-			break
-		}
+	for name, value := range headerFields(block) {
 		f.header(name, value)
 		switch {
 		case equalFold(name, "host"):
@@ -369,12 +364,7 @@ func (p *parser) response(s *stream, block []byte, ns uint64, whole bool, done [
 		return done
 	}
 	f := framing{length: -1}
-	h := newHeaders(block)
-	for {
-		name, value, ok := h.next()
-		if !ok {
-			break
-		}
+	for name, value := range headerFields(block) {
 		f.header(name, value)
 	}
 	if status < 200 && status != 101 {
