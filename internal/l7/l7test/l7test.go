@@ -1,6 +1,7 @@
 // Package l7test records real traffic as the kernel would sample it and
 // encodes message sequences for fuzz corpora, for the tests of the l7
-// parsers and tracker.
+// parsers and tracker; it replays them (Replay, Shapes, Bench), and its
+// Fuzz is every parser's fuzz harness, with the invariants all keep.
 //
 // A Recorder is a TCP proxy on 127.0.0.1 in front of a real server: each
 // Read on either side is one message, timestamped when it returned, as a
