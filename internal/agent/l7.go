@@ -3,7 +3,6 @@ package agent
 import (
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
 
@@ -95,38 +94,42 @@ const maxBatch = 256
 
 // readSamples feeds the tracker from the L7 ring until the ring closes. It
 // runs beside Run's loop so that payload never delays socket ends. The
-// kernel wakes it once a quarter of the ring is full (or takeRequests
-// does), so it drains many samples a wake: it waits for the first, then
-// takes the rest without waiting (feedSamples).
+// kernel wakes it once a quarter of the ring is full; the ring's samples
+// are many by then, fed maxBatch a lock. takeRequests drains the rest at
+// each interval's end.
 func (a *Agent) readSamples() {
 	for {
-		s, err := a.dp.ReadL7(time.Now().Add(time.Second))
-		switch {
-		case err == nil:
-			a.feedSamples(&s)
-		case errors.Is(err, datapath.ErrTimeout), errors.Is(err, ringbuf.ErrFlushed):
-		case errors.Is(err, ringbuf.ErrClosed):
+		if err := a.dp.WaitL7(); err != nil {
+			if !errors.Is(err, ringbuf.ErrClosed) {
+				a.log.Error("L7 samples are no longer read", "err", err)
+			}
 			return
-		default:
-			a.l7DecodeError(err)
+		}
+		for a.feedSamples() == maxBatch {
 		}
 	}
 }
 
-// feedSamples gives the tracker first and the samples the ring holds after
-// it, up to maxBatch, under one lock.
-func (a *Agent) feedSamples(first *datapath.L7Sample) {
+// feedSamples feeds the tracker up to maxBatch samples under one lock and
+// returns how many it took from the ring.
+func (a *Agent) feedSamples() int {
 	a.l7mu.Lock()
 	defer a.l7mu.Unlock()
-	a.l7.Sample(sampleOf(first))
-	fed := uint64(1)
-	for range maxBatch - 1 {
+	return a.drainL7(maxBatch)
+}
+
+// drainL7 feeds the tracker up to limit samples from the ring and returns
+// how many it took; the caller holds l7mu.
+func (a *Agent) drainL7(limit int) int {
+	fed, taken := uint64(0), 0
+	for ; taken < limit; taken++ {
 		s, ok, err := a.dp.NextL7()
 		if err != nil {
 			if errors.Is(err, ringbuf.ErrClosed) {
-				break // readSamples' next read says so too
+				break
 			}
-			a.l7DecodeError(err)
+			a.stats.l7DecodeErrors.Add(1)
+			a.log.Debug("L7 sample", "err", err)
 			continue
 		}
 		if !ok {
@@ -136,11 +139,7 @@ func (a *Agent) feedSamples(first *datapath.L7Sample) {
 		fed++
 	}
 	a.stats.l7Read.Add(fed)
-}
-
-func (a *Agent) l7DecodeError(err error) {
-	a.stats.l7DecodeErrors.Add(1)
-	a.log.Debug("L7 sample", "err", err)
+	return taken
 }
 
 // l7Closed tells the tracker a TCP connection ended, so that its requests
@@ -155,25 +154,22 @@ func (a *Agent) l7Closed(ev *flow.TCPEnd) {
 	a.l7mu.Unlock()
 }
 
-// drainWait bounds how long an interval's end waits for the L7 reader.
-const drainWait = 20 * time.Millisecond
+// maxDrain bounds the drain at an interval's end: the default 4 MiB ring
+// holds about 7,000 samples.
+const maxDrain = 1 << 20
 
 // takeRequests puts each connection's request groups on its flow's record.
-// It first wakes the reader to take what the ring holds, the samples of the
-// traffic the maps just read: a request and its bytes then land in one
-// interval's record, bar those moved in the instants between.
+// It first feeds the tracker what the ring holds, the samples of the
+// traffic the maps just read, under the same lock as Take: a request and
+// its bytes then land in one interval's record, bar those moved in the
+// instants between.
 func (a *Agent) takeRequests(nowNS uint64) {
 	if a.l7 == nil {
 		return
 	}
-	if err := a.dp.FlushL7(); err != nil {
-		a.log.Debug("flush the L7 ring", "err", err)
-	}
-	for waited := time.Duration(0); a.dp.L7Pending() > 0 && waited < drainWait; waited += time.Millisecond {
-		time.Sleep(time.Millisecond)
-	}
 	a.l7mu.Lock()
 	defer a.l7mu.Unlock()
+	a.drainL7(maxDrain)
 	a.l7.Take(nowNS, func(k l7.ConnKey, groups []flow.Requests) {
 		a.table.Requests(requestsOf(k, nowNS), groups)
 	})

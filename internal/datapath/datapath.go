@@ -137,6 +137,7 @@ type Datapath struct {
 	l7rec     ringbuf.Record
 	l7ev      flowlensL7Event
 	l7until   time.Time // l7ring's deadline, as last set (l7.go)
+	l7wake    *os.File  // the L7 ring in Go's poller (l7.go: WaitL7)
 	tcpKeys   []uint64
 	tcpVals   []flowlensTcpState
 	udpKeys   []flowlensUdpKey
@@ -239,6 +240,10 @@ func Open(cfg Config, log *slog.Logger) (*Datapath, error) {
 			d.Close()
 			return nil, fmt.Errorf("open L7 ring buffer reader: %w", err)
 		}
+		if d.l7wake, err = openL7Wake(d.maps.L7Events); err != nil {
+			d.Close()
+			return nil, err
+		}
 	}
 	return d, nil
 }
@@ -301,6 +306,9 @@ func (d *Datapath) Close() error {
 	}
 	if d.l7ring != nil {
 		errs = append(errs, d.l7ring.Close())
+	}
+	if d.l7wake != nil {
+		errs = append(errs, d.l7wake.Close())
 	}
 	for _, l := range d.links {
 		errs = append(errs, l.Close())

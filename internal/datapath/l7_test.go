@@ -15,6 +15,8 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/cilium/ebpf/ringbuf"
+
 	"github.com/flowlens/flowlens/internal/cgroup"
 	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/testutil"
@@ -117,12 +119,17 @@ func readL7(t *testing.T, d *Datapath, keep func(*L7Sample) bool) []L7Sample {
 }
 
 func openL7(t *testing.T) *Datapath {
+	return openL7With(t, Config{})
+}
+
+func openL7With(t *testing.T, cfg Config) *Datapath {
 	testutil.RequirePrivileged(t)
 	mount, err := cgroup.ReadMount()
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := Open(Config{CgroupMount: mount.Dir}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	cfg.CgroupMount = mount.Dir
+	d, err := Open(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,4 +244,53 @@ func runtimeCPUs(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// WaitL7 returns once the kernel wakes the ring's readers (a quarter full:
+// 4 KiB of this 16 KiB ring, fewer bytes than the child's 20 samples
+// make), NextL7 then empties the ring without waiting, and Close ends a
+// WaitL7 with ringbuf.ErrClosed.
+func TestL7WaitWakesAndNextDrains(t *testing.T) {
+	d := openL7With(t, Config{L7RingBytes: 16 << 10})
+	woke := make(chan error, 1)
+	go func() { woke <- d.WaitL7() }()
+	runChild(t, "http")
+	select {
+	case err := <-woke:
+		if err != nil {
+			t.Fatalf("WaitL7: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("WaitL7 not woken by a ring past its wakeup mark")
+	}
+	// Every record is whole by now; the ring holds at most 16 KiB of them.
+	n := 0
+	for ; n < 1000; n++ {
+		s, ok, err := d.NextL7()
+		if err != nil {
+			t.Fatalf("NextL7: %v", err)
+		}
+		if !ok {
+			break
+		}
+		if len(s.Data) > s.Len {
+			t.Fatalf("sample of %d bytes from a %d-byte call", len(s.Data), s.Len)
+		}
+	}
+	if n == 0 {
+		t.Error("NextL7 read nothing from a ring that woke its reader")
+	}
+	if _, ok, err := d.NextL7(); ok || err != nil {
+		t.Errorf("NextL7 after the ring emptied: %v, %v; want nothing", ok, err)
+	}
+	go func() { woke <- d.WaitL7() }()
+	d.Close()
+	select {
+	case err := <-woke:
+		if !errors.Is(err, ringbuf.ErrClosed) {
+			t.Errorf("WaitL7 after Close: %v, want ringbuf.ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("WaitL7 not ended by Close")
+	}
 }
