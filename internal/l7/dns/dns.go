@@ -12,10 +12,8 @@
 // Message.Dir (the UDP path may not know which side is the client), and
 // matched by ID and question, so a conversation may have several queries in
 // flight (A and AAAA at once). A response with no query seen is not a
-// request (its latency is unknown), but its answers still name addresses.
-//
-// Naming: Protocol.OnAnswer is called with every response's name,
-// addresses and TTL (l7.Request has no room for the TTL).
+// request (its latency is unknown). A request's answers name addresses
+// (the agent's dnsnames).
 package dns
 
 import (
@@ -23,28 +21,14 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"time"
 
 	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/l7"
 	"github.com/flowlens/flowlens/internal/l7/frame"
 )
 
-// Answer is what one response says a name resolves to.
-type Answer struct {
-	Name  string       // the question's name, lowercase, no trailing dot
-	Addrs []netip.Addr // its A and AAAA addresses, CNAMEs followed; valid only during the call
-	TTL   time.Duration
-	NS    uint64 // when the response was read (CLOCK_MONOTONIC)
-}
-
 // Protocol is DNS for the l7 tracker.
-type Protocol struct {
-	// OnAnswer, if set, is called (on the Feed's goroutine) for every
-	// noerror response with at least one address: how the agent learns
-	// which name an address was resolved from, and for how long.
-	OnAnswer func(Answer)
-}
+type Protocol struct{}
 
 func (Protocol) Name() flow.L7Protocol { return flow.DNS }
 
@@ -54,8 +38,8 @@ func (Protocol) Detect(m l7.Message) bool {
 	return detectFraming(m) != framingUnknown
 }
 
-func (p Protocol) New() l7.Parser {
-	return &parser{onAnswer: p.OnAnswer}
+func (Protocol) New() l7.Parser {
+	return &parser{}
 }
 
 type framing uint8
@@ -86,12 +70,11 @@ type pending struct {
 }
 
 type parser struct {
-	onAnswer func(Answer)
-	framing  framing
-	streams  [2]frame.Framer // TCP, by Dir: client's, server's
-	pending  []pending       // at most l7.MaxPending; past it the oldest is dropped
-	dropped  int
-	msg      message // scratch, reused per message
+	framing framing
+	streams [2]frame.Framer // TCP, by Dir: client's, server's
+	pending []pending       // at most l7.MaxPending; past it the oldest is dropped
+	dropped int
+	msg     message // scratch, reused per message
 
 	// The call being fed, for the TCP framer's callbacks.
 	ns   uint64
@@ -189,14 +172,6 @@ func (p *parser) message(b []byte, cut bool, ns uint64, done []l7.Request) ([]l7
 	h.naddrs = 0
 	if h.rcode == 0 {
 		readAnswers(b, h)
-	}
-	if h.naddrs > 0 && p.onAnswer != nil {
-		p.onAnswer(Answer{
-			Name:  string(name),
-			Addrs: h.addrs[:h.naddrs],
-			TTL:   time.Duration(h.minTTL) * time.Second,
-			NS:    ns,
-		})
 	}
 	for i, q := range p.pending {
 		if q.id != h.id || q.qtype != h.qtype || q.name != string(name) {

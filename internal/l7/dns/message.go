@@ -32,7 +32,6 @@ type message struct {
 	name             [maxName]byte
 	addrs            [maxAddrs]netip.Addr
 	naddrs           int
-	minTTL           uint32 // over the answer records used; valid if naddrs > 0
 }
 
 // maxName is the longest presentation name kept: 255 wire bytes make at
@@ -221,8 +220,6 @@ func readAnswers(b []byte, h *message) {
 	var owner, target, scratch [maxName]byte
 	cur := append(target[:0], h.name[:h.nameLen]...)
 	off := h.questionEnd
-	h.minTTL = 0
-	first := true
 	for i := 0; i < int(h.an); i++ {
 		o, next, err := readName(b, off, owner[:0])
 		if err != nil || next+10 > len(b) {
@@ -230,7 +227,6 @@ func readAnswers(b []byte, h *message) {
 		}
 		typ := binary.BigEndian.Uint16(b[next:])
 		class := binary.BigEndian.Uint16(b[next+2:])
-		ttl := binary.BigEndian.Uint32(b[next+4:])
 		rdlen := int(binary.BigEndian.Uint16(b[next+8:]))
 		rdata := next + 10
 		if rdata+rdlen > len(b) {
@@ -254,9 +250,6 @@ func readAnswers(b []byte, h *message) {
 			addr = netip.AddrFrom16([16]byte(b[rdata : rdata+16]))
 		default:
 			continue
-		}
-		if first || ttl < h.minTTL {
-			h.minTTL, first = ttl, false
 		}
 		if addr.IsValid() && h.naddrs < maxAddrs {
 			h.addrs[h.naddrs] = addr
