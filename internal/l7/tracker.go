@@ -84,6 +84,14 @@ type Config struct {
 	// IdleTimeout forgets a connection with no sample for this long
 	// (its close may never be reported); at least RequestTimeout.
 	IdleTimeout time.Duration
+	// UDPIdleTimeout forgets a UDP conversation, which has no close,
+	// after this long without a datagram; its waiting requests are then
+	// counted as never answered. A resolver gives up on a query sooner
+	// (5 s is glibc's and Go's default), and a resolver that opens a
+	// socket per lookup makes a conversation each: kept for
+	// IdleTimeout, a thousand lookups a second would hold the tracker
+	// full (MaxConns) and starve every other connection.
+	UDPIdleTimeout time.Duration
 	// MaxGroups bounds a connection's groups per interval; requests
 	// that would make more are counted in its overflow group (Method
 	// OverflowMethod, no other identifying field).
@@ -98,6 +106,7 @@ const (
 	DefaultMaxConns       = 16384
 	DefaultRequestTimeout = 30 * time.Second
 	DefaultIdleTimeout    = 5 * time.Minute
+	DefaultUDPIdleTimeout = 5 * time.Second
 	DefaultMaxGroups      = 64
 	DefaultDetectMessages = 4
 )
@@ -117,6 +126,9 @@ func (c *Config) setDefaults() {
 		c.IdleTimeout = DefaultIdleTimeout
 	}
 	c.IdleTimeout = max(c.IdleTimeout, c.RequestTimeout)
+	if c.UDPIdleTimeout <= 0 {
+		c.UDPIdleTimeout = DefaultUDPIdleTimeout
+	}
 	if c.MaxGroups <= 0 {
 		c.MaxGroups = DefaultMaxGroups
 	}
@@ -315,8 +327,13 @@ func (t *Tracker) Closed(key ConnKey, ns uint64) {
 // Connections come in no particular order; each one's groups are sorted.
 func (t *Tracker) Take(nowNS uint64, fn func(ConnKey, []flow.Requests)) {
 	timeout := uint64(t.cfg.RequestTimeout.Nanoseconds())
-	idle := uint64(t.cfg.IdleTimeout.Nanoseconds())
+	tcpIdle := uint64(t.cfg.IdleTimeout.Nanoseconds())
+	udpIdle := uint64(t.cfg.UDPIdleTimeout.Nanoseconds())
 	for id, c := range t.conns {
+		idle := tcpIdle
+		if c.key.UDP {
+			idle = udpIdle
+		}
 		gone := c.closed && c.lingered || nowNS > idle && c.lastNS < nowNS-idle
 		c.lingered = c.closed
 		if c.parser != nil {

@@ -401,3 +401,33 @@ func TestTrackerAnswersAfterTheCloseWasRead(t *testing.T) {
 		t.Errorf("%d connections after Take, want the closed one forgotten", st.Conns)
 	}
 }
+
+// UDP conversations have no close: one socket per lookup, kept as long as
+// TCP connections, would fill the tracker and starve every other.
+func TestTrackerForgetsSilentUDPConversations(t *testing.T) {
+	tr := newTracker(t, l7.Config{MaxConns: 4, UDPIdleTimeout: time.Second})
+	sec := uint64(time.Second)
+	lookup := func(cookie uint64, ns uint64) {
+		k := l7.ConnKey{Cookie: cookie, Remote: netip.MustParseAddrPort("10.0.0.10:53"), UDP: true}
+		tr.Sample(l7.Sample{Key: k, Msg: l7.Message{Dir: l7.FromClient, NS: ns, Len: 2, Data: []byte("Qa")}})
+		tr.Sample(l7.Sample{Key: k, Msg: l7.Message{Dir: l7.FromServer, NS: ns + 1, Len: 2, Data: []byte("Aa")}})
+	}
+	answered := uint32(0)
+	count := func(_ l7.ConnKey, rs []flow.Requests) {
+		for _, r := range rs {
+			answered += r.Count - r.Failed
+		}
+	}
+	// Four lookups every two seconds, each on a socket of its own: the
+	// tracker holds four at most, and has room as the silent ones go.
+	for round := range uint64(5) {
+		tr.Take(round*2*sec, count)
+		for i := range uint64(4) {
+			lookup(round*4+i+1, round*2*sec)
+		}
+	}
+	tr.Take(20*sec, count)
+	if st := tr.Stats(); answered != 20 || st.Refused != 0 || st.Conns != 0 {
+		t.Errorf("%d lookups answered, %d conversations refused, %d held; want 20, 0, 0", answered, st.Refused, st.Conns)
+	}
+}
