@@ -68,12 +68,8 @@ func sampleOf(s *datapath.L7Sample) l7.Sample {
 	if fromClient {
 		dir = l7.FromClient
 	}
-	key := l7.ConnKey{Cookie: s.Cookie, Local: s.Local, Netns: s.Netns, Role: s.Role}
-	if s.Protocol == flow.UDP {
-		key.UDP, key.Remote = true, s.Remote
-	} else {
-		key.Remote = s.Remote
-	}
+	key := l7.ConnKey{Cookie: s.Cookie, Local: s.Local, Remote: s.Remote, Netns: s.Netns, Role: s.Role,
+		UDP: s.Protocol == flow.UDP}
 	return l7.Sample{Key: key, Hint: hintOf(s.Hint), TLS: s.Source.TLS(),
 		Msg: l7.Message{Dir: dir, NS: s.NS, Len: s.Len, Data: s.Data, Gap: s.Gap}}
 }
