@@ -202,7 +202,8 @@ func (h *Hub) Ring() *ring.Ring { return h.ring }
 
 // Receive takes one batch from an agent. It returns once the batch is
 // durable, or recognised as one already received (a resend after a lost
-// ack): either way the agent may forget it.
+// ack): either way the agent may forget it. The hub reads b.Records until
+// the next tick: the caller must not change them before.
 func (h *Hub) Receive(ctx context.Context, b *Batch) error {
 	h.in.Lock()
 	a := h.agent(b.Agent, time.Now())
@@ -302,7 +303,14 @@ func (h *Hub) commit(ctx context.Context) {
 				h.waiting -= len(b.Records)
 			} else {
 				a.received(b, now)
-				h.pending = append(h.pending, b.Records...)
+				if len(h.pending) == 0 {
+					// The batch's own records, clipped so that the next
+					// batch's append copies: `up` gives one batch per
+					// tick, which then goes through uncopied.
+					h.pending = slices.Clip(b.Records)
+				} else {
+					h.pending = append(h.pending, b.Records...)
+				}
 				h.stats.batches.Add(1)
 				h.stats.records.Add(uint64(len(b.Records)))
 			}

@@ -59,15 +59,25 @@ type conn struct {
 	held    []flow.Record // server records waiting for their client
 	heldAt  uint64        // the tick the first of them came
 	expires uint64        // the tick after which the connection is forgotten
+
+	key   connKey // its list in the index
+	check uint64  // the tick expire looks at it next (connIndex.due)
+	gone  bool    // forgotten: left the index
 }
 
 // perKey bounds the connections of one client address and port: more at
 // once means an unconnected UDP socket talking to many peers.
 const perKey = 16
 
+// connIndex finds connections by client address. Each connection is due
+// for a look at one tick (due): when its held records have waited Hold
+// batches, or its time is up. A Tick looks only at the connections due
+// then, not at the whole index: `up` ticks its hub at every early flush,
+// ten times an interval, with every open connection indexed.
 type connIndex struct {
 	byKey map[connKey][]*conn
 	count int
+	due   map[uint64][]*conn // tick → connections to look at then; stale entries are skipped
 }
 
 func connKeyOf(r *flow.Record) connKey {
@@ -84,7 +94,7 @@ func (ix *connIndex) learn(r *flow.Record, s *Store) *conn {
 		if ix.count >= s.cfg.MaxConnections {
 			return nil
 		}
-		c = &conn{}
+		c = &conn{key: k}
 		list := ix.byKey[k]
 		if len(list) >= perKey { // give way: the one forgotten soonest goes
 			i := 0
@@ -94,6 +104,7 @@ func (ix *connIndex) learn(r *flow.Record, s *Store) *conn {
 				}
 			}
 			s.release(list[i])
+			list[i].gone = true
 			list = slices.Delete(list, i, i+1)
 			ix.count--
 		}
@@ -110,7 +121,23 @@ func (ix *connIndex) learn(r *flow.Record, s *Store) *conn {
 		ttl = uint64(s.cfg.Linger)
 	}
 	c.expires = max(c.expires, s.tick+ttl)
+	ix.schedule(c, s)
 	return c
+}
+
+// schedule makes c due at the first tick expire has something to do with
+// it. A later need than the one scheduled waits for that look, which
+// schedules again.
+func (ix *connIndex) schedule(c *conn, s *Store) {
+	t := c.expires + 1
+	if len(c.held) > 0 {
+		t = min(t, c.heldAt+uint64(s.cfg.Hold)+1)
+	}
+	if c.check > s.tick && c.check <= t {
+		return
+	}
+	c.check = t
+	ix.due[t] = append(ix.due[t], c)
 }
 
 // find returns the indexed connection r belongs to, or nil: the same
@@ -186,6 +213,7 @@ func (s *Store) fold(r *flow.Record, c *conn) {
 		}
 		c.held = append(c.held, *r)
 		s.stats.RecordsHeld++
+		s.conns.schedule(c, s)
 	case !client && c.counted == sideServer:
 		c.edge = keyOf(r)
 		s.countAll(r, &c.edge)
@@ -229,25 +257,32 @@ func (s *Store) release(c *conn) {
 }
 
 // expire counts server records that waited Hold batches and forgets
-// connections whose time is up.
+// connections whose time is up, of the connections due at this tick.
 func (ix *connIndex) expire(s *Store) {
-	for k, list := range ix.byKey {
-		live := list[:0]
-		for _, c := range list {
-			if len(c.held) > 0 && s.tick-c.heldAt > uint64(s.cfg.Hold) {
-				s.release(c)
-			}
-			if c.expires < s.tick {
-				s.release(c)
-				ix.count--
-				continue
-			}
-			live = append(live, c)
+	due := ix.due[s.tick]
+	delete(ix.due, s.tick)
+	for _, c := range due {
+		if c.gone || c.check != s.tick {
+			continue // forgotten, or due at another tick since
 		}
-		if len(live) == 0 {
-			delete(ix.byKey, k)
+		if len(c.held) > 0 && s.tick-c.heldAt > uint64(s.cfg.Hold) {
+			s.release(c)
+		}
+		if c.expires >= s.tick {
+			ix.schedule(c, s)
+			continue
+		}
+		s.release(c)
+		c.gone = true
+		ix.count--
+		list := ix.byKey[c.key]
+		if i := slices.Index(list, c); i >= 0 {
+			list = slices.Delete(list, i, i+1)
+		}
+		if len(list) == 0 {
+			delete(ix.byKey, c.key)
 		} else {
-			ix.byKey[k] = live
+			ix.byKey[c.key] = list
 		}
 	}
 }
