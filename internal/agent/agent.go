@@ -9,6 +9,12 @@
 //
 // One goroutine owns the table; the ring buffer is read with a deadline at
 // the next interval, so there is no lock on the hot path.
+//
+// Connections that ended leave sooner: every EndedFlush the reader wakes
+// (the kernel itself wakes it only once a quarter of the ring is full),
+// drains the ring, and hands the records of flows whose sockets all ended
+// to the sink (conntable.FlushEnded); their counts are final. Open sockets
+// keep the interval.
 package agent
 
 import (
@@ -37,15 +43,18 @@ import (
 type Config struct {
 	Node     string
 	Interval time.Duration
-	Datapath datapath.Config
-	Table    conntable.Config
-	L7       L7Config
+	// EndedFlush is how often the records of connections that ended are
+	// handed out ahead of the interval (0: at the interval's end only).
+	EndedFlush time.Duration
+	Datapath   datapath.Config
+	Table      conntable.Config
+	L7         L7Config
 }
 
 // DefaultConfig returns the defaults `flowlens up` starts with.
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
-	return Config{Node: host, Interval: time.Second, Datapath: datapath.DefaultConfig(),
+	return Config{Node: host, Interval: time.Second, EndedFlush: 100 * time.Millisecond, Datapath: datapath.DefaultConfig(),
 		Table: conntable.Config{UDPIdle: 5 * time.Second, UDPForget: time.Minute}}
 }
 
@@ -53,6 +62,7 @@ func DefaultConfig() Config {
 func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Node, "node", c.Node, "node name written on every flow")
 	fs.DurationVar(&c.Interval, "interval", c.Interval, "flow record interval")
+	fs.DurationVar(&c.EndedFlush, "ended-flush", c.EndedFlush, "how often the records of connections that ended are sent ahead of their interval (0: at the interval's end)")
 	fs.IntVar(&c.Datapath.TCPSockets, "max-tcp-sockets", c.Datapath.TCPSockets, "TCP sockets tracked in the kernel")
 	fs.IntVar(&c.Datapath.UDPFlows, "max-udp-flows", c.Datapath.UDPFlows, "UDP conversations counted in the kernel")
 	fs.IntVar(&c.Datapath.RingBytes, "ring-buffer-bytes", c.Datapath.RingBytes, "kernel ring buffer for socket end events (power of two)")
@@ -78,6 +88,9 @@ func (c *Config) Validate() error {
 	if c.Interval < 100*time.Millisecond {
 		return fmt.Errorf("interval %s is below 100ms", c.Interval)
 	}
+	if c.EndedFlush < 0 || c.EndedFlush > 0 && c.EndedFlush < minEndedFlush {
+		return fmt.Errorf("ended-flush %s: 0, or at least %s", c.EndedFlush, minEndedFlush)
+	}
 	if c.L7.Off {
 		c.Datapath.L7CaptureBytes = -1
 	}
@@ -101,7 +114,23 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// Sink receives each interval's records. It must not keep the slice.
+// minEndedFlush bounds how often the reader wakes for ended connections.
+const minEndedFlush = 10 * time.Millisecond
+
+// FlushesPerInterval is how many times an interval the sink may be called:
+// the ended flushes and the interval's end. Whatever counts the sink's
+// calls as intervals (a hold, a linger) counts this many per interval.
+func (c Config) FlushesPerInterval() int {
+	if c.EndedFlush <= 0 || c.EndedFlush >= c.Interval {
+		return 1
+	}
+	return int((c.Interval + c.EndedFlush - 1) / c.EndedFlush)
+}
+
+// Sink receives each interval's records at its end, and before it, in
+// batches of their own, those of connections that ended (at most
+// Config.FlushesPerInterval calls an interval, ended batches only when not
+// empty). It must not keep the slice.
 type Sink func([]flow.Record)
 
 // Agent is one node's data path.
@@ -119,9 +148,10 @@ type Agent struct {
 	tls *tlsprobe.Prober // nil with L7 off, or without uprobes
 
 	// l7 is fed by readSamples and taken from by tick; nil with L7 off.
-	l7      *l7.Tracker
-	l7mu    sync.Mutex // guards l7 and l7Stats
-	l7Stats l7.Stats
+	l7           *l7.Tracker
+	l7mu         sync.Mutex // guards l7, l7Stats and keptRequests
+	l7Stats      l7.Stats
+	keptRequests []keptRequests
 
 	stats statCounters
 	mu    sync.Mutex // guards snap
@@ -247,8 +277,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	start := time.Now()
 	next := start.Add(a.cfg.Interval)
+	ended := a.nextEnded(start, next)
 	for {
-		ev, err := a.dp.ReadEnd(next)
+		ev, err := a.dp.ReadEnd(ended)
 		switch {
 		case err == nil:
 			a.stats.eventsRead.Add(1)
@@ -262,14 +293,69 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.stats.decodeErrors.Add(1)
 			a.log.Debug("ring buffer record", "err", err)
 		}
-		if now := time.Now(); !now.Before(next) {
+		now := time.Now()
+		switch {
+		case !now.Before(next):
 			if ctx.Err() != nil {
 				return nil
 			}
 			socks, convs = a.tick(socks[:0], convs[:0], start, now)
 			start, next = now, now.Add(a.cfg.Interval)
+			ended = a.nextEnded(start, next)
+		case !now.Before(ended):
+			a.flushEnded(start, now)
+			ended = a.nextEnded(now, next)
 		}
 	}
+}
+
+// nextEnded is when the next ended flush is due after one at now: never
+// past the interval's end, which flushes everything.
+func (a *Agent) nextEnded(now, next time.Time) time.Time {
+	if a.cfg.EndedFlush <= 0 {
+		return next
+	}
+	if at := now.Add(a.cfg.EndedFlush); at.Before(next) {
+		return at
+	}
+	return next
+}
+
+// drainEnds feeds the table every end event the ring buffer holds.
+func (a *Agent) drainEnds(now time.Time) {
+	for {
+		ev, err := a.dp.ReadEnd(now)
+		if err != nil {
+			return
+		}
+		a.stats.eventsRead.Add(1)
+		a.table.EndTCP(ev)
+		a.l7Closed(&ev)
+	}
+}
+
+// flushEnded hands the sink the records of connections that ended since
+// the last flush. The kernel wakes the reader only once a quarter of the
+// ring is full, so the ring is drained here first. The drops counted so
+// far are read for those records to carry theirs (a refused connect's SYN
+// dropped for want of a listener is counted before the connect fails),
+// and their connections' requests taken; requests of open connections
+// wait for the interval, with their records.
+func (a *Agent) flushEnded(start, now time.Time) {
+	a.drainEnds(now)
+	if !a.table.Ended() {
+		return
+	}
+	var err error
+	if a.drops, err = a.dp.Drops(a.drops[:0]); err != nil {
+		a.stats.readErrors.Add(1)
+		a.log.Warn("read drops", "err", err)
+	}
+	a.table.Drops(a.drops)
+	a.takeEndedRequests(monotonicNow())
+	recs := a.table.FlushEnded(start, now)
+	a.names.Learn(recs, now)
+	a.sink(recs)
 }
 
 // tick closes an interval: drain what the ring buffer holds, read the maps,
@@ -277,15 +363,7 @@ func (a *Agent) Run(ctx context.Context) error {
 // the map before it submits the socket's end event, so any event consumed
 // here can no longer appear as live in the map read that follows.
 func (a *Agent) tick(socks []flow.TCPSocket, convs []flow.UDPConversation, start, now time.Time) ([]flow.TCPSocket, []flow.UDPConversation) {
-	for {
-		ev, err := a.dp.ReadEnd(now)
-		if err != nil {
-			break
-		}
-		a.stats.eventsRead.Add(1)
-		a.table.EndTCP(ev)
-		a.l7Closed(&ev)
-	}
+	a.drainEnds(now)
 	var err error
 	if socks, err = a.dp.TCPSockets(socks); err != nil {
 		a.stats.readErrors.Add(1)

@@ -42,3 +42,40 @@ func TestTableSizedFromKernelMaps(t *testing.T) {
 		}
 	}
 }
+
+// The sink is called at most FlushesPerInterval times an interval: the
+// ended flushes that fit before the interval's end, and the end.
+func TestFlushesPerInterval(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		want    int
+		wantErr string
+	}{
+		{nil, 10, ""},
+		{[]string{"--ended-flush=0"}, 1, ""},
+		{[]string{"--ended-flush=300ms"}, 4, ""},
+		{[]string{"--ended-flush=1s"}, 1, ""},
+		{[]string{"--ended-flush=5s"}, 1, ""},
+		{[]string{"--interval=2s", "--ended-flush=250ms"}, 8, ""},
+		{[]string{"--ended-flush=5ms"}, 0, "ended-flush 5ms: 0, or at least 10ms"},
+		{[]string{"--ended-flush=-1s"}, 0, "ended-flush -1s"},
+	} {
+		cfg := DefaultConfig()
+		fs := flag.NewFlagSet("up", flag.ContinueOnError)
+		cfg.Flags(fs)
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		err := cfg.Validate()
+		switch {
+		case tc.wantErr != "":
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%v: error %v, want %q", tc.args, err, tc.wantErr)
+			}
+		case err != nil:
+			t.Errorf("%v: %v", tc.args, err)
+		case cfg.FlushesPerInterval() != tc.want:
+			t.Errorf("%v: %d flushes an interval, want %d", tc.args, cfg.FlushesPerInterval(), tc.want)
+		}
+	}
+}

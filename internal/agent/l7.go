@@ -154,12 +154,42 @@ func (a *Agent) l7Closed(ev *flow.TCPEnd) {
 // holds about 7,000 samples.
 const maxDrain = 1 << 20
 
-// takeRequests puts each connection's request groups on its flow's record.
-// It first feeds the tracker what the ring holds, the samples of the
-// traffic the maps just read, under the same lock as Take: a request and
-// its bytes then land in one interval's record, bar those moved in the
-// instants between.
+// takeRequests puts each connection's request groups on its flow's record,
+// those an ended flush kept back first. It first feeds the tracker what
+// the ring holds, the samples of the traffic the maps just read, under the
+// same lock as Take: a request and its bytes then land in one interval's
+// record, bar those moved in the instants between.
 func (a *Agent) takeRequests(nowNS uint64) {
+	if a.l7 == nil {
+		return
+	}
+	a.l7mu.Lock()
+	defer a.l7mu.Unlock()
+	for i := range a.keptRequests {
+		a.table.Requests(a.keptRequests[i].of, a.keptRequests[i].groups)
+	}
+	clear(a.keptRequests)
+	a.keptRequests = a.keptRequests[:0]
+	a.drainL7(maxDrain)
+	a.l7.Take(nowNS, func(k l7.ConnKey, groups []flow.Requests) {
+		a.table.Requests(requestsOf(k, nowNS), groups)
+	})
+	a.l7Stats = a.l7.Stats()
+}
+
+// keptRequests are groups an ended flush took from the tracker for a
+// connection still open: they wait for its record at the interval's end.
+type keptRequests struct {
+	of     conntable.RequestsOf
+	groups []flow.Requests
+}
+
+// takeEndedRequests is takeRequests for an ended flush: the samples the
+// ring holds were sent before the end events just read, so the groups of
+// the connections that ended are complete (bar requests still unanswered,
+// which the tracker gives up on at its next Take, as at an interval's end)
+// and go on their records; the others' are kept for the interval.
+func (a *Agent) takeEndedRequests(nowNS uint64) {
 	if a.l7 == nil {
 		return
 	}
@@ -167,7 +197,10 @@ func (a *Agent) takeRequests(nowNS uint64) {
 	defer a.l7mu.Unlock()
 	a.drainL7(maxDrain)
 	a.l7.Take(nowNS, func(k l7.ConnKey, groups []flow.Requests) {
-		a.table.Requests(requestsOf(k, nowNS), groups)
+		of := requestsOf(k, nowNS)
+		if !a.table.RequestsOnEnded(of, groups) {
+			a.keptRequests = append(a.keptRequests, keptRequests{of, groups})
+		}
 	})
 	a.l7Stats = a.l7.Stats()
 }

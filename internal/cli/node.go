@@ -117,7 +117,10 @@ func startNode(ctx context.Context, log *slog.Logger, cfg nodeConfig, reg *prome
 		names.Identities, naming.Identity, naming.Kube = idx, idx.Stats, n.kube.Status
 		waitForSync(ctx, n.kube, cfg.SyncWait, log)
 	}
-	n.pub = publish.New(cfg.Publish, names, sink)
+	// Hold counts the agent's flushes, up to FlushesPerInterval an interval.
+	pub := cfg.Publish
+	pub.Hold *= cfg.Agent.FlushesPerInterval()
+	n.pub = publish.New(pub, names, sink)
 	naming.Publish = n.pub.Stats
 	n.cgroupPath = cgroupPath
 	records := n.pub.Publish

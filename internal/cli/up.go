@@ -51,6 +51,9 @@ kernel with BTF.`,
 	return cmd
 }
 
+// topologyRemember is the topology's default Remember, in intervals.
+const topologyRemember = 60
+
 func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
 	lns, err := cfg.API.Open(log)
 	if err != nil {
@@ -67,10 +70,15 @@ func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
 	// agent's records, fed in process and ticked with the agent's
 	// interval. The join is done before it, in the node's publisher, where
 	// a record's wait for its pod and for its other side are one wait.
+	// It ticks at each of the agent's flushes, up to FlushesPerInterval an
+	// interval (ended connections go ahead of the rest): what it counts in
+	// ticks is scaled to last as many intervals as before.
+	ticks := cfg.Agent.FlushesPerInterval()
 	cfg.Hub.Interval, cfg.Hub.ExternalTicks = cfg.Agent.Interval, true
-	cfg.Hub.Publish = publish.Config{Hold: cfg.Publish.Hold}
+	cfg.Hub.Publish = publish.Config{Hold: cfg.Publish.Hold * ticks}
 	// One agent: both sides of a connection arrive within an interval.
-	cfg.Hub.Topology.Linger, cfg.Hub.Topology.Hold = 2, 2
+	cfg.Hub.Topology.Linger, cfg.Hub.Topology.Hold = 2*ticks, 2*ticks
+	cfg.Hub.Topology.Remember = topologyRemember * ticks
 	var n *node // ticks come from its agent, once it is set
 	cfg.Hub.CgroupPath = func(id uint64) string {
 		if n.cgroupPath == nil {

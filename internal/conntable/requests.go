@@ -23,6 +23,23 @@ type RequestsOf struct {
 // accounted, or after the socket ended), a record is made for them, keyed
 // the same way, so that they are counted on their flow all the same.
 func (t *Table) Requests(of RequestsOf, groups []flow.Requests) {
+	k, start := t.requestsKey(&of)
+	p, ok := t.pending[k]
+	if !ok {
+		p = t.record(of.Protocol, k.role, of.Local, of.Remote, of.Owner, start)
+		// The sample names the process and namespace only, which
+		// record's setOwner takes for knowing nothing: write them, so
+		// that identity can name the observing side.
+		ep := p.rec.Observing()
+		ep.PID, ep.Netns = of.Owner.PID, of.Owner.Netns
+		t.stats.RecordsForRequests++
+	}
+	p.rec.Requests = append(p.rec.Requests, groups...)
+}
+
+// requestsKey is the flow requests go on, and the start its record takes
+// if it has none yet.
+func (t *Table) requestsKey(of *RequestsOf) (recKey, uint64) {
 	role, start := of.Role, of.StartNS
 	if of.Protocol == flow.UDP {
 		role = flow.RoleServer
@@ -38,16 +55,5 @@ func (t *Table) Requests(of RequestsOf, groups []flow.Requests) {
 	if role == flow.RoleUnknown {
 		role = flow.RoleClient
 	}
-	k := recKey{of.Protocol, role, of.Local, of.Remote, of.Owner.Netns}
-	p, ok := t.pending[k]
-	if !ok {
-		p = t.record(of.Protocol, role, of.Local, of.Remote, of.Owner, start)
-		// The sample names the process and namespace only, which
-		// record's setOwner takes for knowing nothing: write them, so
-		// that identity can name the observing side.
-		ep := p.rec.Observing()
-		ep.PID, ep.Netns = of.Owner.PID, of.Owner.Netns
-		t.stats.RecordsForRequests++
-	}
-	p.rec.Requests = append(p.rec.Requests, groups...)
+	return recKey{of.Protocol, role, of.Local, of.Remote, of.Owner.Netns}, start
 }

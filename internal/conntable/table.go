@@ -620,19 +620,23 @@ func (t *Table) Flush(start, end time.Time) []flow.Record {
 	t.matchDrops(end)
 	out := make([]flow.Record, 0, len(t.pending))
 	for k, p := range t.pending {
-		r := p.rec
-		if !active(&r) {
-			continue
+		if active(&p.rec) {
+			out = append(out, t.finish(k, p, start, end))
 		}
-		r.Start, r.Time = start, end
-		r.ConnStart = t.clock.wall(p.startNS)
-		r.RTT, r.ConnectLatency = p.rtt.stats(), p.connect.stats()
-		r.Verdict = verdict(k.proto, p)
-		out = append(out, r)
 	}
 	clear(t.pending)
 	t.stats.Records += uint64(len(out))
 	return out
+}
+
+// finish dates a pending record for the window [start, end).
+func (t *Table) finish(k recKey, p *pending, start, end time.Time) flow.Record {
+	r := p.rec
+	r.Start, r.Time = start, end
+	r.ConnStart = t.clock.wall(p.startNS)
+	r.RTT, r.ConnectLatency = p.rtt.stats(), p.connect.stats()
+	r.Verdict = verdict(k.proto, p)
+	return r
 }
 
 func active(r *flow.Record) bool {

@@ -1,0 +1,72 @@
+package conntable
+
+import (
+	"time"
+
+	"github.com/flowlens/flowlens/internal/flow"
+)
+
+// Ended connections leave ahead of their interval. Between two Flushes
+// only end events (EndTCP) and requests touch the pending records: live
+// sockets are accounted at the interval's map read. A TCP record whose
+// sockets all ended (an end counted, none established since) is final, so
+// FlushEnded can hand it out at once instead of at the interval's end:
+//
+//	interval   ├── EndTCP ──┬── FlushEnded ──┬── EndTCP ─ FlushEnded ──┬── SyncTCP ─ Flush ──┤
+//	records                 └ [start, t1)     └ [start, t2)              └ [start, end): the rest
+//
+// Every record of the interval keeps the interval's start: what it counts
+// happened in [start, its Time), as the deltas of its sockets run from the
+// interval's map read. The sum over the interval's records is what one
+// Flush would have returned; a flow that gets another connection after its
+// record left gets another record.
+
+// final reports whether a pending record can no longer change in this
+// interval: a TCP flow whose sockets all ended.
+func final(k recKey, p *pending) bool {
+	r := &p.rec
+	return k.proto == flow.TCP && !p.open && r.Closed+r.Refused+r.TimedOut+r.FailedOther > 0
+}
+
+// Ended reports whether a record is waiting that FlushEnded would return.
+func (t *Table) Ended() bool {
+	for k, p := range t.pending {
+		if final(k, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// FlushEnded returns the records of flows whose sockets all ended since the
+// last flush, dated [start, end) with start the interval's, and forgets
+// them; the rest wait for Flush. Drops held for those flows are matched
+// first, as Flush would.
+func (t *Table) FlushEnded(start, end time.Time) []flow.Record {
+	t.clock.follow(end)
+	t.matchDrops(end)
+	var out []flow.Record
+	for k, p := range t.pending {
+		if final(k, p) {
+			out = append(out, t.finish(k, p, start, end))
+			delete(t.pending, k)
+		}
+	}
+	t.stats.Records += uint64(len(out))
+	return out
+}
+
+// RequestsOnEnded puts request groups on their flow's record if that record
+// is final (FlushEnded would return it), and reports whether it did. The
+// caller keeps the others for Requests at the interval's end: a record
+// made for them now would take a start and an owner that the interval's
+// map read has yet to give.
+func (t *Table) RequestsOnEnded(of RequestsOf, groups []flow.Requests) bool {
+	k, _ := t.requestsKey(&of)
+	p, ok := t.pending[k]
+	if !ok || !final(k, p) {
+		return false
+	}
+	p.rec.Requests = append(p.rec.Requests, groups...)
+	return true
+}
