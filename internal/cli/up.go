@@ -18,6 +18,7 @@ import (
 	"github.com/flowlens/flowlens/internal/metrics"
 	"github.com/flowlens/flowlens/internal/publish"
 	"github.com/flowlens/flowlens/internal/server"
+	"github.com/flowlens/flowlens/internal/topology"
 )
 
 // upConfig is everything `flowlens up` is started with.
@@ -51,9 +52,6 @@ kernel with BTF.`,
 	return cmd
 }
 
-// topologyRemember is the topology's default Remember, in intervals.
-const topologyRemember = 60
-
 func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
 	lns, err := cfg.API.Open(log)
 	if err != nil {
@@ -78,7 +76,7 @@ func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
 	cfg.Hub.Publish = publish.Config{Hold: cfg.Publish.Hold * ticks}
 	// One agent: both sides of a connection arrive within an interval.
 	cfg.Hub.Topology.Linger, cfg.Hub.Topology.Hold = 2*ticks, 2*ticks
-	cfg.Hub.Topology.Remember = topologyRemember * ticks
+	cfg.Hub.Topology.Remember = topology.DefaultRemember * ticks
 	var n *node // ticks come from its agent, once it is set
 	cfg.Hub.CgroupPath = func(id uint64) string {
 		if n.cgroupPath == nil {

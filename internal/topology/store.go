@@ -40,6 +40,9 @@ type Config struct {
 	Observe func(r *flow.Record, e EdgeRef, whole bool)
 }
 
+// DefaultRemember is Config.Remember's default, in batches.
+const DefaultRemember = 60
+
 // EdgeRef is the edge a record was counted on, at the finest naming.
 type EdgeRef struct{ k *edgeKey }
 
@@ -63,7 +66,7 @@ func (c *Config) defaults() {
 		c.Hold = 2
 	}
 	if c.Remember <= 0 {
-		c.Remember = 60
+		c.Remember = DefaultRemember
 	}
 	if c.Linger <= 0 {
 		c.Linger = 2
