@@ -138,6 +138,7 @@ type Datapath struct {
 	l7ev      flowlensL7Event
 	l7until   time.Time // l7ring's deadline, as last set (l7.go)
 	l7wake    *os.File  // the L7 ring in Go's poller (l7.go: WaitL7)
+	endWake   *os.File  // the events ring in Go's poller (ReadEnd)
 	tcpKeys   []uint64
 	tcpVals   []flowlensTcpState
 	udpKeys   []flowlensUdpKey
@@ -235,12 +236,17 @@ func Open(cfg Config, log *slog.Logger) (*Datapath, error) {
 		d.Close()
 		return nil, fmt.Errorf("open ring buffer reader: %w", err)
 	}
+	d.ring.SetDeadline(noWait) // ReadEnd waits in waitReadable
+	if d.endWake, err = pollable(d.maps.Events, "events"); err != nil {
+		d.Close()
+		return nil, err
+	}
 	if cfg.L7CaptureBytes > 0 {
 		if d.l7ring, err = ringbuf.NewReader(d.maps.L7Events); err != nil {
 			d.Close()
 			return nil, fmt.Errorf("open L7 ring buffer reader: %w", err)
 		}
-		if d.l7wake, err = openL7Wake(d.maps.L7Events); err != nil {
+		if d.l7wake, err = pollable(d.maps.L7Events, "l7_events"); err != nil {
 			d.Close()
 			return nil, err
 		}
@@ -310,6 +316,9 @@ func (d *Datapath) Close() error {
 	if d.l7wake != nil {
 		errs = append(errs, d.l7wake.Close())
 	}
+	if d.endWake != nil {
+		errs = append(errs, d.endWake.Close())
+	}
 	for _, l := range d.links {
 		errs = append(errs, l.Close())
 	}
@@ -323,13 +332,25 @@ func (d *Datapath) Close() error {
 // ErrTimeout is returned by ReadEnd when the deadline passes with no event.
 var ErrTimeout = os.ErrDeadlineExceeded
 
-// ReadEnd blocks until a TCP socket end event arrives or deadline passes.
+// ReadEnd returns the next TCP socket end event, waiting for one until
+// deadline (ErrTimeout). The kernel wakes the reader only once a quarter of
+// the ring is full: with less waiting, ReadEnd returns at the deadline.
 func (d *Datapath) ReadEnd(deadline time.Time) (flow.TCPEnd, error) {
-	d.ring.SetDeadline(deadline)
-	if err := d.ring.ReadInto(&d.rec); err != nil {
-		return flow.TCPEnd{}, err
+	for {
+		err := d.ring.ReadInto(&d.rec)
+		if err == nil {
+			return d.decodeEnd(d.rec.RawSample)
+		}
+		if !errors.Is(err, ErrTimeout) && !errors.Is(err, ringbuf.ErrFlushed) {
+			return flow.TCPEnd{}, err
+		}
+		if !time.Now().Before(deadline) {
+			return flow.TCPEnd{}, ErrTimeout
+		}
+		if err := waitReadable(d.endWake, deadline); err != nil {
+			return flow.TCPEnd{}, err
+		}
 	}
-	return d.decodeEnd(d.rec.RawSample)
 }
 
 // Pending reports the bytes waiting in the ring buffer.

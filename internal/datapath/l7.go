@@ -4,13 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
-	"golang.org/x/sys/unix"
 
 	"github.com/flowlens/flowlens/internal/flow"
 )
@@ -85,46 +83,8 @@ func (d *Datapath) NextL7() (L7Sample, bool, error) {
 
 // WaitL7 blocks until the kernel wakes the L7 ring's readers, which it does
 // once the ring is a quarter full (l7_wakeup_bytes), or until Close
-// (ringbuf.ErrClosed). It reads nothing: NextL7 does. It waits in Go's
-// poller, parked, where ReadL7 holds a thread in epoll_wait: a goroutine
-// that enters a blocking system call tens of times a second keeps the
-// runtime's sysmon thread waking every 20 µs, about a quarter of the
-// agent's CPU under HTTP load on a VM.
-func (d *Datapath) WaitL7() error {
-	rc, err := d.l7wake.SyscallConn()
-	if err != nil {
-		return fmt.Errorf("wait for L7 samples: %w", err)
-	}
-	woke := false
-	err = rc.Read(func(uintptr) bool {
-		done := woke // called once before waiting, once after each wakeup
-		woke = true
-		return done
-	})
-	if err == nil {
-		return nil
-	}
-	// A raw read on a closed file says so in an unexported error; Stat's
-	// is os.ErrClosed.
-	if _, serr := d.l7wake.Stat(); errors.Is(serr, os.ErrClosed) {
-		return fmt.Errorf("wait for L7 samples: %w", ringbuf.ErrClosed)
-	}
-	return fmt.Errorf("wait for L7 samples: %w", err)
-}
-
-// openL7Wake opens the L7 ring's map once more, non-blocking, as a file in
-// Go's poller, for WaitL7.
-func openL7Wake(m *ebpf.Map) (*os.File, error) {
-	fd, err := unix.FcntlInt(uintptr(m.FD()), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("duplicate the L7 ring's descriptor: %w", err)
-	}
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("make the L7 ring's descriptor non-blocking: %w", err)
-	}
-	return os.NewFile(uintptr(fd), "l7_events"), nil
-}
+// (ringbuf.ErrClosed). It reads nothing: NextL7 does.
+func (d *Datapath) WaitL7() error { return waitReadable(d.l7wake, time.Time{}) }
 
 // setL7Deadline sets the ring's deadline when it changes: the reader takes
 // a lock to set it, and the drain loop would set the same one per sample.
