@@ -11,6 +11,8 @@
 //	peer http-load   -addr ADDR [-connections C] [-requests N] [-duration D]
 //	peer dns-load    -addr ADDR -count N [-rate R] [-concurrency C]
 //	peer tcp-hold    -addr ADDR -count N [-before B] [-after A]   hold N connections until a line on stdin
+//	peer tcp-hold-serve -listen ADDR [-ports P] [-max-connections N]  read many held connections (epoll)
+//	peer tcp-hold-load  -addr ADDR [-ports P] -count N [-bytes B] [-rate R]  hold N connections; "send"/"close" on stdin
 //	peer udp-send    -addr ADDR -count N [-size S] [-ports P] [-gso K] [-hopopts]
 //	peer udp-sink    -listen ADDR                      count datagrams, no answer
 //
@@ -40,20 +42,22 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: peer tcp-serve|tcp-connect|tcp-stream|dns-serve|http-serve|http-load|dns-load|tcp-hold|udp-send|udp-sink [flags]")
+		fmt.Fprintln(os.Stderr, "usage: peer tcp-serve|tcp-connect|tcp-stream|dns-serve|http-serve|http-load|dns-load|tcp-hold|tcp-hold-serve|tcp-hold-load|udp-send|udp-sink [flags]")
 		os.Exit(2)
 	}
 	modes := map[string]func([]string) (any, error){
-		"tcp-serve":   tcpServe,
-		"tcp-connect": tcpConnect,
-		"tcp-stream":  tcpStream,
-		"dns-serve":   dnsServe,
-		"http-serve":  httpServe,
-		"http-load":   httpLoad,
-		"dns-load":    dnsLoad,
-		"tcp-hold":    tcpHold,
-		"udp-send":    udpSend,
-		"udp-sink":    udpSink,
+		"tcp-serve":      tcpServe,
+		"tcp-connect":    tcpConnect,
+		"tcp-stream":     tcpStream,
+		"dns-serve":      dnsServe,
+		"http-serve":     httpServe,
+		"http-load":      httpLoad,
+		"dns-load":       dnsLoad,
+		"tcp-hold":       tcpHold,
+		"tcp-hold-serve": holdServe,
+		"tcp-hold-load":  holdLoad,
+		"udp-send":       udpSend,
+		"udp-sink":       udpSink,
 	}
 	run, ok := modes[os.Args[1]]
 	if !ok {
