@@ -521,58 +521,80 @@ func (e *env) pass(ctx context.Context, sc scenario, name string, a *agent) (*Pa
 
 	exp := expect(sc, p.Traffic)
 	if observe {
-		c, s, err := settle(ctx, func() (totals, totals, error) {
-			c, err1 := cfol.totals()
-			s, err2 := sfol.totals()
-			return c, s, errors.Join(err1, err2)
-		}, exp)
-		if err != nil {
+		if p.Completeness, err = followed(ctx, exp, cfol, sfol, cf, sf, settleWait); err != nil {
 			return p, err
 		}
-		p.Completeness = compare("follow", exp, c, s, cf, sf)
 		if trace != "" {
 			p.Latency, err = latency(trace, cfol)
 			if err != nil {
 				return p, err
 			}
 		}
-	} else {
-		// Every record of the pass must still be in the API ring.
-		m, err := a.metrics(ctx)
-		if err != nil {
-			return p, err
-		}
-		written := m.Sum("flowlens_flow_ring_written_total") - m0.Sum("flowlens_flow_ring_written_total")
-		if ringCap := m.Sum("flowlens_flow_ring_capacity"); ringCap > 0 && written > ringCap {
-			p.Completeness = &Completeness{Source: "query", Note: fmt.Sprintf(
-				"not checked: %.0f records written during the pass, more than the API ring holds (%.0f); see the follow pass", written, ringCap)}
-		} else {
-			c, s, err := settle(ctx, func() (totals, totals, error) {
-				c, err1 := a.query(ctx, csel)
-				s, err2 := a.query(ctx, ssel)
-				return c, s, errors.Join(err1, err2)
-			}, exp)
-			if err != nil {
-				return p, err
-			}
-			p.Completeness = compare("query", exp, c, s, cf, sf)
-			// Other traffic on the host writes records too; if the ring
-			// wrapped while we read it, a shortfall proves nothing.
-			if m2, err := a.metrics(ctx); err == nil && !p.Completeness.Exact {
-				written := m2.Sum("flowlens_flow_ring_written_total") - m0.Sum("flowlens_flow_ring_written_total")
-				if ringCap := m2.Sum("flowlens_flow_ring_capacity"); written > ringCap {
-					p.Completeness = &Completeness{Source: "query", Note: fmt.Sprintf(
-						"not checked: the API ring wrapped while it was read (%.0f records written since the pass began, the ring holds %.0f): other traffic on the host; see the follow pass", written, ringCap)}
-				}
-			}
-		}
+	} else if p.Completeness, err = queried(ctx, a, exp, csel, ssel, m0, settleWait); err != nil {
+		return p, err
 	}
 	if fill != nil {
 		p.Fill = fill.stop()
 	}
+	return p, losses(ctx, a, p, m0)
+}
+
+// settleWait is how long records may take to add up after a pass.
+const settleWait = 20 * time.Second
+
+// followed compares what two followers streamed with what is expected,
+// once it settled or wait passed.
+func followed(ctx context.Context, exp expectation, cfol, sfol *follower, cf, sf string, wait time.Duration) (*Completeness, error) {
+	c, s, err := settle(ctx, func() (totals, totals, error) {
+		c, err1 := cfol.totals()
+		s, err2 := sfol.totals()
+		return c, s, errors.Join(err1, err2)
+	}, exp, wait)
+	if err != nil {
+		return nil, err
+	}
+	return compare("follow", exp, c, s, cf, sf), nil
+}
+
+// queried compares the records the API ring holds with what is expected,
+// when it still holds every record written since m0.
+func queried(ctx context.Context, a *agent, exp expectation, csel, ssel selection, m0 promtext.Samples, wait time.Duration) (*Completeness, error) {
+	m, err := a.metrics(ctx)
+	if err != nil {
+		return nil, err
+	}
+	written := m.Sum("flowlens_flow_ring_written_total") - m0.Sum("flowlens_flow_ring_written_total")
+	if ringCap := m.Sum("flowlens_flow_ring_capacity"); ringCap > 0 && written > ringCap {
+		return &Completeness{Source: "query", Note: fmt.Sprintf(
+			"not checked: %.0f records written during the pass, more than the API ring holds (%.0f); see the follow pass", written, ringCap)}, nil
+	}
+	c, s, err := settle(ctx, func() (totals, totals, error) {
+		c, err1 := a.query(ctx, csel)
+		s, err2 := a.query(ctx, ssel)
+		return c, s, errors.Join(err1, err2)
+	}, exp, wait)
+	if err != nil {
+		return nil, err
+	}
+	out := compare("query", exp, c, s, csel.filter, ssel.filter)
+	// Other traffic on the host writes records too; if the ring
+	// wrapped while we read it, a shortfall proves nothing.
+	if m2, err := a.metrics(ctx); err == nil && !out.Exact {
+		written := m2.Sum("flowlens_flow_ring_written_total") - m0.Sum("flowlens_flow_ring_written_total")
+		if ringCap := m2.Sum("flowlens_flow_ring_capacity"); written > ringCap {
+			out = &Completeness{Source: "query", Note: fmt.Sprintf(
+				"not checked: the API ring wrapped while it was read (%.0f records written since the pass began, the ring holds %.0f): other traffic on the host; see the follow pass", written, ringCap)}
+		}
+	}
+	return out, nil
+}
+
+// losses records what the agent's loss counters moved by since m0 and,
+// when the counts are not exact, what may say why.
+func losses(ctx context.Context, a *agent, p *Pass, m0 promtext.Samples) error {
 	m1, err := a.metrics(ctx)
 	if err != nil {
-		return p, err
+		return err
 	}
 	p.Lost = promtext.Delta(m0, m1, "flowlens_agent_lost_total")
 	p.LostKnown = len(m1.Series("flowlens_agent_lost_total")) > 0
@@ -590,7 +612,7 @@ func (e *env) pass(ctx context.Context, sc scenario, name string, a *agent) (*Pa
 			p.LostWorkload += v
 		}
 	}
-	return p, nil
+	return nil
 }
 
 // background is the agent's activity in a quiet window.
@@ -733,9 +755,9 @@ func compare(source string, e expectation, c, s totals, cf, sf string) *Complete
 }
 
 // settle polls until both sides reach what is expected and stop changing,
-// or 20 s pass; the caller compares exactly, so an overshoot shows.
-func settle(ctx context.Context, get func() (totals, totals, error), e expectation) (totals, totals, error) {
-	deadline := time.Now().Add(20 * time.Second)
+// or wait passes; the caller compares exactly, so an overshoot shows.
+func settle(ctx context.Context, get func() (totals, totals, error), e expectation, wait time.Duration) (totals, totals, error) {
+	deadline := time.Now().Add(wait)
 	var pc, ps totals
 	stable := 0
 	for {
