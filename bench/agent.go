@@ -47,12 +47,18 @@ func (e *env) agentCommand(listen string) (string, bool) {
 	return strings.ReplaceAll(c, "{listen}", listen), api
 }
 
-func (e *env) startAgent(ctx context.Context) (*agent, error) {
+// startAgent starts the agent; flags are appended to the command line of
+// an agent that serves flowlens' API (flowlens itself), sizing it for a
+// scenario.
+func (e *env) startAgent(ctx context.Context, flags ...string) (*agent, error) {
 	listen, err := host.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
 	line, api := e.agentCommand(listen)
+	if api && len(flags) > 0 {
+		line += " " + shellJoin(flags)
+	}
 	cg, err := e.newCgroup("agent")
 	if err != nil {
 		return nil, err

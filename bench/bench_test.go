@@ -50,8 +50,8 @@ func TestShortRunIsComplete(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Scenarios) != len(scenarios(true)) {
-		t.Fatalf("%d scenarios ran, want %d", len(res.Scenarios), len(scenarios(true)))
+	if len(res.Scenarios) != len(defaultScenarios(true)) {
+		t.Fatalf("%d scenarios ran, want %d", len(res.Scenarios), len(defaultScenarios(true)))
 	}
 	for _, s := range res.Scenarios {
 		for _, e := range s.Errors {
@@ -127,6 +127,15 @@ func checkTraffic(t *testing.T, s *ScenarioResult, p *Pass) {
 		// redial one the server let go (counted: flowlens must see it too).
 		ok = tr.Connections >= int64(s.Conc) && tr.Server.Connections == tr.Connections && tr.Requests > 0 &&
 			tr.Failed == 0 && tr.Server.Requests == tr.Requests && tr.Server.BytesIn == tr.BytesOut && tr.Server.BytesOut == tr.BytesIn
+	case "hold":
+		// Bytes when opened and on each send round.
+		sends := 0
+		if p.Hold != nil {
+			sends = p.Hold.Sends
+		}
+		ok = tr.Connections == int64(s.Count) && tr.Failed == 0 && tr.Server.Connections == tr.Connections &&
+			tr.BytesOut == tr.Connections*int64(s.Bytes)*int64(1+sends) && tr.Server.BytesIn == tr.BytesOut &&
+			(sends > 0) == s.Active
 	case "dns":
 		ok = tr.DatagramsOut == int64(s.Count) && tr.DatagramsIn == tr.DatagramsOut && tr.Server.DatagramsIn == tr.DatagramsOut &&
 			tr.Server.BytesIn == tr.BytesOut && tr.Server.BytesOut == tr.BytesIn

@@ -264,6 +264,7 @@ func (e *env) runJSON(ctx context.Context, cg *cgroup, ns string, v any, name st
 // when it gets SIGTERM.
 type server struct {
 	cmd    *exec.Cmd
+	in     io.WriteCloser // commands, for the peers that take them
 	out    *bufio.Reader
 	stderr *strings.Builder
 	done   chan struct{}
@@ -280,7 +281,12 @@ func (e *env) startServer(ctx context.Context, cg *cgroup, ns string, args ...st
 		release()
 		return nil, err
 	}
-	s := &server{cmd: cmd, out: bufio.NewReader(pipe), stderr: &strings.Builder{}, done: make(chan struct{})}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		release()
+		return nil, err
+	}
+	s := &server{cmd: cmd, in: in, out: bufio.NewReader(pipe), stderr: &strings.Builder{}, done: make(chan struct{})}
 	cmd.Stderr = s.stderr
 	started := make(chan error, 1)
 	// Start and Wait on a locked thread that lives as long as the child

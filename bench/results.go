@@ -324,7 +324,7 @@ func (r *Results) tables() []report.Table {
 	mem.Notes = []string{
 		"peak RSS: VmHWM after the agent pass; + followers: after the pass with API followers. Kernel maps: locked memory of the agent's maps (preallocated, fixed).",
 	}
-	for _, t := range []report.Table{over, thr, comp, lat, bpfT, mem, tools} {
+	for _, t := range []report.Table{over, thr, comp, lat, bpfT, mem, holdTable(r), tools} {
 		if len(t.Rows) > 0 {
 			ts = append(ts, t)
 		}

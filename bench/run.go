@@ -64,15 +64,16 @@ func run(ctx context.Context, o options) (*Results, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("needs root: loads eBPF programs, creates network namespaces and cgroups")
 	}
-	selected := scenarios(o.Short)
+	selected := defaultScenarios(o.Short)
 	if len(o.Scenarios) > 0 {
+		all := scenarios(o.Short)
 		var keep []scenario
 		for _, name := range o.Scenarios {
-			i := slices.IndexFunc(selected, func(s scenario) bool { return s.Name == strings.TrimSpace(name) })
+			i := slices.IndexFunc(all, func(s scenario) bool { return s.Name == strings.TrimSpace(name) })
 			if i < 0 {
 				return nil, fmt.Errorf("unknown scenario %q (have %s)", name, strings.Join(scenarioNames(), ", "))
 			}
-			keep = append(keep, selected[i])
+			keep = append(keep, all[i])
 		}
 		selected = keep
 	}

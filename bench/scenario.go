@@ -24,7 +24,7 @@ import (
 type scenario struct {
 	Name     string        `json:"name"`
 	Desc     string        `json:"description"`
-	Kind     string        `json:"kind"` // tcp, stream, http, dns
+	Kind     string        `json:"kind"` // tcp, stream, http, dns, hold
 	Port     uint16        `json:"port"`
 	Count    int           `json:"count,omitempty"` // connections, requests (cap) or queries
 	Rate     float64       `json:"rate,omitempty"`  // per second; 0: as fast as possible
@@ -38,6 +38,10 @@ type scenario struct {
 	Observe bool `json:"-"`
 	// Tools adds a pass polling ss and conntrack instead of an agent.
 	Tools bool `json:"-"`
+	// Active (hold) sends Bytes on every held connection each interval.
+	Active bool `json:"active,omitempty"`
+	// OptIn runs only when named in --scenarios.
+	OptIn bool `json:"-"`
 }
 
 func scenarios(short bool) []scenario {
@@ -68,7 +72,18 @@ func scenarios(short bool) []scenario {
 			Count: n(5000, 1000), Rate: 1000, Conc: 8, Observe: true},
 		{Name: "burst-100k", Desc: "a burst of 100,000 short TCP connections", Kind: "tcp", Port: 8080,
 			Count: n(100000, 5000), Conc: 32, Bytes: 1000, Reply: 2000, Observe: true},
+		{Name: "hold-100k-idle", Desc: "100,000 TCP connections held open and silent", Kind: "hold", Port: 9000,
+			Count: n(100000, 2000), Rate: 10000, Conc: 32, Bytes: 8, Duration: d(10*time.Second, 3*time.Second)},
+		{Name: "hold-100k-active", Desc: "100,000 TCP connections held open, each sending 8 bytes per interval", Kind: "hold", Port: 9000,
+			Count: n(100000, 2000), Rate: 10000, Conc: 32, Bytes: 8, Duration: d(10*time.Second, 3*time.Second), Active: true},
+		{Name: "hold-1m-idle", Desc: "1,000,000 TCP connections held open and silent (opt-in: minutes, ≈GiBs of kernel memory)", Kind: "hold", Port: 9000,
+			Count: n(1_000_000, 2000), Rate: 10000, Conc: 32, Bytes: 8, Duration: d(10*time.Second, 3*time.Second), OptIn: true},
 	}
+}
+
+// defaultScenarios are those a run without --scenarios runs.
+func defaultScenarios(short bool) []scenario {
+	return slices.DeleteFunc(scenarios(short), func(s scenario) bool { return s.OptIn })
 }
 
 func scenarioNames() []string {
@@ -82,7 +97,7 @@ func scenarioNames() []string {
 // unit is what per-item costs are counted in.
 func (s scenario) unit() string {
 	switch s.Kind {
-	case "tcp":
+	case "tcp", "hold":
 		return "connection"
 	case "http":
 		return "request"
@@ -225,6 +240,7 @@ type Pass struct {
 	LostWorkload float64       `json:"lost_workload"`
 	LostKnown    bool          `json:"lost_known"`
 	Completeness *Completeness `json:"completeness,omitempty"`
+	Hold         *HoldCost     `json:"hold,omitempty"`
 	Latency      *Latency      `json:"latency_ms,omitempty"`
 	Fill         *Fill         `json:"fill,omitempty"`
 	Tools        *Tools        `json:"tools,omitempty"`
@@ -267,6 +283,9 @@ func (r *ScenarioResult) pass(name string) *Pass {
 const drain = 1500 * time.Millisecond
 
 func (e *env) runScenario(ctx context.Context, sc scenario) *ScenarioResult {
+	if sc.Kind == "hold" {
+		return e.runHold(ctx, sc)
+	}
 	res := &ScenarioResult{scenario: sc}
 	fail := func(what string, err error) {
 		res.Errors = append(res.Errors, fmt.Sprintf("%s: %v", what, err))

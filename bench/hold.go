@@ -1,0 +1,358 @@
+package main
+
+// The hold scenarios: N TCP connections held open between the two
+// namespaces for a window of K intervals, silent (idle) or each sending a
+// few bytes every interval (active), with the agent running. They measure
+// what an open socket costs the agent per interval, which the other
+// scenarios, made of short connections, cannot show: the agent's CPU per
+// interval (its cgroup's usage_usec), its RSS and its programs' run time
+// over the window, and, after the connections close, completeness as the
+// other scenarios check it.
+//
+// Each scenario runs two passes, each with a fresh agent sized for N: agent
+// (cost; completeness from the API ring when it holds every record) and
+// observe (two API followers and a ring of 3N records: completeness
+// whatever the ring would have held). There is no baseline pass: without
+// an agent there is nothing to compare per interval.
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/flowlens/flowlens/bench/internal/bpfstat"
+	"github.com/flowlens/flowlens/bench/internal/report"
+)
+
+// HoldCost is what the agent cost over a hold pass's window.
+type HoldCost struct {
+	Held        int64   `json:"held_connections"`
+	Ports       int     `json:"server_ports"`
+	OpenSeconds float64 `json:"open_seconds"`
+	Interval    float64 `json:"interval_seconds"`
+	Window      float64 `json:"window_seconds"`
+	Sends       int     `json:"send_rounds"` // -bytes on every connection, once per interval (active)
+
+	AgentMSPerInterval float64 `json:"agent_ms_per_interval"`
+	AgentCoreShare     float64 `json:"agent_share_of_a_core"`
+	// QuietMSPerInterval is the same agent just before the connections
+	// opened: what it costs with none of them.
+	QuietMSPerInterval    float64       `json:"agent_ms_per_interval_none_held"`
+	BPF                   *bpfstat.Cost `json:"bpf,omitempty"`
+	BPFMSPerInterval      float64       `json:"bpf_ms_per_interval"`
+	BPFRunsPerInterval    float64       `json:"bpf_runs_per_interval"`
+	WorkloadMSPerInterval float64       `json:"workload_ms_per_interval"`
+
+	IdleRSS uint64 `json:"idle_rss_bytes"` // before the connections opened
+	RSS     uint64 `json:"rss_bytes"`      // at the window's end
+	PeakRSS uint64 `json:"peak_rss_bytes"` // VmHWM at the window's end
+	// KernelPerConn is the growth of the kernel's slab per connection
+	// (both ends, their files and the agent's entries) while they opened:
+	// what a million would need.
+	KernelPerConn float64 `json:"kernel_slab_bytes_per_connection"`
+	MapMemlock    uint64  `json:"kernel_map_bytes"`
+	TCPSocks      float64 `json:"tcp_socks_entries"` // at the window's end
+	TCPCap        float64 `json:"tcp_socks_capacity"`
+	TableTCP      float64 `json:"table_tcp_entries"`
+}
+
+// holdPorts spreads the connections over server ports: one client address
+// has ≈55,000 source ports (the pair's ip_local_port_range) per destination.
+func (sc scenario) holdPorts() int { return (sc.Count + 39_999) / 40_000 }
+
+// holdAgentFlags size the agent for the held connections. Both ends are on
+// the host (two map entries per connection), all in the workload's cgroup,
+// whose records would otherwise be capped at half the API ring per
+// interval (counted as lost, source_cap). observe also gets a ring that
+// holds what the followers may fall behind by.
+func (sc scenario) holdAgentFlags(observe bool) []string {
+	f := []string{"--max-tcp-sockets", strconv.Itoa(2*sc.Count + 65536),
+		"--max-tcp-sockets-per-cgroup", "-1", "--max-records-per-source", "-1"}
+	if observe {
+		f = append(f, "--flow-buffer", strconv.Itoa(max(65536, 3*sc.Count)))
+	}
+	return f
+}
+
+// holdLimit bounds the peers of a pass: opening and closing at the
+// scenario's rate, the window, and slack; at most the peer's own cap.
+func (sc scenario) holdLimit() time.Duration {
+	atRate := time.Duration(float64(sc.Count) / sc.Rate * float64(time.Second))
+	return min(4*atRate+sc.Duration+2*time.Minute, 10*time.Minute)
+}
+
+func (e *env) runHold(ctx context.Context, sc scenario) *ScenarioResult {
+	res := &ScenarioResult{scenario: sc}
+	for _, name := range []string{"agent", "observe"} {
+		if ctx.Err() != nil {
+			break
+		}
+		e.logf("%s: %s pass, %d connections", sc.Name, name, sc.Count)
+		a, err := e.startAgent(ctx, sc.holdAgentFlags(name == "observe")...)
+		if err != nil {
+			res.Errors = append(res.Errors, fmt.Sprintf("start agent: %v", err))
+			e.logf("%s: start agent: %v", sc.Name, err)
+			break
+		}
+		p, err := e.holdPass(ctx, sc, name, a)
+		a.stop()
+		if p != nil {
+			res.Passes = append(res.Passes, p)
+		}
+		if err != nil {
+			if p != nil {
+				p.Error = err.Error()
+			}
+			res.Errors = append(res.Errors, fmt.Sprintf("pass: %v", err))
+			e.logf("%s: %s: %v", sc.Name, name, err)
+		}
+	}
+	return res
+}
+
+// holdPass opens the connections, measures the window and closes them.
+func (e *env) holdPass(ctx context.Context, sc scenario, name string, a *agent) (*Pass, error) {
+	if a.api == "" {
+		return nil, fmt.Errorf("%s needs an agent serving flowlens' API ({listen})", sc.Name)
+	}
+	interval := agentInterval(e.opts.Agent)
+	h := &HoldCost{Ports: sc.holdPorts(), Interval: interval.Seconds()}
+	p := &Pass{Name: name, Hold: h}
+	pr, err := e.newPair()
+	if err != nil {
+		return nil, err
+	}
+	defer pr.close()
+	cg, err := e.newCgroup("workload")
+	if err != nil {
+		return nil, err
+	}
+	defer cg.close()
+
+	first := fmt.Sprintf("%s:%d", pr.addrA, sc.Port)
+	ports, count, limit := strconv.Itoa(h.Ports), strconv.Itoa(sc.Count), sc.holdLimit().String()
+	srv, err := e.startServer(ctx, cg, pr.a, "tcp-hold-serve", "-listen", first, "-ports", ports,
+		"-max-connections", count, "-duration", limit)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.kill()
+
+	base := fmt.Sprintf("from-ip=%s&to-ip=%s&protocol=tcp", pr.addrB, pr.addrA)
+	for i := range h.Ports {
+		base += fmt.Sprintf("&to-port=%d", int(sc.Port)+i)
+	}
+	csel := selection{"observer=client&" + base, pr.inoB}
+	ssel := selection{"observer=server&" + base, pr.inoA}
+	m0, err := a.metrics(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	var cfol, sfol *follower
+	if name == "observe" {
+		if cfol, err = a.follow(ctx, csel, false); err != nil {
+			return nil, err
+		}
+		defer cfol.stop()
+		if sfol, err = a.follow(ctx, ssel, false); err != nil {
+			return nil, err
+		}
+		defer sfol.stop()
+	}
+
+	quiet := e.quiet(ctx, a)
+	h.QuietMSPerInterval = safeRatio(quiet.agentCPU, quiet.seconds) * interval.Seconds() * 1e3
+	if m, err := a.memory(); err == nil {
+		h.IdleRSS = m.RSS
+	}
+	slab0, _ := slabBytes()
+	cli, err := e.startServer(ctx, cg, pr.b, "tcp-hold-load", "-addr", first, "-ports", ports, "-count", count,
+		"-bytes", strconv.Itoa(sc.Bytes), "-rate", fmt.Sprint(sc.Rate), "-concurrency", strconv.Itoa(sc.Conc), "-duration", limit)
+	if err != nil {
+		return nil, err
+	}
+	defer cli.kill()
+	var ready struct {
+		Held        int64   `json:"held"`
+		OpenSeconds float64 `json:"open_seconds"`
+	}
+	if err := cli.readJSON(2*time.Duration(float64(sc.Count)/sc.Rate*float64(time.Second))+30*time.Second, &ready); err != nil {
+		return p, fmt.Errorf("opening %d connections: %w %s", sc.Count, err, cli.stderr.String())
+	}
+	h.Held, h.OpenSeconds = ready.Held, ready.OpenSeconds
+	if slab1, err := slabBytes(); err == nil && ready.Held > 0 && slab1 > slab0 {
+		h.KernelPerConn = float64(slab1-slab0) / float64(ready.Held)
+	}
+	// Two intervals for the agent to take the opened connections in.
+	if err := sleepCtx(ctx, 2*interval+interval/2); err != nil {
+		return p, err
+	}
+
+	c0, _ := a.cpu()
+	b0, _ := a.bpf(ctx)
+	w0, err := cg.cpu()
+	if err != nil {
+		return p, err
+	}
+	start := time.Now()
+	for i := 1; i <= int(sc.Duration/interval); i++ {
+		if sc.Active {
+			if err := cli.command("send", 30*time.Second); err != nil {
+				return p, err
+			}
+			h.Sends++
+		}
+		if err := sleepCtx(ctx, time.Until(start.Add(time.Duration(i)*interval))); err != nil {
+			return p, err
+		}
+	}
+	c1, _ := a.cpu()
+	b1, _ := a.bpf(ctx)
+	w1, err := cg.cpu()
+	if err != nil {
+		return p, err
+	}
+	h.Window = time.Since(start).Seconds()
+	perInterval := func(seconds float64) float64 { return safeRatio(seconds, h.Window) * interval.Seconds() * 1e3 }
+	h.AgentMSPerInterval = perInterval(c1.cg.Sub(c0.cg).Usage.Seconds())
+	h.AgentCoreShare = h.AgentMSPerInterval / 1e3 / interval.Seconds()
+	h.WorkloadMSPerInterval = perInterval(w1.Sub(w0).Usage.Seconds())
+	p.WorkloadCPU = w1.Sub(w0).Usage.Seconds()
+	if len(b1.Progs) > 0 {
+		d := bpfstat.Diff(b0, b1)
+		h.BPF = &d
+		h.BPFMSPerInterval = perInterval(float64(d.TimeNS) / 1e9)
+		h.BPFRunsPerInterval = safeRatio(float64(d.Runs), h.Window) * interval.Seconds()
+	}
+	if m, err := a.memory(); err == nil {
+		h.RSS, h.PeakRSS = m.RSS, m.Peak
+	}
+	if m, err := a.metrics(ctx); err == nil {
+		h.TCPSocks = m[`flowlens_datapath_map_entries{map="tcp_socks"}`]
+		h.TCPCap = m[`flowlens_datapath_map_capacity{map="tcp_socks"}`]
+		h.TableTCP = m[`flowlens_agent_table_entries{kind="tcp"}`]
+	}
+	if s, err := a.bpf(ctx); err == nil {
+		h.MapMemlock, _ = s.MapMemory()
+	}
+
+	if _, err := io.WriteString(cli.in, "close\n"); err != nil {
+		return p, fmt.Errorf("close command: %w", err)
+	}
+	var cj clientJSON
+	if err := cli.readJSON(2*time.Duration(float64(sc.Count)/sc.Rate*float64(time.Second))+30*time.Second, &cj); err != nil {
+		return p, fmt.Errorf("closing: %w %s", err, cli.stderr.String())
+	}
+	p.Traffic = sc.traffic(cj)
+	if err := srv.stop(&p.Traffic.Server); err != nil {
+		return p, err
+	}
+	if err := sleepCtx(ctx, drain); err != nil {
+		return p, err
+	}
+
+	// Records of N connections may take the agent a while to emit.
+	wait := settleWait + time.Duration(sc.Count/5000)*time.Second
+	exp := expect(sc, p.Traffic)
+	if cfol != nil {
+		p.Completeness, err = followed(ctx, exp, cfol, sfol, csel.filter, ssel.filter, wait)
+	} else {
+		p.Completeness, err = queried(ctx, a, exp, csel, ssel, m0, wait)
+	}
+	if err != nil {
+		return p, err
+	}
+	return p, losses(ctx, a, p, m0)
+}
+
+// command sends one command line to a peer and waits for its answer.
+func (s *server) command(cmd string, timeout time.Duration) error {
+	if _, err := io.WriteString(s.in, cmd+"\n"); err != nil {
+		return fmt.Errorf("%s command: %w", cmd, err)
+	}
+	var answer map[string]any
+	if err := s.readJSON(timeout, &answer); err != nil {
+		return fmt.Errorf("%s command: %w %s", cmd, err, s.stderr.String())
+	}
+	return nil
+}
+
+// agentInterval is the --interval an agent command line asks for; 1 s,
+// flowlens' default, when it does not say.
+func agentInterval(line string) time.Duration {
+	fs := strings.Fields(line)
+	for i, f := range fs {
+		v, ok := strings.CutPrefix(f, "--interval=")
+		if !ok && f == "--interval" && i+1 < len(fs) {
+			v, ok = fs[i+1], true
+		}
+		if d, err := time.ParseDuration(v); ok && err == nil && d > 0 {
+			return d
+		}
+	}
+	return time.Second
+}
+
+// slabBytes is the kernel's slab memory (/proc/meminfo Slab).
+func slabBytes() (uint64, error) {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	return meminfo(f, "Slab")
+}
+
+// meminfo reads one field of /proc/meminfo text, in bytes.
+func meminfo(r io.Reader, key string) (uint64, error) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok || k != key {
+			continue
+		}
+		kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("meminfo %s: %w", key, err)
+		}
+		return kb << 10, nil
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, fmt.Errorf("meminfo: no %s", key)
+}
+
+// holdTable reports the hold passes' cost per interval.
+func holdTable(r *Results) report.Table {
+	t := report.Table{Title: "Held connections: the agent's cost per interval with N connections open, idle or each sending a few bytes per interval",
+		Header: []string{"scenario", "pass", "held", "agent per interval", "share of a core", "with none held", "eBPF per interval", "RSS (idle → held, peak)", "kernel slab / conn", "tcp_socks", "table"}}
+	for _, s := range r.Scenarios {
+		for _, p := range s.Passes {
+			h := p.Hold
+			if h == nil {
+				continue
+			}
+			bpf := report.NA
+			if h.BPF != nil {
+				bpf = fmt.Sprintf("%s ms (%s runs, %s ns/run)", report.Num(h.BPFMSPerInterval), report.Num(h.BPFRunsPerInterval), report.Num(h.BPF.NSPerRun))
+			}
+			t.Add(s.Name, p.Name, report.Int(h.Held), report.Num(h.AgentMSPerInterval)+" ms", report.Pct(h.AgentCoreShare),
+				report.Num(h.QuietMSPerInterval)+" ms", bpf,
+				report.Bytes(float64(h.IdleRSS))+" → "+report.Bytes(float64(h.RSS))+", "+report.Bytes(float64(h.PeakRSS)),
+				report.Bytes(h.KernelPerConn), report.Num(h.TCPSocks)+" / "+report.Num(h.TCPCap), report.Num(h.TableTCP))
+		}
+	}
+	t.Notes = []string{
+		"agent per interval: the agent's cgroup CPU (usage_usec) over a window of whole intervals, starting two intervals after the last connection opened; with none held: the same agent in a quiet window just before they opened.",
+		"active passes send a few bytes on every connection once per interval (the client's sends and the server's reads are in the workload's CPU, with their eBPF runs); idle ones send only when opening.",
+		"kernel slab / conn: growth of /proc/meminfo Slab while the connections opened, per connection (both ends); other activity on the host adds to it.",
+		"observe runs a second agent with two API followers and a flow buffer of 3N records, for completeness: its cost includes the followers.",
+	}
+	return t
+}
