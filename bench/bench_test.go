@@ -34,7 +34,7 @@ func TestShortRunIsComplete(t *testing.T) {
 	testutil.RequirePrivileged(t) // runs flowlens (eBPF), creates network namespaces and cgroups
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, 8*time.Minute) // the hold scenarios run two agents each
 	defer cancel()
 	out := os.Getenv("BENCH_TEST_OUT") // keep the results of the test run there
 	if out == "" {
