@@ -25,6 +25,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/flowlens/flowlens/bench/internal/bpfstat"
 	"github.com/flowlens/flowlens/bench/internal/report"
 )
@@ -32,7 +34,7 @@ import (
 // HoldCost is what the agent cost over a hold pass's window.
 type HoldCost struct {
 	Held        int64   `json:"held_connections"`
-	Ports       int     `json:"server_ports"`
+	Peers       int     `json:"peer_pairs"` // server and client processes, one server port each
 	OpenSeconds float64 `json:"open_seconds"`
 	Interval    float64 `json:"interval_seconds"`
 	Window      float64 `json:"window_seconds"`
@@ -61,9 +63,33 @@ type HoldCost struct {
 	TableTCP      float64 `json:"table_tcp_entries"`
 }
 
-// holdPorts spreads the connections over server ports: one client address
-// has ≈55,000 source ports (the pair's ip_local_port_range) per destination.
-func (sc scenario) holdPorts() int { return (sc.Count + 39_999) / 40_000 }
+// holdShares splits count connections between peer pairs holding at most
+// perPeer each, as evenly as it goes. One server port each also keeps
+// every pair under the ≈55,000 source ports (the namespace's
+// ip_local_port_range) one client address has per destination.
+func holdShares(count, perPeer int) []int {
+	perPeer = min(max(perPeer, 1), 50_000)
+	n := max((count+perPeer-1)/perPeer, 1)
+	out := make([]int, n)
+	for i := range out {
+		out[i] = count / n
+		if i < count%n {
+			out[i]++
+		}
+	}
+	return out
+}
+
+// holdPerPeer is how many connections one peer process may hold: the hard
+// RLIMIT_NOFILE it inherits from the run (only CAP_SYS_RESOURCE may raise
+// it) less what it keeps for itself.
+func holdPerPeer() int {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil || lim.Max > 1<<20 {
+		return 1 << 20
+	}
+	return int(lim.Max) - 512
+}
 
 // holdAgentFlags size the agent for the held connections. Both ends are on
 // the host (two map entries per connection), all in the workload's cgroup,
@@ -121,7 +147,8 @@ func (e *env) holdPass(ctx context.Context, sc scenario, name string, a *agent) 
 		return nil, fmt.Errorf("%s needs an agent serving flowlens' API ({listen})", sc.Name)
 	}
 	interval := agentInterval(e.opts.Agent)
-	h := &HoldCost{Ports: sc.holdPorts(), Interval: interval.Seconds()}
+	shares := holdShares(sc.Count, holdPerPeer())
+	h := &HoldCost{Peers: len(shares), Interval: interval.Seconds()}
 	p := &Pass{Name: name, Hold: h}
 	pr, err := e.newPair()
 	if err != nil {
@@ -134,17 +161,21 @@ func (e *env) holdPass(ctx context.Context, sc scenario, name string, a *agent) 
 	}
 	defer cg.close()
 
-	first := fmt.Sprintf("%s:%d", pr.addrA, sc.Port)
-	ports, count, limit := strconv.Itoa(h.Ports), strconv.Itoa(sc.Count), sc.holdLimit().String()
-	srv, err := e.startServer(ctx, cg, pr.a, "tcp-hold-serve", "-listen", first, "-ports", ports,
-		"-max-connections", count, "-duration", limit)
-	if err != nil {
-		return nil, err
+	limit := sc.holdLimit().String()
+	addr := func(i int) string { return fmt.Sprintf("%s:%d", pr.addrA, int(sc.Port)+i) }
+	var srvs, clis holdPeers
+	defer srvs.kill()
+	defer clis.kill()
+	for i, n := range shares {
+		srv, err := e.startServer(ctx, cg, pr.a, "tcp-hold-serve", "-listen", addr(i), "-max-connections", strconv.Itoa(n), "-duration", limit)
+		if err != nil {
+			return nil, err
+		}
+		srvs = append(srvs, srv)
 	}
-	defer srv.kill()
 
 	base := fmt.Sprintf("from-ip=%s&to-ip=%s&protocol=tcp", pr.addrB, pr.addrA)
-	for i := range h.Ports {
+	for i := range shares {
 		base += fmt.Sprintf("&to-port=%d", int(sc.Port)+i)
 	}
 	csel := selection{"observer=client&" + base, pr.inoB}
@@ -171,22 +202,30 @@ func (e *env) holdPass(ctx context.Context, sc scenario, name string, a *agent) 
 		h.IdleRSS = m.RSS
 	}
 	slab0, _ := slabBytes()
-	cli, err := e.startServer(ctx, cg, pr.b, "tcp-hold-load", "-addr", first, "-ports", ports, "-count", count,
-		"-bytes", strconv.Itoa(sc.Bytes), "-rate", fmt.Sprint(sc.Rate), "-concurrency", strconv.Itoa(sc.Conc), "-duration", limit)
-	if err != nil {
-		return nil, err
+	// The pairs share the scenario's rate and connects in flight.
+	rate, conc := sc.Rate/float64(len(shares)), strconv.Itoa(max(sc.Conc/len(shares), 4))
+	for i, n := range shares {
+		cli, err := e.startServer(ctx, cg, pr.b, "tcp-hold-load", "-addr", addr(i), "-count", strconv.Itoa(n),
+			"-bytes", strconv.Itoa(sc.Bytes), "-rate", fmt.Sprint(rate), "-concurrency", conc, "-duration", limit)
+		if err != nil {
+			return p, err
+		}
+		clis = append(clis, cli)
 	}
-	defer cli.kill()
-	var ready struct {
-		Held        int64   `json:"held"`
-		OpenSeconds float64 `json:"open_seconds"`
+	atRate := 2*time.Duration(float64(sc.Count)/sc.Rate*float64(time.Second)) + 30*time.Second
+	for _, cli := range clis {
+		var ready struct {
+			Held        int64   `json:"held"`
+			OpenSeconds float64 `json:"open_seconds"`
+		}
+		if err := cli.readJSON(atRate, &ready); err != nil {
+			return p, fmt.Errorf("opening connections: %w %s", err, cli.stderr.String())
+		}
+		h.Held += ready.Held
+		h.OpenSeconds = max(h.OpenSeconds, ready.OpenSeconds)
 	}
-	if err := cli.readJSON(2*time.Duration(float64(sc.Count)/sc.Rate*float64(time.Second))+30*time.Second, &ready); err != nil {
-		return p, fmt.Errorf("opening %d connections: %w %s", sc.Count, err, cli.stderr.String())
-	}
-	h.Held, h.OpenSeconds = ready.Held, ready.OpenSeconds
-	if slab1, err := slabBytes(); err == nil && ready.Held > 0 && slab1 > slab0 {
-		h.KernelPerConn = float64(slab1-slab0) / float64(ready.Held)
+	if slab1, err := slabBytes(); err == nil && h.Held > 0 && slab1 > slab0 {
+		h.KernelPerConn = float64(slab1-slab0) / float64(h.Held)
 	}
 	// Two intervals for the agent to take the opened connections in.
 	if err := sleepCtx(ctx, 2*interval+interval/2); err != nil {
@@ -202,7 +241,7 @@ func (e *env) holdPass(ctx context.Context, sc scenario, name string, a *agent) 
 	start := time.Now()
 	for i := 1; i <= int(sc.Duration/interval); i++ {
 		if sc.Active {
-			if err := cli.command("send", 30*time.Second); err != nil {
+			if err := clis.command("send", 30*time.Second); err != nil {
 				return p, err
 			}
 			h.Sends++
@@ -241,16 +280,17 @@ func (e *env) holdPass(ctx context.Context, sc scenario, name string, a *agent) 
 		h.MapMemlock, _ = s.MapMemory()
 	}
 
-	if _, err := io.WriteString(cli.in, "close\n"); err != nil {
-		return p, fmt.Errorf("close command: %w", err)
-	}
-	var cj clientJSON
-	if err := cli.readJSON(2*time.Duration(float64(sc.Count)/sc.Rate*float64(time.Second))+30*time.Second, &cj); err != nil {
-		return p, fmt.Errorf("closing: %w %s", err, cli.stderr.String())
-	}
-	p.Traffic = sc.traffic(cj)
-	if err := srv.stop(&p.Traffic.Server); err != nil {
+	if p.Traffic, err = clis.close(sc, atRate); err != nil {
 		return p, err
+	}
+	for _, srv := range srvs {
+		var t Traffic
+		if err := srv.stop(&t.Server); err != nil {
+			return p, err
+		}
+		p.Traffic.Server.Connections += t.Server.Connections
+		p.Traffic.Server.BytesIn += t.Server.BytesIn
+		p.Traffic.Server.BytesOut += t.Server.BytesOut
 	}
 	if err := sleepCtx(ctx, drain); err != nil {
 		return p, err
@@ -270,16 +310,54 @@ func (e *env) holdPass(ctx context.Context, sc scenario, name string, a *agent) 
 	return p, losses(ctx, a, p, m0)
 }
 
-// command sends one command line to a peer and waits for its answer.
-func (s *server) command(cmd string, timeout time.Duration) error {
-	if _, err := io.WriteString(s.in, cmd+"\n"); err != nil {
-		return fmt.Errorf("%s command: %w", cmd, err)
+// holdPeers are the processes of one side of a hold pass.
+type holdPeers []*server
+
+func (ps holdPeers) kill() {
+	for _, p := range ps {
+		p.kill()
 	}
-	var answer map[string]any
-	if err := s.readJSON(timeout, &answer); err != nil {
-		return fmt.Errorf("%s command: %w %s", cmd, err, s.stderr.String())
+}
+
+// command sends a command line to every peer at once, then waits for each
+// one's answer.
+func (ps holdPeers) command(cmd string, timeout time.Duration) error {
+	for _, p := range ps {
+		if _, err := io.WriteString(p.in, cmd+"\n"); err != nil {
+			return fmt.Errorf("%s command: %w", cmd, err)
+		}
+	}
+	for _, p := range ps {
+		var answer map[string]any
+		if err := p.readJSON(timeout, &answer); err != nil {
+			return fmt.Errorf("%s command: %w %s", cmd, err, p.stderr.String())
+		}
 	}
 	return nil
+}
+
+// close has the clients close their connections and adds up what they did.
+func (ps holdPeers) close(sc scenario, timeout time.Duration) (Traffic, error) {
+	var sum clientJSON
+	for _, p := range ps {
+		if _, err := io.WriteString(p.in, "close\n"); err != nil {
+			return Traffic{}, fmt.Errorf("close command: %w", err)
+		}
+	}
+	for _, p := range ps {
+		var c clientJSON
+		if err := p.readJSON(timeout, &c); err != nil {
+			return Traffic{}, fmt.Errorf("closing: %w %s", err, p.stderr.String())
+		}
+		sum.OK += c.OK
+		sum.Refused += c.Refused
+		sum.TimedOut += c.TimedOut
+		sum.Failed += c.Failed
+		sum.BytesOut += c.BytesOut
+		sum.BytesIn += c.BytesIn
+		sum.Seconds = max(sum.Seconds, c.Seconds)
+	}
+	return sc.traffic(sum), nil
 }
 
 // agentInterval is the --interval an agent command line asks for; 1 s,

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -33,11 +34,18 @@ func TestMeminfo(t *testing.T) {
 
 func TestHoldSizing(t *testing.T) {
 	sc := scenario{Count: 100_000, Rate: 10_000, Duration: 10 * time.Second}
-	if got := sc.holdPorts(); got != 3 {
-		t.Errorf("100k connections on %d ports, want 3 (≈55k source ports per destination)", got)
-	}
-	if got := (scenario{Count: 2000}).holdPorts(); got != 1 {
-		t.Errorf("2,000 connections on %d ports, want 1", got)
+	for _, c := range []struct {
+		count, perPeer int
+		want           []int
+	}{
+		{100_000, 19_488, []int{16_667, 16_667, 16_667, 16_667, 16_666, 16_666}},
+		{2000, 19_488, []int{2000}},
+		{0, 19_488, []int{0}},
+		{120_000, 1 << 20, []int{40_000, 40_000, 40_000}}, // source ports bound a pair too
+	} {
+		if got := holdShares(c.count, c.perPeer); !slices.Equal(got, c.want) {
+			t.Errorf("holdShares(%d, %d) = %v, want %v", c.count, c.perPeer, got, c.want)
+		}
 	}
 	flags := strings.Join(sc.holdAgentFlags(true), " ")
 	if want := "--max-tcp-sockets 265536 --max-tcp-sockets-per-cgroup -1 --max-records-per-source -1 --flow-buffer 300000"; flags != want {

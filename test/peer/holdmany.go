@@ -1,10 +1,13 @@
 package main
 
 // Many held connections, for the benchmark's hold scenarios (bench/hold.go):
-// up to a million open TCP connections between two namespaces, silent or
-// sending a few bytes on command. The server reads every connection from
-// one epoll loop (no goroutine or buffer per connection); the client keeps
-// one descriptor per connection. Both are bounded in count and time.
+// open TCP connections between two namespaces, silent or sending a few
+// bytes on command. The server reads every connection from one epoll loop
+// (no goroutine or buffer per connection); the client keeps one descriptor
+// per connection. Each holds at most RLIMIT_NOFILE's hard limit of them (a
+// root without CAP_SYS_RESOURCE cannot raise it): the benchmark runs as
+// many pairs as it needs, one server port each. Both are bounded in count
+// and time.
 
 import (
 	"bufio"
@@ -28,9 +31,13 @@ import (
 // 1,048,576 descriptors per process.
 const maxHeld = 1_040_000
 
-// raiseFileLimit lets the process hold n descriptors besides a few of its own.
+// holdFileSlack is what a peer keeps of its descriptors for itself.
+const holdFileSlack = 256
+
+// raiseFileLimit lets the process hold n descriptors besides a few of its
+// own, within the hard limit (Go's runtime raised the soft one to it).
 func raiseFileLimit(n int) error {
-	want := uint64(n) + 256
+	want := uint64(n) + holdFileSlack
 	var lim unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
 		return fmt.Errorf("read RLIMIT_NOFILE: %w", err)
@@ -38,24 +45,11 @@ func raiseFileLimit(n int) error {
 	if lim.Cur >= want {
 		return nil
 	}
-	lim.Cur, lim.Max = want, max(lim.Max, want)
+	lim.Cur = want
 	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
-		return fmt.Errorf("raise RLIMIT_NOFILE to %d (fs.nr_open bounds it): %w", want, err)
+		return fmt.Errorf("%d connections need RLIMIT_NOFILE %d, the hard limit is %d: run several peers: %w", n, want, lim.Max, err)
 	}
 	return nil
-}
-
-// portsFrom parses -listen/-addr and checks that -ports consecutive ports
-// from its port exist.
-func portsFrom(addr string, ports int) (netip.AddrPort, error) {
-	ap, err := netip.ParseAddrPort(addr)
-	if err != nil {
-		return ap, fmt.Errorf("address %q: %w", addr, err)
-	}
-	if !ap.Addr().Is4() || ap.Port() == 0 || ports < 1 || int(ap.Port())+ports > 65536 {
-		return ap, fmt.Errorf("address %q with %d ports: need IPv4, a port, and ports that exist", addr, ports)
-	}
-	return ap, nil
 }
 
 // holdSummary is what tcp-hold-serve prints at the end: Open counts the
@@ -67,21 +61,20 @@ type holdSummary struct {
 	Rejected int64 `json:"rejected"`
 }
 
-// holdServe accepts on -ports consecutive ports from -listen's, reads every
-// connection to EOF and then closes it. On SIGTERM (or after -duration) it
+// holdServe accepts on -listen, reads every connection to EOF and then
+// closes it. On SIGTERM (or after -duration) it
 // stops accepting, waits up to -drain for the open connections to end and
 // prints what it moved.
 func holdServe(args []string) (any, error) {
 	fs := flag.NewFlagSet("tcp-hold-serve", flag.ExitOnError)
-	listen := fs.String("listen", "", "first address to listen on (IPv4:port)")
-	ports := fs.Int("ports", 1, "listen on this many consecutive ports")
+	listen := fs.String("listen", "", "address to listen on (IPv4:port)")
 	maxConns := fs.Int("max-connections", 1000, "connections held at once; more are closed at once and counted as rejected")
 	maxTime := fs.Duration("duration", 10*time.Minute, "stop after this long")
 	drain := fs.Duration("drain", 10*time.Second, "after the stop, how long to wait for open connections to end")
 	_ = fs.Parse(args)
-	first, err := portsFrom(*listen, *ports)
-	if err != nil {
-		return nil, err
+	at, err := netip.ParseAddrPort(*listen)
+	if err != nil || !at.Addr().Is4() {
+		return nil, fmt.Errorf("-listen %q: need IPv4:port", *listen)
 	}
 	if err := checkBounds(*maxConns, *maxTime); err != nil {
 		return nil, err
@@ -89,7 +82,7 @@ func holdServe(args []string) (any, error) {
 	if *maxConns > maxHeld || *drain > time.Minute {
 		return nil, fmt.Errorf("-max-connections is capped at %d, -drain at 1m", maxHeld)
 	}
-	if err := raiseFileLimit(*maxConns + *ports); err != nil {
+	if err := raiseFileLimit(*maxConns); err != nil {
 		return nil, err
 	}
 	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
@@ -97,22 +90,13 @@ func holdServe(args []string) (any, error) {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
 	}
 	defer unix.Close(ep)
-	var listeners []int
-	defer func() {
-		for _, fd := range listeners {
-			unix.Close(fd)
-		}
-	}()
-	for i := range *ports {
-		fd, err := listenTCP4(first.Addr().As4(), int(first.Port())+i)
-		if err != nil {
-			return nil, err
-		}
-		listeners = append(listeners, fd)
-		// Pad marks a listener's event: connections leave it 0.
-		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd), Pad: 1}); err != nil {
-			return nil, fmt.Errorf("epoll_ctl listener: %w", err)
-		}
+	lfd, err := listenTCP4(at.Addr().As4(), int(at.Port()))
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(lfd)
+	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, lfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(lfd)}); err != nil {
+		return nil, fmt.Errorf("epoll_ctl listener: %w", err)
 	}
 	ctx, cancel := until(*maxTime)
 	defer cancel()
@@ -124,9 +108,7 @@ func holdServe(args []string) (any, error) {
 	for {
 		if stopAt.IsZero() && ctx.Err() != nil {
 			stopAt = time.Now().Add(*drain)
-			for _, fd := range listeners {
-				_ = unix.EpollCtl(ep, unix.EPOLL_CTL_DEL, fd, nil)
-			}
+			_ = unix.EpollCtl(ep, unix.EPOLL_CTL_DEL, lfd, nil)
 		}
 		if !stopAt.IsZero() && (s.open == 0 || time.Now().After(stopAt)) {
 			break
@@ -139,8 +121,8 @@ func holdServe(args []string) (any, error) {
 			return nil, fmt.Errorf("epoll_wait: %w", err)
 		}
 		for _, ev := range events[:n] {
-			if ev.Pad == 1 {
-				if err := s.accept(int(ev.Fd)); err != nil {
+			if int(ev.Fd) == lfd {
+				if err := s.accept(lfd); err != nil {
 					return nil, err
 				}
 			} else {
@@ -230,26 +212,23 @@ type holdReady struct {
 	OpenSeconds float64 `json:"open_seconds"`
 }
 
-// holdLoad opens -count connections to -ports consecutive ports from
-// -addr's, in turn, at -rate per second with -concurrency connects in
-// flight, sending -bytes on each. It prints {"ready":true} when it starts
+// holdLoad opens -count connections to -addr at -rate per second with
+// -concurrency connects in flight, sending -bytes on each. It prints {"ready":true} when it starts
 // and a holdReady line once they are open, then obeys one command per stdin
 // line: "send" writes -bytes on every connection and answers {"sent":B};
 // "close" closes them all at -rate per second and ends with the summary.
 // -duration bounds the whole run.
 func holdLoad(args []string) (any, error) {
 	fs := flag.NewFlagSet("tcp-hold-load", flag.ExitOnError)
-	addr := fs.String("addr", "", "first server address (IPv4:port)")
-	ports := fs.Int("ports", 1, "spread the connections over this many consecutive server ports")
+	addr := fs.String("addr", "", "server address")
 	count := fs.Int("count", 1, "connections to hold")
 	size := fs.Int("bytes", 8, "bytes sent on each connection when opened and on each send")
 	rate := fs.Float64("rate", 10000, "connects (and closes) per second")
 	conc := fs.Int("concurrency", 32, "connects in flight at once")
 	maxTime := fs.Duration("duration", 10*time.Minute, "give up after this long")
 	_ = fs.Parse(args)
-	first, err := portsFrom(*addr, *ports)
-	if err != nil {
-		return nil, err
+	if *addr == "" {
+		return nil, errors.New("-addr is required")
 	}
 	if err := checkBounds(*count, *maxTime); err != nil {
 		return nil, err
@@ -267,7 +246,7 @@ func holdLoad(args []string) (any, error) {
 	var res result.Connect
 	payload := make([]byte, *size)
 	start := time.Now()
-	conns, err := holdOpen(ctx, first, *ports, *count, *rate, min(max(*conc, 1), 4096), payload, &res)
+	conns, err := holdOpen(ctx, *addr, *count, *rate, min(max(*conc, 1), 4096), payload, &res)
 	defer func() {
 		for _, c := range conns {
 			c.Close()
@@ -331,7 +310,7 @@ func holdLoad(args []string) (any, error) {
 
 // holdOpen makes the connections, returning those that opened; res counts
 // them, the failures and the bytes sent.
-func holdOpen(ctx context.Context, first netip.AddrPort, ports, count int, rate float64, workers int, payload []byte, res *result.Connect) ([]net.Conn, error) {
+func holdOpen(ctx context.Context, addr string, count int, rate float64, workers int, payload []byte, res *result.Connect) ([]net.Conn, error) {
 	var (
 		mu      sync.Mutex
 		conns   = make([]net.Conn, 0, count)
@@ -350,8 +329,7 @@ func holdOpen(ctx context.Context, first netip.AddrPort, ports, count int, rate 
 				if i >= int64(count) || !pace.wait(ctx) {
 					return
 				}
-				to := netip.AddrPortFrom(first.Addr(), first.Port()+uint16(i%int64(ports)))
-				c, err := d.DialContext(ctx, "tcp4", to.String())
+				c, err := d.DialContext(ctx, "tcp4", addr)
 				if err != nil {
 					classify(res, err)
 					continue

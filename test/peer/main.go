@@ -11,8 +11,8 @@
 //	peer http-load   -addr ADDR [-connections C] [-requests N] [-duration D]
 //	peer dns-load    -addr ADDR -count N [-rate R] [-concurrency C]
 //	peer tcp-hold    -addr ADDR -count N [-before B] [-after A]   hold N connections until a line on stdin
-//	peer tcp-hold-serve -listen ADDR [-ports P] [-max-connections N]  read many held connections (epoll)
-//	peer tcp-hold-load  -addr ADDR [-ports P] -count N [-bytes B] [-rate R]  hold N connections; "send"/"close" on stdin
+//	peer tcp-hold-serve -listen ADDR [-max-connections N]      read many held connections (epoll)
+//	peer tcp-hold-load  -addr ADDR -count N [-bytes B] [-rate R]  hold N connections; "send"/"close" on stdin
 //	peer udp-send    -addr ADDR -count N [-size S] [-ports P] [-gso K] [-hopopts]
 //	peer udp-sink    -listen ADDR                      count datagrams, no answer
 //
