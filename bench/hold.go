@@ -406,6 +406,37 @@ func meminfo(r io.Reader, key string) (uint64, error) {
 	return 0, fmt.Errorf("meminfo: no %s", key)
 }
 
+// holdTargets are issue 17's goals for open sockets, from the agent passes.
+func holdTargets(r *Results) []Target {
+	idle := Target{Name: "agent CPU with open, idle sockets", Goal: "≤ 2% of a core with 1M held"}
+	for _, name := range []string{"hold-1m-idle", "hold-100k-idle"} {
+		if h := holdAgentPass(r, name); h != nil {
+			idle.Value = fmt.Sprintf("%s of a core (%s ms per interval) with %s held", report.Pct(h.AgentCoreShare), report.Num(h.AgentMSPerInterval), report.Int(h.Held))
+			if name == "hold-1m-idle" {
+				idle.Met = boolp(h.AgentCoreShare <= 0.02)
+			} else {
+				idle.Note = "1M not run (opt-in: --scenarios hold-1m-idle)"
+			}
+			break
+		}
+	}
+	active := Target{Name: "agent CPU with 100k open, active sockets", Goal: "≤ 30 ms per interval"}
+	if h := holdAgentPass(r, "hold-100k-active"); h != nil {
+		active.Value = fmt.Sprintf("%s ms per interval (%s of a core) with %s held", report.Num(h.AgentMSPerInterval), report.Pct(h.AgentCoreShare), report.Int(h.Held))
+		active.Met = boolp(h.AgentMSPerInterval <= 30)
+	}
+	return []Target{idle, active}
+}
+
+func holdAgentPass(r *Results, scenario string) *HoldCost {
+	if s := r.scenario(scenario); s != nil {
+		if p := s.pass("agent"); p != nil && p.Hold != nil && p.Hold.Held > 0 {
+			return p.Hold
+		}
+	}
+	return nil
+}
+
 // holdTable reports the hold passes' cost per interval.
 func holdTable(r *Results) report.Table {
 	t := report.Table{Title: "Held connections: the agent's cost per interval with N connections open, idle or each sending a few bytes per interval",

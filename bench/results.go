@@ -130,7 +130,7 @@ func targets(r *Results) []Target {
 		t.Met = boolp(met)
 	}
 	out = append(out, t)
-	return out
+	return append(out, holdTargets(r)...)
 }
 
 func ms(v float64) string {
