@@ -323,7 +323,8 @@ func holdOpen(ctx context.Context, addr string, count int, rate float64, workers
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			d := net.Dialer{Timeout: 5 * time.Second}
+			// No keep-alive probes: an idle connection stays silent.
+			d := net.Dialer{Timeout: 5 * time.Second, KeepAlive: -1}
 			for {
 				i := next.Add(1) - 1
 				if i >= int64(count) || !pace.wait(ctx) {
