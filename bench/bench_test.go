@@ -45,7 +45,9 @@ func TestShortRunIsComplete(t *testing.T) {
 		Command: "go test ./bench -run TestShortRunIsComplete", Log: &testLog{t: t},
 	})
 	if res != nil {
-		t.Log(res.Text())
+		// Last: the failures above the long tables, where an excerpt of
+		// the log shows them.
+		defer t.Log(res.Text())
 	}
 	if err != nil {
 		t.Fatal(err)
