@@ -318,7 +318,7 @@ func (r *Results) tables() []report.Table {
 		"lost: increase of flowlens_agent_lost_total (all stages and reasons) over the pass; \"host\" marks udp_unparsed (IPv6 extension-header packets elsewhere on the host), which this IPv4-only load cannot cause. exact: every compared count equal and nothing else lost.",
 	}
 	lat.Notes = []string{
-		"Records are emitted once per interval (1 s), so a connection waits for the end of its interval: expect 0–1 s plus processing.",
+		"A connection that ended is emitted at the agent's next early flush (--ended-flush, 100 ms), an open one at the end of its interval (1 s): expect 0–100 ms plus processing for these short connections.",
 		"Matched by source port (and connection start) between the generator's per-connection trace and the streamed client-side records.",
 	}
 	mem.Notes = []string{
