@@ -78,6 +78,31 @@ type connIndex struct {
 	byKey map[connKey][]*conn
 	count int
 	due   map[uint64][]*conn // tick → connections to look at then; stale entries are skipped
+	// spare holds forgotten connections for reuse: one is ~700 bytes, and
+	// a node's short connections would allocate one each. A stale entry
+	// in due may name a reused one: it is looked at only if due then.
+	spare []*conn
+}
+
+// forget takes c out of the index at a tick (its list is the caller's to
+// fix) and keeps it for reuse: between batches, no record holds it.
+func (ix *connIndex) forget(c *conn) {
+	c.gone = true
+	ix.count--
+	ix.spare = append(ix.spare, c)
+}
+
+// fresh returns an empty connection of key k.
+func (ix *connIndex) fresh(k connKey) *conn {
+	n := len(ix.spare)
+	if n == 0 {
+		return &conn{key: k}
+	}
+	c := ix.spare[n-1]
+	ix.spare[n-1] = nil
+	ix.spare = ix.spare[:n-1]
+	*c = conn{key: k}
+	return c
 }
 
 func connKeyOf(r *flow.Record) connKey {
@@ -94,7 +119,7 @@ func (ix *connIndex) learn(r *flow.Record, s *Store) *conn {
 		if ix.count >= s.cfg.MaxConnections {
 			return nil
 		}
-		c = &conn{key: k}
+		c = ix.fresh(k)
 		list := ix.byKey[k]
 		if len(list) >= perKey { // give way: the one forgotten soonest goes
 			i := 0
@@ -104,9 +129,10 @@ func (ix *connIndex) learn(r *flow.Record, s *Store) *conn {
 				}
 			}
 			s.release(list[i])
+			// Not kept for reuse: a record of this batch may hold it.
 			list[i].gone = true
-			list = slices.Delete(list, i, i+1)
 			ix.count--
+			list = slices.Delete(list, i, i+1)
 		}
 		ix.byKey[k] = append(list, c)
 		ix.count++
@@ -273,8 +299,7 @@ func (ix *connIndex) expire(s *Store) {
 			continue
 		}
 		s.release(c)
-		c.gone = true
-		ix.count--
+		ix.forget(c)
 		list := ix.byKey[c.key]
 		if i := slices.Index(list, c); i >= 0 {
 			list = slices.Delete(list, i, i+1)
