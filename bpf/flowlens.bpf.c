@@ -43,6 +43,31 @@ struct {
 	__type(value, struct tcp_state);
 } tcp_socks SEC(".maps");
 
+/*
+ * The tcp_socks entries that changed since the agent last read them, so
+ * that an interval costs the agent what moved, not what is open. Two sets,
+ * by the parity of touch_gen: the kernel side marks into the current one
+ * while the agent reads and empties the other (read_touched). A socket is
+ * marked once per generation: its touch_gen says it already is, so the
+ * common case is one compare. The agent bumps touch_gen and waits for the
+ * programs that may still see the old value to finish before it reads.
+ * Not preallocated: the reader deletes what it iterates, and a
+ * preallocated element would be reused at once under the iteration.
+ */
+struct touched_set {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536); /* resized by the loader, as tcp_socks */
+	__type(key, __u64);         /* struct sock address */
+	__type(value, __u8);
+};
+struct touched_set touched0 SEC(".maps");
+struct touched_set touched1 SEC(".maps");
+
+/* Written by the agent at each read; starts at 1 so that a fresh entry
+ * (touch_gen 0) is never taken for marked. */
+volatile __u32 touch_gen = 1;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 8192);
@@ -156,6 +181,28 @@ static __always_inline void count(__u32 idx)
 
 	if (v)
 		*v += 1;
+}
+
+/* touch marks a tracked socket whose state changed: everything a record
+ * reports (bytes, segments, retransmits, resets, establishment, close).
+ * Called after the change is written, so that a read that finds the mark
+ * also finds the change. A mark that does not fit is counted: the agent
+ * then reads the whole map. */
+static __always_inline void touch(__u64 key, struct tcp_state *st)
+{
+	__u32 gen = touch_gen;
+	__u8 one = 1;
+	long err;
+
+	if (st->touch_gen == gen)
+		return;
+	st->touch_gen = gen;
+	if (gen & 1)
+		err = bpf_map_update_elem(&touched1, &key, &one, BPF_ANY);
+	else
+		err = bpf_map_update_elem(&touched0, &key, &one, BPF_ANY);
+	if (err)
+		count(CNT_TOUCHED_FULL);
 }
 
 /* The local port comes from inet_sport, not skc_num: tcp_set_state() fires
@@ -299,8 +346,10 @@ static __always_inline void untrack(__u64 key, const struct tcp_state *st)
 {
 	__u64 cg = st->charged_cgroup;
 
-	if (bpf_map_delete_elem(&tcp_socks, &key) == 0)
+	if (bpf_map_delete_elem(&tcp_socks, &key) == 0) {
 		uncharge(cg);
+		count(CNT_TCP_UNTRACKED);
+	}
 }
 
 /* track starts tracking a socket. A refusal (map full, or the socket's
@@ -352,6 +401,7 @@ static __always_inline struct tcp_state *track(const struct sock *sk, __u8 role,
 			count(CNT_TCP_MAP_FULL);
 		return NULL;
 	}
+	count(CNT_TCP_TRACKED);
 	if (adopted)
 		count(CNT_ADOPTED);
 	return bpf_map_lookup_elem(&tcp_socks, &key);
@@ -441,6 +491,7 @@ static __always_inline void on_close(const struct sock *sk, int oldstate)
 	st->end_ns = bpf_ktime_get_ns();
 	st->sk_err = BPF_CORE_READ(sk, sk_err);
 	st->failed = oldstate == TCP_SYN_SENT;
+	touch(key, st);
 }
 
 /* Hand a socket's whole story to userspace and forget it. The entry is
@@ -549,6 +600,7 @@ int BPF_PROG(on_set_state, const struct sock *sk, const int oldstate, const int 
 			 * name their client port from the first interval. */
 			read_tuple(sk, &st->tuple);
 			snapshot_tcp(sk, st);
+			touch(key, st);
 		}
 		return 0;
 	case TCP_CLOSE:
@@ -659,6 +711,7 @@ static __always_inline void account_io(const struct sock *sk, struct tcp_state *
 	else
 		__sync_fetch_and_add(&st->bytes_recv, ret);
 	snapshot_tcp(sk, st);
+	touch((__u64)sk, st);
 	if (tls)
 		st->l7_hint = L7_HINT_TLS;
 	else
@@ -761,8 +814,10 @@ int BPF_PROG(on_retransmit, const struct sock *sk)
 	__u64 key = (__u64)sk;
 	struct tcp_state *st = bpf_map_lookup_elem(&tcp_socks, &key);
 
-	if (st)
+	if (st) {
 		snapshot_tcp(sk, st);
+		touch(key, st);
+	}
 	return 0;
 }
 
@@ -777,8 +832,10 @@ int BPF_PROG(on_send_reset, const struct sock *sk)
 	if (!sk)
 		return 0;
 	st = bpf_map_lookup_elem(&tcp_socks, &key);
-	if (st)
+	if (st) {
 		__sync_fetch_and_add(&st->rst_sent, 1);
+		touch(key, st);
+	}
 	return 0;
 }
 
@@ -789,8 +846,10 @@ int BPF_PROG(on_receive_reset, struct sock *sk)
 	__u64 key = (__u64)sk;
 	struct tcp_state *st = bpf_map_lookup_elem(&tcp_socks, &key);
 
-	if (st)
+	if (st) {
 		__sync_fetch_and_add(&st->rst_recv, 1);
+		touch(key, st);
+	}
 	return 0;
 }
 
@@ -1145,6 +1204,40 @@ int read_listeners(struct bpf_iter__bpf_map_elem *ctx)
 		out.drops = BPF_CORE_READ(sk, sk_drops.counter);
 	bpf_seq_write(ctx->meta->seq, &out, sizeof(out));
 	return 0;
+}
+
+/*
+ * iter/bpf_map_elem over the touched set of the generation before
+ * touch_gen, run by the agent each interval once no program can still mark
+ * into it: the state of each socket in it that is still tracked (one gone
+ * since has its end event in the ring), and the set emptied as it goes.
+ * One program per set, since a helper takes only a map known at load.
+ */
+static __always_inline int read_touched(struct bpf_iter__bpf_map_elem *ctx, void *set)
+{
+	struct tcp_state *st;
+	__u64 key;
+
+	if (!ctx->key)
+		return 0;
+	key = *(__u64 *)ctx->key;
+	st = bpf_map_lookup_elem(&tcp_socks, &key);
+	if (st)
+		bpf_seq_write(ctx->meta->seq, st, sizeof(*st));
+	bpf_map_delete_elem(set, &key);
+	return 0;
+}
+
+SEC("iter/bpf_map_elem")
+int read_touched0(struct bpf_iter__bpf_map_elem *ctx)
+{
+	return read_touched(ctx, &touched0);
+}
+
+SEC("iter/bpf_map_elem")
+int read_touched1(struct bpf_iter__bpf_map_elem *ctx)
+{
+	return read_touched(ctx, &touched1);
 }
 
 /* drop_packet_tuple reads the IPv4/IPv6 and TCP/UDP headers of a freed

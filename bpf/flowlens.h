@@ -68,6 +68,7 @@ struct tcp_state {
 	__u32 base_segs_in;
 	__u32 base_retrans;
 	__u32 syn_retrans;     /* SYNs sent again before the handshake completed (client) */
+	__u32 touch_gen;       /* the last touch generation it was marked in (see touch()) */
 	__u64 established_ns;  /* when an active open completed its handshake; 0: not seen */
 	__u64 charged_cgroup; /* the cgroup whose quota this entry counts against; 0: none */
 	__u8 role;
@@ -289,6 +290,11 @@ enum counter {
 	CNT_L7_BUDGET,         /* L7 samples not taken: over the per-second budget */
 	CNT_L7_RING_FULL,      /* L7 samples lost: their ring buffer was full */
 	CNT_TLS_UNATTRIBUTED,  /* TLS plaintext with no socket known for its connection */
+	CNT_TOUCHED_FULL,      /* a changed socket not marked: its touched set was full */
+	/* tcp_socks entries made and deleted: their difference is the map's
+	 * fill, which the agent no longer learns by reading the whole map. */
+	CNT_TCP_TRACKED,
+	CNT_TCP_UNTRACKED,
 	CNT_MAX,
 };
 

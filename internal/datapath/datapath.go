@@ -122,6 +122,7 @@ type Datapath struct {
 	log   *slog.Logger
 	coll  *ebpf.Collection
 	maps  flowlensMaps
+	vars  flowlensVariables
 	links []link.Link
 	walk  *ebpf.Program // iter/tcp; nil where the kernel lacks it
 	// readListeners iterates the listeners map; nil where the kernel
@@ -131,6 +132,7 @@ type Datapath struct {
 	l7ring        *ringbuf.Reader // nil: L7 capture off
 	uprobes       map[string]*ebpf.Program
 	hooks         []Hook
+	touched       *touched // nil: the kernel cannot mark changed sockets
 	comms         comms
 
 	rec       ringbuf.Record
@@ -172,6 +174,10 @@ func Open(cfg Config, log *slog.Logger) (*Datapath, error) {
 		return nil, fmt.Errorf("load eBPF spec: %w", err)
 	}
 	spec.Maps["tcp_socks"].MaxEntries = uint32(cfg.TCPSockets)
+	// A set holds at most the sockets of tcp_socks, and those of them
+	// that left it within one interval.
+	spec.Maps["touched0"].MaxEntries = uint32(cfg.TCPSockets)
+	spec.Maps["touched1"].MaxEntries = uint32(cfg.TCPSockets)
 	spec.Maps["udp_flows"].MaxEntries = uint32(cfg.UDPFlows)
 	spec.Maps["events"].MaxEntries = uint32(cfg.RingBytes)
 	spec.Maps["l7_events"].MaxEntries = uint32(cfg.L7RingBytes)
@@ -227,7 +233,15 @@ func Open(cfg Config, log *slog.Logger) (*Datapath, error) {
 		d.Close()
 		return nil, fmt.Errorf("assign maps: %w", err)
 	}
+	if err := d.coll.Assign(&d.vars); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("assign variables: %w", err)
+	}
 	if err := d.attach(cfg.CgroupMount); err != nil {
+		d.Close()
+		return nil, err
+	}
+	if err := d.openTouched(); err != nil {
 		d.Close()
 		return nil, err
 	}
@@ -278,6 +292,9 @@ func (d *Datapath) attach(cgroupMount string) error {
 			// Run on demand by WalkTCP, not attached.
 			d.walk = prog
 			continue
+		case h.attach == ebpf.AttachTraceIter && (h.Program == "read_touched0" || h.Program == "read_touched1"):
+			// Attached to their sets by openTouched.
+			continue
 		case h.attach == ebpf.AttachTraceIter:
 			// Run on demand by Listeners.
 			d.readListeners = prog
@@ -323,6 +340,10 @@ func (d *Datapath) Close() error {
 		errs = append(errs, l.Close())
 	}
 	d.links = nil
+	if d.touched != nil {
+		d.touched.close()
+		d.touched = nil
+	}
 	if d.coll != nil {
 		d.coll.Close()
 	}
@@ -583,6 +604,21 @@ type Counters struct {
 	// TLSUnattributed is TLS plaintext seen with no tracked socket to
 	// put it on.
 	TLSUnattributed uint64
+	// TouchedFull counts changes not marked for the agent's read: it
+	// must read the whole map to find them.
+	TouchedFull uint64
+	// TCPTracked and TCPUntracked count tcp_socks entries made and
+	// deleted since the start.
+	TCPTracked, TCPUntracked uint64
+}
+
+// TCPEntries is how many entries tcp_socks holds, from the counts of those
+// made and deleted (read CPU by CPU, not at one instant).
+func (c Counters) TCPEntries() int {
+	if c.TCPUntracked > c.TCPTracked {
+		return 0
+	}
+	return int(c.TCPTracked - c.TCPUntracked)
 }
 
 // Counters sums the per-CPU counters.
@@ -603,6 +639,9 @@ func (d *Datapath) Counters() (Counters, error) {
 		flowlensCounterCNT_L7BUDGET:          &c.L7OverBudget,
 		flowlensCounterCNT_L7RING_FULL:       &c.L7RingFull,
 		flowlensCounterCNT_TLS_UNATTRIBUTED:  &c.TLSUnattributed,
+		flowlensCounterCNT_TOUCHED_FULL:      &c.TouchedFull,
+		flowlensCounterCNT_TCP_TRACKED:       &c.TCPTracked,
+		flowlensCounterCNT_TCP_UNTRACKED:     &c.TCPUntracked,
 	}
 	var perCPU []uint64
 	for idx, dst := range fields {

@@ -49,7 +49,10 @@ const (
 	flowlensCounterCNT_L7BUDGET          flowlensCounter = 11
 	flowlensCounterCNT_L7RING_FULL       flowlensCounter = 12
 	flowlensCounterCNT_TLS_UNATTRIBUTED  flowlensCounter = 13
-	flowlensCounterCNT_MAX               flowlensCounter = 14
+	flowlensCounterCNT_TOUCHED_FULL      flowlensCounter = 14
+	flowlensCounterCNT_TCP_TRACKED       flowlensCounter = 15
+	flowlensCounterCNT_TCP_UNTRACKED     flowlensCounter = 16
+	flowlensCounterCNT_MAX               flowlensCounter = 17
 )
 
 type flowlensDropKey struct {
@@ -201,7 +204,7 @@ type flowlensTcpState struct {
 	BaseSegsIn    uint32
 	BaseRetrans   uint32
 	SynRetrans    uint32
-	_             [4]byte
+	TouchGen      uint32
 	EstablishedNs uint64
 	ChargedCgroup uint64
 	Role          uint8
@@ -287,6 +290,8 @@ const (
 	flowlensMapTlsConns              = "tls_conns"
 	flowlensMapTlsExSizes            = "tls_ex_sizes"
 	flowlensMapTlsInflight           = "tls_inflight"
+	flowlensMapTouched0              = "touched0"
+	flowlensMapTouched1              = "touched1"
 	flowlensMapUdpFlows              = "udp_flows"
 	flowlensMapUdpSocks              = "udp_socks"
 	flowlensMapUdpUsage              = "udp_usage"
@@ -304,6 +309,8 @@ const (
 	flowlensProgOnSendReset          = "on_send_reset"
 	flowlensProgOnSetState           = "on_set_state"
 	flowlensProgReadListeners        = "read_listeners"
+	flowlensProgReadTouched0         = "read_touched0"
+	flowlensProgReadTouched1         = "read_touched1"
 	flowlensProgSslExReturn          = "ssl_ex_return"
 	flowlensProgSslReadEntry         = "ssl_read_entry"
 	flowlensProgSslReadExEntry       = "ssl_read_ex_entry"
@@ -323,6 +330,7 @@ const (
 	flowlensVarL7WakeupBytes         = "l7_wakeup_bytes"
 	flowlensVarSelfPid               = "self_pid"
 	flowlensVarTcpPerCgroup          = "tcp_per_cgroup"
+	flowlensVarTouchGen              = "touch_gen"
 	flowlensVarUdpPerCgroup          = "udp_per_cgroup"
 	flowlensVarUnusedCgroupRefused   = "unused_cgroup_refused"
 	flowlensVarUnusedCgroupUsage     = "unused_cgroup_usage"
@@ -404,6 +412,8 @@ type flowlensProgramSpecs struct {
 	OnSendReset          *ebpf.ProgramSpec `ebpf:"on_send_reset"`
 	OnSetState           *ebpf.ProgramSpec `ebpf:"on_set_state"`
 	ReadListeners        *ebpf.ProgramSpec `ebpf:"read_listeners"`
+	ReadTouched0         *ebpf.ProgramSpec `ebpf:"read_touched0"`
+	ReadTouched1         *ebpf.ProgramSpec `ebpf:"read_touched1"`
 	SslExReturn          *ebpf.ProgramSpec `ebpf:"ssl_ex_return"`
 	SslReadEntry         *ebpf.ProgramSpec `ebpf:"ssl_read_entry"`
 	SslReadExEntry       *ebpf.ProgramSpec `ebpf:"ssl_read_ex_entry"`
@@ -439,6 +449,8 @@ type flowlensMapSpecs struct {
 	TlsConns    *ebpf.MapSpec `ebpf:"tls_conns"`
 	TlsExSizes  *ebpf.MapSpec `ebpf:"tls_ex_sizes"`
 	TlsInflight *ebpf.MapSpec `ebpf:"tls_inflight"`
+	Touched0    *ebpf.MapSpec `ebpf:"touched0"`
+	Touched1    *ebpf.MapSpec `ebpf:"touched1"`
 	UdpFlows    *ebpf.MapSpec `ebpf:"udp_flows"`
 	UdpSocks    *ebpf.MapSpec `ebpf:"udp_socks"`
 	UdpUsage    *ebpf.MapSpec `ebpf:"udp_usage"`
@@ -453,6 +465,7 @@ type flowlensVariableSpecs struct {
 	L7WakeupBytes       *ebpf.VariableSpec `ebpf:"l7_wakeup_bytes"`
 	SelfPid             *ebpf.VariableSpec `ebpf:"self_pid"`
 	TcpPerCgroup        *ebpf.VariableSpec `ebpf:"tcp_per_cgroup"`
+	TouchGen            *ebpf.VariableSpec `ebpf:"touch_gen"`
 	UdpPerCgroup        *ebpf.VariableSpec `ebpf:"udp_per_cgroup"`
 	UnusedCgroupRefused *ebpf.VariableSpec `ebpf:"unused_cgroup_refused"`
 	UnusedCgroupUsage   *ebpf.VariableSpec `ebpf:"unused_cgroup_usage"`
@@ -513,6 +526,8 @@ type flowlensMaps struct {
 	TlsConns    *ebpf.Map `ebpf:"tls_conns"`
 	TlsExSizes  *ebpf.Map `ebpf:"tls_ex_sizes"`
 	TlsInflight *ebpf.Map `ebpf:"tls_inflight"`
+	Touched0    *ebpf.Map `ebpf:"touched0"`
+	Touched1    *ebpf.Map `ebpf:"touched1"`
 	UdpFlows    *ebpf.Map `ebpf:"udp_flows"`
 	UdpSocks    *ebpf.Map `ebpf:"udp_socks"`
 	UdpUsage    *ebpf.Map `ebpf:"udp_usage"`
@@ -535,6 +550,8 @@ func (m *flowlensMaps) Close() error {
 		m.TlsConns,
 		m.TlsExSizes,
 		m.TlsInflight,
+		m.Touched0,
+		m.Touched1,
 		m.UdpFlows,
 		m.UdpSocks,
 		m.UdpUsage,
@@ -550,6 +567,7 @@ type flowlensVariables struct {
 	L7WakeupBytes       *ebpf.Variable `ebpf:"l7_wakeup_bytes"`
 	SelfPid             *ebpf.Variable `ebpf:"self_pid"`
 	TcpPerCgroup        *ebpf.Variable `ebpf:"tcp_per_cgroup"`
+	TouchGen            *ebpf.Variable `ebpf:"touch_gen"`
 	UdpPerCgroup        *ebpf.Variable `ebpf:"udp_per_cgroup"`
 	UnusedCgroupRefused *ebpf.Variable `ebpf:"unused_cgroup_refused"`
 	UnusedCgroupUsage   *ebpf.Variable `ebpf:"unused_cgroup_usage"`
@@ -593,6 +611,8 @@ type flowlensPrograms struct {
 	OnSendReset          *ebpf.Program `ebpf:"on_send_reset"`
 	OnSetState           *ebpf.Program `ebpf:"on_set_state"`
 	ReadListeners        *ebpf.Program `ebpf:"read_listeners"`
+	ReadTouched0         *ebpf.Program `ebpf:"read_touched0"`
+	ReadTouched1         *ebpf.Program `ebpf:"read_touched1"`
 	SslExReturn          *ebpf.Program `ebpf:"ssl_ex_return"`
 	SslReadEntry         *ebpf.Program `ebpf:"ssl_read_entry"`
 	SslReadExEntry       *ebpf.Program `ebpf:"ssl_read_ex_entry"`
@@ -625,6 +645,8 @@ func (p *flowlensPrograms) Close() error {
 		p.OnSendReset,
 		p.OnSetState,
 		p.ReadListeners,
+		p.ReadTouched0,
+		p.ReadTouched1,
 		p.SslExReturn,
 		p.SslReadEntry,
 		p.SslReadExEntry,
