@@ -110,15 +110,18 @@ type Stats struct {
 	RecordsForRequests uint64
 }
 
-// vanishAfter is how many consecutive syncs a socket may be missing before
-// it is presumed lost. One is not enough: a socket deleted from the kernel
-// map just before a read has its end event still in the ring buffer.
+// vanishAfter is how many consecutive complete syncs a socket may be
+// missing from before it is presumed lost. One is not enough: a socket
+// deleted from the kernel map just before a read has its end event still
+// in the ring buffer.
 const vanishAfter = 2
 
 // sockEntry is one socket (cookie) and the connection last read on it.
 type sockEntry struct {
 	conn   connection
-	synced uint64 // the last sync it was present in
+	// synced is the count of complete syncs when it was last read, in
+	// whole or as touched.
+	synced uint64
 	// earlier is the connection before a connect() again on this socket,
 	// kept until its end event arrives.
 	earlier *connection
@@ -223,7 +226,10 @@ type Table struct {
 	released  []releasedConv // conversations gone from the kernel map, oldest first
 	pending   map[recKey]*pending
 	held      []heldDrop // drops waiting for a record of their flow, oldest first
-	syncs     uint64     // SyncTCP calls so far
+	syncs     uint64     // SyncTCP calls so far: complete reads
+	// missing counts the sockets the last SyncTCP missed for the first
+	// time: another complete read confirms them vanished.
+	missing int
 	udpSyncs  uint64     // SyncUDP calls so far
 	stats     Stats
 }
@@ -251,20 +257,20 @@ func (t *Table) Stats() Stats {
 }
 
 // SyncTCP takes the complete set of live TCP sockets read from the kernel.
-// Sockets missing for vanishAfter syncs are let go before new ones are
-// added, so the table never holds more than vanishAfter kernel maps' worth.
+// Sockets missing from vanishAfter complete reads in a row (and read as
+// touched in none between) are let go before new ones are added, so the
+// table never holds more than vanishAfter kernel maps' worth plus what
+// TouchedTCP added since.
 func (t *Table) SyncTCP(live []flow.TCPSocket) {
 	t.syncs++
-	var fresh []int
-	for i := range live {
-		if e, ok := t.socks[live[i].Cookie]; ok {
-			t.syncSocket(e, &live[i])
-		} else {
-			fresh = append(fresh, i)
-		}
-	}
+	fresh := t.syncKnown(live)
+	t.missing = 0
 	for cookie, e := range t.socks {
-		if t.syncs-e.synced >= vanishAfter {
+		switch t.syncs - e.synced {
+		case 0:
+		case vanishAfter - 1:
+			t.missing++
+		default:
 			delete(t.socks, cookie)
 			t.stats.SocketsVanished++
 		}
@@ -274,8 +280,37 @@ func (t *Table) SyncTCP(live []flow.TCPSocket) {
 			delete(t.untracked, cookie)
 		}
 	}
+	t.addFresh(live, fresh)
+}
+
+// TouchedTCP takes the live TCP sockets whose state changed since they
+// were last read (the kernel marks them), each at most once: what an
+// interval costs is what moved, not what is open. Sockets not given are
+// unchanged, not gone: only SyncTCP finds vanished ones.
+func (t *Table) TouchedTCP(touched []flow.TCPSocket) {
+	t.addFresh(touched, t.syncKnown(touched))
+}
+
+// MissingTCP reports how many sockets the last SyncTCP missed once, whose
+// loss only another SyncTCP can confirm.
+func (t *Table) MissingTCP() int { return t.missing }
+
+// syncKnown accounts the sockets the table knows and returns the indexes
+// of the others.
+func (t *Table) syncKnown(socks []flow.TCPSocket) (fresh []int) {
+	for i := range socks {
+		if e, ok := t.socks[socks[i].Cookie]; ok {
+			t.syncSocket(e, &socks[i])
+		} else {
+			fresh = append(fresh, i)
+		}
+	}
+	return fresh
+}
+
+func (t *Table) addFresh(socks []flow.TCPSocket, fresh []int) {
 	for _, i := range fresh {
-		s := &live[i]
+		s := &socks[i]
 		if len(t.socks) >= t.cfg.MaxSockets {
 			t.untrack(s.Cookie)
 			continue
