@@ -118,7 +118,7 @@ const vanishAfter = 2
 
 // sockEntry is one socket (cookie) and the connection last read on it.
 type sockEntry struct {
-	conn   connection
+	conn connection
 	// synced is the count of complete syncs when it was last read, in
 	// whole or as touched.
 	synced uint64
@@ -229,9 +229,9 @@ type Table struct {
 	syncs     uint64     // SyncTCP calls so far: complete reads
 	// missing counts the sockets the last SyncTCP missed for the first
 	// time: another complete read confirms them vanished.
-	missing int
-	udpSyncs  uint64     // SyncUDP calls so far
-	stats     Stats
+	missing  int
+	udpSyncs uint64 // SyncUDP calls so far
+	stats    Stats
 }
 
 // New returns an empty table.
