@@ -1215,12 +1215,13 @@ int read_listeners(struct bpf_iter__bpf_map_elem *ctx)
  */
 static __always_inline int read_touched(struct bpf_iter__bpf_map_elem *ctx, void *set)
 {
+	__u64 *k = ctx->key;
 	struct tcp_state *st;
 	__u64 key;
 
-	if (!ctx->key)
+	if (!k)
 		return 0;
-	key = *(__u64 *)ctx->key;
+	key = *k;
 	st = bpf_map_lookup_elem(&tcp_socks, &key);
 	if (st)
 		bpf_seq_write(ctx->meta->seq, st, sizeof(*st));

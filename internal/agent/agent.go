@@ -4,7 +4,8 @@
 //
 //	datapath.ReadEnd ──▶ conntable.EndTCP ┐
 //	every interval:                        ├─▶ Flush ─▶ sink (names, join, ring)
-//	datapath.TCPSockets ─▶ SyncTCP         │
+//	datapath.TouchedTCP ─▶ TouchedTCP      │
+//	(now and then TCPSockets ─▶ SyncTCP)   │
 //	datapath.UDPConversations ─▶ SyncUDP ──┘
 //
 // One goroutine owns the table; the ring buffer is read with a deadline at
@@ -144,6 +145,7 @@ type Agent struct {
 	finals []flow.UDPConversation
 	drops  []flow.Drop // reused
 	names  *dnsnames.Cache
+	whole  wholeReads // when to read the whole tcp_socks map
 
 	tls *tlsprobe.Prober // nil with L7 off, or without uprobes
 
@@ -202,7 +204,7 @@ func New(cfg Config, log *slog.Logger, sink Sink) (*Agent, error) {
 	cfg.Table.Node = cfg.Node
 	cfg.Table.BootTime = time.Now().Add(-time.Duration(monotonicNow()))
 	a := &Agent{cfg: cfg, log: log, dp: dp, table: conntable.New(cfg.Table), sink: sink,
-		names: dnsnames.New(dnsnames.DefaultConfig())}
+		names: dnsnames.New(dnsnames.DefaultConfig()), whole: newWholeReads()}
 	if dp.L7On() {
 		if a.l7, err = newTracker(cfg.L7); err != nil {
 			dp.Close()
@@ -364,13 +366,11 @@ func (a *Agent) flushEnded(start, now time.Time) {
 // here can no longer appear as live in the map read that follows.
 func (a *Agent) tick(socks []flow.TCPSocket, convs []flow.UDPConversation, start, now time.Time) ([]flow.TCPSocket, []flow.UDPConversation) {
 	a.drainEnds(now)
-	var err error
-	if socks, err = a.dp.TCPSockets(socks); err != nil {
-		a.stats.readErrors.Add(1)
-		a.log.Warn("read TCP sockets", "err", err)
-	} else {
-		a.table.SyncTCP(socks)
+	kc, err := a.dp.Counters()
+	if err != nil {
+		a.log.Warn("read kernel counters", "err", err)
 	}
+	socks = a.readTCP(socks, kc)
 	if convs, err = a.dp.UDPConversations(convs); err != nil {
 		a.stats.readErrors.Add(1)
 		a.log.Warn("read UDP conversations", "err", err)
@@ -394,15 +394,35 @@ func (a *Agent) tick(socks []flow.TCPSocket, convs []flow.UDPConversation, start
 	recs := a.table.Flush(start, now)
 	a.names.Learn(recs, now)
 	a.sink(recs)
-	a.ticks(len(socks), len(convs))
+	a.ticks(kc, len(convs))
 	return socks, convs
 }
 
-func (a *Agent) ticks(tcp, udp int) {
-	kc, err := a.dp.Counters()
-	if err != nil {
-		a.log.Warn("read kernel counters", "err", err)
+// readTCP reads the TCP sockets that changed since the last interval into
+// the table, and the whole map when a.whole says so.
+func (a *Agent) readTCP(socks []flow.TCPSocket, kc datapath.Counters) []flow.TCPSocket {
+	var err error
+	if socks, err = a.dp.TouchedTCP(socks); err != nil {
+		a.stats.readErrors.Add(1)
+		a.log.Warn("read changed TCP sockets", "err", err)
 	}
+	a.table.TouchedTCP(socks)
+	whole := a.whole.due(kc, a.table.MissingTCP(), a.dp.CanReadTouched())
+	if whole {
+		if socks, err = a.dp.TCPSockets(socks[:0]); err != nil {
+			a.stats.readErrors.Add(1)
+			a.log.Warn("read TCP sockets", "err", err)
+			whole = false
+		} else {
+			a.table.SyncTCP(socks)
+		}
+	}
+	a.whole.done(kc, whole)
+	return socks
+}
+
+func (a *Agent) ticks(kc datapath.Counters, udp int) {
+	var err error
 	tcpCap, udpCap := a.dp.MapCapacity()
 	reasons := make(map[string]uint64)
 	if err := a.dp.DropReasons(reasons); err != nil {
@@ -419,7 +439,7 @@ func (a *Agent) ticks(tcp, udp int) {
 		L7: l7s, DNSNames: a.names.Len(), DNSNamesEvicted: a.names.Evicted(),
 		DropReasons: reasons, Listeners: listeners,
 		Kernel: kc, Table: a.table.Stats(), Hooks: a.dp.Hooks(),
-		TCPSockets: tcp, UDPConversations: udp, TCPCapacity: tcpCap, UDPCapacity: udpCap,
+		TCPSockets: kc.TCPEntries(), UDPConversations: udp, TCPCapacity: tcpCap, UDPCapacity: udpCap,
 	}
 	a.mu.Lock()
 	prev := a.snap

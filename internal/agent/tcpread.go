@@ -1,0 +1,47 @@
+package agent
+
+import "github.com/flowlens/flowlens/internal/datapath"
+
+// wholeReadEvery is how many intervals may pass between two reads of the
+// whole tcp_socks map while nothing calls for one: the backstop for a
+// socket whose end the agent never saw without the kernel counting why.
+const wholeReadEvery = 60
+
+// wholeReads decides when an interval reads the whole tcp_socks map rather
+// than only the sockets the kernel marked as changed. A whole read is what
+// finds a socket that left the map without an end event the agent got, so
+// that it neither stays in the table forever nor is counted twice; its cost
+// grows with open sockets, so it is kept for when something was lost.
+type wholeReads struct {
+	since int    // intervals since the last whole read; -1: none yet
+	lost  uint64 // the kernel's loss counts at the last whole read
+}
+
+func newWholeReads() wholeReads { return wholeReads{since: -1} }
+
+// due reports whether this interval reads the whole map: always where the
+// kernel cannot mark changed sockets; the first interval; right after a
+// whole read that missed sockets the table knew (only another one confirms
+// them gone); when the kernel lost an end event or a mark since the last
+// whole read; and every wholeReadEvery intervals.
+func (w *wholeReads) due(kc datapath.Counters, missing int, canTouched bool) bool {
+	switch {
+	case !canTouched, w.since < 0, missing > 0,
+		lostSockets(kc) != w.lost, w.since+1 >= wholeReadEvery:
+		return true
+	}
+	return false
+}
+
+// done records the interval's read: whole or touched only.
+func (w *wholeReads) done(kc datapath.Counters, whole bool) {
+	if whole {
+		w.since, w.lost = 0, lostSockets(kc)
+		return
+	}
+	w.since++
+}
+
+// lostSockets counts what the kernel lost that a whole read recovers: end
+// events the ring could not take, and marks the touched sets could not.
+func lostSockets(kc datapath.Counters) uint64 { return kc.RingbufFull + kc.TouchedFull }

@@ -1,0 +1,97 @@
+package datapath
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os/exec"
+	"testing"
+
+	"github.com/flowlens/flowlens/internal/flow"
+	"github.com/flowlens/flowlens/internal/testutil"
+)
+
+// touchedOnPort reads the changed TCP sockets with port at either end.
+func touchedOnPort(t *testing.T, d *Datapath, port uint16) []flow.TCPSocket {
+	t.Helper()
+	all, err := d.TouchedTCP(nil)
+	testutil.Must(t, err, "read touched sockets")
+	var out []flow.TCPSocket
+	for _, s := range all {
+		if s.Local.Port() == port || s.Remote.Port() == port {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// A connection is read as touched in the interval it changed, once however
+// often it changed, and not while it is idle; its state then is the whole
+// of it, as a read of the whole map gives it.
+func TestTouchedReadsChangedSocketsOnce(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	d, err := Open(Config{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	testutil.Must(t, err, "open")
+	defer d.Close()
+	if !d.CanReadTouched() {
+		t.Fatal("this kernel has map element iterators: the touched sets must be readable")
+	}
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	testutil.Must(t, err, "listen")
+	defer ln.Close()
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+
+	// Another process's connection (this one's are the agent's, not
+	// tracked), which writes 3 bytes for each line it reads.
+	child := exec.Command("bash", "-c", fmt.Sprintf("exec 3<>/dev/tcp/127.0.0.1/%d; while read l; do printf abc >&3; done", port))
+	stdin, err := child.StdinPipe()
+	testutil.Must(t, err, "child stdin")
+	testutil.Must(t, child.Start(), "start child")
+	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
+	peer, err := ln.Accept()
+	testutil.Must(t, err, "accept")
+	defer peer.Close()
+	r := bufio.NewReader(peer)
+	send := func(times int) {
+		t.Helper()
+		for range times {
+			_, err := io.WriteString(stdin, "go\n")
+			testutil.Must(t, err, "tell the child")
+			_, err = io.ReadFull(r, make([]byte, 3))
+			testutil.Must(t, err, "read from the child")
+		}
+	}
+
+	// Established: touched once, with nothing sent yet.
+	got := touchedOnPort(t, d, port)
+	if len(got) != 1 || !got[0].Established || got[0].BytesSent != 0 || got[0].Role != flow.RoleClient {
+		t.Fatalf("after the connect: %+v, want the child's socket once, established, 0 bytes sent", got)
+	}
+	cookie := got[0].Cookie
+	if got := touchedOnPort(t, d, port); len(got) != 0 {
+		t.Fatalf("idle: %+v, want nothing", got)
+	}
+	send(4)
+	got = touchedOnPort(t, d, port)
+	if len(got) != 1 || got[0].Cookie != cookie || got[0].BytesSent != 12 {
+		t.Fatalf("after 4 writes: %+v, want cookie %d once with 12 bytes sent", got, cookie)
+	}
+	whole := socketsOnPort(t, d, port)
+	if len(whole) != 1 || whole[0].BytesSent != 12 || whole[0].SegsOut != got[0].SegsOut {
+		t.Fatalf("whole map: %+v, want what the touched read gave: %+v", whole, got)
+	}
+	if got := touchedOnPort(t, d, port); len(got) != 0 {
+		t.Fatalf("idle again: %+v, want nothing", got)
+	}
+	send(1)
+	if got := touchedOnPort(t, d, port); len(got) != 1 || got[0].BytesSent != 15 {
+		t.Fatalf("after one more write: %+v, want 15 bytes sent", got)
+	}
+	kc, err := d.Counters()
+	testutil.Must(t, err, "counters")
+	if kc.TouchedFull != 0 || kc.TCPEntries() < 1 {
+		t.Errorf("counters %+v: want no lost mark and the child's socket tracked", kc)
+	}
+}
