@@ -225,8 +225,9 @@ type Table struct {
 	live      []convKey      // the conversations of the last SyncUDP
 	released  []releasedConv // conversations gone from the kernel map, oldest first
 	pending   map[recKey]*pending
-	held      []heldDrop // drops waiting for a record of their flow, oldest first
-	syncs     uint64     // SyncTCP calls so far: complete reads
+	arena     pendingArena // where pending's records live
+	held      []heldDrop   // drops waiting for a record of their flow, oldest first
+	syncs     uint64       // SyncTCP calls so far: complete reads
 	// missing counts the sockets the last SyncTCP missed for the first
 	// time: another complete read confirms them vanished.
 	missing  int
@@ -609,12 +610,14 @@ func (t *Table) record(proto flow.Protocol, role flow.Role, local, remote netip.
 		setOwner(&p.rec, role, o)
 		return p
 	}
-	p := &pending{startNS: startNS, rec: flow.Record{
+	p := t.arena.get()
+	p.startNS = startNS
+	p.rec = flow.Record{
 		Node:      t.cfg.Node,
 		Observer:  role.String(),
 		Protocol:  proto,
 		IPVersion: 4,
-	}}
+	}
 	if local.Addr().Is6() {
 		p.rec.IPVersion = 6
 	}
@@ -660,6 +663,7 @@ func (t *Table) Flush(start, end time.Time) []flow.Record {
 		}
 	}
 	clear(t.pending)
+	t.arena.reset()
 	t.stats.Records += uint64(len(out))
 	return out
 }

@@ -95,3 +95,43 @@ func TestTouchedReadsChangedSocketsOnce(t *testing.T) {
 		t.Errorf("counters %+v: want no lost mark and the child's socket tracked", kc)
 	}
 }
+
+// BenchmarkTouchedTCP is the kernel side of one interval's read with N
+// sockets tracked, all of them changed: the iterator over the touched set
+// (lookup, copy, delete) and the decoding, as the agent runs it. The map
+// holds made-up sockets, put there by the benchmark.
+func BenchmarkTouchedTCP(b *testing.B) {
+	testutil.RequirePrivileged(b)
+	const n = 100_000
+	d, err := Open(Config{TCPSockets: n}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	testutil.Must(b, err, "open")
+	defer d.Close()
+	keys := make([]uint64, n)
+	vals := make([]flowlensTcpState, n)
+	marks := make([]uint8, n)
+	for i := range keys {
+		keys[i] = uint64(0xffff_8880_0000_0000) + uint64(i)*4096
+		v := &vals[i]
+		v.Tuple.Family, v.Tuple.LocalPort, v.Tuple.RemotePort = afInet, uint16(i), 8080
+		v.Role, v.Established, v.Cookie, v.BytesSent = 1, 1, uint64(i+1), 1000
+	}
+	_, err = d.maps.TcpSocks.BatchUpdate(keys, vals, nil)
+	testutil.Must(b, err, "fill tcp_socks")
+	var socks []flow.TCPSocket
+	for b.Loop() {
+		b.StopTimer()
+		set := d.maps.Touched0
+		if d.touched.gen&1 == 1 {
+			set = d.maps.Touched1
+		}
+		_, err := set.BatchUpdate(keys, marks, nil)
+		testutil.Must(b, err, "mark every socket")
+		b.StartTimer()
+		socks, err = d.TouchedTCP(socks[:0])
+		testutil.Must(b, err, "read touched")
+		if len(socks) < n { // and the host's own that changed meanwhile
+			b.Fatalf("read %d sockets, want %d", len(socks), n)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/socket")
+}

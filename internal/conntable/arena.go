@@ -1,0 +1,35 @@
+package conntable
+
+// slabSize is how many pending records one allocation holds.
+const slabSize = 1024
+
+// pendingArena hands out an interval's pending records from slabs that the
+// next interval reuses: one allocation per slab of records rather than one
+// per flow per interval, which with 100k active sockets was most of an
+// interval's cost (the allocations and the collector's work on them).
+// Flush copies records out, so nothing returned refers into a slab.
+type pendingArena struct {
+	slabs [][]pending
+	used  int // records handed out this interval
+}
+
+// get returns a zeroed pending record, valid until reset.
+func (a *pendingArena) get() *pending {
+	i, j := a.used/slabSize, a.used%slabSize
+	if i == len(a.slabs) {
+		a.slabs = append(a.slabs, make([]pending, slabSize))
+	}
+	a.used++
+	p := &a.slabs[i][j]
+	*p = pending{}
+	return p
+}
+
+// reset starts an interval. Slabs this one did not need are let go, so
+// that a burst's memory goes with it.
+func (a *pendingArena) reset() {
+	keep := (a.used + slabSize - 1) / slabSize
+	clear(a.slabs[keep:])
+	a.slabs = a.slabs[:keep]
+	a.used = 0
+}
