@@ -401,13 +401,14 @@ func (a *Agent) tick(socks []flow.TCPSocket, convs []flow.UDPConversation, start
 // readTCP reads the TCP sockets that changed since the last interval into
 // the table, and the whole map when a.whole says so.
 func (a *Agent) readTCP(socks []flow.TCPSocket, kc datapath.Counters) []flow.TCPSocket {
-	var err error
-	if socks, err = a.dp.TouchedTCP(socks); err != nil {
+	socks, err := a.dp.TouchedTCP(socks)
+	if err != nil {
 		a.stats.readErrors.Add(1)
 		a.log.Warn("read changed TCP sockets", "err", err)
 	}
 	a.table.TouchedTCP(socks)
-	whole := a.whole.due(kc, a.table.MissingTCP(), a.dp.CanReadTouched())
+	// A failed read may have left marks unread: the whole map has them.
+	whole := err != nil || a.whole.due(kc, a.table.MissingTCP(), a.dp.CanReadTouched())
 	if whole {
 		if socks, err = a.dp.TCPSockets(socks[:0]); err != nil {
 			a.stats.readErrors.Add(1)
