@@ -51,8 +51,10 @@ struct {
  * marked once per generation: its touch_gen says it already is, so the
  * common case is one compare. The agent bumps touch_gen and waits for the
  * programs that may still see the old value to finish before it reads.
- * Not preallocated: the reader deletes what it iterates, and a
- * preallocated element would be reused at once under the iteration.
+ * Not preallocated: memory follows the sockets marked, not twice the size
+ * of tcp_socks; and where the agent cannot wait, a late mark into the set
+ * being read takes a fresh element, not one the reader just freed under
+ * its iteration.
  */
 struct touched_set {
 	__uint(type, BPF_MAP_TYPE_HASH);
