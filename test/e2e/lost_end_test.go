@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,7 +18,7 @@ import (
 
 // Sockets whose end flowlens does not see as it should — refused by a full
 // kernel map when they opened, or tracked but their end event lost to a
-// full ring buffer — are neither kept forever nor counted twice: once they
+// full ring buffer while the agent was stopped — are neither kept forever nor counted twice: once they
 // are gone, the kernel map and the agent's table hold what they held before
 // them, and every connection that was tracked counts its bytes exactly once
 // on each side. The agent reads only changed sockets at most intervals; its
@@ -29,8 +30,15 @@ func TestLostEndsNeitherLeakNorCountTwice(t *testing.T) {
 		mapSize = 64   // so most are refused a place in the kernel map
 		before  = 1000 // bytes each client sends while held
 	)
-	a := ownAgent(t, "--max-tcp-sockets", strconv.Itoa(mapSize), "--max-tcp-sockets-per-cgroup", "-1",
-		"--ring-buffer-bytes", "4096") // the smallest ring: a burst of ends overflows it
+	cmd, listen, err := startAgent("--max-tcp-sockets", strconv.Itoa(mapSize), "--max-tcp-sockets-per-cgroup", "-1",
+		"--ring-buffer-bytes", "4096") // the smallest ring: 17 end events
+	testutil.Must(t, err, "start the agent")
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGCONT)
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	})
+	a := api(listen)
 	p := randomPair(t, false)
 	addr := netip.AddrPortFrom(p.AddrA, 8091)
 	server := startServer(t, p.A, "tcp-serve", addr)
@@ -54,12 +62,15 @@ func TestLostEndsNeitherLeakNorCountTwice(t *testing.T) {
 	if ours := trackedOnPort(t, mapSize, addr.Port()); ours == 0 {
 		t.Fatal("tcp_socks holds no socket of the held connections: trackedOnPort reads the wrong map")
 	}
-	// Killed, the holder's sockets all end at once, and the server's after
-	// them: more end events than the ring holds.
+	// The holder's sockets and then the server's end while the agent is
+	// stopped: more end events than the ring holds.
+	testutil.Must(t, cmd.Process.Signal(syscall.SIGSTOP), "stop the agent")
 	testutil.Must(t, hold.Process.Kill(), "kill tcp-hold")
 	_ = hold.Wait()
 	var sres result.Serve
 	server.Stop(t, &sres)
+	time.Sleep(time.Second) // the last FINs and their ACKs
+	testutil.Must(t, cmd.Process.Signal(syscall.SIGCONT), "resume the agent")
 	if sres.BytesIn != n*before {
 		t.Fatalf("the server read %d bytes, want %d", sres.BytesIn, n*before)
 	}
@@ -89,6 +100,9 @@ func TestLostEndsNeitherLeakNorCountTwice(t *testing.T) {
 		base[`flowlens_agent_lost_total{reason="socket_vanished",stage="userspace"}`]
 	t.Logf("refused by the full map: %v sockets; end events lost to the full ring: %v; sockets found vanished: %v",
 		lost("tcp_map_full"), lost("ring_buffer_full"), vanished)
+	if lost("ring_buffer_full") == 0 || vanished == 0 {
+		t.Errorf("no end event was lost (%v), or no socket found vanished (%v): the ring of 4 KiB held every end", lost("ring_buffer_full"), vanished)
+	}
 
 	// Each side, per connection (by client port): the bytes of a tracked
 	// one exactly once, never twice, and at most the connections held.
