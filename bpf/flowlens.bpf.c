@@ -47,14 +47,12 @@ struct {
  * The tcp_socks entries that changed since the agent last read them, so
  * that an interval costs the agent what moved, not what is open. Two sets,
  * by the parity of touch_gen: the kernel side marks into the current one
- * while the agent reads and empties the other (read_touched). A socket is
+ * while the agent reads the other (read_touched) and empties it. A socket is
  * marked once per generation: its touch_gen says it already is, so the
  * common case is one compare. The agent bumps touch_gen and waits for the
  * programs that may still see the old value to finish before it reads.
  * Not preallocated: memory follows the sockets marked, not twice the size
- * of tcp_socks; and where the agent cannot wait, a late mark into the set
- * being read takes a fresh element, not one the reader just freed under
- * its iteration.
+ * of tcp_socks.
  */
 struct touched_set {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -1211,12 +1209,17 @@ int read_listeners(struct bpf_iter__bpf_map_elem *ctx)
 /*
  * iter/bpf_map_elem over the touched set of the generation before
  * touch_gen, run by the agent each interval once no program can still mark
- * into it: the state of each socket in it that is still tracked (one gone
- * since has its end event in the ring), and the set emptied as it goes.
- * One program per set, since a helper takes only a map known at load.
+ * into it: for each marked socket its key and, if it is still tracked, its
+ * state (a socket gone since has its end event in the ring; its state is
+ * written zeroed). The agent then deletes the keys it read: a delete here,
+ * under the iteration, would make the iterator skip elements of a bucket
+ * when it resumes after filling its buffer. One program, attached to each
+ * set in turn.
  */
-static __always_inline int read_touched(struct bpf_iter__bpf_map_elem *ctx, void *set)
+SEC("iter/bpf_map_elem")
+int read_touched(struct bpf_iter__bpf_map_elem *ctx)
 {
+	static const struct tcp_state gone;
 	__u64 *k = ctx->key;
 	struct tcp_state *st;
 	__u64 key;
@@ -1224,23 +1227,13 @@ static __always_inline int read_touched(struct bpf_iter__bpf_map_elem *ctx, void
 	if (!k)
 		return 0;
 	key = *k;
+	bpf_seq_write(ctx->meta->seq, &key, sizeof(key));
 	st = bpf_map_lookup_elem(&tcp_socks, &key);
 	if (st)
 		bpf_seq_write(ctx->meta->seq, st, sizeof(*st));
-	bpf_map_delete_elem(set, &key);
+	else
+		bpf_seq_write(ctx->meta->seq, &gone, sizeof(gone));
 	return 0;
-}
-
-SEC("iter/bpf_map_elem")
-int read_touched0(struct bpf_iter__bpf_map_elem *ctx)
-{
-	return read_touched(ctx, &touched0);
-}
-
-SEC("iter/bpf_map_elem")
-int read_touched1(struct bpf_iter__bpf_map_elem *ctx)
-{
-	return read_touched(ctx, &touched1);
 }
 
 /* drop_packet_tuple reads the IPv4/IPv6 and TCP/UDP headers of a freed

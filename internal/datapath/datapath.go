@@ -292,8 +292,8 @@ func (d *Datapath) attach(cgroupMount string) error {
 			// Run on demand by WalkTCP, not attached.
 			d.walk = prog
 			continue
-		case h.attach == ebpf.AttachTraceIter && (h.Program == "read_touched0" || h.Program == "read_touched1"):
-			// Attached to their sets by openTouched.
+		case h.attach == ebpf.AttachTraceIter && h.Program == "read_touched":
+			// Attached to each set by openTouched.
 			continue
 		case h.attach == ebpf.AttachTraceIter:
 			// Run on demand by Listeners.

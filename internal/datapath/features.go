@@ -89,8 +89,7 @@ var usedFor = map[string]string{
 	"walk_tcp":         "sockets open before the agent started: roles and baselines",
 	"on_kfree_skb":     "dropped packets with their reason, per flow and per node",
 	"read_listeners":   "accept queue depth and drops per listener",
-	"read_touched0":    "the TCP sockets that changed in an interval, read alone",
-	"read_touched1":    "the TCP sockets that changed in an interval, read alone",
+	"read_touched":     "the TCP sockets that changed in an interval, read alone",
 }
 
 // requireTracingHelpers fails with a clear message on a kernel whose

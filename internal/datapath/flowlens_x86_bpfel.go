@@ -309,8 +309,7 @@ const (
 	flowlensProgOnSendReset          = "on_send_reset"
 	flowlensProgOnSetState           = "on_set_state"
 	flowlensProgReadListeners        = "read_listeners"
-	flowlensProgReadTouched0         = "read_touched0"
-	flowlensProgReadTouched1         = "read_touched1"
+	flowlensProgReadTouched          = "read_touched"
 	flowlensProgSslExReturn          = "ssl_ex_return"
 	flowlensProgSslReadEntry         = "ssl_read_entry"
 	flowlensProgSslReadExEntry       = "ssl_read_ex_entry"
@@ -412,8 +411,7 @@ type flowlensProgramSpecs struct {
 	OnSendReset          *ebpf.ProgramSpec `ebpf:"on_send_reset"`
 	OnSetState           *ebpf.ProgramSpec `ebpf:"on_set_state"`
 	ReadListeners        *ebpf.ProgramSpec `ebpf:"read_listeners"`
-	ReadTouched0         *ebpf.ProgramSpec `ebpf:"read_touched0"`
-	ReadTouched1         *ebpf.ProgramSpec `ebpf:"read_touched1"`
+	ReadTouched          *ebpf.ProgramSpec `ebpf:"read_touched"`
 	SslExReturn          *ebpf.ProgramSpec `ebpf:"ssl_ex_return"`
 	SslReadEntry         *ebpf.ProgramSpec `ebpf:"ssl_read_entry"`
 	SslReadExEntry       *ebpf.ProgramSpec `ebpf:"ssl_read_ex_entry"`
@@ -611,8 +609,7 @@ type flowlensPrograms struct {
 	OnSendReset          *ebpf.Program `ebpf:"on_send_reset"`
 	OnSetState           *ebpf.Program `ebpf:"on_set_state"`
 	ReadListeners        *ebpf.Program `ebpf:"read_listeners"`
-	ReadTouched0         *ebpf.Program `ebpf:"read_touched0"`
-	ReadTouched1         *ebpf.Program `ebpf:"read_touched1"`
+	ReadTouched          *ebpf.Program `ebpf:"read_touched"`
 	SslExReturn          *ebpf.Program `ebpf:"ssl_ex_return"`
 	SslReadEntry         *ebpf.Program `ebpf:"ssl_read_entry"`
 	SslReadExEntry       *ebpf.Program `ebpf:"ssl_read_ex_entry"`
@@ -645,8 +642,7 @@ func (p *flowlensPrograms) Close() error {
 		p.OnSendReset,
 		p.OnSetState,
 		p.ReadListeners,
-		p.ReadTouched0,
-		p.ReadTouched1,
+		p.ReadTouched,
 		p.SslExReturn,
 		p.SslReadEntry,
 		p.SslReadExEntry,

@@ -14,12 +14,13 @@ import (
 
 // touched reads only the TCP sockets whose state changed since the last
 // read: the kernel side marks each into one of two sets, by the parity of
-// touch_gen (bpf/flowlens.bpf.c: touch), and read_touched0/1 write and
-// empty the set of the generation before.
+// touch_gen (bpf/flowlens.bpf.c: touch); read_touched writes the marked
+// sockets of the generation before, whose keys are then deleted.
 type touched struct {
 	iters [2]*link.Iter // by set: touched0, touched1
 	gen   uint32        // touch_gen as last written
 	buf   []byte
+	keys  []uint64 // of the set being read
 	// noBarrier is set once the kernel refused the wait for running
 	// programs (membarrier with nohz_full): reads go on without it.
 	noBarrier bool
@@ -32,12 +33,12 @@ const touchedRecords = 512
 // map element iterators it leaves d.touched nil, and the agent reads the
 // whole map every interval.
 func (d *Datapath) openTouched() error {
-	p0, p1 := d.coll.Programs["read_touched0"], d.coll.Programs["read_touched1"]
-	if p0 == nil || p1 == nil {
+	p := d.coll.Programs["read_touched"]
+	if p == nil {
 		return nil
 	}
 	t := &touched{gen: 1}
-	for i, it := range []link.IterOptions{{Program: p0, Map: d.maps.Touched0}, {Program: p1, Map: d.maps.Touched1}} {
+	for i, it := range []link.IterOptions{{Program: p, Map: d.maps.Touched0}, {Program: p, Map: d.maps.Touched1}} {
 		l, err := link.AttachIter(it)
 		if err != nil {
 			t.close()
@@ -86,7 +87,21 @@ func (d *Datapath) TouchedTCP(dst []flow.TCPSocket) ([]flow.TCPSocket, error) {
 		return dst, fmt.Errorf("open touched set iterator: %w", err)
 	}
 	defer r.Close()
-	return d.decodeTouched(r, dst)
+	t.keys = t.keys[:0]
+	dst, err = d.decodeTouched(r, dst)
+	if err != nil {
+		return dst, err
+	}
+	set := d.maps.Touched0
+	if old&1 == 1 {
+		set = d.maps.Touched1
+	}
+	if len(t.keys) > 0 {
+		if _, err := set.BatchDelete(t.keys, nil); err != nil {
+			return dst, fmt.Errorf("empty touched set: %w", err)
+		}
+	}
+	return dst, nil
 }
 
 // waitPrograms waits until every program that may have read the old
@@ -107,24 +122,37 @@ func (t *touched) waitPrograms(d *Datapath) {
 	}
 }
 
-// decodeTouched decodes the iterator's tcp_state records as they come.
+// touchedRecord is what read_touched writes per marked socket: its key,
+// then its state, zeroed (no address family) if it left tcp_socks.
+type touchedRecord struct {
+	key   uint64
+	state flowlensTcpState
+}
+
+// decodeTouched decodes the iterator's records as they come, keeping every
+// key for the set to be emptied.
 func (d *Datapath) decodeTouched(r io.Reader, dst []flow.TCPSocket) ([]flow.TCPSocket, error) {
-	var st flowlensTcpState
-	size := int(unsafe.Sizeof(st))
-	if d.touched.buf == nil {
-		d.touched.buf = make([]byte, touchedRecords*size)
+	t := d.touched
+	var rec touchedRecord
+	size := int(unsafe.Sizeof(rec))
+	if t.buf == nil {
+		t.buf = make([]byte, touchedRecords*size)
 	}
-	buf, have := d.touched.buf, 0
+	buf, have := t.buf, 0
 	for {
 		n, err := r.Read(buf[have:])
 		have += n
 		whole := have - have%size
 		for off := 0; off < whole; off += size {
-			copy(unsafe.Slice((*byte)(unsafe.Pointer(&st)), size), buf[off:off+size])
-			if cerr := checkState(&st); cerr != nil {
+			copy(unsafe.Slice((*byte)(unsafe.Pointer(&rec)), size), buf[off:off+size])
+			t.keys = append(t.keys, rec.key)
+			if rec.state.Tuple.Family == 0 {
+				continue // gone since it was marked
+			}
+			if cerr := checkState(&rec.state); cerr != nil {
 				return dst, fmt.Errorf("touched socket record: %w", cerr)
 			}
-			dst = append(dst, d.tcpSocket(&st))
+			dst = append(dst, d.tcpSocket(&rec.state))
 		}
 		have = copy(buf, buf[whole:have])
 		switch {
