@@ -149,6 +149,21 @@ func BenchmarkTouchedTCP(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "wall-ns/socket")
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N)/n, "cpu-ns/socket")
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N)/1e6, "cpu-ms/op")
+
+	// The whole-map read of the same sockets, for comparison: what every
+	// interval cost before, and what a whole read costs now.
+	cpu = 0
+	var whole time.Duration
+	for range b.N {
+		before := processCPU(b)
+		start := time.Now()
+		socks, err = d.TCPSockets(socks[:0])
+		whole += time.Since(start)
+		cpu += processCPU(b) - before
+		testutil.Must(b, err, "read tcp_socks")
+	}
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N)/n, "whole-cpu-ns/socket")
+	b.ReportMetric(float64(whole.Nanoseconds())/float64(b.N)/n, "whole-wall-ns/socket")
 }
 
 func processCPU(b *testing.B) time.Duration {
