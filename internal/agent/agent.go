@@ -168,18 +168,22 @@ type statCounters struct {
 	l7DecodeErrors atomic.Uint64
 	readErrors     atomic.Uint64
 	ticks          atomic.Uint64
+	wholeReads     atomic.Uint64 // intervals that read the whole tcp_socks map
 }
 
 // Stats is a snapshot of the agent's health for metrics.
 type Stats struct {
 	EventsRead, DecodeErrors, ReadErrors uint64
-	Kernel                               datapath.Counters
-	Table                                conntable.Stats
-	TCPSockets, UDPConversations         int // kernel map entries at the last tick
-	TCPCapacity, UDPCapacity             uint32
-	Hooks                                []datapath.Hook
-	DropReasons                          map[string]uint64 // packets the kernel dropped, by reason, since the start
-	Listeners                            []flow.Listener   // accept queues and drops at the last tick
+	// WholeReads counts intervals that read the whole tcp_socks map, not
+	// only the sockets that changed (Ticks all intervals).
+	WholeReads, Ticks            uint64
+	Kernel                       datapath.Counters
+	Table                        conntable.Stats
+	TCPSockets, UDPConversations int // kernel map entries at the last tick
+	TCPCapacity, UDPCapacity     uint32
+	Hooks                        []datapath.Hook
+	DropReasons                  map[string]uint64 // packets the kernel dropped, by reason, since the start
+	Listeners                    []flow.Listener   // accept queues and drops at the last tick
 	// Refusals name the cgroups refused for holding their share of the
 	// kernel maps, most refused first.
 	Refusals []datapath.Refusal
@@ -251,6 +255,7 @@ func (a *Agent) Stats() Stats {
 	s := a.snap
 	s.EventsRead = a.stats.eventsRead.Load()
 	s.DecodeErrors = a.stats.decodeErrors.Load()
+	s.WholeReads, s.Ticks = a.stats.wholeReads.Load(), a.stats.ticks.Load()
 	s.ReadErrors = a.stats.readErrors.Load()
 	s.L7Read = a.stats.l7Read.Load()
 	s.L7DecodeErrors = a.stats.l7DecodeErrors.Load()
@@ -419,6 +424,9 @@ func (a *Agent) readTCP(socks []flow.TCPSocket, kc datapath.Counters) []flow.TCP
 		}
 	}
 	a.whole.done(kc, whole)
+	if whole {
+		a.stats.wholeReads.Add(1)
+	}
 	return socks
 }
 

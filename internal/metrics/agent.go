@@ -58,6 +58,11 @@ var (
 	listenDrops = prometheus.NewDesc("flowlens_listen_drops_total",
 		"Handshakes a listener dropped since it began to listen: its accept queue was full (ListenOverflows), or rarely no memory or SYN-queue room.",
 		[]string{"netns", "port"}, nil)
+	tcpReads = prometheus.NewDesc("flowlens_agent_tcp_reads_total",
+		"Intervals by how they read the kernel's TCP sockets: changed (only those the kernel marked as changed) or whole (the whole map: at start, every 60 intervals, and when an end event or a mark was lost).",
+		[]string{"kind"}, nil)
+	touchedUnmarked = prometheus.NewDesc("flowlens_datapath_touched_unmarked_total",
+		"Changes to tracked TCP sockets the kernel could not mark for the agent's next read (its set was full): the agent reads the whole map instead.", nil, nil)
 	flowsEmitted = prometheus.NewDesc("flowlens_agent_flows_emitted_total",
 		"Flow records emitted.", nil, nil)
 	hook = prometheus.NewDesc("flowlens_datapath_hook_attached",
@@ -93,7 +98,7 @@ func (c AgentCollector) cgroupName(id uint64) string {
 
 // Describe implements prometheus.Collector.
 func (AgentCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{eventsRead, lost, adopted, refused, mapEntries, mapCapacity, tableEntries, flowsEmitted, hook,
+	for _, d := range []*prometheus.Desc{eventsRead, lost, adopted, refused, mapEntries, mapCapacity, tableEntries, flowsEmitted, hook, tcpReads, touchedUnmarked,
 		drops, dropsUnattributed, listenQueue, listenQueueLimit, listenDrops} {
 		ch <- d
 	}
@@ -109,6 +114,9 @@ func (c AgentCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
 	counter(eventsRead, s.EventsRead)
+	counter(tcpReads, s.WholeReads, "whole")
+	counter(tcpReads, s.Ticks-min(s.WholeReads, s.Ticks), "changed")
+	counter(touchedUnmarked, s.Kernel.TouchedFull)
 	counter(lost, s.Kernel.RingbufFull, "kernel", "ring_buffer_full")
 	counter(lost, s.Kernel.TCPMapFull, "kernel", "tcp_map_full")
 	counter(lost, s.Kernel.UDPMapFull, "kernel", "udp_map_full")
