@@ -548,6 +548,17 @@ int BPF_PROG(on_set_state, const struct sock *sk, const int oldstate, const int 
 	struct owner o = {};
 	struct listen_info *l;
 
+	/* Half of a connection's ten transitions (SYN_RECV, FIN_WAIT1/2,
+	 * CLOSE_WAIT, LAST_ACK) need nothing: they return before any read. */
+	switch (newstate) {
+	case TCP_LISTEN:
+	case TCP_SYN_SENT:
+	case TCP_ESTABLISHED:
+	case TCP_CLOSE:
+		break;
+	default:
+		return 0;
+	}
 	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
 
