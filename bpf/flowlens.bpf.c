@@ -205,46 +205,83 @@ static __always_inline void touch(__u64 key, struct tcp_state *st)
 		count(CNT_TOUCHED_FULL);
 }
 
+/*
+ * Socket fields are read with plain loads, not BPF_CORE_READ: every sk the
+ * helpers below take is a BTF pointer (a tp_btf argument, an iterator's
+ * bpf_skc_to_tcp_sock(), a field loaded from one), which the verifier lets
+ * a program dereference directly, and vmlinux.h's preserve_access_index
+ * keeps the CO-RE relocations. A BPF_CORE_READ is a bpf_probe_read_kernel
+ * call: measured on this kernel at ≈45 ns each, against ≈2 ns for a load.
+ */
+
+/* tcp_sock's and inet_sock's fields lie past struct sock's end, where the
+ * verifier lets a struct sock pointer load nothing: the helper gives the
+ * typed pointer (NULL for a request or time-wait socket, or not TCP). */
+static __always_inline const struct tcp_sock *tcp_of(const struct sock *sk)
+{
+	return bpf_skc_to_tcp_sock((void *)sk);
+}
+
 /* The local port comes from inet_sport, not skc_num: tcp_set_state() fires
  * the tracepoint for TCP_CLOSE after inet_put_port() has zeroed inet_num. */
-static __always_inline void read_tuple(const struct sock *sk, struct l4_tuple *t)
+static __always_inline __be16 tcp_sport(const struct sock *sk)
 {
-	t->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	t->local_port = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
-	t->remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	const struct tcp_sock *tp = tcp_of(sk);
+
+	return tp ? tp->inet_conn.icsk_inet.inet_sport : 0;
+}
+
+/* tuple_of reads a socket's tuple, its local port given (see tcp_sport). */
+static __always_inline void tuple_of(const struct sock *sk, __be16 sport, struct l4_tuple *t)
+{
+	const struct sock_common *c = &sk->__sk_common;
+
+	t->family = c->skc_family;
+	t->local_port = bpf_ntohs(sport);
+	t->remote_port = bpf_ntohs(c->skc_dport);
 	if (t->family == AF_INET) {
 		__be32 *l = (__be32 *)t->local_addr, *r = (__be32 *)t->remote_addr;
 
-		*l = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
-		*r = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		*l = c->skc_rcv_saddr;
+		*r = c->skc_daddr;
 	} else {
-		BPF_CORE_READ_INTO(&t->local_addr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(&t->remote_addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		__builtin_memcpy(t->local_addr, c->skc_v6_rcv_saddr.in6_u.u6_addr32, 16);
+		__builtin_memcpy(t->remote_addr, c->skc_v6_daddr.in6_u.u6_addr32, 16);
 	}
+}
+
+static __always_inline void read_tuple(const struct sock *sk, struct l4_tuple *t)
+{
+	tuple_of(sk, tcp_sport(sk), t);
 }
 
 static __always_inline __u32 sock_netns(const struct sock *sk)
 {
-	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	return sk->__sk_common.skc_net.net->ns.inum;
 }
 
 /* The socket's cgroup, not current's: accepted sockets are created in
  * softirq context and inherit the listener's cgroup, which is the server's. */
 static __always_inline __u64 sock_cgroup(const struct sock *sk)
 {
-	return BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
+	return sk->sk_cgrp_data.cgroup->kn->id;
+}
+
+/* A task's process name: comm is NUL-padded (set with strscpy_pad), so a
+ * plain copy of all of it is the string. */
+static __always_inline void copy_comm(char *dst, const struct task_struct *task)
+{
+	__builtin_memcpy(dst, task->group_leader->comm, COMM_LEN);
 }
 
 /* The process's name, not the thread's: resolvers and runtimes do socket
  * I/O from worker threads with names like "isc-net-0000". */
 static __always_inline void owner_current(const struct sock *sk, struct owner *o)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-
 	o->pid = bpf_get_current_pid_tgid() >> 32;
 	o->netns = sock_netns(sk);
 	o->cgroup = sock_cgroup(sk);
-	BPF_CORE_READ_STR_INTO(&o->comm, task, group_leader, comm);
+	copy_comm(o->comm, bpf_get_current_task_btf());
 }
 
 /* The calling process as a socket's owner, where the socket itself cannot
@@ -274,14 +311,14 @@ static __always_inline int self_socket(const struct sock *sk)
 
 /* Cumulative counters the TCP stack already keeps; copying them is cheaper
  * and more exact than counting segments ourselves. */
-static __always_inline void snapshot_tcp(const struct sock *sk, struct tcp_state *st)
+static __always_inline void snapshot_tcp(const struct tcp_sock *tp, struct tcp_state *st)
 {
-	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
-
-	st->segs_out = BPF_CORE_READ(tp, segs_out);
-	st->segs_in = BPF_CORE_READ(tp, segs_in);
-	st->retrans = BPF_CORE_READ(tp, total_retrans);
-	st->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+	if (!tp)
+		return;
+	st->segs_out = tp->segs_out;
+	st->segs_in = tp->segs_in;
+	st->retrans = tp->total_retrans;
+	st->srtt_us = tp->srtt_us >> 3;
 }
 
 static __always_inline void note_refused(__u64 cgroup, int tcp)
@@ -388,7 +425,7 @@ static __always_inline struct tcp_state *track(const struct sock *sk, __u8 role,
 	st.tuple.protocol = IPPROTO_TCP;
 	read_tuple(sk, &st.tuple);
 	if (adopted) {
-		snapshot_tcp(sk, &st);
+		snapshot_tcp(tcp_of(sk), &st);
 		st.base_segs_out = st.segs_out;
 		st.base_segs_in = st.segs_in;
 		st.base_retrans = st.retrans;
@@ -413,8 +450,8 @@ static __always_inline struct listener_key listener_key_of(const struct sock *sk
 {
 	struct listener_key lk = {
 		.netns = sock_netns(sk),
-		.port = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport)),
-		.family = BPF_CORE_READ(sk, __sk_common.skc_family),
+		.port = bpf_ntohs(tcp_sport(sk)),
+		.family = sk->__sk_common.skc_family,
 	};
 
 	return lk;
@@ -482,14 +519,14 @@ static __always_inline void on_close(const struct sock *sk, int oldstate)
 
 	if (!st)
 		return;
-	snapshot_tcp(sk, st);
+	snapshot_tcp(tcp_of(sk), st);
 	/* A failed active open's local port may have been chosen after
 	 * SYN_SENT was set, so read the tuple again, keeping what we had if
 	 * the socket has already let go of its port. */
-	if (BPF_CORE_READ((const struct inet_sock *)sk, inet_sport))
+	if (tcp_sport(sk))
 		read_tuple(sk, &st->tuple);
 	st->end_ns = bpf_ktime_get_ns();
-	st->sk_err = BPF_CORE_READ(sk, sk_err);
+	st->sk_err = sk->sk_err;
 	st->failed = oldstate == TCP_SYN_SENT;
 	touch(key, st);
 }
@@ -515,7 +552,7 @@ static __always_inline void finish(const struct sock *sk)
 	if (!st->end_ns) {
 		/* Destroyed without passing TCP_CLOSE (not expected for a
 		 * tracked socket): end it now. */
-		snapshot_tcp(sk, st);
+		snapshot_tcp(tcp_of(sk), st);
 		st->end_ns = bpf_ktime_get_ns();
 	}
 	e->state = *st;
@@ -559,7 +596,7 @@ int BPF_PROG(on_set_state, const struct sock *sk, const int oldstate, const int 
 	default:
 		return 0;
 	}
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 
 	switch (newstate) {
@@ -584,8 +621,10 @@ int BPF_PROG(on_set_state, const struct sock *sk, const int oldstate, const int 
 				/* Tracked since connect(): how long the handshake
 				 * took, and how many SYNs it needed (nothing but
 				 * SYNs was sent yet). */
+				const struct tcp_sock *tp = tcp_of(sk);
+
 				st->established_ns = bpf_ktime_get_ns();
-				st->syn_retrans = BPF_CORE_READ((const struct tcp_sock *)sk, total_retrans);
+				st->syn_retrans = tp ? tp->total_retrans : 0;
 			} else {
 				/* A connect that began before the agent: owner is
 				 * filled on first I/O, unless it is the agent's own. */
@@ -610,7 +649,7 @@ int BPF_PROG(on_set_state, const struct sock *sk, const int oldstate, const int 
 			 * read the tuple now, so an open connection's records
 			 * name their client port from the first interval. */
 			read_tuple(sk, &st->tuple);
-			snapshot_tcp(sk, st);
+			snapshot_tcp(tcp_of(sk), st);
 			touch(key, st);
 		}
 		return 0;
@@ -683,7 +722,7 @@ int walk_tcp(struct bpf_iter__tcp *ctx)
 	if (!tp)
 		return 0; /* request and time-wait sockets */
 	sk = (const struct sock *)tp;
-	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	state = sk->__sk_common.skc_state;
 	if (state == TCP_LISTEN) {
 		add_listener(sk, NULL);
 		return 0;
@@ -695,6 +734,18 @@ int walk_tcp(struct bpf_iter__tcp *ctx)
 		return 0;
 	adopt(sk, NULL);
 	return 0;
+}
+
+/* bpf_rdonly_cast (Linux 6.2) types a pointer for plain loads only; the
+ * verifier makes it a register move. The send/recv hooks that use it need
+ * Linux 6.3, the other programs never reach it. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+#define ro_cast(p, type) ((const struct type *)bpf_rdonly_cast(p, bpf_core_type_id_kernel(struct type)))
+
+/* An MPTCP socket's first subflow, which carries its connection. */
+static __always_inline const struct sock *mptcp_first(const struct sock *sk)
+{
+	return ro_cast(sk, mptcp_sock)->first;
 }
 
 static __always_inline struct udp_meta *udp_meta_of(struct sock *sk)
@@ -710,8 +761,8 @@ static __always_inline struct udp_meta *udp_meta_of(struct sock *sk)
  * included), in the calling process: exact application bytes with the process
  * that moved them, at a cost per call rather than per packet.
  */
-static __always_inline void account_io(const struct sock *sk, struct tcp_state *st, int ret, int send,
-					  int tls)
+static __always_inline void account_io(const struct sock *sk, const struct tcp_sock *tp,
+					  struct tcp_state *st, int ret, int send, int tls)
 {
 	if (st->owner_source != OWNER_SELF) {
 		owner_current(sk, &st->owner);
@@ -721,7 +772,7 @@ static __always_inline void account_io(const struct sock *sk, struct tcp_state *
 		__sync_fetch_and_add(&st->bytes_sent, ret);
 	else
 		__sync_fetch_and_add(&st->bytes_recv, ret);
-	snapshot_tcp(sk, st);
+	snapshot_tcp(tp, st);
 	touch((__u64)sk, st);
 	if (tls)
 		st->l7_hint = L7_HINT_TLS;
@@ -739,17 +790,17 @@ static __always_inline void on_io(struct sock *sk, int ret, int flags, int send)
 
 	if (!send && (flags & MSG_PEEK))
 		return;
-	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	family = sk->__sk_common.skc_family;
 	if (family != AF_INET && family != AF_INET6)
 		return;
-	proto = BPF_CORE_READ(sk, sk_protocol);
+	proto = sk->sk_protocol;
 	/* Before the failed calls return: see tls_nested. The socket a TLS
 	 * call learns is the one tracked: an MPTCP socket's first subflow. */
 	tls = 0;
 	if (l7_capture_bytes && proto == IPPROTO_TCP)
 		tls = tls_nested(sk);
 	else if (l7_capture_bytes && proto == IPPROTO_MPTCP && bpf_core_type_exists(struct mptcp_sock))
-		tls = tls_nested(BPF_CORE_READ((struct mptcp_sock *)sk, first));
+		tls = tls_nested(mptcp_first(sk));
 	if (ret <= 0)
 		return;
 	if (proto == IPPROTO_UDP) {
@@ -767,7 +818,7 @@ static __always_inline void on_io(struct sock *sk, int ret, int flags, int send)
 	 * MPTCP have no mptcp_sock: the branch is removed at load. */
 	if (proto == IPPROTO_MPTCP) {
 		if (bpf_core_type_exists(struct mptcp_sock)) {
-			const struct sock *sub = BPF_CORE_READ((struct mptcp_sock *)sk, first);
+			const struct sock *sub = mptcp_first(sk);
 
 			key = (__u64)sub;
 			st = key ? bpf_map_lookup_elem(&tcp_socks, &key) : NULL;
@@ -776,7 +827,7 @@ static __always_inline void on_io(struct sock *sk, int ret, int flags, int send)
 			if (is_self())
 				untrack(key, st);
 			else
-				account_io(sub, st, ret, send, tls);
+				account_io(sub, ro_cast(sub, tcp_sock), st, ret, send, tls);
 		}
 		return;
 	}
@@ -793,14 +844,14 @@ static __always_inline void on_io(struct sock *sk, int ret, int flags, int send)
 		return;
 	}
 	if (!st) {
-		if (!connected_state(BPF_CORE_READ(sk, __sk_common.skc_state)))
+		if (!connected_state(sk->__sk_common.skc_state))
 			return;
 		owner_current(sk, &o);
 		st = adopt(sk, &o);
 		if (!st)
 			return;
 	}
-	account_io(sk, st, ret, send, tls);
+	account_io(sk, tcp_of(sk), st, ret, send, tls);
 }
 
 SEC("tp_btf/sock_send_length")
@@ -826,7 +877,7 @@ int BPF_PROG(on_retransmit, const struct sock *sk)
 	struct tcp_state *st = bpf_map_lookup_elem(&tcp_socks, &key);
 
 	if (st) {
-		snapshot_tcp(sk, st);
+		snapshot_tcp(tcp_of(sk), st);
 		touch(key, st);
 	}
 	return 0;
@@ -1304,14 +1355,13 @@ static __always_inline int inet_full_sock(const struct sock *sk)
 
 	if (!sk)
 		return 0;
-	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	family = sk->__sk_common.skc_family;
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
-	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	state = sk->__sk_common.skc_state;
 	if (state == TCP_NEW_SYN_RECV || state == TCP_TIME_WAIT)
 		return 0;
-	return BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP ||
-	       BPF_CORE_READ(sk, sk_protocol) == IPPROTO_UDP;
+	return sk->sk_protocol == IPPROTO_TCP || sk->sk_protocol == IPPROTO_UDP;
 }
 
 /*
@@ -1348,7 +1398,7 @@ int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 	if (rx_sk && inet_full_sock(rx_sk)) {
 		sk = rx_sk;
 		key.cookie = bpf_get_socket_cookie(rx_sk);
-	} else if ((sk = BPF_CORE_READ(skb, sk)) && inet_full_sock(sk)) {
+	} else if ((sk = skb->sk) && inet_full_sock(sk)) {
 		__u64 addr = (__u64)sk;
 		struct tcp_state *st = bpf_map_lookup_elem(&tcp_socks, &addr);
 
@@ -1357,12 +1407,14 @@ int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 	} else {
 		sk = NULL;
 	}
-	key.netns = sk ? sock_netns(sk) : BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+	key.netns = sk ? sock_netns(sk) : skb->dev->nd_net.net->ns.inum;
 	if (!drop_packet_tuple(skb, &key.tuple)) {
 		key.from_packet = 1;
 	} else if (key.cookie) {
-		read_tuple(sk, &key.tuple);
-		key.tuple.protocol = BPF_CORE_READ(sk, sk_protocol);
+		/* sk may be a UDP socket, and skb->sk an RCU pointer that
+		 * bpf_skc_to_tcp_sock refuses: the port takes a probe read. */
+		tuple_of(sk, BPF_CORE_READ((const struct inet_sock *)sk, inet_sport), &key.tuple);
+		key.tuple.protocol = sk->sk_protocol;
 	} else {
 		count(CNT_DROP_UNATTRIBUTED);
 		return 0;
