@@ -1094,6 +1094,27 @@ static __always_inline int ipv6_udp_offset(struct __sk_buff *skb, __u8 nexthdr)
 	return nexthdr == IPPROTO_UDP ? off : -1;
 }
 
+/* tcp_packet tells most of a node's packets, TCP ones, apart by a direct
+ * read of their linear IP header: bpf_skb_load_bytes, which count_udp needs
+ * for headers that may not be linear, is a helper call (≈50 ns here, against
+ * ≈80 ns for an empty cgroup_skb program). */
+static __always_inline int tcp_packet(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = data;
+
+		return (void *)(ip + 1) <= end && ip->protocol == IPPROTO_TCP;
+	}
+	if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = data;
+
+		return (void *)(ip6 + 1) <= end && ip6->nexthdr == IPPROTO_TCP;
+	}
+	return 0;
+}
+
 /*
  * UDP: cgroup_skb runs for every packet a socket in the cgroup (here: the
  * cgroup2 root, so every socket) sends or receives, with skb->sk set to
@@ -1112,6 +1133,8 @@ static __always_inline void count_udp(struct __sk_buff *skb, int egress)
 	__u64 now, cg;
 	__u32 len;
 
+	if (tcp_packet(skb))
+		return;
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		struct iphdr ip;
 
