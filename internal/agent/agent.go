@@ -353,14 +353,23 @@ func (a *Agent) flushEnded(start, now time.Time) {
 	if !a.table.Ended() {
 		return
 	}
+	a.readDrops()
+	a.takeEndedRequests(monotonicNow())
+	a.emit(a.table.FlushEnded(start, now), now)
+}
+
+// readDrops gives the table the drops the kernel counted since the last read.
+func (a *Agent) readDrops() {
 	var err error
 	if a.drops, err = a.dp.Drops(a.drops[:0]); err != nil {
 		a.stats.readErrors.Add(1)
 		a.log.Warn("read drops", "err", err)
 	}
 	a.table.Drops(a.drops)
-	a.takeEndedRequests(monotonicNow())
-	recs := a.table.FlushEnded(start, now)
+}
+
+// emit learns the DNS answers recs carry and hands them to the sink.
+func (a *Agent) emit(recs []flow.Record, now time.Time) {
 	a.names.Learn(recs, now)
 	a.sink(recs)
 }
@@ -390,15 +399,9 @@ func (a *Agent) tick(socks []flow.TCPSocket, convs []flow.UDPConversation, start
 			a.table.ReleasedUDP(&convs[i], &a.finals[k])
 		}
 	}
-	if a.drops, err = a.dp.Drops(a.drops[:0]); err != nil {
-		a.stats.readErrors.Add(1)
-		a.log.Warn("read drops", "err", err)
-	}
-	a.table.Drops(a.drops)
+	a.readDrops()
 	a.takeRequests(monotonicNow())
-	recs := a.table.Flush(start, now)
-	a.names.Learn(recs, now)
-	a.sink(recs)
+	a.emit(a.table.Flush(start, now), now)
 	a.ticks(kc, len(convs))
 	return socks, convs
 }
