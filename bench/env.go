@@ -376,6 +376,19 @@ func runCmd(name string, args ...string) error {
 	return nil
 }
 
+// newWorkload makes a fresh pair of namespaces and a workload cgroup for
+// one pass; done removes both.
+func (e *env) newWorkload() (pr *pair, cg *cgroup, done func(), err error) {
+	if pr, err = e.newPair(); err != nil {
+		return nil, nil, nil, err
+	}
+	if cg, err = e.newCgroup("workload"); err != nil {
+		pr.close()
+		return nil, nil, nil, err
+	}
+	return pr, cg, func() { cg.close(); pr.close() }, nil
+}
+
 func (e *env) newPair() (*pair, error) {
 	id := host.RandHex(3)
 	// A random /24 of 10.250.0.0/16: records of concurrent runs do not mix.

@@ -150,16 +150,11 @@ func (e *env) holdPass(ctx context.Context, sc scenario, name string, a *agent) 
 	shares := holdShares(sc.Count, holdPerPeer())
 	h := &HoldCost{Peers: len(shares), Interval: interval.Seconds()}
 	p := &Pass{Name: name, Hold: h}
-	pr, err := e.newPair()
+	pr, cg, done, err := e.newWorkload()
 	if err != nil {
 		return nil, err
 	}
-	defer pr.close()
-	cg, err := e.newCgroup("workload")
-	if err != nil {
-		return nil, err
-	}
-	defer cg.close()
+	defer done()
 
 	limit := sc.holdLimit().String()
 	addr := func(i int) string { return fmt.Sprintf("%s:%d", pr.addrA, int(sc.Port)+i) }

@@ -433,16 +433,11 @@ func (t Traffic) throughput(kind string) Throughput {
 // pass runs the workload once. a is nil for the baseline and tools passes.
 func (e *env) pass(ctx context.Context, sc scenario, name string, a *agent) (*Pass, error) {
 	p := &Pass{Name: name}
-	pr, err := e.newPair()
+	pr, cg, done, err := e.newWorkload()
 	if err != nil {
 		return nil, err
 	}
-	defer pr.close()
-	cg, err := e.newCgroup("workload")
-	if err != nil {
-		return nil, err
-	}
-	defer cg.close()
+	defer done()
 	flowlens := a != nil && a.api != ""
 	observe := name == "observe"
 
