@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -36,27 +37,26 @@ func pollable(m *ebpf.Map, name string) (*os.File, error) {
 // passes (ErrTimeout; the zero time is none) or the file is closed
 // (ringbuf.ErrClosed). It reads nothing.
 func waitReadable(f *os.File, deadline time.Time) error {
-	if err := f.SetReadDeadline(deadline); err != nil {
-		return fmt.Errorf("wait for %s: %w", f.Name(), err)
+	err := f.SetReadDeadline(deadline)
+	if err == nil {
+		var rc syscall.RawConn
+		if rc, err = f.SyscallConn(); err == nil {
+			woke := false
+			err = rc.Read(func(uintptr) bool {
+				done := woke // called once before waiting, once after each wakeup
+				woke = true
+				return done
+			})
+		}
 	}
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return fmt.Errorf("wait for %s: %w", f.Name(), err)
-	}
-	woke := false
-	err = rc.Read(func(uintptr) bool {
-		done := woke // called once before waiting, once after each wakeup
-		woke = true
-		return done
-	})
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, ErrTimeout):
 		return ErrTimeout
 	}
-	// A raw read on a closed file says so in an unexported error; Stat's
-	// is os.ErrClosed.
+	// Closed before or while it waited: a raw read on a closed file says
+	// so in an unexported error; Stat's is os.ErrClosed.
 	if _, serr := f.Stat(); errors.Is(serr, os.ErrClosed) {
 		return fmt.Errorf("wait for %s: %w", f.Name(), ringbuf.ErrClosed)
 	}
