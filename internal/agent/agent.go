@@ -63,7 +63,7 @@ func DefaultConfig() Config {
 func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Node, "node", c.Node, "node name written on every flow")
 	fs.DurationVar(&c.Interval, "interval", c.Interval, "flow record interval")
-	fs.DurationVar(&c.EndedFlush, "ended-flush", c.EndedFlush, "how often the records of connections that ended are sent ahead of their interval (0: at the interval's end)")
+	fs.DurationVar(&c.EndedFlush, "ended-flush", c.EndedFlush, "how often the records of connections that ended are sent ahead of their interval (0: at the interval's end; up with --data-dir defaults to 0: each flush is a write to the history log)")
 	fs.IntVar(&c.Datapath.TCPSockets, "max-tcp-sockets", c.Datapath.TCPSockets, "TCP sockets tracked in the kernel")
 	fs.IntVar(&c.Datapath.UDPFlows, "max-udp-flows", c.Datapath.UDPFlows, "UDP conversations counted in the kernel")
 	fs.IntVar(&c.Datapath.RingBytes, "ring-buffer-bytes", c.Datapath.RingBytes, "kernel ring buffer for socket end events (power of two)")
@@ -129,9 +129,10 @@ func (c Config) FlushesPerInterval() int {
 }
 
 // Sink receives each interval's records at its end, and before it, in
-// batches of their own, those of connections that ended (at most
-// Config.FlushesPerInterval calls an interval, ended batches only when not
-// empty). It must not keep the slice.
+// batches of their own, those of connections that ended: it is called
+// Config.FlushesPerInterval times an interval, at regular times, an ended
+// batch also when it is empty, so that whatever counts its calls (a hold,
+// a linger) counts time. It must not keep the slice.
 type Sink func([]flow.Record)
 
 // Agent is one node's data path.
@@ -351,6 +352,9 @@ func (a *Agent) drainEnds(now time.Time) {
 func (a *Agent) flushEnded(start, now time.Time) {
 	a.drainEnds(now)
 	if !a.table.Ended() {
+		// Called all the same: what counts calls as intervals (a hold
+		// for a pod's names, the hub's tick) must see them regularly.
+		a.emit(nil, now)
 		return
 	}
 	a.readDrops()

@@ -43,6 +43,11 @@ kernel with BTF.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			if cfg.History.Dir != "" && !cmd.Flags().Changed("ended-flush") {
+				// Each flush ticks the hub, and with a history each tick
+				// is a write to its log (≈10 ms): ten a second is too dear.
+				cfg.Agent.EndedFlush = 0
+			}
 			return runUp(ctx, logger(), cfg)
 		},
 	}

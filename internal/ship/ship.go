@@ -168,6 +168,9 @@ func (s *Shipper) Stats() Stats {
 // records. It never blocks on the network; a full backlog drops its oldest
 // waiting batches. Safe to call while Run runs.
 func (s *Shipper) Send(recs []flow.Record) {
+	if len(recs) == 0 {
+		return // the agent's empty early flushes
+	}
 	enc := make([]*pb.Record, 0, len(recs))
 	var invalid uint64
 	for i := range recs {

@@ -99,8 +99,8 @@ func TestNothingLeftAttachedAfterExit(t *testing.T) {
 
 			// It holds one program per hook it reports attached and nothing
 			// else, and one link to each but the iterators, which it runs on
-			// demand and never attaches, and the uprobes, attached once per
-			// TLS library.
+			// demand and never attaches (read_touched: one to each touched
+			// set, kept), and the uprobes, attached once per TLS library.
 			progs, wantProgs := map[string]int{}, map[string]int{}
 			for id := range held.Progs {
 				progs[names[id]]++
@@ -120,6 +120,10 @@ func TestNothingLeftAttachedAfterExit(t *testing.T) {
 					// instruction, for Go's returns): as many as
 					// the host has, counted in flowlens_tls_probed_files.
 					delete(links, prog)
+				case prog == "read_touched":
+					// An iterator kept attached, one link to each
+					// touched set, read every interval.
+					wantLinks[prog] = 2
 				case !strings.HasPrefix(target, "iter/"):
 					wantLinks[prog] = 1
 				}
