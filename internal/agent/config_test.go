@@ -23,13 +23,7 @@ func TestTableSizedFromKernelMaps(t *testing.T) {
 		{[]string{"--max-tcp-sockets=1000", "--max-tcp-table-sockets=1500"}, 0, 0, "fewer than the 2000 a kernel map of 1000"},
 		{[]string{"--udp-idle=10s", "--udp-remember=5s"}, 0, 0, "remembered 5s, less than the 10s idle"},
 	} {
-		cfg := DefaultConfig()
-		fs := flag.NewFlagSet("up", flag.ContinueOnError)
-		cfg.Flags(fs)
-		if err := fs.Parse(tc.args); err != nil {
-			t.Fatal(err)
-		}
-		err := cfg.Validate()
+		cfg, err := validated(t, tc.args)
 		switch {
 		case tc.wantErr != "":
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
@@ -60,13 +54,7 @@ func TestFlushesPerInterval(t *testing.T) {
 		{[]string{"--ended-flush=5ms"}, 0, "ended-flush 5ms: 0, or at least 10ms"},
 		{[]string{"--ended-flush=-1s"}, 0, "ended-flush -1s"},
 	} {
-		cfg := DefaultConfig()
-		fs := flag.NewFlagSet("up", flag.ContinueOnError)
-		cfg.Flags(fs)
-		if err := fs.Parse(tc.args); err != nil {
-			t.Fatal(err)
-		}
-		err := cfg.Validate()
+		cfg, err := validated(t, tc.args)
 		switch {
 		case tc.wantErr != "":
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
@@ -78,4 +66,17 @@ func TestFlushesPerInterval(t *testing.T) {
 			t.Errorf("%v: %d flushes an interval, want %d", tc.args, cfg.FlushesPerInterval(), tc.want)
 		}
 	}
+}
+
+// validated is the default configuration with args parsed into it, and
+// what Validate says of it.
+func validated(t *testing.T, args []string) (Config, error) {
+	t.Helper()
+	cfg := DefaultConfig()
+	fs := flag.NewFlagSet("up", flag.ContinueOnError)
+	cfg.Flags(fs)
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, cfg.Validate()
 }

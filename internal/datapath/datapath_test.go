@@ -172,6 +172,11 @@ func socketsOnPort(t *testing.T, d *Datapath, port uint16) []flow.TCPSocket {
 	t.Helper()
 	all, err := d.TCPSockets(nil)
 	testutil.Must(t, err, "read tcp_socks")
+	return onPort(all, port)
+}
+
+// onPort keeps the sockets with port at either end.
+func onPort(all []flow.TCPSocket, port uint16) []flow.TCPSocket {
 	var out []flow.TCPSocket
 	for _, s := range all {
 		if s.Local.Port() == port || s.Remote.Port() == port {

@@ -21,13 +21,7 @@ func touchedOnPort(t *testing.T, d *Datapath, port uint16) []flow.TCPSocket {
 	t.Helper()
 	all, err := d.TouchedTCP(nil)
 	testutil.Must(t, err, "read touched sockets")
-	var out []flow.TCPSocket
-	for _, s := range all {
-		if s.Local.Port() == port || s.Remote.Port() == port {
-			out = append(out, s)
-		}
-	}
-	return out
+	return onPort(all, port)
 }
 
 // A connection is read as touched in the interval it changed, once however
