@@ -291,8 +291,11 @@ func (e *env) holdPass(ctx context.Context, sc scenario, name string, a *agent) 
 		return p, err
 	}
 
-	// Records of N connections may take the agent a while to emit.
-	wait := settleWait + time.Duration(sc.Count/5000)*time.Second
+	// Records of N connections may take the agent a while to emit, and a
+	// socket ends when the kernel destroys it: a client whose peer's FIN or
+	// RST was dropped in the close storm waits in FIN_WAIT2 for its
+	// tcp_fin_timeout (60 s in a new network namespace) first.
+	wait := settleWait + time.Duration(sc.Count/5000)*time.Second + finWait2Timeout
 	exp := expect(sc, p.Traffic)
 	if cfol != nil {
 		p.Completeness, err = followed(ctx, exp, cfol, sfol, csel.filter, ssel.filter, wait)
@@ -330,6 +333,10 @@ func (ps holdPeers) command(cmd string, timeout time.Duration) error {
 	}
 	return nil
 }
+
+// finWait2Timeout is net.ipv4.tcp_fin_timeout's default, which a new
+// network namespace starts with.
+const finWait2Timeout = 60 * time.Second
 
 // close has the clients close their connections and adds up what they did.
 func (ps holdPeers) close(sc scenario, timeout time.Duration) (Traffic, error) {

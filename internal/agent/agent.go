@@ -2,34 +2,35 @@
 // kernel's socket maps, feeds them to the connection table, and hands each
 // interval's flow records to a sink.
 //
-//	datapath.ReadEnd ──▶ conntable.EndTCP ┐
+//	datapath.ReadEnd ─▶ endQueue ─▶ EndTCP ┐
 //	every interval:                        ├─▶ Flush ─▶ sink (names, join, ring)
 //	datapath.TouchedTCP ─▶ TouchedTCP      │
 //	(now and then TCPSockets ─▶ SyncTCP)   │
 //	datapath.UDPConversations ─▶ SyncUDP ──┘
 //
-// One goroutine owns the table; the ring buffer is read with a deadline at
-// the next interval, so there is no lock on the hot path.
+// One goroutine owns the table. Another reads end events off the ring as
+// the kernel wakes it (once a quarter of the ring is full) into a bounded
+// queue, so a close storm drains while the table's goroutine is busy; the
+// table's goroutine takes the queue, the ring's rest with it, at every
+// flush.
 //
-// Connections that ended leave sooner: every EndedFlush the reader wakes
-// (the kernel itself wakes it only once a quarter of the ring is full),
-// drains the ring, and hands the records of flows whose sockets all ended
-// to the sink (conntable.FlushEnded); their counts are final. Open sockets
-// keep the interval.
+// Connections that ended leave sooner: every EndedFlush the table's
+// goroutine takes the end events and hands the records of flows whose
+// sockets all ended to the sink (conntable.FlushEnded); their counts are
+// final. Open sockets keep the interval.
 package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	flag "github.com/spf13/pflag"
 	"log/slog"
 	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/cilium/ebpf/ringbuf"
+	flag "github.com/spf13/pflag"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/flowlens/flowlens/internal/conntable"
@@ -146,7 +147,9 @@ type Agent struct {
 	finals []flow.UDPConversation
 	drops  []flow.Drop // reused
 	names  *dnsnames.Cache
-	whole  wholeReads // when to read the whole tcp_socks map
+	whole  wholeReads    // when to read the whole tcp_socks map
+	ends   *endQueue     // end events read off the ring, set by Run
+	endBuf []flow.TCPEnd // the last take's, reused by the next
 
 	tls *tlsprobe.Prober // nil with L7 off, or without uprobes
 
@@ -270,7 +273,12 @@ func (a *Agent) Stats() Stats {
 func (a *Agent) Run(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { _ = a.dp.Close() })
 	defer stop()
-	defer a.dp.Close()
+	a.ends = newEndQueue(a.dp, a.log)
+	go a.ends.run(ctx.Done())
+	defer func() {
+		_ = a.dp.Close() // ends run, if ctx's did not yet
+		<-a.ends.stopped
+	}()
 
 	var (
 		socks []flow.TCPSocket
@@ -286,34 +294,24 @@ func (a *Agent) Run(ctx context.Context) error {
 	start := time.Now()
 	next := start.Add(a.cfg.Interval)
 	ended := a.nextEnded(start, next)
+	timer := time.NewTimer(time.Until(ended))
+	defer timer.Stop()
 	for {
-		ev, err := a.dp.ReadEnd(ended)
-		switch {
-		case err == nil:
-			a.stats.eventsRead.Add(1)
-			a.table.EndTCP(ev)
-			a.l7Closed(&ev)
-		case errors.Is(err, datapath.ErrTimeout):
-		case errors.Is(err, ringbuf.ErrClosed):
+		select {
+		case <-ctx.Done():
 			return nil
-		default:
-			// A malformed record is counted and skipped; the reader goes on.
-			a.stats.decodeErrors.Add(1)
-			a.log.Debug("ring buffer record", "err", err)
+		case <-timer.C:
 		}
 		now := time.Now()
-		switch {
-		case !now.Before(next):
-			if ctx.Err() != nil {
-				return nil
-			}
+		if !now.Before(next) {
 			socks, convs = a.tick(socks[:0], convs[:0], start, now)
 			start, next = now, now.Add(a.cfg.Interval)
 			ended = a.nextEnded(start, next)
-		case !now.Before(ended):
+		} else {
 			a.flushEnded(start, now)
 			ended = a.nextEnded(now, next)
 		}
+		timer.Reset(time.Until(ended))
 	}
 }
 
@@ -329,18 +327,25 @@ func (a *Agent) nextEnded(now, next time.Time) time.Time {
 	return next
 }
 
-// drainEnds feeds the table every end event the ring buffer holds.
-func (a *Agent) drainEnds(now time.Time) {
-	for {
-		ev, err := a.dp.ReadEnd(now)
-		if err != nil {
-			return
-		}
-		a.stats.eventsRead.Add(1)
-		a.table.EndTCP(ev)
-		a.l7Closed(&ev)
+// drainEnds feeds the table every end event submitted so far.
+func (a *Agent) drainEnds() {
+	evs, bad := a.ends.take(a.endBuf)
+	a.stats.eventsRead.Add(uint64(len(evs)))
+	a.stats.decodeErrors.Add(bad)
+	for i := range evs {
+		a.table.EndTCP(evs[i])
+		a.l7Closed(&evs[i])
+	}
+	// A storm's queue is not kept: a quiet node holds a small one.
+	if cap(evs) <= keptEndBuf {
+		a.endBuf = evs
+	} else {
+		a.endBuf = nil
 	}
 }
+
+// keptEndBuf is the largest end-event buffer kept between takes.
+const keptEndBuf = 16384
 
 // flushEnded hands the sink the records of connections that ended since
 // the last flush. The kernel wakes the reader only once a quarter of the
@@ -350,7 +355,7 @@ func (a *Agent) drainEnds(now time.Time) {
 // and their connections' requests taken; requests of open connections
 // wait for the interval, with their records.
 func (a *Agent) flushEnded(start, now time.Time) {
-	a.drainEnds(now)
+	a.drainEnds()
 	if !a.table.Ended() {
 		// Called all the same: what counts calls as intervals (a hold
 		// for a pod's names, the hub's tick) must see them regularly.
@@ -383,7 +388,7 @@ func (a *Agent) emit(recs []flow.Record, now time.Time) {
 // the map before it submits the socket's end event, so any event consumed
 // here can no longer appear as live in the map read that follows.
 func (a *Agent) tick(socks []flow.TCPSocket, convs []flow.UDPConversation, start, now time.Time) ([]flow.TCPSocket, []flow.UDPConversation) {
-	a.drainEnds(now)
+	a.drainEnds()
 	kc, err := a.dp.Counters()
 	if err != nil {
 		a.log.Warn("read kernel counters", "err", err)

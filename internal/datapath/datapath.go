@@ -374,6 +374,12 @@ func (d *Datapath) ReadEnd(deadline time.Time) (flow.TCPEnd, error) {
 	}
 }
 
+// WaitEnd blocks until the kernel wakes the end-event ring's readers (once
+// a quarter of it is full), deadline passes (ErrTimeout; the zero time is
+// none) or Close (ringbuf.ErrClosed). It reads nothing: ReadEnd does, and
+// ReadEnd with the zero deadline never waits.
+func (d *Datapath) WaitEnd(deadline time.Time) error { return waitReadable(d.endWake, deadline) }
+
 // Pending reports the bytes waiting in the ring buffer.
 func (d *Datapath) Pending() int { return d.ring.AvailableBytes() }
 
