@@ -27,13 +27,15 @@ import (
 // that its CPU time (children and exited threads included) is read to the
 // microsecond.
 type agent struct {
-	cmd  *exec.Cmd
-	pid  int
-	api  string // host:port of flowlens' API; "" for agents without it
-	cg   *cgroup
-	log  string
-	done chan struct{}
-	once sync.Once
+	cmd   *exec.Cmd
+	pid   int
+	api   string // host:port of flowlens' API (/metrics, /readyz); "" for agents without it
+	flows string // host:port serving /api/v1/flows: api, or the hub's with -hub
+	hub   *agent // -hub: the hub the agent ships to, outside the agent's cgroup
+	cg    *cgroup
+	log   string
+	done  chan struct{}
+	once  sync.Once
 }
 
 // agentCommand returns the shell command line of the agent and whether it
@@ -49,7 +51,9 @@ func (e *env) agentCommand(listen string) (string, bool) {
 
 // startAgent starts the agent; flags are appended to the command line of
 // an agent that serves flowlens' API (flowlens itself), sizing it for a
-// scenario.
+// scenario. With -hub a fresh hub is started first, in a cgroup of its
+// own, and the agent's {hub} is its address: the agent's cost is then a
+// node agent's alone, and records are read from the hub.
 func (e *env) startAgent(ctx context.Context, flags ...string) (*agent, error) {
 	listen, err := host.FreeAddr()
 	if err != nil {
@@ -57,16 +61,50 @@ func (e *env) startAgent(ctx context.Context, flags ...string) (*agent, error) {
 	}
 	line, api := e.agentCommand(listen)
 	if api && len(flags) > 0 {
+		if e.opts.Hub != "" {
+			return nil, fmt.Errorf("-hub: a scenario that sizes the agent (%s) would need its flags split between agent and hub; run it without -hub", strings.Join(flags, " "))
+		}
 		line += " " + shellJoin(flags)
 	}
-	cg, err := e.newCgroup("agent")
+	var hub *agent
+	if e.opts.Hub != "" {
+		addr, err := host.FreeAddr()
+		if err != nil {
+			return nil, err
+		}
+		hubLine := strings.NewReplacer("{flowlens}", e.flowlens, "{hub}", addr).Replace(e.opts.Hub)
+		if hub, err = e.startProcess(ctx, "hub", hubLine, addr); err != nil {
+			return nil, err
+		}
+		line = strings.ReplaceAll(line, "{hub}", addr)
+	}
+	ready := ""
+	if api {
+		ready = listen
+	}
+	a, err := e.startProcess(ctx, "agent", line, ready)
+	if err != nil {
+		if hub != nil {
+			hub.stop()
+		}
+		return nil, err
+	}
+	a.flows, a.hub = a.api, hub
+	if hub != nil {
+		a.flows = hub.api
+	}
+	return a, nil
+}
+
+// startProcess starts one command line of the agent under test (the
+// agent, or its hub) in a cgroup of its own, and waits until api answers
+// /readyz ("": a few seconds to load and attach).
+func (e *env) startProcess(ctx context.Context, name, line, api string) (*agent, error) {
+	cg, err := e.newCgroup(name)
 	if err != nil {
 		return nil, err
 	}
-	a := &agent{cg: cg, log: filepath.Join(e.tmp, fmt.Sprintf("agent-%d.log", e.next())), done: make(chan struct{})}
-	if api {
-		a.api = listen
-	}
+	a := &agent{cg: cg, api: api, log: filepath.Join(e.tmp, fmt.Sprintf("%s-%d.log", name, e.next())), done: make(chan struct{})}
 	logf, err := os.Create(a.log)
 	if err != nil {
 		return nil, err
@@ -91,17 +129,17 @@ func (e *env) startAgent(ctx context.Context, flags ...string) (*agent, error) {
 		}
 	}()
 	if err := <-started; err != nil {
-		return nil, fmt.Errorf("start agent %q: %w", line, err)
+		return nil, fmt.Errorf("start %s %q: %w", name, line, err)
 	}
 	a.cmd, a.pid = cmd, cmd.Process.Pid
 	e.onClose(a.stop)
-	e.logf("agent pid %d: %s", a.pid, line)
+	e.logf("%s pid %d: %s", name, a.pid, line)
 
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		select {
 		case <-a.done:
-			return nil, fmt.Errorf("agent exited during startup: %s", a.tail())
+			return nil, fmt.Errorf("%s exited during startup: %s", name, a.tail())
 		case <-ctx.Done():
 			a.stop()
 			return nil, ctx.Err()
@@ -123,7 +161,7 @@ func (e *env) startAgent(ctx context.Context, flags ...string) (*agent, error) {
 		}
 		if time.Now().After(deadline) {
 			a.stop()
-			return nil, fmt.Errorf("agent not ready within 60s: %s", a.tail())
+			return nil, fmt.Errorf("%s not ready within 60s: %s", name, a.tail())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -138,7 +176,8 @@ func (a *agent) tail() string {
 	return s
 }
 
-// stop ends the agent (SIGTERM, then SIGKILL after 10 s) and waits for it.
+// stop ends the agent (SIGTERM, then SIGKILL after 10 s) and waits for it,
+// then its hub.
 func (a *agent) stop() {
 	a.once.Do(func() {
 		_ = a.cmd.Process.Signal(syscall.SIGTERM)
@@ -149,6 +188,9 @@ func (a *agent) stop() {
 			<-a.done
 		}
 		a.cg.close()
+		if a.hub != nil {
+			a.hub.stop()
+		}
 	})
 }
 
@@ -265,7 +307,7 @@ func (t *totals) add(r *record, netns uint32) {
 func (a *agent) query(ctx context.Context, sel selection) (totals, error) {
 	var t totals
 	filter := sel.filter
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+a.api+"/api/v1/flows?"+filter, nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+a.flows+"/api/v1/flows?"+filter, nil)
 	resp, err := httpClient.Do(req)
 	if err != nil {
 		return t, err
@@ -310,7 +352,7 @@ func (a *agent) follow(ctx context.Context, sel selection, byPort bool) (*follow
 	filter := sel.filter
 	ctx, cancel := context.WithCancel(ctx)
 	f := &follower{cancel: cancel, done: make(chan struct{}), ports: map[uint16][]arrival{}, byPort: byPort}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+a.api+"/api/v1/flows?follow=1&"+filter, nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+a.flows+"/api/v1/flows?follow=1&"+filter, nil)
 	resp, err := http.DefaultClient.Do(req) // no timeout: it streams
 	if err != nil {
 		cancel()

@@ -52,8 +52,39 @@ func TestShortRunIsComplete(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Scenarios) != len(defaultScenarios(true)) {
-		t.Fatalf("%d scenarios ran, want %d", len(res.Scenarios), len(defaultScenarios(true)))
+	checkComplete(t, res, len(defaultScenarios(true)))
+}
+
+// A node agent (`flowlens agent`) shipping to a hub of its own, as in a
+// cluster, with the bench's -hub: records read from the hub add up exactly
+// too, L7 requests included.
+func TestShortRunThroughAHub(t *testing.T) {
+	testutil.RequirePrivileged(t) // runs flowlens (eBPF), creates network namespaces and cgroups
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
+	defer cancel()
+	res, err := run(ctx, options{
+		Out: t.TempDir(), Short: true, NoInstall: true, NoGoBench: true, Scenarios: []string{"tcp-1k", "http-keepalive"},
+		Hub:     "{flowlens} hub --listen {hub}",
+		Agent:   "{flowlens} agent --hub {hub} --metrics-listen {listen}",
+		Command: "go test ./bench -run TestShortRunThroughAHub", Log: &testLog{t: t},
+	})
+	if res != nil {
+		defer t.Log(res.Text())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkComplete(t, res, 2)
+}
+
+// checkComplete fails unless every scenario of res ran (want of them) and
+// each pass that compared records found them exact, with nothing lost.
+func checkComplete(t *testing.T, res *Results, want int) {
+	t.Helper()
+	if len(res.Scenarios) != want {
+		t.Fatalf("%d scenarios ran, want %d", len(res.Scenarios), want)
 	}
 	for _, s := range res.Scenarios {
 		for _, e := range s.Errors {

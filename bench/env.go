@@ -28,6 +28,7 @@ type options struct {
 	Out       string
 	Short     bool
 	Agent     string
+	Hub       string // hub command line for a node agent: -hub
 	Scenarios []string
 	Flowlens  string
 	Peer      string

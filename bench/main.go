@@ -46,6 +46,7 @@ func main() {
 	flag.StringVar(&o.Out, "o", "", "directory for results.json and results.md (default <module>/bench/results)")
 	flag.BoolVar(&o.Short, "short", false, "small counts and a few seconds per scenario")
 	flag.StringVar(&o.Agent, "agent", "", "agent command line (default: <bin>/flowlens up --listen {listen})")
+	flag.StringVar(&o.Hub, "hub", "", "hub command line, e.g. '{flowlens} hub --listen {hub}' with -agent '{flowlens} agent --hub {hub} --metrics-listen {listen}': a fresh hub per pass, in a cgroup of its own and not counted, so the agent's figures are a node agent's; records are read from the hub")
 	flag.StringVar(&scen, "scenarios", "", "comma-separated scenarios to run (default all: "+strings.Join(scenarioNames(), ",")+")")
 	flag.StringVar(&o.Flowlens, "flowlens", "", "use this flowlens binary instead of building bin/flowlens")
 	flag.StringVar(&o.Peer, "peer", "", "use this test/peer binary instead of building it")

@@ -19,6 +19,16 @@ func (r *Results) scenario(name string) *ScenarioResult {
 
 func boolp(b bool) *bool { return &b }
 
+func hubCell(m Meta) string {
+	switch {
+	case m.Hub != "":
+		return "`" + m.Hub + "`: a fresh one per pass, in a cgroup of its own, not measured"
+	case m.AgentIsAPI:
+		return "embedded in the agent (`up`), measured with it"
+	}
+	return report.NA
+}
+
 func ms(v float64) string {
 	if v >= 1000 {
 		return report.Num(v/1000) + " s"
@@ -286,6 +296,7 @@ func (r *Results) Markdown() string {
 		{"load (uptime)", m.Uptime},
 		{"Go", m.GoVersion},
 		{"agent", "`" + m.Agent + "`"},
+		{"hub", hubCell(m)},
 		{"eBPF stats", m.BPFStats},
 		{"other eBPF programs at start", fmt.Sprintf("%d %s", len(m.OtherBPFProgs), strings.Join(m.OtherBPFProgs, " "))},
 		{"mode", map[bool]string{true: "--short (small counts)", false: "full"}[m.Short]},

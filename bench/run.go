@@ -24,6 +24,7 @@ type Meta struct {
 	Short          bool     `json:"short"`
 	Agent          string   `json:"agent"`
 	AgentIsAPI     bool     `json:"agent_serves_flowlens_api"`
+	Hub            string   `json:"hub,omitempty"` // -hub: where the agent's records went, not measured
 	BPFStats       string   `json:"bpf_stats"`
 	OtherBPFProgs  []string `json:"other_bpf_programs_at_start,omitempty"`
 	DurationSecond float64  `json:"duration_seconds"`
@@ -90,6 +91,7 @@ func run(ctx context.Context, o options) (*Results, error) {
 	res := &Results{OutDir: o.Out, Meta: e.meta(ctx)}
 	listen, _ := host.FreeAddr()
 	res.Meta.Agent, res.Meta.AgentIsAPI = e.agentCommand(listen)
+	res.Meta.Hub = strings.ReplaceAll(o.Hub, "{flowlens}", e.flowlens)
 	var err error
 	if res.Meta.BPFStats, err = e.enableBPFStats(); err != nil {
 		res.Errors = append(res.Errors, err.Error())
