@@ -173,7 +173,7 @@ func encode(r *flow.Record) (*pb.Record, *FieldError) {
 		return nil, err
 	}
 	// The same check the hub runs, on what the hub would receive.
-	if err := decode(p, &flow.Record{}); err != nil {
+	if err := check(p); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -243,64 +243,73 @@ func encodeRequests(groups []flow.Requests) ([]*pb.Requests, *FieldError) {
 	return out, nil
 }
 
-// decodeRequests checks request groups as an agent's parsers make them:
+// checkRequests checks request groups as an agent's parsers make them:
 // bounded strings, a known protocol, no more failures than requests.
-func decodeRequests(groups []*pb.Requests) ([]flow.Requests, *FieldError) {
+func checkRequests(groups []*pb.Requests) *FieldError {
 	if len(groups) > MaxRequestGroups {
-		return nil, fieldErr("requests", "%d groups, at most %d", len(groups), MaxRequestGroups)
+		return fieldErr("requests", "%d groups, at most %d", len(groups), MaxRequestGroups)
 	}
+	for i, p := range groups {
+		field := func(name string) string { return fmt.Sprintf("requests[%d]%s", i, name) }
+		if p == nil {
+			return fieldErr(field(""), "missing")
+		}
+		if _, ok := l7ProtocolOf[p.GetProtocol()]; !ok {
+			return fieldErr(field(".protocol"), "unknown value %d", p.GetProtocol())
+		}
+		if p.GetStatus() > MaxHTTPStatus {
+			return fieldErr(field(".status"), "%d is above %d", p.GetStatus(), MaxHTTPStatus)
+		}
+		if p.GetFailed() > p.GetCount() {
+			return fieldErr(field(".failed"), "%d failed of %d requests", p.GetFailed(), p.GetCount())
+		}
+		if len(p.GetDnsAnswers()) > flow.MaxAnswers {
+			return fieldErr(field(".dns_answers"), "%d answers, at most %d", len(p.GetDnsAnswers()), flow.MaxAnswers)
+		}
+		for _, s := range []struct{ name, v string }{
+			{".method", p.GetMethod()}, {".path", p.GetPath()}, {".host", p.GetHost()}, {".dns_query", p.GetDnsQuery()},
+			{".dns_type", p.GetDnsType()}, {".dns_rcode", p.GetDnsRcode()}, {".error", p.GetError()},
+		} {
+			if msg := stringProblem(s.v); msg != "" {
+				return fieldErr(field(s.name), "%s", msg)
+			}
+		}
+		if err := checkMap(field(".http_headers"), p.GetHttpHeaders(), MaxHeaders, MaxHeaderNameLen, MaxString); err != nil {
+			return err
+		}
+		for j, b := range p.GetDnsAnswers() {
+			if _, ok := netip.AddrFromSlice(b); !ok {
+				return fieldErr(field(fmt.Sprintf(".dns_answers[%d]", j)), "%d bytes, want 4 or 16", len(b))
+			}
+		}
+	}
+	return nil
+}
+
+// fillRequests converts request groups checkRequests passed.
+func fillRequests(groups []*pb.Requests) []flow.Requests {
 	if len(groups) == 0 {
-		return nil, nil
+		return nil
 	}
 	out := make([]flow.Requests, len(groups))
 	for i, p := range groups {
-		field := fmt.Sprintf("requests[%d]", i)
-		if p == nil {
-			return nil, fieldErr(field, "missing")
-		}
 		g := &out[i]
-		var ok bool
-		if g.Protocol, ok = l7ProtocolOf[p.GetProtocol()]; !ok {
-			return nil, fieldErr(field+".protocol", "unknown value %d", p.GetProtocol())
-		}
-		if p.GetStatus() > MaxHTTPStatus {
-			return nil, fieldErr(field+".status", "%d is above %d", p.GetStatus(), MaxHTTPStatus)
-		}
-		if p.GetFailed() > p.GetCount() {
-			return nil, fieldErr(field+".failed", "%d failed of %d requests", p.GetFailed(), p.GetCount())
-		}
-		if len(p.GetDnsAnswers()) > flow.MaxAnswers {
-			return nil, fieldErr(field+".dns_answers", "%d answers, at most %d", len(p.GetDnsAnswers()), flow.MaxAnswers)
-		}
-		for _, s := range []struct{ name, v string }{
-			{"method", p.GetMethod()}, {"path", p.GetPath()}, {"host", p.GetHost()}, {"dns_query", p.GetDnsQuery()},
-			{"dns_type", p.GetDnsType()}, {"dns_rcode", p.GetDnsRcode()}, {"error", p.GetError()},
-		} {
-			if err := checkString(field+"."+s.name, s.v); err != nil {
-				return nil, err
-			}
-		}
-		if err := checkMap(field+".http_headers", p.GetHttpHeaders(), MaxHeaders, MaxHeaderNameLen, MaxString); err != nil {
-			return nil, err
-		}
+		g.Protocol = l7ProtocolOf[p.GetProtocol()]
 		if len(p.GetHttpHeaders()) > 0 {
 			g.Headers = make(map[string]string, len(p.GetHttpHeaders()))
 			for k, v := range p.GetHttpHeaders() {
 				g.Headers[k] = v
 			}
 		}
-		for j, b := range p.GetDnsAnswers() {
-			a, ok := netip.AddrFromSlice(b)
-			if !ok {
-				return nil, fieldErr(fmt.Sprintf("%s.dns_answers[%d]", field, j), "%d bytes, want 4 or 16", len(b))
-			}
+		for _, b := range p.GetDnsAnswers() {
+			a, _ := netip.AddrFromSlice(b)
 			g.Answers = append(g.Answers, a)
 		}
 		g.TLS, g.Method, g.Path, g.Host, g.Status = p.GetTls(), p.GetMethod(), p.GetPath(), p.GetHost(), int(p.GetStatus())
 		g.Query, g.QType, g.RCode, g.Error = p.GetDnsQuery(), p.GetDnsType(), p.GetDnsRcode(), p.GetError()
 		g.Count, g.Failed, g.Latency = p.GetCount(), p.GetFailed(), decodeRTT(p.GetLatency())
 	}
-	return out, nil
+	return out
 }
 
 func encodeRTT(r *flow.RTT) *pb.RTT {
@@ -312,34 +321,15 @@ func encodeRTT(r *flow.RTT) *pb.RTT {
 
 // decode checks p and fills r; the error's Index is left for the caller.
 func decode(p *pb.Record, r *flow.Record) *FieldError {
-	if p == nil {
-		return fieldErr("record", "missing")
-	}
-	var ok bool
-	if r.Observer, ok = observerOf[p.GetObserver()]; !ok {
-		return fieldErr("observer", "unknown value %d", p.GetObserver())
-	}
-	if r.Protocol, ok = protocolOf[p.GetProtocol()]; !ok {
-		return fieldErr("protocol", "unknown value %d", p.GetProtocol())
-	}
-	if r.Verdict, ok = verdictOf[p.GetVerdict()]; !ok {
-		return fieldErr("verdict", "unknown value %d", p.GetVerdict())
-	}
-	if v := p.GetIpVersion(); v != 4 && v != 6 {
-		return fieldErr("ip_version", "%d, want 4 or 6", v)
-	}
-	if err := checkString("node", p.GetNode()); err != nil {
+	if err := check(p); err != nil {
 		return err
 	}
+	r.Observer, r.Protocol, r.Verdict = observerOf[p.GetObserver()], protocolOf[p.GetProtocol()], verdictOf[p.GetVerdict()]
 	r.Time, r.Start, r.ConnStart = fromUnixNano(p.GetTimeUnixNano()), fromUnixNano(p.GetStartUnixNano()), fromUnixNano(p.GetConnStartUnixNano())
 	r.Node = p.GetNode()
 	r.IPVersion = int(p.GetIpVersion())
-	if err := decodeEndpoint("source", p.GetSource(), &r.Source); err != nil {
-		return err
-	}
-	if err := decodeEndpoint("destination", p.GetDestination(), &r.Destination); err != nil {
-		return err
-	}
+	fillEndpoint(p.GetSource(), &r.Source)
+	fillEndpoint(p.GetDestination(), &r.Destination)
 	r.Opened, r.Closed, r.Refused = p.GetOpened(), p.GetClosed(), p.GetRefused()
 	r.TimedOut, r.FailedOther = p.GetTimedOut(), p.GetFailedOther()
 	r.ResetsBySrc, r.ResetsByDst = p.GetResetsBySrc(), p.GetResetsByDst()
@@ -349,18 +339,47 @@ func decode(p *pb.Record, r *flow.Record) *FieldError {
 	r.SegmentsToDst, r.SegmentsToSrc = p.GetSegmentsToDst(), p.GetSegmentsToSrc()
 	r.DatagramsToDst, r.DatagramsToSrc = p.GetDatagramsToDst(), p.GetDatagramsToSrc()
 	r.RetransToDst, r.RetransToSrc = p.GetRetransToDst(), p.GetRetransToSrc()
-	if err := checkDrops(p.GetDrops()); err != nil {
-		return err
-	}
 	if len(p.GetDrops()) > 0 {
 		r.Drops = make(map[string]uint64, len(p.GetDrops()))
 		for k, v := range p.GetDrops() {
 			r.Drops[k] = v
 		}
 	}
-	var err *FieldError
-	r.Requests, err = decodeRequests(p.GetRequests())
-	return err
+	r.Requests = fillRequests(p.GetRequests())
+	return nil
+}
+
+// check is what decode refuses, without building a record: the agent runs
+// it on every record it ships, so it allocates nothing for a valid one.
+func check(p *pb.Record) *FieldError {
+	if p == nil {
+		return fieldErr("record", "missing")
+	}
+	if _, ok := observerOf[p.GetObserver()]; !ok {
+		return fieldErr("observer", "unknown value %d", p.GetObserver())
+	}
+	if _, ok := protocolOf[p.GetProtocol()]; !ok {
+		return fieldErr("protocol", "unknown value %d", p.GetProtocol())
+	}
+	if _, ok := verdictOf[p.GetVerdict()]; !ok {
+		return fieldErr("verdict", "unknown value %d", p.GetVerdict())
+	}
+	if v := p.GetIpVersion(); v != 4 && v != 6 {
+		return fieldErr("ip_version", "%d, want 4 or 6", v)
+	}
+	if msg := stringProblem(p.GetNode()); msg != "" {
+		return fieldErr("node", "%s", msg)
+	}
+	if err := checkEndpoint("source", p.GetSource()); err != nil {
+		return err
+	}
+	if err := checkEndpoint("destination", p.GetDestination()); err != nil {
+		return err
+	}
+	if err := checkDrops(p.GetDrops()); err != nil {
+		return err
+	}
+	return checkRequests(p.GetRequests())
 }
 
 // checkDrops bounds drop reasons as the agent names them: snake_case names
@@ -382,18 +401,17 @@ func checkDrops(drops map[string]uint64) *FieldError {
 	return nil
 }
 
-func decodeEndpoint(field string, p *pb.Endpoint, e *flow.Endpoint) *FieldError {
+func checkEndpoint(field string, p *pb.Endpoint) *FieldError {
 	if p == nil {
 		return fieldErr(field, "missing")
 	}
-	ip, ok := netip.AddrFromSlice(p.GetIp())
-	if !ok {
+	if _, ok := netip.AddrFromSlice(p.GetIp()); !ok {
 		return fieldErr(field+".ip", "%d bytes, want 4 or 16", len(p.GetIp()))
 	}
 	if p.GetPort() > 0xffff {
 		return fieldErr(field+".port", "%d is above 65535", p.GetPort())
 	}
-	if e.Kind, ok = kindOf[p.GetKind()]; !ok {
+	if _, ok := kindOf[p.GetKind()]; !ok {
 		return fieldErr(field+".kind", "unknown value %d", p.GetKind())
 	}
 	if len(p.GetCommand()) > MaxString {
@@ -405,14 +423,20 @@ func decodeEndpoint(field string, p *pb.Endpoint, e *flow.Endpoint) *FieldError 
 		{"workload.kind", p.GetWorkload().GetKind()}, {"workload.name", p.GetWorkload().GetName()},
 		{"service.namespace", p.GetService().GetNamespace()}, {"service.name", p.GetService().GetName()},
 	} {
-		if err := checkString(field+"."+s.name, s.v); err != nil {
-			return err
+		if msg := stringProblem(s.v); msg != "" {
+			return fieldErr(field+"."+s.name, "%s", msg)
 		}
 	}
-	if err := checkMap(field+".labels", p.GetLabels(), MaxLabels, MaxLabelKeyLen, MaxLabelValueLen); err != nil {
-		return err
+	if len(p.GetLabels()) > 0 {
+		return checkMap(field+".labels", p.GetLabels(), MaxLabels, MaxLabelKeyLen, MaxLabelValueLen)
 	}
-	e.IP, e.Port = ip, uint16(p.GetPort())
+	return nil
+}
+
+// fillEndpoint converts an endpoint checkEndpoint passed.
+func fillEndpoint(p *pb.Endpoint, e *flow.Endpoint) {
+	e.IP, _ = netip.AddrFromSlice(p.GetIp())
+	e.Port, e.Kind = uint16(p.GetPort()), kindOf[p.GetKind()]
 	e.Netns, e.PID, e.Command, e.CgroupID = p.GetNetns(), p.GetPid(), string(p.GetCommand()), p.GetCgroupId()
 	e.ContainerID, e.Namespace, e.Pod, e.Container = p.GetContainerId(), p.GetNamespace(), p.GetPod(), p.GetContainer()
 	e.NodeName, e.HostNetwork, e.DNSName = p.GetNodeName(), p.GetHostNetwork(), p.GetDnsName()
@@ -428,7 +452,6 @@ func decodeEndpoint(field string, p *pb.Endpoint, e *flow.Endpoint) *FieldError 
 			e.Labels[k] = v
 		}
 	}
-	return nil
 }
 
 // checkMap bounds a string map (labels, headers): entries, key and value
@@ -452,17 +475,18 @@ func checkMap(field string, m map[string]string, maxEntries, maxKey, maxValue in
 	return nil
 }
 
-// checkString bounds a string field and requires UTF-8, which protobuf
-// requires of strings: a record that breaks it would fail its whole batch
-// at marshalling.
-func checkString(field, s string) *FieldError {
+// stringProblem is what is wrong with a string field ("": nothing): a
+// bound, and UTF-8, which protobuf requires of strings: a record that
+// breaks it would fail its whole batch at marshalling. The field's name is
+// built by the caller only when there is a problem.
+func stringProblem(s string) string {
 	if len(s) > MaxString {
-		return fieldErr(field, "%d bytes, at most %d", len(s), MaxString)
+		return fmt.Sprintf("%d bytes, at most %d", len(s), MaxString)
 	}
 	if !utf8.ValidString(s) {
-		return fieldErr(field, "not UTF-8")
+		return "not UTF-8"
 	}
-	return nil
+	return ""
 }
 
 func decodeRTT(p *pb.RTT) *flow.RTT {
