@@ -211,7 +211,7 @@ func (r *Results) tables() []report.Table {
 	comp.Notes = []string{
 		"query: summed from /api/v1/flows after the run (when the API ring still holds every record); follow: streamed with ?follow=1 during the run.",
 		"records are selected by the pass's addresses and port; unattributed: records that do not name the observing side's network namespace (nor its process).",
-		"lost: increase of flowlens_agent_lost_total (all stages and reasons) over the pass; \"host\" marks udp_unparsed (IPv6 extension-header packets elsewhere on the host), which this IPv4-only load cannot cause, and a socket_vanished in a pass where the ring lost nothing and every count is exact (a socket elsewhere on the host that ended unseen). exact: every compared count equal and nothing else lost.",
+		"lost: increase of flowlens_agent_lost_total (all stages and reasons) over the pass; \"host\" marks udp_unparsed (IPv6 extension-header packets elsewhere on the host), which this IPv4-only load cannot cause. exact: every compared count equal and nothing else lost.",
 	}
 	lat.Notes = []string{
 		"A connection that ended is emitted at the agent's next early flush (--ended-flush, 100 ms), an open one at the end of its interval (1 s): expect 0–100 ms plus processing for these short connections.",

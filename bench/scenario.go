@@ -623,18 +623,11 @@ func losses(ctx context.Context, a *agent, p *Pass, m0 promtext.Samples) error {
 		}
 		p.Diagnostics = append(p.Diagnostics, strings.Split(a.tail(), "\n")...)
 	}
-	// A socket gone from the kernel map without an end event, while the
-	// ring lost none and every count of this load came out exact, is not
-	// this load's: the agent sees every socket on the host, and now and
-	// then one elsewhere ends unseen (not explained yet; see the README).
-	strayVanish := p.Completeness != nil && p.Completeness.Exact &&
-		p.Lost[`flowlens_agent_lost_total{reason="ring_buffer_full",stage="kernel"}`] == 0
 	for k, v := range p.Lost {
 		p.LostTotal += v
-		if hostOnlyLoss(k) || strayVanish && strings.Contains(k, `reason="socket_vanished"`) {
-			continue
+		if !hostOnlyLoss(k) {
+			p.LostWorkload += v
 		}
-		p.LostWorkload += v
 	}
 	return nil
 }

@@ -75,11 +75,16 @@ struct {
 	__type(value, struct listen_info);
 } listeners SEC(".maps");
 
-/* The agent's own sockets that existed before its programs were attached,
- * by cookie, filled by the agent before it walks: neither the walk nor a
- * handshake that completes later may take them for traffic. */
+/* The agent's own sockets by cookie: those that existed before its
+ * programs were attached, filled by the agent before it walks, and those it
+ * connects since, marked at connect(). Neither the walk nor a handshake
+ * that completes later (in softirq, where current is not the agent) may
+ * take them for traffic: a socket tracked there would leave tcp_socks
+ * without an end event at the agent's first I/O on it, and be counted
+ * vanished. A mark matters only until the walk or the handshake is over,
+ * so the oldest may go: LRU, never deleted. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 1024);
 	__type(key, __u64);
 	__type(value, __u8);
@@ -307,6 +312,16 @@ static __always_inline int self_socket(const struct sock *sk)
 	__u64 cookie = bpf_get_socket_cookie((void *)sk);
 
 	return bpf_map_lookup_elem(&self_socks, &cookie) != NULL;
+}
+
+/* mark_self records a socket the agent connects, in connect() (its own
+ * process context), for the handshake's end to recognise. */
+static __always_inline void mark_self(const struct sock *sk)
+{
+	__u64 cookie = bpf_get_socket_cookie((void *)sk);
+	__u8 one = 1;
+
+	bpf_map_update_elem(&self_socks, &cookie, &one, BPF_ANY);
 }
 
 /* Cumulative counters the TCP stack already keeps; copying them is cheaper
@@ -607,8 +622,12 @@ int BPF_PROG(on_set_state, const struct sock *sk, const int oldstate, const int 
 		add_listener(sk, &o);
 		return 0;
 	case TCP_SYN_SENT:
-		if (oldstate != TCP_CLOSE || is_self())
+		if (oldstate != TCP_CLOSE)
 			return 0;
+		if (is_self()) {
+			mark_self(sk);
+			return 0;
+		}
 		/* connect() again on a socket whose last connect failed. */
 		finish(sk);
 		owner_current(sk, &o);
@@ -626,8 +645,9 @@ int BPF_PROG(on_set_state, const struct sock *sk, const int oldstate, const int 
 				st->established_ns = bpf_ktime_get_ns();
 				st->syn_retrans = tp ? tp->total_retrans : 0;
 			} else {
-				/* A connect that began before the agent: owner is
-				 * filled on first I/O, unless it is the agent's own. */
+				/* A connect that began before the agent (or was
+				 * refused a share at connect()): owner is filled on
+				 * first I/O. The agent's own are marked. */
 				if (self_socket(sk))
 					return 0;
 				st = track(sk, ROLE_CLIENT, NULL, OWNER_NONE, 0, 0);

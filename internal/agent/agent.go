@@ -432,7 +432,7 @@ func (a *Agent) readTCP(socks []flow.TCPSocket, kc datapath.Counters) []flow.TCP
 			a.log.Warn("read TCP sockets", "err", err)
 			whole = false
 		} else {
-			a.table.SyncTCP(socks)
+			a.logVanished(a.table.SyncTCP(socks))
 		}
 	}
 	a.whole.done(kc, whole)

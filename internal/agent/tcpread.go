@@ -1,6 +1,9 @@
 package agent
 
-import "github.com/flowlens/flowlens/internal/datapath"
+import (
+	"github.com/flowlens/flowlens/internal/datapath"
+	"github.com/flowlens/flowlens/internal/flow"
+)
 
 // wholeReadEvery is how many intervals may pass between two reads of the
 // whole tcp_socks map while nothing calls for one: the backstop for a
@@ -45,3 +48,15 @@ func (w *wholeReads) done(kc datapath.Counters, whole bool) {
 // lostSockets counts what the kernel lost that a whole read recovers: end
 // events the ring could not take, and marks the touched sets could not.
 func lostSockets(kc datapath.Counters) uint64 { return kc.RingbufFull + kc.TouchedFull }
+
+// logVanished names each socket counted as socket_vanished: whose it was
+// tells a loss of the load from one of the host's (or the agent's own).
+func (a *Agent) logVanished(vanished []flow.TCPSocket) {
+	for i := range vanished {
+		s := &vanished[i]
+		a.log.Debug("TCP socket vanished without an end event", "cookie", s.Cookie,
+			"local", s.Local, "remote", s.Remote, "role", s.Role, "netns", s.Owner.Netns,
+			"pid", s.Owner.PID, "command", s.Owner.Command, "established", s.Established,
+			"adopted", s.Adopted, "bytes_sent", s.BytesSent, "bytes_recv", s.BytesRecv)
+	}
+}

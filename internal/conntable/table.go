@@ -231,7 +231,8 @@ type Table struct {
 	// missing counts the sockets the last SyncTCP missed for the first
 	// time: another complete read confirms them vanished.
 	missing  int
-	udpSyncs uint64 // SyncUDP calls so far
+	vanished []flow.TCPSocket // what the last SyncTCP let go
+	udpSyncs uint64           // SyncUDP calls so far
 	stats    Stats
 }
 
@@ -261,11 +262,15 @@ func (t *Table) Stats() Stats {
 // Sockets missing from vanishAfter complete reads in a row (and read as
 // touched in none between) are let go before new ones are added, so the
 // table never holds more than vanishAfter kernel maps' worth plus what
-// TouchedTCP added since.
-func (t *Table) SyncTCP(live []flow.TCPSocket) {
+// TouchedTCP added since. It returns those let go, counted in
+// SocketsVanished, as last read (only the cookie and start of one never
+// read established), for the caller to name; the slice is reused by the
+// next call.
+func (t *Table) SyncTCP(live []flow.TCPSocket) (vanished []flow.TCPSocket) {
 	t.syncs++
 	fresh := t.syncKnown(live)
 	t.missing = 0
+	t.vanished = t.vanished[:0]
 	for cookie, e := range t.socks {
 		switch t.syncs - e.synced {
 		case 0:
@@ -274,6 +279,9 @@ func (t *Table) SyncTCP(live []flow.TCPSocket) {
 		default:
 			delete(t.socks, cookie)
 			t.stats.SocketsVanished++
+			s := e.conn.last
+			s.Cookie, s.StartNS = cookie, e.conn.start
+			t.vanished = append(t.vanished, s)
 		}
 	}
 	for cookie, seen := range t.untracked {
@@ -282,6 +290,7 @@ func (t *Table) SyncTCP(live []flow.TCPSocket) {
 		}
 	}
 	t.addFresh(live, fresh)
+	return t.vanished
 }
 
 // TouchedTCP takes the live TCP sockets whose state changed since they

@@ -199,9 +199,13 @@ func TestIdleSocketEmitsNothingAndVanishedIsCounted(t *testing.T) {
 	if st := tb.Stats(); st.Sockets != 1 || st.SocketsVanished != 0 {
 		t.Fatalf("after one miss: %+v", st)
 	}
-	tb.SyncTCP(nil)
+	vanished := tb.SyncTCP(nil)
 	if st := tb.Stats(); st.Sockets != 0 || st.SocketsVanished != 1 {
 		t.Fatalf("after two misses: %+v", st)
+	}
+	// Named as last read, for the agent's log.
+	if len(vanished) != 1 || vanished[0] != s {
+		t.Errorf("vanished %+v, want %+v", vanished, s)
 	}
 }
 

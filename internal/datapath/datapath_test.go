@@ -240,3 +240,57 @@ func TestOpenRefusesANonCgroup2Root(t *testing.T) {
 		t.Errorf("Open with %s as the cgroup root: %v, want it named not a cgroup2 mount", dir, err)
 	}
 }
+
+// The agent's own connections are never tracked, so none leaves tcp_socks
+// without an end event (which the agent would count as a socket vanished):
+// neither one accepted on a listener the agent opened before its programs
+// were attached (flowlens up opens its API first; the walk learns the
+// listener), nor one it dials itself. The kernel sees both handshakes
+// before the agent's first I/O on them says whose they are.
+func TestOwnConnectionsAreNeverTracked(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	testutil.Must(t, err, "listen")
+	defer ln.Close()
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+
+	d, err := Open(Config{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	testutil.Must(t, err, "open")
+	defer d.Close()
+	_, err = d.WalkTCP()
+	testutil.Must(t, err, "walk")
+
+	const conns = 3
+	for range conns {
+		client, err := net.Dial("tcp4", ln.Addr().String())
+		testutil.Must(t, err, "dial own listener")
+		server, err := ln.Accept()
+		testutil.Must(t, err, "accept")
+		if socks := socketsOnPort(t, d, port); len(socks) != 0 {
+			t.Errorf("before any I/O: tracked %d sockets on port %d, want none: %+v", len(socks), port, socks)
+		}
+		_, err = client.Write([]byte("x"))
+		testutil.Must(t, err, "write")
+		_, err = io.ReadFull(server, make([]byte, 1))
+		testutil.Must(t, err, "read")
+		client.Close()
+		server.Close()
+	}
+	if socks := socketsOnPort(t, d, port); len(socks) != 0 {
+		t.Errorf("after closing: tracked %d sockets on port %d, want none: %+v", len(socks), port, socks)
+	}
+	var ends []flow.TCPEnd
+	for {
+		ev, err := d.ReadEnd(time.Now())
+		if errors.Is(err, ErrTimeout) {
+			break
+		}
+		testutil.Must(t, err, "read end events")
+		if ev.Socket.Local.Port() == port || ev.Socket.Remote.Port() == port {
+			ends = append(ends, ev)
+		}
+	}
+	if len(ends) != 0 {
+		t.Errorf("%d end events on port %d, want none: %+v", len(ends), port, ends)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
@@ -132,11 +133,17 @@ func netnsPaths() (paths []string, unreadable int) {
 // markOwnSockets tells the kernel side the cookies of this process's own
 // sockets (an API server connection made before the programs were
 // attached), so that neither the walk nor a handshake completing later
-// takes them for traffic. Sockets opened afterwards are known by the pid.
+// takes them for traffic, and its listeners (flowlens up opens its API
+// first), so that the connections they accept are not taken for traffic
+// either. Sockets opened afterwards are known by the pid.
 func (d *Datapath) markOwnSockets() error {
 	fds, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		return fmt.Errorf("list own descriptors: %w", err)
+	}
+	var netns unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &netns); err != nil {
+		return fmt.Errorf("read own network namespace: %w", err)
 	}
 	for _, e := range fds {
 		fd, err := strconv.Atoi(e.Name())
@@ -150,6 +157,44 @@ func (d *Datapath) markOwnSockets() error {
 		if err := d.maps.SelfSocks.Put(cookie, uint8(1)); err != nil {
 			return fmt.Errorf("mark own socket: %w", err)
 		}
+		if err := d.markOwnListener(fd, uint32(netns.Ino)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// markOwnListener enters fd in the listeners map as this process's, if it
+// is a TCP listener. The walk counts the socket in (listen_info.sockets
+// starts at 0 here); what tells the kernel side the listener is the
+// agent's is its owner's pid. By cookie it could not be told: Go listens
+// with MPTCP, whose TCP subflow listener, the socket the walk and the
+// handshakes see, has a cookie of its own that no descriptor shows.
+func (d *Datapath) markOwnListener(fd int, netns uint32) error {
+	if on, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || on == 0 {
+		return nil
+	}
+	if proto, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL); err != nil ||
+		proto != unix.IPPROTO_TCP && proto != unix.IPPROTO_MPTCP {
+		return nil
+	}
+	key := flowlensListenerKey{Netns: netns}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return nil // closed since the listing
+	}
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		key.Port, key.Family = uint16(sa.Port), afInet
+	case *unix.SockaddrInet6:
+		key.Port, key.Family = uint16(sa.Port), afInet6
+	default:
+		return nil
+	}
+	own := flowlensListenInfo{Owner: flowlensOwner{Pid: uint32(os.Getpid()), Netns: netns}}
+	err = d.maps.Listeners.Update(&key, &own, ebpf.UpdateNoExist)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
+		return fmt.Errorf("mark own listener on port %d: %w", key.Port, err)
 	}
 	return nil
 }
