@@ -45,10 +45,13 @@ func (t *Table) Ended() bool {
 func (t *Table) FlushEnded(start, end time.Time) []flow.Record {
 	t.clock.follow(end)
 	t.matchDrops(end)
-	var out []flow.Record
+	var (
+		out  []flow.Record
+		rtts []flow.RTT
+	)
 	for k, p := range t.pending {
 		if final(k, p) {
-			out = append(out, t.finish(k, p, start, end))
+			out = append(out, t.finish(k, p, start, end, &rtts))
 			delete(t.pending, k)
 		}
 	}

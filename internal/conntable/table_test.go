@@ -576,3 +576,35 @@ func TestConnectLatencyAndSYNRetransmits(t *testing.T) {
 		}
 	}
 }
+
+// The records of one flush share where their latencies are kept, each
+// with its own: more of them than the flush planned for included.
+func TestFlushKeepsEachRecordsLatencies(t *testing.T) {
+	tb := New(Config{})
+	const n = 5
+	for i := range uint64(n) {
+		s := clientSock(i + 1)
+		s.Local = netip.AddrPortFrom(client.Addr(), uint16(40000+i))
+		s.BytesSent, s.SRTTMicros = 10, uint32(100*(i+1))
+		s.Adopted = i%2 == 0 // the others opened: a connect latency too
+		s.StartNS, s.EstablishedNS = 1000, 1000+uint64(2000*(i+1))
+		tb.SyncTCP([]flow.TCPSocket{s})
+	}
+	recs := tb.Flush(t0, t1)
+	if len(recs) != n {
+		t.Fatalf("%d records, want %d", len(recs), n)
+	}
+	for _, r := range recs {
+		i := uint32(r.Source.Port - 40000)
+		if r.RTT == nil || *r.RTT != (flow.RTT{MinMicros: 100 * (i + 1), AvgMicros: 100 * (i + 1), MaxMicros: 100 * (i + 1)}) {
+			t.Errorf("port %d: RTT %+v, want %d µs", r.Source.Port, r.RTT, 100*(i+1))
+		}
+		want := (*flow.RTT)(nil)
+		if i%2 == 1 {
+			want = &flow.RTT{MinMicros: 2 * (i + 1), AvgMicros: 2 * (i + 1), MaxMicros: 2 * (i + 1)}
+		}
+		if (r.ConnectLatency == nil) != (want == nil) || want != nil && *r.ConnectLatency != *want {
+			t.Errorf("port %d: connect latency %+v, want %+v", r.Source.Port, r.ConnectLatency, want)
+		}
+	}
+}
