@@ -45,18 +45,33 @@ func (t *Table) Ended() bool {
 func (t *Table) FlushEnded(start, end time.Time) []flow.Record {
 	t.clock.follow(end)
 	t.matchDrops(end)
-	var (
-		out  []flow.Record
-		rtts []flow.RTT
-	)
+	// The records are gathered by reference first, so that the slice
+	// handed out is allocated once, at its size: grown record by record
+	// (≈700 bytes each, a thousand a flush at 5k connections/s) it was
+	// copied and allocated twice over, and the collector paid for both.
+	var ended []endedRec
 	for k, p := range t.pending {
 		if final(k, p) {
-			out = append(out, t.finish(k, p, start, end, &rtts))
-			delete(t.pending, k)
+			ended = append(ended, endedRec{k, p})
 		}
+	}
+	if len(ended) == 0 {
+		return nil
+	}
+	out := make([]flow.Record, len(ended))
+	var rtts []flow.RTT
+	for i, e := range ended {
+		out[i] = t.finish(e.k, e.p, start, end, &rtts)
+		delete(t.pending, e.k)
 	}
 	t.stats.Records += uint64(len(out))
 	return out
+}
+
+// endedRec is a final record FlushEnded found.
+type endedRec struct {
+	k recKey
+	p *pending
 }
 
 // RequestsOnEnded puts request groups on their flow's record if that record

@@ -218,8 +218,14 @@ type EdgeMetrics struct {
 	// bounded apart, and emptied when full.
 	cache    map[edgeKey]*edgeCounts
 	byLabels map[edgeLabels]*edgeCounts
-	other    *edgeCounts // nil until an edge folds
-	folded   uint64
+	// last is the edge Observe met last, and its counts: the topology
+	// folds a connection's two records one after the other, onto one
+	// edge, and comparing the key costs less than hashing it again.
+	// A key's counts never change (label sets are never forgotten).
+	last       edgeKey
+	lastCounts *edgeCounts
+	other      *edgeCounts // nil until an edge folds
+	folded     uint64
 }
 
 // NewEdgeMetrics returns edge metrics giving at most maxSeries label sets
@@ -232,14 +238,18 @@ func NewEdgeMetrics(maxSeries int) *EdgeMetrics {
 
 // Observe counts r on edge e: whole when its connection is counted from
 // r's side, else only r's retransmits. It has topology.Config.Observe's
-// signature. An edge met before costs a map lookup and no allocation.
+// signature. An edge met before costs a map lookup (the one met last, a
+// comparison) and no allocation.
 func (m *EdgeMetrics) Observe(r *flow.Record, e topology.EdgeRef, whole bool) {
 	k := edgeKey{edge: e.Key(), port: r.Destination.Port, protocol: r.Protocol}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	c := m.cache[k]
-	if c == nil {
-		c = m.labelSet(e, &k)
+	c := m.lastCounts
+	if c == nil || k != m.last {
+		if c = m.cache[k]; c == nil {
+			c = m.labelSet(e, &k)
+		}
+		m.last, m.lastCounts = k, c
 	}
 	if c == m.other {
 		m.folded++

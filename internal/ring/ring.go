@@ -5,19 +5,19 @@ package ring
 import (
 	"encoding/json"
 	"fmt"
+	"math/bits"
 	"sync"
 	"sync/atomic"
 
 	"github.com/flowlens/flowlens/internal/flow"
 )
 
-// Entry is one record as written. Entries are immutable once written, so
-// readers share them without copying.
+// Entry is one record as read: each Read decodes its own, so a reader may
+// keep it as long as it likes.
 type Entry struct {
 	Record flow.Record
 
-	seq  uint64
-	json atomic.Pointer[[]byte] // encoding plus '\n', kept while among the newest
+	seq uint64
 }
 
 // encodedWindow is how many of the newest entries keep their JSON once a
@@ -27,13 +27,20 @@ type Entry struct {
 // brings, or followers would encode the head of each batch again.
 const encodedWindow = 16384
 
+// encoded is the JSON line of the entry with sequence number seq.
+type encoded struct {
+	seq  uint64
+	line []byte
+}
+
 // JSON is e's record encoded as one JSON line (with its newline). Among the
 // newest entries the encoding is made once and shared: callers must not
 // modify the bytes. An older entry, read only by a reader far behind or a
 // read of everything, is encoded for that read alone.
 func (r *Ring) JSON(e *Entry) ([]byte, error) {
-	if p := e.json.Load(); p != nil {
-		return *p, nil
+	slot := &r.json[e.seq%uint64(len(r.json))]
+	if p := slot.Load(); p != nil && p.seq == e.seq {
+		return p.line, nil
 	}
 	b, err := json.Marshal(&e.Record)
 	if err != nil {
@@ -42,15 +49,16 @@ func (r *Ring) JSON(e *Entry) ([]byte, error) {
 	line := make([]byte, len(b)+1) // exactly sized: it may be kept
 	copy(line, b)
 	line[len(b)] = '\n'
-	// A writer passing meanwhile may have released it already: then it is
-	// kept until overwritten, which the bound tolerates.
-	if r.head.Load()-e.seq <= r.keep {
-		e.json.Store(&line)
+	// Only an entry among the newest takes the slot; a writer passing
+	// meanwhile may have cleared it already: then it is kept until the
+	// slot's next entry is written.
+	if r.head.Load()-e.seq <= uint64(len(r.json)) {
+		slot.Store(&encoded{seq: e.seq, line: line})
 	}
 	return line, nil
 }
 
-// Ring is a bounded buffer of entries addressed by a sequence number that
+// Ring is a bounded buffer of records addressed by a sequence number that
 // only grows. The writer never waits for readers; a reader that falls more
 // than the capacity behind loses the overwritten records and is told how
 // many.
@@ -58,55 +66,121 @@ func (r *Ring) JSON(e *Entry) ([]byte, error) {
 //	seq:     oldest                         next
 //	          │                               │
 //	          ▼                               ▼
-//	buf: ... [r5][r6][r7][r8][r1][r2][r3][r4] ...   slot = seq % cap
+//	spans: . [r5][r6][r7][r8][r1][r2][r3][r4] ...   slot = seq % cap
 //	          └── cap records, oldest = next-cap (or 0) ──┘
 //
+// Records are kept encoded (codec.go), one after the other in data, a
+// circular byte buffer addressed by an offset that only grows, as the
+// sequence numbers do: the garbage collector has no pointer to follow in
+// the ring, however many records it holds.
+//
 // Invariants: 0 <= next-oldest <= cap; the record with sequence s (oldest <=
-// s < next) is buf[s%cap]. Every method reads next once, under the one lock,
-// so oldest and next always come from the same moment.
+// s < next) is encoded at spans[s%cap]; the encodings of oldest..next-1 lie
+// in [spans[oldest%cap].off, end), which fits in data. Every method reads
+// next once, under the one lock, so oldest and next always come from the
+// same moment.
 type Ring struct {
-	mu   sync.Mutex
-	buf  []*Entry
-	next uint64
-	wake chan struct{} // closed and replaced after every write
+	mu    sync.Mutex
+	spans []span
+	data  []byte // len a power of two; offset o is at data[o&(len-1)]
+	end   uint64 // the offset after the newest encoding
+	next  uint64
+	wake  chan struct{} // closed and replaced after every write
 
-	head atomic.Uint64 // next, for JSON's lock-free look
-	keep uint64        // the newest entries that keep their JSON
+	// write serialises writers, and owns scratch, where they encode
+	// outside mu so that readers wait only for the copy.
+	write   sync.Mutex
+	scratch []byte
+	sizes   []int
+
+	head atomic.Uint64             // next, for JSON's lock-free look
+	json []atomic.Pointer[encoded] // seq % len: the newest entries' JSON
+}
+
+// span is where one record's encoding lies.
+type span struct {
+	off uint64
+	n   uint32
 }
 
 // New returns a ring holding up to capacity records.
 func New(capacity int) *Ring {
 	capacity = max(capacity, 1)
-	return &Ring{buf: make([]*Entry, capacity), wake: make(chan struct{}), keep: uint64(min(capacity, encodedWindow))}
+	return newRing(capacity, min(capacity, encodedWindow))
+}
+
+func newRing(capacity, keep int) *Ring {
+	return &Ring{spans: make([]span, capacity), data: make([]byte, 4096), wake: make(chan struct{}),
+		json: make([]atomic.Pointer[encoded], keep)}
 }
 
 // Write appends records, overwriting the oldest, and wakes followers. The
-// entries are built outside the lock, so readers wait only for the pointer
-// stores.
+// records are encoded outside the lock, so readers wait only for the copy.
 func (r *Ring) Write(recs []flow.Record) {
 	if len(recs) == 0 {
 		return
 	}
-	entries := make([]Entry, len(recs))
+	r.write.Lock()
+	defer r.write.Unlock()
+	b, sizes := r.scratch[:0], r.sizes[:0]
 	for i := range recs {
-		entries[i].Record = recs[i]
+		n := len(b)
+		b = encodeRecord(b, &recs[i])
+		sizes = append(sizes, len(b)-n)
 	}
+	r.scratch, r.sizes = b, sizes
+
 	r.mu.Lock()
-	for i := range entries {
-		// The entry leaving the window drops its encoding.
-		if r.next >= r.keep {
-			if old := r.buf[(r.next-r.keep)%uint64(len(r.buf))]; old != nil {
-				old.json.Store(nil)
-			}
+	capacity := uint64(len(r.spans))
+	for _, n := range sizes {
+		s := r.next
+		// The oldest record kept once s is written, and where it starts.
+		start := r.end
+		if oldest := (s + 1) - min(s+1, capacity); oldest < s {
+			start = r.spans[oldest%capacity].off
 		}
-		entries[i].seq = r.next
-		r.buf[r.next%uint64(len(r.buf))] = &entries[i]
+		if need := r.end + uint64(n) - start; need > uint64(len(r.data)) {
+			r.grow(start, need)
+		}
+		r.put(r.end, b[:n])
+		b = b[n:]
+		r.spans[s%capacity] = span{off: r.end, n: uint32(n)}
+		r.end += uint64(n)
+		// The entry leaving the window drops its JSON.
+		r.json[s%uint64(len(r.json))].Store(nil)
 		r.next++
 	}
 	r.head.Store(r.next)
 	close(r.wake)
 	r.wake = make(chan struct{})
 	r.mu.Unlock()
+}
+
+// grow makes data hold at least need bytes, keeping [start, end).
+func (r *Ring) grow(start, need uint64) {
+	data := make([]byte, 1<<bits.Len64(need-1))
+	old := r.data
+	r.data = data
+	for off := start; off < r.end; {
+		chunk := old[off&uint64(len(old)-1):]
+		chunk = chunk[:min(uint64(len(chunk)), r.end-off)]
+		r.put(off, chunk)
+		off += uint64(len(chunk))
+	}
+}
+
+// put copies b into data at offset off, wrapping around its end.
+func (r *Ring) put(off uint64, b []byte) {
+	n := copy(r.data[off&uint64(len(r.data)-1):], b)
+	copy(r.data, b[n:])
+}
+
+// get appends to dst the n bytes of data at offset off.
+func (r *Ring) get(dst []byte, off uint64, n int) []byte {
+	at := off & uint64(len(r.data)-1)
+	first := r.data[at:min(at+uint64(n), uint64(len(r.data)))]
+	dst = append(dst, first...)
+	return append(dst, r.data[:n-len(first)]...)
 }
 
 // Bounds is the range of sequence numbers the ring holds now: [oldest, next).
@@ -129,27 +203,44 @@ func (r *Ring) Len() int {
 }
 
 // Cap is the ring's capacity.
-func (r *Ring) Cap() int { return len(r.buf) }
+func (r *Ring) Cap() int { return len(r.spans) }
 
 func (r *Ring) oldest() uint64 {
-	if r.next < uint64(len(r.buf)) {
+	if r.next < uint64(len(r.spans)) {
 		return 0
 	}
-	return r.next - uint64(len(r.buf))
+	return r.next - uint64(len(r.spans))
 }
 
 // Read appends to dst up to limit entries with sequence numbers from `from`
 // on, oldest first. Records from `from` on that were overwritten before this
 // read are lost to the reader: Read says how many, and the entries it
 // returns start at from+lost. A reader continues at from+lost+len(out).
+// The encodings are copied under the lock and decoded after it.
 func (r *Ring) Read(from uint64, limit int, dst []*Entry) (out []*Entry, lost uint64) {
+	var raw []byte
+	var sizes []uint32
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if o := r.oldest(); from < o {
 		lost, from = o-from, o
 	}
+	first := from
 	for ; from < r.next && limit > 0; from, limit = from+1, limit-1 {
-		dst = append(dst, r.buf[from%uint64(len(r.buf))])
+		sp := r.spans[from%uint64(len(r.spans))]
+		raw = r.get(raw, sp.off, int(sp.n))
+		sizes = append(sizes, sp.n)
+	}
+	r.mu.Unlock()
+	entries := make([]Entry, len(sizes))
+	for i, n := range sizes {
+		e := &entries[i]
+		e.seq = first + uint64(i)
+		if err := decodeRecord(raw[:n], &e.Record); err != nil {
+			// The ring decodes only what it encoded: this is a bug in codec.go.
+			panic(fmt.Sprintf("ring entry %d: %v", e.seq, err))
+		}
+		raw = raw[n:]
+		dst = append(dst, e)
 	}
 	return dst, lost
 }

@@ -132,6 +132,10 @@ type Store struct {
 	edgeIDs map[edgeKey]uint32
 	edges   []edgeInfo
 	free    []uint32
+	// lastEdge is the edge entry met last: a connection's two records
+	// are folded one after the other onto one edge, and comparing the key
+	// costs less than hashing it again (lookupEdge).
+	lastEdge uint32
 
 	conns connIndex
 	stats Stats
@@ -257,7 +261,7 @@ func (s *Store) counts(t time.Time, k *edgeKey) *counts {
 // entry returns the counts of edge k in bucket b, adding the edge, or nil
 // when b holds MaxEdgesPerBucket edges already.
 func (s *Store) entry(b *bucket, k *edgeKey) *counts {
-	id, known := s.edgeIDs[*k]
+	id, known := s.lookupEdge(k)
 	if known {
 		if i, ok := b.slot[id]; ok {
 			return &b.entries[i].counts
@@ -277,9 +281,24 @@ func (s *Store) entry(b *bucket, k *edgeKey) *counts {
 		s.edgeIDs[*k] = id
 	}
 	s.edges[id].refs++
+	s.lastEdge = id
 	b.slot[id] = int32(len(b.entries))
 	b.entries = append(b.entries, entry{edge: id})
 	return &b.entries[len(b.entries)-1].counts
+}
+
+// lookupEdge returns k's edge id, if k is an edge. The edge met last is
+// compared before the index is asked; a freed or reused id fails the
+// comparison.
+func (s *Store) lookupEdge(k *edgeKey) (uint32, bool) {
+	if id := s.lastEdge; int(id) < len(s.edges) && s.edges[id].refs > 0 && s.edges[id].key == *k {
+		return id, true
+	}
+	id, ok := s.edgeIDs[*k]
+	if ok {
+		s.lastEdge = id
+	}
+	return id, ok
 }
 
 // SetCounting turns counting off (false) or back on. With it off, records
