@@ -293,12 +293,12 @@ static __always_inline void owner_current(const struct sock *sk, struct owner *o
  * share its netns and cgroup unless it moved after creating them. */
 static __always_inline void owner_task(struct owner *o)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *task = bpf_get_current_task_btf();
 
 	o->pid = bpf_get_current_pid_tgid() >> 32;
-	o->netns = BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
+	o->netns = task->nsproxy->net_ns->ns.inum;
 	o->cgroup = bpf_get_current_cgroup_id();
-	BPF_CORE_READ_STR_INTO(&o->comm, task, group_leader, comm);
+	copy_comm(o->comm, task);
 }
 
 static __always_inline int is_self(void)
