@@ -155,6 +155,7 @@ type releasedConv struct {
 }
 
 type convEntry struct {
+	key             convKey
 	firstNS, lastNS uint64 // of the kernel entry last read
 	counts          udpCounts
 	initiator       bool
@@ -227,7 +228,8 @@ type Table struct {
 	socks     map[uint64]*sockEntry
 	untracked map[uint64]uint64 // cookie -> last sync, of sockets counted in SocketsUntracked
 	convs     map[convKey]*convEntry
-	live      []convKey      // the conversations of the last SyncUDP
+	live      []*convEntry   // the table's conversations live at the last SyncUDP
+	nextLive  []*convEntry   // live's other buffer, filled by the SyncUDP under way
 	released  []releasedConv // conversations gone from the kernel map, oldest first
 	pending   map[recKey]*pending
 	arena     pendingArena // where pending's records live
@@ -493,6 +495,9 @@ func (t *Table) accountTCP(s, prev *flow.TCPSocket, force bool) *pending {
 func (t *Table) SyncUDP(live []flow.UDPConversation, now uint64) (expired []int) {
 	t.udpSyncs++
 	var fresh []int
+	// The entries live now, kept by pointer: the next sync's release
+	// finds those gone without hashing their keys again.
+	next := t.nextLive[:0]
 	for i := range live {
 		c := &live[i]
 		e, ok := t.convs[convKey{c.Cookie, c.Local, c.Remote}]
@@ -501,6 +506,7 @@ func (t *Table) SyncUDP(live []flow.UDPConversation, now uint64) (expired []int)
 			continue
 		}
 		t.syncConv(e, c)
+		next = append(next, e)
 		if t.idle(c, now) {
 			expired = append(expired, i)
 		}
@@ -509,23 +515,22 @@ func (t *Table) SyncUDP(live []flow.UDPConversation, now uint64) (expired []int)
 	t.forget(now, len(fresh))
 	for _, i := range fresh {
 		c := &live[i]
-		e := &convEntry{initiator: c.Initiator}
+		e := &convEntry{key: convKey{c.Cookie, c.Local, c.Remote}, initiator: c.Initiator}
 		if len(t.convs) >= t.cfg.MaxConversations {
 			t.syncConv(e, c)
 			t.stats.ConversationsReleasedEarly++
 			expired = append(expired, i)
 			continue
 		}
-		t.convs[convKey{c.Cookie, c.Local, c.Remote}] = e
+		t.convs[e.key] = e
 		t.syncConv(e, c)
+		next = append(next, e)
 		if t.idle(c, now) {
 			expired = append(expired, i)
 		}
 	}
-	t.live = t.live[:0]
-	for i := range live {
-		t.live = append(t.live, convKey{live[i].Cookie, live[i].Local, live[i].Remote})
-	}
+	clear(t.live) // the entries it held may be forgotten
+	t.live, t.nextLive = next, t.live[:0]
 	return expired
 }
 
@@ -567,9 +572,9 @@ func (t *Table) syncConv(e *convEntry, c *flow.UDPConversation) {
 // every earlier one: the queue stays ordered by last datagram.
 func (t *Table) release() {
 	n := len(t.released)
-	for _, k := range t.live {
-		if e, ok := t.convs[k]; ok && e.seen != t.udpSyncs {
-			t.released = append(t.released, releasedConv{k, e.lastNS})
+	for _, e := range t.live {
+		if e.seen != t.udpSyncs {
+			t.released = append(t.released, releasedConv{e.key, e.lastNS})
 		}
 	}
 	slices.SortFunc(t.released[n:], func(a, b releasedConv) int { return cmp.Compare(a.lastNS, b.lastNS) })

@@ -179,6 +179,9 @@ func Open(cfg Config, log *slog.Logger) (*Datapath, error) {
 	spec.Maps["touched0"].MaxEntries = uint32(cfg.TCPSockets)
 	spec.Maps["touched1"].MaxEntries = uint32(cfg.TCPSockets)
 	spec.Maps["udp_flows"].MaxEntries = uint32(cfg.UDPFlows)
+	// Open UDP sockets, each holding at least one conversation while it
+	// sends or receives.
+	spec.Maps["udp_socks"].MaxEntries = uint32(cfg.UDPFlows)
 	spec.Maps["events"].MaxEntries = uint32(cfg.RingBytes)
 	spec.Maps["l7_events"].MaxEntries = uint32(cfg.L7RingBytes)
 	cpus, err := ebpf.PossibleCPU()

@@ -71,7 +71,7 @@ func Probe(cgroupMount string) []Feature {
 	if cgroupMount != "" {
 		err = features.HaveProgramType(ebpf.CGroupSockAddr)
 	}
-	add("cgroup sock_addr (sendmsg, connect) and sock_create", "UDP destinations before NAT, owners of fresh UDP sockets", err)
+	add("cgroup sock_addr (sendmsg, connect), sock_create and sock_release", "UDP destinations before NAT, owners of fresh UDP sockets", err)
 	add("kprobes", "", pmuExists("kprobe"))
 	add("fentry/fexit", "", haveFentry())
 	add("uprobes", "", pmuExists("uprobe"))

@@ -320,6 +320,7 @@ const (
 	flowlensProgUdpConnect6          = "udp_connect6"
 	flowlensProgUdpEgress            = "udp_egress"
 	flowlensProgUdpIngress           = "udp_ingress"
+	flowlensProgUdpRelease           = "udp_release"
 	flowlensProgUdpSendmsg4          = "udp_sendmsg4"
 	flowlensProgUdpSendmsg6          = "udp_sendmsg6"
 	flowlensProgUdpSockCreate        = "udp_sock_create"
@@ -422,6 +423,7 @@ type flowlensProgramSpecs struct {
 	UdpConnect6          *ebpf.ProgramSpec `ebpf:"udp_connect6"`
 	UdpEgress            *ebpf.ProgramSpec `ebpf:"udp_egress"`
 	UdpIngress           *ebpf.ProgramSpec `ebpf:"udp_ingress"`
+	UdpRelease           *ebpf.ProgramSpec `ebpf:"udp_release"`
 	UdpSendmsg4          *ebpf.ProgramSpec `ebpf:"udp_sendmsg4"`
 	UdpSendmsg6          *ebpf.ProgramSpec `ebpf:"udp_sendmsg6"`
 	UdpSockCreate        *ebpf.ProgramSpec `ebpf:"udp_sock_create"`
@@ -620,6 +622,7 @@ type flowlensPrograms struct {
 	UdpConnect6          *ebpf.Program `ebpf:"udp_connect6"`
 	UdpEgress            *ebpf.Program `ebpf:"udp_egress"`
 	UdpIngress           *ebpf.Program `ebpf:"udp_ingress"`
+	UdpRelease           *ebpf.Program `ebpf:"udp_release"`
 	UdpSendmsg4          *ebpf.Program `ebpf:"udp_sendmsg4"`
 	UdpSendmsg6          *ebpf.Program `ebpf:"udp_sendmsg6"`
 	UdpSockCreate        *ebpf.Program `ebpf:"udp_sock_create"`
@@ -653,6 +656,7 @@ func (p *flowlensPrograms) Close() error {
 		p.UdpConnect6,
 		p.UdpEgress,
 		p.UdpIngress,
+		p.UdpRelease,
 		p.UdpSendmsg4,
 		p.UdpSendmsg6,
 		p.UdpSockCreate,

@@ -41,6 +41,7 @@ func TestPlanSkipsWhatTheKernelLacks(t *testing.T) {
 		// No cgroup2 mount: none of the cgroup programs.
 		"udp_egress": false, "udp_ingress": false,
 		"udp_sendmsg4": false, "udp_sendmsg6": false, "udp_connect4": false, "udp_connect6": false, "udp_sock_create": false,
+		"udp_release": false,
 	}
 	if len(got) != len(want) {
 		t.Fatalf("planned %v, want %v", got, want)
