@@ -3,10 +3,11 @@ package testutil
 import (
 	"maps"
 
-	"github.com/flowlens/flowlens/internal/bpffd"
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/flowlens/flowlens/internal/bpffd"
 )
 
 // fdinfo texts as Linux 6.x prints them for a program, a map and a link.
