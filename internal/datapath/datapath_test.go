@@ -22,16 +22,7 @@ import (
 // by another process is reported with its process, bytes and role; the
 // test's own accepted socket (the agent's, as far as the kernel knows) is not.
 func TestOpenAttachAndSeeAConnection(t *testing.T) {
-	testutil.RequirePrivileged(t)
-	mount, err := cgroup.ReadMount()
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := Open(Config{CgroupMount: mount.Dir}, slog.New(slog.NewTextHandler(os.Stderr, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := openWith(t, Config{})
 	// This kernel has every hook: each program must load and attach.
 	for _, h := range d.Hooks() {
 		if !h.Attached {
@@ -293,4 +284,21 @@ func TestOwnConnectionsAreNeverTracked(t *testing.T) {
 	if len(ends) != 0 {
 		t.Errorf("%d end events on port %d, want none: %+v", len(ends), port, ends)
 	}
+}
+
+// openWith opens the data path as the agent does, its cgroup programs on
+// the host's cgroup2 mount; it is closed when the test ends.
+func openWith(t *testing.T, cfg Config) *Datapath {
+	testutil.RequirePrivileged(t)
+	mount, err := cgroup.ReadMount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.CgroupMount = mount.Dir
+	d, err := Open(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
 }

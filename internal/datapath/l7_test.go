@@ -123,17 +123,7 @@ func openL7(t *testing.T) *Datapath {
 }
 
 func openL7With(t *testing.T, cfg Config) *Datapath {
-	testutil.RequirePrivileged(t)
-	mount, err := cgroup.ReadMount()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.CgroupMount = mount.Dir
-	d, err := Open(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
+	d := openWith(t, cfg)
 	if !d.L7On() {
 		t.Fatal("L7 capture is off by default")
 	}

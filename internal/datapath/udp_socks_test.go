@@ -2,32 +2,19 @@ package datapath
 
 import (
 	"errors"
-	"log/slog"
 	"net"
 	"os"
 	"testing"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
-
-	"github.com/flowlens/flowlens/internal/cgroup"
-	"github.com/flowlens/flowlens/internal/testutil"
 )
 
 // A UDP socket's owner is recorded when it is created, under its cookie,
 // and the entry goes when the socket is released: udp_socks holds only
 // open sockets.
 func TestUDPSocketEntryGoesWithTheSocket(t *testing.T) {
-	testutil.RequirePrivileged(t)
-	mount, err := cgroup.ReadMount()
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := Open(Config{CgroupMount: mount.Dir}, slog.New(slog.NewTextHandler(os.Stderr, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := openWith(t, Config{})
 
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/flowlens/flowlens/internal/flow"
+	"github.com/flowlens/flowlens/internal/testutil"
 	"github.com/flowlens/flowlens/internal/topology"
 )
 
@@ -38,55 +39,8 @@ func open(t *testing.T, cfg Config) *DB {
 func filled(seed int) flow.Record {
 	var r flow.Record
 	n := seed * 1000
-	fill(reflect.ValueOf(&r).Elem(), &n)
+	testutil.Fill(reflect.ValueOf(&r).Elem(), t0, &n)
 	return r
-}
-
-func fill(v reflect.Value, n *int) {
-	*n++
-	switch x := v.Addr().Interface().(type) {
-	case *time.Time:
-		*x = t0.Add(time.Duration(*n)*time.Second + time.Duration(*n)) // nanoseconds kept
-		return
-	case *netip.Addr:
-		*x = netip.AddrFrom4([4]byte{10, byte(*n >> 16), byte(*n >> 8), byte(*n)})
-		return
-	}
-	switch v.Kind() {
-	case reflect.String:
-		v.SetString(fmt.Sprintf("s%d", *n))
-	case reflect.Bool:
-		v.SetBool(true)
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		v.SetInt(int64(*n%100 + 1)) // ip_version is a TINYINT
-	case reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		v.SetUint(uint64(*n))
-	case reflect.Struct:
-		for i := range v.NumField() {
-			fill(v.Field(i), n)
-		}
-	case reflect.Pointer:
-		v.Set(reflect.New(v.Type().Elem()))
-		fill(v.Elem(), n)
-	case reflect.Slice:
-		l := reflect.MakeSlice(v.Type(), 2, 2)
-		for i := range 2 {
-			fill(l.Index(i), n)
-		}
-		v.Set(l)
-	case reflect.Map:
-		m := reflect.MakeMap(v.Type())
-		for i := range 2 {
-			k, e := reflect.New(v.Type().Key()).Elem(), reflect.New(v.Type().Elem()).Elem()
-			fill(k, n)
-			fill(e, n)
-			m.SetMapIndex(k, e)
-			_ = i
-		}
-		v.Set(m)
-	default:
-		panic(fmt.Sprintf("fill: a field of kind %s: teach fill and the columns about it", v.Kind()))
-	}
 }
 
 // sparse is a record with the zero value where a field may have one:
@@ -328,7 +282,7 @@ func TestEdgeRowRoundTrip(t *testing.T) {
 	db := open(t, Config{})
 	var in topology.EdgeRow
 	n := 0
-	fill(reflect.ValueOf(&in).Elem(), &n)
+	testutil.Fill(reflect.ValueOf(&in).Elem(), t0, &n)
 	in.Bucket = t0.UnixNano() / int64(10*time.Second) // within the retention
 	ctx := context.Background()
 	if err := db.Append(ctx, []Event{{Pos: 1, Time: t0, Tick: true}}); err != nil {

@@ -2,7 +2,6 @@ package ring
 
 import (
 	"encoding/json"
-	"fmt"
 	"net/netip"
 	"reflect"
 	"strings"
@@ -10,52 +9,16 @@ import (
 	"time"
 
 	"github.com/flowlens/flowlens/internal/flow"
+	"github.com/flowlens/flowlens/internal/testutil"
 )
 
-// fill sets every field v reaches to a value that is not its zero, made
-// from seed: a field added to flow.Record that the codec does not carry
-// fails the round trip.
-func fill(t *testing.T, v reflect.Value, seed int) {
-	switch x := v.Addr().Interface().(type) {
-	case *time.Time:
-		*x = time.Unix(1_700_000_000+int64(seed), int64(seed)*1001)
-		return
-	case *netip.Addr:
-		*x = netip.AddrFrom4([4]byte{10, 0, byte(seed >> 8), byte(seed)})
-		return
-	}
-	switch v.Kind() {
-	case reflect.String:
-		v.SetString(fmt.Sprintf("s%d", seed))
-	case reflect.Bool:
-		v.SetBool(true)
-	case reflect.Int, reflect.Int64, reflect.Int32:
-		v.SetInt(int64(seed))
-	case reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		v.SetUint(uint64(seed))
-	case reflect.Struct:
-		for i := range v.NumField() {
-			fill(t, v.Field(i), seed*31+i+1)
-		}
-	case reflect.Pointer:
-		v.Set(reflect.New(v.Type().Elem()))
-		fill(t, v.Elem(), seed+1)
-	case reflect.Slice:
-		v.Set(reflect.MakeSlice(v.Type(), 2, 2))
-		for i := range 2 {
-			fill(t, v.Index(i), seed+i+1)
-		}
-	case reflect.Map:
-		v.Set(reflect.MakeMap(v.Type()))
-		for i := range 2 {
-			k, e := reflect.New(v.Type().Key()).Elem(), reflect.New(v.Type().Elem()).Elem()
-			fill(t, k, seed+i+1)
-			fill(t, e, seed+i+7)
-			v.SetMapIndex(k, e)
-		}
-	default:
-		t.Fatalf("fill: no value for a %s: teach fill and the codec", v.Type())
-	}
+// filled is a record with every field set (testutil.Fill): a field added
+// to flow.Record that the codec does not carry fails the round trip.
+func filled(seed int) flow.Record {
+	var r flow.Record
+	n := seed * 1000
+	testutil.Fill(reflect.ValueOf(&r).Elem(), time.Unix(1_700_000_000, 0), &n)
+	return r
 }
 
 func roundTrip(t *testing.T, r *flow.Record) flow.Record {
@@ -68,8 +31,7 @@ func roundTrip(t *testing.T, r *flow.Record) flow.Record {
 }
 
 func TestCodecCarriesEveryField(t *testing.T) {
-	var r flow.Record
-	fill(t, reflect.ValueOf(&r).Elem(), 1)
+	r := filled(1)
 	r.Source.IP = netip.MustParseAddr("fe80::1%eth0")
 	r.Start = r.Start.UTC()
 	if got := roundTrip(t, &r); !reflect.DeepEqual(got, r) {
@@ -97,8 +59,7 @@ func TestCodecKeepsJSON(t *testing.T) {
 }
 
 func TestCodecRefusesTruncated(t *testing.T) {
-	var r flow.Record
-	fill(t, reflect.ValueOf(&r).Elem(), 3)
+	r := filled(3)
 	b := encodeRecord(nil, &r)
 	for n := range len(b) {
 		var got flow.Record
