@@ -221,7 +221,8 @@ func TestUIAgainstUp(t *testing.T) {
 	addFilter("verdict", "refused")
 	addFilter("to-ip", p.AddrA.String())
 	countRefused := fmt.Sprintf(`document.querySelectorAll('#flows-body tr[data-verdict="refused"]').length === %d && document.querySelectorAll('#flows-body tr').length === %d`, m, m)
-	b.WaitFor(t, "refused rows", countRefused, `document.querySelectorAll('#flows-body tr').length`, 10*time.Second)
+	b.WaitFor(t, "refused rows", countRefused,
+		`Array.from(document.querySelectorAll('#flows-body tr')).map(r => r.dataset.verdict + ': ' + r.textContent).join(' | ')`, 10*time.Second)
 	var cli string
 	b.Eval(t, `document.getElementById("cli").textContent`, &cli)
 	if wantCLI := fmt.Sprintf("flowlens observe --server %s --follow --verdict refused --to-ip %s", shared, p.AddrA); cli != wantCLI {
