@@ -223,10 +223,13 @@ export async function streamFlows(
   let buf = "";
   for (;;) {
     const { value, done } = await reader.read();
-    if (done) break;
+    // A read that was under way when the stream was aborted (the user
+    // changed the filters) still returns what it had: it must not reach
+    // the table its successor started afresh.
+    if (done || signal.aborted) break;
     const { lines, rest } = splitLines(buf + value);
     buf = rest;
     for (const l of lines) onLine(JSON.parse(l) as FlowLine);
   }
-  if (buf.trim() !== "") onLine(JSON.parse(buf) as FlowLine);
+  if (!signal.aborted && buf.trim() !== "") onLine(JSON.parse(buf) as FlowLine);
 }
