@@ -292,9 +292,10 @@ func (e *env) holdPass(ctx context.Context, sc scenario, name string, a *agent) 
 	}
 
 	// Records of N connections may take the agent a while to emit, and a
-	// socket ends when the kernel destroys it: a client whose peer's FIN or
-	// RST was dropped in the close storm waits in FIN_WAIT2 for its
-	// tcp_fin_timeout (60 s in a new network namespace) first.
+	// socket ends when the kernel destroys it: one pass had 24 client
+	// sockets still in the kernel map 40 s after the close storm, most
+	// likely orphans in FIN_WAIT2 (not confirmed), which the kernel keeps
+	// for tcp_fin_timeout (60 s in a new network namespace).
 	wait := settleWait + time.Duration(sc.Count/5000)*time.Second + finWait2Timeout
 	exp := expect(sc, p.Traffic)
 	if cfol != nil {
