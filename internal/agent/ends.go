@@ -12,12 +12,18 @@ import (
 	"github.com/flowlens/flowlens/internal/flow"
 )
 
-// maxQueuedEnds bounds the end events read off the ring and not yet taken
-// by the table's goroutine: 2^18 is a close storm of 131,072 connections
-// with both ends on the node (48 MiB of events, held only while they wait). Past it the reader stops
-// and the ring fills; what the kernel then cannot submit it counts as lost,
-// and the next interval reads the whole socket map to find those sockets.
-const maxQueuedEnds = 1 << 18
+// minQueuedEnds is the least bound on the end events read off the ring and
+// not yet taken by the table's goroutine: a close storm of 131,072
+// connections with both ends on the node (48 MiB of events, held only
+// while they wait). The bound is the socket map's capacity when that is
+// larger: each tracked socket has one end event, so a storm of every
+// socket the map holds fits (a million held connections closing at once
+// are two million events; the table's goroutine, busy with the records
+// of the first ones, takes them in seconds, not in one flush). Past it
+// the reader stops and the ring fills; what the kernel then cannot submit
+// it counts as lost, and the next interval reads the whole socket map to
+// find those sockets.
+const minQueuedEnds = 1 << 18
 
 // endQueue reads socket end events off the ring as the kernel wakes it,
 // in a goroutine of its own, so that the ring keeps draining while the
@@ -27,6 +33,7 @@ const maxQueuedEnds = 1 << 18
 type endQueue struct {
 	dp  *datapath.Datapath
 	log *slog.Logger
+	max int // events queued at most
 
 	mu      sync.Mutex // guards the ring's reads and evs
 	evs     []flow.TCPEnd
@@ -36,7 +43,9 @@ type endQueue struct {
 }
 
 func newEndQueue(dp *datapath.Datapath, log *slog.Logger) *endQueue {
-	return &endQueue{dp: dp, log: log, room: make(chan struct{}, 1), stopped: make(chan struct{})}
+	tcpCap, _ := dp.MapCapacity()
+	return &endQueue{dp: dp, log: log, max: max(minQueuedEnds, int(tcpCap)),
+		room: make(chan struct{}, 1), stopped: make(chan struct{})}
 }
 
 // run reads the ring whenever the kernel wakes its readers (once a quarter
@@ -87,7 +96,7 @@ var errChunk = errors.New("chunk read")
 
 func (q *endQueue) fillSome() error {
 	for n := 0; n < fillChunk; n++ {
-		if len(q.evs) >= maxQueuedEnds {
+		if len(q.evs) >= q.max {
 			return errFull
 		}
 		ev, err := q.dp.ReadEnd(time.Time{})

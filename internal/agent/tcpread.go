@@ -8,7 +8,15 @@ import (
 // wholeReadEvery is how many intervals may pass between two reads of the
 // whole tcp_socks map while nothing calls for one: the backstop for a
 // socket whose end the agent never saw without the kernel counting why.
-const wholeReadEvery = 60
+// With many sockets open the backstop is spaced by what it costs: a whole
+// read takes ≈1 µs per socket (kernel read and table sweep), so one every
+// sockets/1000 intervals is ≈1 ms per interval on average. Two million
+// sockets (a million connections with both ends on the node) are read every
+// 2,000 intervals, where every 60 would cost 2.5% of a core by itself.
+const (
+	wholeReadEvery     = 60
+	wholeReadPerSocket = 1000
+)
 
 // wholeReads decides when an interval reads the whole tcp_socks map rather
 // than only the sockets the kernel marked as changed. A whole read is what
@@ -26,11 +34,13 @@ func newWholeReads() wholeReads { return wholeReads{since: -1} }
 // kernel cannot mark changed sockets; the first interval; right after a
 // whole read that missed sockets the table knew (only another one confirms
 // them gone); when the kernel lost an end event or a mark since the last
-// whole read; and every wholeReadEvery intervals.
+// whole read; and as a backstop, every wholeReadEvery intervals or every
+// one per wholeReadPerSocket sockets the map holds, whichever is longer.
 func (w *wholeReads) due(kc datapath.Counters, missing int, canTouched bool) bool {
+	every := max(wholeReadEvery, kc.TCPEntries()/wholeReadPerSocket)
 	switch {
 	case !canTouched, w.since < 0, missing > 0,
-		lostSockets(kc) != w.lost, w.since+1 >= wholeReadEvery:
+		lostSockets(kc) != w.lost, w.since+1 >= every:
 		return true
 	}
 	return false

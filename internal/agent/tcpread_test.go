@@ -8,8 +8,9 @@ import (
 
 // The whole map is read on the first interval, after a read that missed
 // sockets, when the kernel lost an end event or a mark, every
-// wholeReadEvery intervals, and always where changed sockets cannot be
-// read alone; otherwise never.
+// wholeReadEvery intervals (every sockets/wholeReadPerSocket with many
+// open), and always where changed sockets cannot be read alone; otherwise
+// never.
 func TestWholeReadsWhenSomethingWasLost(t *testing.T) {
 	w := newWholeReads()
 	var kc datapath.Counters
@@ -48,6 +49,17 @@ func TestWholeReadsWhenSomethingWasLost(t *testing.T) {
 	}
 	if n != 3 {
 		t.Errorf("%d whole reads in %d quiet intervals, want 3", n, 3*wholeReadEvery)
+	}
+	// Two million sockets open: the backstop every 2,000 intervals.
+	kc.TCPTracked = 2_000_000
+	n = 0
+	for range 3 * 2000 {
+		if step(0, true) {
+			n++
+		}
+	}
+	if n != 3 {
+		t.Errorf("%d whole reads in %d quiet intervals with 2M sockets, want 3", n, 3*2000)
 	}
 	for i := range 3 {
 		if !step(0, false) {
