@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"os"
 	"sort"
 	"time"
@@ -21,7 +22,9 @@ import (
 type Config struct {
 	TCPSockets int // live TCP sockets tracked in the kernel
 	UDPFlows   int // UDP conversations counted in the kernel
-	RingBytes  int // ring buffer for socket end events; a power of two
+	// RingBytes is the ring buffer for socket end events, a power of two;
+	// 0 sizes it by TCPSockets (ringBytesFor).
+	RingBytes int
 	// TCPPerCgroup and UDPPerCgroup bound what one cgroup may hold of
 	// TCPSockets and UDPFlows, so a noisy pod cannot fill the node-wide
 	// maps for every other. 0 takes a quarter of the map; -1 is no limit.
@@ -45,8 +48,24 @@ const L7MaxCapture = int(unsafe.Sizeof(flowlensL7Event{}.Data))
 
 // DefaultConfig is what `flowlens up` uses unless told otherwise.
 func DefaultConfig() Config {
-	return Config{TCPSockets: 65536, UDPFlows: 65536, RingBytes: 4 << 20,
+	return Config{TCPSockets: 65536, UDPFlows: 65536,
 		L7CaptureBytes: 256, L7BudgetBytes: 16 << 20, L7RingBytes: 4 << 20}
+}
+
+// ringBytesFor sizes the end-event ring by the sockets tracked: 16 bytes a
+// socket (an event is ≈200) rounded up to a power of two, at least 4 MiB.
+// The ring is what absorbs a close storm while the agent's reader waits for
+// a CPU; when the load holds every core (a million held connections closing
+// at once on two cores) the reader can wait seconds. 4 MiB up to 262,144
+// sockets, 32 MiB for two million, whose sockets hold ≈20 GiB of kernel
+// memory themselves and tcp_socks ≈600 MiB.
+func ringBytesFor(sockets int) int {
+	const least = 4 << 20
+	want := 16 * sockets
+	if want <= least {
+		return least
+	}
+	return 1 << bits.Len(uint(want-1))
 }
 
 func (c *Config) defaults() {
@@ -58,7 +77,7 @@ func (c *Config) defaults() {
 		c.UDPFlows = d.UDPFlows
 	}
 	if c.RingBytes <= 0 {
-		c.RingBytes = d.RingBytes
+		c.RingBytes = ringBytesFor(c.TCPSockets)
 	}
 	if c.L7CaptureBytes == 0 {
 		c.L7CaptureBytes = d.L7CaptureBytes
