@@ -448,9 +448,13 @@ func holdTargets(r *Results) []Target {
 	idle := Target{Name: "agent CPU with open, idle sockets", Goal: "≤ 2% of a core with 1M held"}
 	for _, name := range []string{"hold-1m-idle", "hold-100k-idle"} {
 		if h := holdAgentPass(r, name); h != nil {
-			idle.Value = fmt.Sprintf("%s of a core (%s ms per interval) with %s held", report.Pct(h.AgentCoreShare), report.Num(h.AgentMSPerInterval), report.Int(h.Held))
+			// Net of the same agent with none held, as the other
+			// scenarios are net of the host's background.
+			net := max(h.AgentMSPerInterval-h.QuietMSPerInterval, 0) / 1e3 / h.Interval
+			idle.Value = fmt.Sprintf("%s of a core net of the agent with none held (%s ms per interval with %s held, %s ms with none)",
+				report.Pct(net), report.Num(h.AgentMSPerInterval), report.Int(h.Held), report.Num(h.QuietMSPerInterval))
 			if name == "hold-1m-idle" {
-				idle.Met = boolp(h.AgentCoreShare <= 0.02)
+				idle.Met = boolp(net <= 0.02)
 			} else {
 				idle.Note = "1M not run (opt-in: --scenarios hold-1m-idle)"
 			}
