@@ -137,3 +137,33 @@ func TestEntryJSONSharedWhileNew(t *testing.T) {
 		t.Error("an entry within the window was encoded twice")
 	}
 }
+
+// The buffer holds what the ring's records need and a quarter more, not the
+// next power of two, and keeps every record readable across its growth.
+func TestDataSizedToRecords(t *testing.T) {
+	rec := flow.Record{Opened: 1, Protocol: flow.TCP}
+	size := len(encodeRecord(nil, &rec))
+	// A capacity whose records need just over a power of two of bytes.
+	capacity := (1<<16)/size + 1
+	need := capacity * size
+	r := New(capacity)
+	for range 3 {
+		batch := make([]flow.Record, capacity)
+		for i := range batch {
+			batch[i] = rec
+		}
+		r.Write(batch)
+	}
+	if n := len(r.data); n < need || n > need+need/4 {
+		t.Errorf("data holds %d bytes for %d records of %d bytes (%d); want at most %d", n, capacity, size, need, need+need/4)
+	}
+	es, lost := r.Read(0, 3*capacity, nil)
+	if lost != uint64(2*capacity) || len(es) != capacity {
+		t.Fatalf("read %d, lost %d; want %d, %d", len(es), lost, capacity, 2*capacity)
+	}
+	for _, e := range es {
+		if e.Record.Opened != 1 || e.Record.Protocol != flow.TCP {
+			t.Fatalf("entry %d: %+v", e.seq, e.Record)
+		}
+	}
+}

@@ -3,7 +3,6 @@ package tlsprobe
 import (
 	"debug/buildinfo"
 	"debug/elf"
-	"debug/gosym"
 	"errors"
 	"fmt"
 	"go/version"
@@ -77,12 +76,13 @@ func inspectGo(r io.ReaderAt) (goTarget, error) {
 	if !version.IsValid(info.GoVersion) || version.Compare(info.GoVersion, minGoVersion) < 0 {
 		return t, skip(ReasonGoVersion, "built by %q: the register ABI needs %s or later", info.GoVersion, minGoVersion)
 	}
-	tab, err := pclnTable(f)
+	funcs, err := pclnFuncs(f, goWriteFunc, goReadFunc, goHandshakeFunc)
 	if err != nil {
 		return t, err
 	}
-	write, read := tab.LookupFunc(goWriteFunc), tab.LookupFunc(goReadFunc)
-	if write == nil || read == nil {
+	write, okW := funcs[goWriteFunc]
+	read, okR := funcs[goReadFunc]
+	if !okW || !okR {
 		return t, errNoTLS
 	}
 	if t.write, err = locate(f, r, write); err != nil {
@@ -91,28 +91,12 @@ func inspectGo(r io.ReaderAt) (goTarget, error) {
 	if t.read, err = locate(f, r, read); err != nil {
 		return t, err
 	}
-	if hs := tab.LookupFunc(goHandshakeFunc); hs != nil {
+	if hs, ok := funcs[goHandshakeFunc]; ok {
 		if t.handshake, err = locate(f, r, hs); err != nil {
 			return t, err
 		}
 	}
 	return t, nil
-}
-
-func pclnTable(f *elf.File) (*gosym.Table, error) {
-	pcln, text := f.Section(".gopclntab"), f.Section(".text")
-	if pcln == nil || text == nil {
-		return nil, skip(ReasonNoPclntab, "no .gopclntab or .text section")
-	}
-	data, err := pcln.Data()
-	if err != nil {
-		return nil, skip(ReasonRead, "read .gopclntab: %w", err)
-	}
-	tab, err := gosym.NewTable(nil, gosym.NewLineTable(data, text.Addr))
-	if err != nil {
-		return nil, skip(ReasonNoPclntab, "parse .gopclntab: %w", err)
-	}
-	return tab, nil
 }
 
 // maxFuncBytes bounds what is read of one function: Read and Write are a
@@ -121,32 +105,32 @@ const maxFuncBytes = 1 << 16
 
 // locate turns fn's addresses into file offsets, which is what a uprobe
 // takes, and finds its RET instructions.
-func locate(f *elf.File, r io.ReaderAt, fn *gosym.Func) (goFunc, error) {
-	size := fn.End - fn.Entry
-	if fn.End <= fn.Entry || size > maxFuncBytes {
-		return goFunc{}, skip(ReasonDisassemble, "%s: bounds %#x-%#x", fn.Name, fn.Entry, fn.End)
+func locate(f *elf.File, r io.ReaderAt, fn funcBounds) (goFunc, error) {
+	size := fn.end - fn.entry
+	if fn.end <= fn.entry || size > maxFuncBytes {
+		return goFunc{}, skip(ReasonDisassemble, "%s: bounds %#x-%#x", fn.name, fn.entry, fn.end)
 	}
 	var seg *elf.Prog
 	for _, p := range f.Progs {
-		if p.Type == elf.PT_LOAD && p.Flags&elf.PF_X != 0 && p.Vaddr <= fn.Entry && fn.End <= p.Vaddr+p.Filesz {
+		if p.Type == elf.PT_LOAD && p.Flags&elf.PF_X != 0 && p.Vaddr <= fn.entry && fn.end <= p.Vaddr+p.Filesz {
 			seg = p
 			break
 		}
 	}
 	if seg == nil {
-		return goFunc{}, skip(ReasonDisassemble, "%s: no executable segment holds %#x-%#x", fn.Name, fn.Entry, fn.End)
+		return goFunc{}, skip(ReasonDisassemble, "%s: no executable segment holds %#x-%#x", fn.name, fn.entry, fn.end)
 	}
-	off := fn.Entry - seg.Vaddr + seg.Off
+	off := fn.entry - seg.Vaddr + seg.Off
 	code := make([]byte, size)
 	if _, err := r.ReadAt(code, int64(off)); err != nil {
-		return goFunc{}, skip(ReasonRead, "read %s: %w", fn.Name, err)
+		return goFunc{}, skip(ReasonRead, "read %s: %w", fn.name, err)
 	}
 	rets, err := retOffsets(code)
 	if err != nil {
-		return goFunc{}, skip(ReasonDisassemble, "%s: %w", fn.Name, err)
+		return goFunc{}, skip(ReasonDisassemble, "%s: %w", fn.name, err)
 	}
 	if len(rets) == 0 {
-		return goFunc{}, skip(ReasonDisassemble, "%s: no RET instruction", fn.Name)
+		return goFunc{}, skip(ReasonDisassemble, "%s: no RET instruction", fn.name)
 	}
 	g := goFunc{entry: off, rets: make([]uint64, len(rets))}
 	for i, r := range rets {

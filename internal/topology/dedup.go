@@ -46,16 +46,18 @@ type connKey struct {
 	client netip.AddrPort
 }
 
-// conn is one connection in the dedup index.
+// conn is one connection in the dedup index: 384 bytes, of which a burst
+// of short connections holds one each for Linger (issue 17's peak RSS;
+// with whole endpoints and its own edge key it was 1 KB).
 type conn struct {
 	seenClient, seenServer   bool
 	clientStart, serverStart time.Time
-	clientDst                flow.Endpoint // where the client says it connected
-	serverDst                flow.Endpoint // the server's own socket: its process
-	serverNode               string        // the host that observed the server
+	clientDst                dest   // where the client says it connected
+	serverDst                dest   // the server's own socket: its process
+	serverNode               string // the host that observed the server
 
 	counted side
-	edge    edgeKey       // the counted side's edge, for the other side's retransmits
+	edge    *sharedEdge   // the counted side's edge, for the other side's retransmits
 	held    []flow.Record // server records waiting for their client
 	heldAt  uint64        // the tick the first of them came
 	expires uint64        // the tick after which the connection is forgotten
@@ -63,6 +65,74 @@ type conn struct {
 	key   connKey // its list in the index
 	check uint64  // the tick expire looks at it next (connIndex.due)
 	gone  bool    // forgotten: left the index
+}
+
+// dest is what the dedup rule needs of a record's destination: what
+// sameServer compares, and what names a server's process.
+type dest struct {
+	ip                   netip.Addr
+	port                 uint16
+	translated           bool // a Service or node address, the server behind it
+	namespace, pod       string
+	command, containerID string
+}
+
+func destOf(ep *flow.Endpoint) dest {
+	return dest{ip: ep.IP, port: ep.Port, namespace: ep.Namespace, pod: ep.Pod,
+		command: ep.Command, containerID: ep.ContainerID,
+		translated: ep.Service != nil || ep.Kind == flow.KindService || ep.Kind == flow.KindNode}
+}
+
+// sharedEdge is an edge key shared by the indexed connections counted
+// onto it: a key is 400 bytes, and a node's connections are of far fewer
+// edges than there are connections.
+type sharedEdge struct {
+	key   edgeKey
+	conns int // indexed connections holding it; 0: held by a forgotten one alone
+}
+
+// countOn makes k c's counted edge and returns it, shared with the other
+// connections of the index counted onto it.
+func (ix *connIndex) countOn(c *conn, k *edgeKey) *edgeKey {
+	if c.edge != nil && c.edge.key == *k {
+		return &c.edge.key
+	}
+	ix.dropEdge(c)
+	if c.gone {
+		// Given way to a newer connection during this batch: it leaves
+		// with the batch, holding its edge alone.
+		c.edge = &sharedEdge{key: *k}
+		return &c.edge.key
+	}
+	// The edge met last is compared before the map is asked: a key's
+	// hash is ≈20 strings, and a node's connections come in runs of one
+	// edge.
+	e := ix.lastEdge
+	if e == nil || e.key != *k {
+		if e = ix.edges[*k]; e == nil {
+			e = &sharedEdge{key: *k}
+			ix.edges[*k] = e
+		}
+		ix.lastEdge = e
+	}
+	e.conns++
+	c.edge = e
+	return &e.key
+}
+
+// dropEdge lets go of c's counted edge.
+func (ix *connIndex) dropEdge(c *conn) {
+	e := c.edge
+	c.edge = nil
+	if e == nil || e.conns == 0 {
+		return
+	}
+	if e.conns--; e.conns == 0 {
+		delete(ix.edges, e.key)
+		if ix.lastEdge == e {
+			ix.lastEdge = nil
+		}
+	}
 }
 
 // perKey bounds the connections of one client address and port: more at
@@ -78,15 +148,24 @@ type connIndex struct {
 	byKey map[connKey][]*conn
 	count int
 	due   map[uint64][]*conn // tick → connections to look at then; stale entries are skipped
-	// spare holds forgotten connections for reuse: one is ~700 bytes, and
-	// a node's short connections would allocate one each. A stale entry
-	// in due may name a reused one: it is looked at only if due then.
-	spare []*conn
+	// spare holds forgotten connections for reuse: one is 1 KB, and a
+	// node's short connections would allocate one each. A stale entry in
+	// due may name a reused one: it is looked at only if due then. It
+	// keeps at most as many as are indexed (or minSpare): what a steady
+	// load forgets in a tick is far fewer, and after a burst the rest
+	// is given back (100,000 connections in 2 s kept 20 MB for good).
+	spare    []*conn
+	edges    map[edgeKey]*sharedEdge // the counted edges of indexed connections
+	lastEdge *sharedEdge             // of edges, the one countOn met last
 }
+
+// minSpare is the least spare keeps, however few connections are indexed.
+const minSpare = 1024
 
 // forget takes c out of the index at a tick (its list is the caller's to
 // fix) and keeps it for reuse: between batches, no record holds it.
 func (ix *connIndex) forget(c *conn) {
+	ix.dropEdge(c)
 	c.gone = true
 	ix.count--
 	ix.spare = append(ix.spare, c)
@@ -130,6 +209,7 @@ func (ix *connIndex) learn(r *flow.Record, s *Store) *conn {
 			}
 			s.release(list[i])
 			// Not kept for reuse: a record of this batch may hold it.
+			ix.dropEdge(list[i])
 			list[i].gone = true
 			ix.count--
 			list = slices.Delete(list, i, i+1)
@@ -138,9 +218,9 @@ func (ix *connIndex) learn(r *flow.Record, s *Store) *conn {
 		ix.count++
 	}
 	if client {
-		c.seenClient, c.clientStart, c.clientDst = true, r.ConnStart, r.Destination
+		c.seenClient, c.clientStart, c.clientDst = true, r.ConnStart, destOf(&r.Destination)
 	} else {
-		c.seenServer, c.serverStart, c.serverDst, c.serverNode = true, r.ConnStart, r.Destination, r.Node
+		c.seenServer, c.serverStart, c.serverDst, c.serverNode = true, r.ConnStart, destOf(&r.Destination), r.Node
 	}
 	ttl := uint64(s.cfg.Remember)
 	if r.Verdict != flow.VerdictEstablished {
@@ -174,7 +254,12 @@ func (ix *connIndex) find(k connKey, r *flow.Record, client bool, cfg *Config) *
 		best *conn
 		gap  time.Duration
 	)
-	for _, c := range ix.byKey[k] {
+	list := ix.byKey[k]
+	if len(list) == 0 {
+		return nil
+	}
+	dst := destOf(&r.Destination)
+	for _, c := range list {
 		var d time.Duration
 		switch {
 		case client && c.seenClient:
@@ -189,12 +274,12 @@ func (ix *connIndex) find(k connKey, r *flow.Record, client bool, cfg *Config) *
 			}
 		case client: // a server side waiting for its client
 			d = c.serverStart.Sub(r.ConnStart)
-			if !cfg.Sides.Admits(d) || !sameServer(&r.Destination, &c.serverDst) {
+			if !cfg.Sides.Admits(d) || !sameServer(&dst, &c.serverDst) {
 				continue
 			}
 		default: // a client side, and this its server
 			d = r.ConnStart.Sub(c.clientStart)
-			if !cfg.Sides.Admits(d) || !sameServer(&c.clientDst, &r.Destination) {
+			if !cfg.Sides.Admits(d) || !sameServer(&c.clientDst, &dst) {
 				continue
 			}
 		}
@@ -207,12 +292,11 @@ func (ix *connIndex) find(k connKey, r *flow.Record, client bool, cfg *Config) *
 
 // sameServer reports whether a server socket at server can be the one the
 // client reached by dialing dialed.
-func sameServer(dialed, server *flow.Endpoint) bool {
-	if dialed.IP == server.IP && dialed.Port == server.Port {
+func sameServer(dialed, server *dest) bool {
+	if dialed.ip == server.ip && dialed.port == server.port {
 		return true
 	}
-	translated := dialed.Service != nil || dialed.Kind == flow.KindService || dialed.Kind == flow.KindNode
-	return translated && (dialed.Pod == "" || dialed.Pod == server.Pod && dialed.Namespace == server.Namespace)
+	return dialed.translated && (dialed.pod == "" || dialed.pod == server.pod && dialed.namespace == server.namespace)
 }
 
 // fold counts r by the dedup rule; c is its connection, nil if unindexed.
@@ -227,11 +311,11 @@ func (s *Store) fold(r *flow.Record, c *conn) {
 	switch {
 	case client && c.counted != sideServer:
 		c.counted = sideClient
-		c.edge = keyOf(r)
-		if c.seenServer && c.edge.dst.command == "" {
-			name(&c.edge.dst, &c.serverDst, c.serverNode)
+		k := keyOf(r)
+		if c.seenServer && k.dst.command == "" {
+			name(&k.dst, &c.serverDst, c.serverNode)
 		}
-		s.countAll(r, &c.edge)
+		s.countAll(r, s.conns.countOn(c, &k))
 		s.release(c)
 	case !client && c.counted == sideNone:
 		if len(c.held) == 0 {
@@ -241,17 +325,17 @@ func (s *Store) fold(r *flow.Record, c *conn) {
 		s.stats.RecordsHeld++
 		s.conns.schedule(c, s)
 	case !client && c.counted == sideServer:
-		c.edge = keyOf(r)
-		s.countAll(r, &c.edge)
+		k := keyOf(r)
+		s.countAll(r, s.conns.countOn(c, &k))
 	default: // the other side of a connection counted from one side
-		s.countRetransmits(r, &c.edge)
+		s.countRetransmits(r, &c.edge.key)
 	}
 }
 
 // name gives a destination the process that only its server's own record
 // names.
-func name(dst *ident, server *flow.Endpoint, host string) {
-	dst.command, dst.containerID = server.Command, server.ContainerID
+func name(dst *ident, server *dest, host string) {
+	dst.command, dst.containerID = server.command, server.containerID
 	if dst.nodeName == "" {
 		dst.nodeName = host
 	}
@@ -272,11 +356,11 @@ func (s *Store) release(c *conn) {
 	for i := range c.held {
 		r := &c.held[i]
 		if c.counted == sideClient {
-			s.countRetransmits(r, &c.edge)
+			s.countRetransmits(r, &c.edge.key)
 			continue
 		}
-		c.edge = keyOf(r)
-		s.countAll(r, &c.edge)
+		k := keyOf(r)
+		s.countAll(r, s.conns.countOn(c, &k))
 	}
 	s.stats.RecordsHeld -= len(c.held)
 	c.held = nil
@@ -309,5 +393,8 @@ func (ix *connIndex) expire(s *Store) {
 		} else {
 			ix.byKey[c.key] = list
 		}
+	}
+	if keep := max(ix.count, minSpare); len(ix.spare) > keep {
+		ix.spare = slices.Delete(ix.spare, keep, len(ix.spare))
 	}
 }

@@ -151,7 +151,7 @@ type Store struct {
 func New(cfg Config) *Store {
 	cfg.defaults()
 	return &Store{cfg: cfg, ring: make([]*bucket, cfg.MaxBuckets), edgeIDs: map[edgeKey]uint32{},
-		conns: connIndex{byKey: map[connKey][]*conn{}, due: map[uint64][]*conn{}}, now: -1 << 62, head: -1 << 62,
+		conns: connIndex{byKey: map[connKey][]*conn{}, due: map[uint64][]*conn{}, edges: map[edgeKey]*sharedEdge{}}, now: -1 << 62, head: -1 << 62,
 		dirty: map[int64]struct{}{}}
 }
 

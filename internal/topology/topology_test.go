@@ -506,3 +506,37 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// After a burst the forgotten connections kept for reuse are given back,
+// down to minSpare, as is the edge key they shared, and a second burst is
+// counted as the first was.
+func TestSpareGivenBackAfterBurst(t *testing.T) {
+	s := New(Config{})
+	burst := func(at time.Time) {
+		s.Tick(at)
+		var recs []flow.Record
+		for i := range 3 * minSpare {
+			c, srv := clientServer(at, uint16(10000+i))
+			recs = append(recs, c, srv)
+		}
+		s.Ingest(recs)
+	}
+	burst(t0.Add(5 * time.Second))
+	if n, edges := s.conns.count, len(s.conns.edges); n != 3*minSpare || edges != 1 {
+		t.Fatalf("%d connections indexed on %d shared edges, want %d on 1", n, edges, 3*minSpare)
+	}
+	for range s.cfg.Linger + 1 {
+		s.Tick(t0.Add(10 * time.Second))
+	}
+	if n, spare, edges := s.conns.count, len(s.conns.spare), len(s.conns.edges); n != 0 || spare != minSpare || edges != 0 {
+		t.Errorf("after the burst: %d indexed, %d spare, %d shared edges; want 0, %d, 0", n, spare, edges, minSpare)
+	}
+	burst(t0.Add(25 * time.Second))
+	for range s.cfg.Linger + 1 {
+		s.Tick(t0.Add(30 * time.Second))
+	}
+	// Each connection's two sides counted once, through reused connections.
+	if st := s.Stats(); st.RecordsCounted != 2*3*minSpare || st.RecordsDeduplicated != 2*3*minSpare {
+		t.Errorf("counted %d, deduplicated %d; want %d each", st.RecordsCounted, st.RecordsDeduplicated, 2*3*minSpare)
+	}
+}
