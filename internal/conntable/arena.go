@@ -1,5 +1,7 @@
 package conntable
 
+import "iter"
+
 // slabSize is how many pending records one allocation holds.
 const slabSize = 1024
 
@@ -23,6 +25,20 @@ func (a *pendingArena) get() *pending {
 	p := &a.slabs[i][j]
 	*p = pending{}
 	return p
+}
+
+// all yields the records handed out this interval, in the order they were:
+// the slabs are walked in memory order, which a map's iteration is not.
+func (a *pendingArena) all() iter.Seq[*pending] {
+	return func(yield func(*pending) bool) {
+		for i := 0; i < a.used; i += slabSize {
+			for j := range a.slabs[i/slabSize][:min(slabSize, a.used-i)] {
+				if !yield(&a.slabs[i/slabSize][j]) {
+					return
+				}
+			}
+		}
+	}
 }
 
 // reset starts an interval. Slabs this one did not need are let go, so

@@ -49,8 +49,11 @@ func (t *Table) matchDrops(now time.Time) {
 		return
 	}
 	index := make(map[tupleKey][]*pending, len(t.pending))
-	for k, p := range t.pending {
-		tk := tupleKey{k.proto, k.local, k.remote}
+	for p := range t.arena.all() {
+		if p.flushed {
+			continue
+		}
+		tk := tupleKey{p.key.proto, p.key.local, p.key.remote}
 		index[tk] = append(index[tk], p)
 	}
 	kept := t.held[:0]
@@ -85,10 +88,10 @@ func bestFlow(index map[tupleKey][]*pending, d *flow.Drop) *pending {
 	for _, tk := range [2]tupleKey{{d.Protocol, d.Local, d.Remote}, {d.Protocol, d.Remote, d.Local}} {
 		for _, p := range index[tk] {
 			s := 0
-			if d.Netns != 0 && p.rec.Observing().Netns == d.Netns {
+			if d.Netns != 0 && p.owner.Netns == d.Netns {
 				s += 2
 			}
-			if p.rec.Observer == flow.RoleClient.String() {
+			if p.key.role == flow.RoleClient {
 				s++
 			}
 			if s > score {

@@ -23,15 +23,15 @@ import (
 
 // final reports whether a pending record can no longer change in this
 // interval: a TCP flow whose sockets all ended.
-func final(k recKey, p *pending) bool {
+func final(p *pending) bool {
 	r := &p.rec
-	return k.proto == flow.TCP && !p.open && r.Closed+r.Refused+r.TimedOut+r.FailedOther > 0
+	return p.key.proto == flow.TCP && !p.open && r.Closed+r.Refused+r.TimedOut+r.FailedOther > 0
 }
 
 // Ended reports whether a record is waiting that FlushEnded would return.
 func (t *Table) Ended() bool {
-	for k, p := range t.pending {
-		if final(k, p) {
+	for p := range t.arena.all() {
+		if !p.flushed && final(p) {
 			return true
 		}
 	}
@@ -49,10 +49,10 @@ func (t *Table) FlushEnded(start, end time.Time) []flow.Record {
 	// handed out is allocated once, at its size: grown record by record
 	// (≈700 bytes each, a thousand a flush at 5k connections/s) it was
 	// copied and allocated twice over, and the collector paid for both.
-	var ended []endedRec
-	for k, p := range t.pending {
-		if final(k, p) {
-			ended = append(ended, endedRec{k, p})
+	ended := t.ended[:0]
+	for p := range t.arena.all() {
+		if !p.flushed && final(p) {
+			ended = append(ended, p)
 		}
 	}
 	if len(ended) == 0 {
@@ -60,18 +60,15 @@ func (t *Table) FlushEnded(start, end time.Time) []flow.Record {
 	}
 	out := make([]flow.Record, len(ended))
 	var rtts []flow.RTT
-	for i, e := range ended {
-		out[i] = t.finish(e.k, e.p, start, end, &rtts)
-		delete(t.pending, e.k)
+	for i, p := range ended {
+		t.finish(&out[i], p, start, end, &rtts)
+		p.flushed = true
+		delete(t.pending, p.key)
 	}
+	clear(ended) // kept, it would keep slabs that reset lets go
+	t.ended = ended[:0]
 	t.stats.Records += uint64(len(out))
 	return out
-}
-
-// endedRec is a final record FlushEnded found.
-type endedRec struct {
-	k recKey
-	p *pending
 }
 
 // RequestsOnEnded puts request groups on their flow's record if that record
@@ -82,7 +79,7 @@ type endedRec struct {
 func (t *Table) RequestsOnEnded(of RequestsOf, groups []flow.Requests) bool {
 	k, _ := t.requestsKey(&of)
 	p, ok := t.pending[k]
-	if !ok || !final(k, p) {
+	if !ok || !final(p) {
 		return false
 	}
 	p.rec.Requests = append(p.rec.Requests, groups...)

@@ -28,10 +28,9 @@ func (t *Table) Requests(of RequestsOf, groups []flow.Requests) {
 	if !ok {
 		p = t.record(of.Protocol, k.role, of.Local, of.Remote, of.Owner, start)
 		// The sample names the process and namespace only, which
-		// record's setOwner takes for knowing nothing: write them, so
+		// setOwner takes for knowing nothing: write them, so
 		// that identity can name the observing side.
-		ep := p.rec.Observing()
-		ep.PID, ep.Netns = of.Owner.PID, of.Owner.Netns
+		p.owner.PID, p.owner.Netns = of.Owner.PID, of.Owner.Netns
 		t.stats.RecordsForRequests++
 	}
 	p.rec.Requests = append(p.rec.Requests, groups...)
