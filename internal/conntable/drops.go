@@ -53,7 +53,8 @@ func (t *Table) matchDrops(now time.Time) {
 		if p.flushed {
 			continue
 		}
-		tk := tupleKey{p.key.proto, p.key.local, p.key.remote}
+		k := &p.key
+		tk := tupleKey{k.proto(), netip.AddrPortFrom(k.localAddr(), k.localPort), netip.AddrPortFrom(k.remoteAddr(), k.remotePort)}
 		index[tk] = append(index[tk], p)
 	}
 	kept := t.held[:0]

@@ -25,7 +25,7 @@ import (
 // interval: a TCP flow whose sockets all ended.
 func final(p *pending) bool {
 	r := &p.rec
-	return p.key.proto == flow.TCP && !p.open && r.Closed+r.Refused+r.TimedOut+r.FailedOther > 0
+	return !p.key.udp && !p.open && r.Closed+r.Refused+r.TimedOut+r.FailedOther > 0
 }
 
 // Ended reports whether a record is waiting that FlushEnded would return.
@@ -78,8 +78,12 @@ func (t *Table) FlushEnded(start, end time.Time) []flow.Record {
 // map read has yet to give.
 func (t *Table) RequestsOnEnded(of RequestsOf, groups []flow.Requests) bool {
 	k, _ := t.requestsKey(&of)
-	p, ok := t.pending[k]
-	if !ok || !final(p) {
+	i, ok := t.pending[k]
+	if !ok {
+		return false
+	}
+	p := t.arena.at(i)
+	if !final(p) {
 		return false
 	}
 	p.rec.Requests = append(p.rec.Requests, groups...)

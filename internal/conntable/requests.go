@@ -24,8 +24,10 @@ type RequestsOf struct {
 // the same way, so that they are counted on their flow all the same.
 func (t *Table) Requests(of RequestsOf, groups []flow.Requests) {
 	k, start := t.requestsKey(&of)
-	p, ok := t.pending[k]
-	if !ok {
+	var p *pending
+	if i, ok := t.pending[k]; ok {
+		p = t.arena.at(i)
+	} else {
 		p = t.record(of.Protocol, k.role, of.Local, of.Remote, of.Owner, start)
 		// The sample names the process and namespace only, which
 		// setOwner takes for knowing nothing: write them, so
@@ -54,5 +56,5 @@ func (t *Table) requestsKey(of *RequestsOf) (recKey, uint64) {
 	if role == flow.RoleUnknown {
 		role = flow.RoleClient
 	}
-	return recKey{of.Protocol, role, of.Local, of.Remote, of.Owner.Netns}, start
+	return newRecKey(of.Protocol, role, of.Local, of.Remote, of.Owner.Netns), start
 }

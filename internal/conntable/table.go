@@ -162,17 +162,6 @@ type convEntry struct {
 	seen            uint64 // the last UDP sync it was live in
 }
 
-// recKey names a flow in an interval. It leaves out the owning process: an
-// accepted socket passes from the listener's process to a worker at its
-// first I/O, and stays one connection. The network namespace stays in:
-// the same addresses in two namespaces are two flows.
-type recKey struct {
-	proto         flow.Protocol
-	role          flow.Role
-	local, remote netip.AddrPort
-	netns         uint32
-}
-
 // pending is a flow's record in the making: what the record will name and
 // count, not the record. Flush builds each flow.Record (≈700 bytes, most
 // of them identity's fields, empty here) once, in place in the slice it
@@ -253,8 +242,8 @@ type Table struct {
 	live      []*convEntry   // the table's conversations live at the last SyncUDP
 	nextLive  []*convEntry   // live's other buffer, filled by the SyncUDP under way
 	released  []releasedConv // conversations gone from the kernel map, oldest first
-	pending   map[recKey]*pending
-	arena     pendingArena // where pending's records live
+	pending   map[recKey]int32
+	arena     pendingArena // where pending's records live, at the index it maps their key to
 	ended     []*pending   // FlushEnded's scratch
 	held      []heldDrop   // drops waiting for a record of their flow, oldest first
 	syncs     uint64       // SyncTCP calls so far: complete reads
@@ -275,7 +264,7 @@ func New(cfg Config) *Table {
 		socks:     make(map[uint64]*sockEntry),
 		untracked: make(map[uint64]uint64),
 		convs:     make(map[convKey]*convEntry),
-		pending:   make(map[recKey]*pending),
+		pending:   make(map[recKey]int32),
 	}
 }
 
@@ -647,15 +636,16 @@ func (t *Table) accountUDP(c *flow.UDPConversation, prev udpCounts, initiator bo
 // record returns the pending record of a flow, creating it. The record
 // names the latest known owner.
 func (t *Table) record(proto flow.Protocol, role flow.Role, local, remote netip.AddrPort, o flow.Owner, startNS uint64) *pending {
-	k := recKey{proto, role, local, remote, o.Netns}
-	if p, ok := t.pending[k]; ok {
+	k := newRecKey(proto, role, local, remote, o.Netns)
+	if i, ok := t.pending[k]; ok {
+		p := t.arena.at(i)
 		p.setOwner(o)
 		return p
 	}
-	p := t.arena.get()
+	i, p := t.arena.add()
 	p.key, p.startNS = k, startNS
 	p.setOwner(o)
-	t.pending[k] = p
+	t.pending[k] = i
 	return p
 }
 
@@ -703,9 +693,9 @@ func (t *Table) finish(r *flow.Record, p *pending, start, end time.Time, rtts *[
 	r.Start, r.Time = start, end
 	r.Node = t.cfg.Node
 	r.Observer = k.role.String()
-	r.Protocol = k.proto
+	r.Protocol = k.proto()
 	r.IPVersion = 4
-	if k.local.Addr().Is6() {
+	if k.localFamily == ipv6 {
 		r.IPVersion = 6
 	}
 	r.Verdict = verdict(p)
@@ -714,8 +704,8 @@ func (t *Table) finish(r *flow.Record, p *pending, start, end time.Time, rtts *[
 	if k.role != flow.RoleClient {
 		self, peer = peer, self
 	}
-	self.IP, self.Port = k.local.Addr(), k.local.Port()
-	peer.IP, peer.Port = k.remote.Addr(), k.remote.Port()
+	self.IP, self.Port = k.localAddr(), k.localPort
+	peer.IP, peer.Port = k.remoteAddr(), k.remotePort
 	o := &p.owner
 	self.PID, self.Netns, self.CgroupID, self.Command = o.PID, o.Netns, o.CgroupID, o.Command
 	c := &p.rec
@@ -736,7 +726,7 @@ func active(r *counts) bool {
 }
 
 func verdict(p *pending) flow.Verdict {
-	r, proto := &p.rec, p.key.proto
+	r, proto := &p.rec, p.key.proto()
 	switch {
 	case proto == flow.UDP && r.DatagramsToDst > 0 && r.DatagramsToSrc > 0:
 		return flow.VerdictAnswered
