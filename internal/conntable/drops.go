@@ -48,7 +48,7 @@ func (t *Table) matchDrops(now time.Time) {
 	if len(t.held) == 0 {
 		return
 	}
-	index := make(map[tupleKey][]*pending, len(t.pending))
+	index := make(map[tupleKey][]*pending, t.pending.n)
 	for p := range t.arena.all() {
 		if p.flushed {
 			continue

@@ -63,7 +63,7 @@ func (t *Table) FlushEnded(start, end time.Time) []flow.Record {
 	for i, p := range ended {
 		t.finish(&out[i], p, start, end, &rtts)
 		p.flushed = true
-		delete(t.pending, p.key)
+		t.pending.remove(&t.arena, p)
 	}
 	clear(ended) // kept, it would keep slabs that reset lets go
 	t.ended = ended[:0]
@@ -78,12 +78,8 @@ func (t *Table) FlushEnded(start, end time.Time) []flow.Record {
 // map read has yet to give.
 func (t *Table) RequestsOnEnded(of RequestsOf, groups []flow.Requests) bool {
 	k, _ := t.requestsKey(&of)
-	i, ok := t.pending[k]
-	if !ok {
-		return false
-	}
-	p := t.arena.at(i)
-	if !final(p) {
+	p := t.pending.find(&t.arena, &k)
+	if p == nil || !final(p) {
 		return false
 	}
 	p.rec.Requests = append(p.rec.Requests, groups...)

@@ -11,11 +11,10 @@ import (
 // first I/O, and stays one connection. The network namespace stays in:
 // the same addresses in two namespaces are two flows.
 //
-// Its fields are plain memory without padding, which a map hashes and
-// compares as one block: with netip.AddrPort and flow.Protocol fields it
-// was hashed field by field, twice per short connection (lookup, insert),
-// a sixth of what one cost. Addresses from the kernel carry no IPv6 zone,
-// and the key keeps none.
+// Its fields are plain memory without padding, hashed and compared as one
+// block: with netip.AddrPort and flow.Protocol fields a map hashed it field
+// by field, a sixth of what a short connection cost. Addresses from the
+// kernel carry no IPv6 zone, and the key keeps none.
 type recKey struct {
 	local, remote             [16]byte // netip.Addr.As16
 	localPort, remotePort     uint16

@@ -24,10 +24,8 @@ type RequestsOf struct {
 // the same way, so that they are counted on their flow all the same.
 func (t *Table) Requests(of RequestsOf, groups []flow.Requests) {
 	k, start := t.requestsKey(&of)
-	var p *pending
-	if i, ok := t.pending[k]; ok {
-		p = t.arena.at(i)
-	} else {
+	p := t.pending.find(&t.arena, &k)
+	if p == nil {
 		p = t.record(of.Protocol, k.role, of.Local, of.Remote, of.Owner, start)
 		// The sample names the process and namespace only, which
 		// setOwner takes for knowing nothing: write them, so

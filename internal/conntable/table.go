@@ -170,6 +170,7 @@ type convEntry struct {
 // connection cost.
 type pending struct {
 	key     recKey
+	hash    uint64     // of key (flowIndex)
 	owner   flow.Owner // the observing side's process (setOwner)
 	rec     counts
 	startNS uint64       // ConnStart, converted at Flush
@@ -242,8 +243,8 @@ type Table struct {
 	live      []*convEntry   // the table's conversations live at the last SyncUDP
 	nextLive  []*convEntry   // live's other buffer, filled by the SyncUDP under way
 	released  []releasedConv // conversations gone from the kernel map, oldest first
-	pending   map[recKey]int32
-	arena     pendingArena // where pending's records live, at the index it maps their key to
+	pending   flowIndex
+	arena     pendingArena // where pending's records live
 	ended     []*pending   // FlushEnded's scratch
 	held      []heldDrop   // drops waiting for a record of their flow, oldest first
 	syncs     uint64       // SyncTCP calls so far: complete reads
@@ -264,7 +265,7 @@ func New(cfg Config) *Table {
 		socks:     make(map[uint64]*sockEntry),
 		untracked: make(map[uint64]uint64),
 		convs:     make(map[convKey]*convEntry),
-		pending:   make(map[recKey]int32),
+		pending:   newFlowIndex(),
 	}
 }
 
@@ -637,15 +638,11 @@ func (t *Table) accountUDP(c *flow.UDPConversation, prev udpCounts, initiator bo
 // names the latest known owner.
 func (t *Table) record(proto flow.Protocol, role flow.Role, local, remote netip.AddrPort, o flow.Owner, startNS uint64) *pending {
 	k := newRecKey(proto, role, local, remote, o.Netns)
-	if i, ok := t.pending[k]; ok {
-		p := t.arena.at(i)
-		p.setOwner(o)
-		return p
+	p, added := t.pending.findOrAdd(&t.arena, &k)
+	if added {
+		p.startNS = startNS
 	}
-	i, p := t.arena.add()
-	p.key, p.startNS = k, startNS
 	p.setOwner(o)
-	t.pending[k] = i
 	return p
 }
 
@@ -668,8 +665,8 @@ func (p *pending) setOwner(o flow.Owner) {
 func (t *Table) Flush(start, end time.Time) []flow.Record {
 	t.clock.follow(end)
 	t.matchDrops(end)
-	out := make([]flow.Record, len(t.pending))
-	rtts := make([]flow.RTT, 0, len(t.pending))
+	out := make([]flow.Record, t.pending.n)
+	rtts := make([]flow.RTT, 0, t.pending.n)
 	n := 0
 	for p := range t.arena.all() {
 		if !p.flushed && active(&p.rec) {
@@ -678,7 +675,7 @@ func (t *Table) Flush(start, end time.Time) []flow.Record {
 		}
 	}
 	out = out[:n]
-	clear(t.pending)
+	t.pending.reset()
 	t.arena.reset()
 	t.stats.Records += uint64(len(out))
 	return out
