@@ -34,11 +34,9 @@ func (a *pendingArena) at(i int32) *pending { return &a.slabs[i/slabSize][i%slab
 // the slabs are walked in memory order, which a map's iteration is not.
 func (a *pendingArena) all() iter.Seq[*pending] {
 	return func(yield func(*pending) bool) {
-		for i := 0; i < a.used; i += slabSize {
-			for j := range a.slabs[i/slabSize][:min(slabSize, a.used-i)] {
-				if !yield(&a.slabs[i/slabSize][j]) {
-					return
-				}
+		for i := range int32(a.used) {
+			if !yield(a.at(i)) {
+				return
 			}
 		}
 	}

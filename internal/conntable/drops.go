@@ -29,6 +29,10 @@ type tupleKey struct {
 	local, remote netip.AddrPort
 }
 
+func (k *recKey) tuple() tupleKey {
+	return tupleKey{k.proto(), netip.AddrPortFrom(k.localAddr(), k.localPort), netip.AddrPortFrom(k.remoteAddr(), k.remotePort)}
+}
+
 // Drops takes the drops read from the kernel since the last call. They are
 // matched to flows at the next Flush.
 func (t *Table) Drops(drops []flow.Drop) {
@@ -53,8 +57,7 @@ func (t *Table) matchDrops(now time.Time) {
 		if p.flushed {
 			continue
 		}
-		k := &p.key
-		tk := tupleKey{k.proto(), netip.AddrPortFrom(k.localAddr(), k.localPort), netip.AddrPortFrom(k.remoteAddr(), k.remotePort)}
+		tk := p.key.tuple()
 		index[tk] = append(index[tk], p)
 	}
 	kept := t.held[:0]

@@ -28,8 +28,8 @@ func (t *Table) Requests(of RequestsOf, groups []flow.Requests) {
 	if p == nil {
 		p = t.record(of.Protocol, k.role, of.Local, of.Remote, of.Owner, start)
 		// The sample names the process and namespace only, which
-		// setOwner takes for knowing nothing: write them, so
-		// that identity can name the observing side.
+		// setOwner takes for knowing nothing: write them, so that
+		// identity can name the observing side.
 		p.owner.PID, p.owner.Netns = of.Owner.PID, of.Owner.Netns
 		t.stats.RecordsForRequests++
 	}
