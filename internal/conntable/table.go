@@ -245,7 +245,7 @@ type Table struct {
 	released  []releasedConv // conversations gone from the kernel map, oldest first
 	pending   flowIndex
 	arena     pendingArena // where pending's records live
-	ended     []*pending   // FlushEnded's scratch
+	ended     []*pending   // records with an end counted, not flushed yet (early.go)
 	held      []heldDrop   // drops waiting for a record of their flow, oldest first
 	syncs     uint64       // SyncTCP calls so far: complete reads
 	// missing counts the sockets the last SyncTCP missed for the first
@@ -409,6 +409,9 @@ func (t *Table) EndTCP(ev flow.TCPEnd) {
 		delete(t.untracked, s.Cookie)
 	}
 	p := t.accountTCP(s, &c.last, true)
+	if p.rec.ends() == 0 {
+		t.ended = append(t.ended, p) // its first end, counted below
+	}
 	p.open = false
 	if ev.Failed {
 		v := failure(ev.Errno)
@@ -675,6 +678,8 @@ func (t *Table) Flush(start, end time.Time) []flow.Record {
 		}
 	}
 	out = out[:n]
+	clear(t.ended)
+	t.ended = t.ended[:0]
 	t.pending.reset()
 	t.arena.reset()
 	t.stats.Records += uint64(len(out))
