@@ -1,5 +1,7 @@
 package conntable
 
+import "iter"
+
 // slabSize is how many pending records one allocation holds.
 const slabSize = 1024
 
@@ -13,16 +15,31 @@ type pendingArena struct {
 	used  int // records handed out this interval
 }
 
-// get returns a zeroed pending record, valid until reset.
-func (a *pendingArena) get() *pending {
-	i, j := a.used/slabSize, a.used%slabSize
-	if i == len(a.slabs) {
+// add returns a zeroed pending record and its index, valid until reset.
+func (a *pendingArena) add() (int32, *pending) {
+	n := a.used
+	if n/slabSize == len(a.slabs) {
 		a.slabs = append(a.slabs, make([]pending, slabSize))
 	}
 	a.used++
-	p := &a.slabs[i][j]
+	p := a.at(int32(n))
 	*p = pending{}
-	return p
+	return int32(n), p
+}
+
+// at returns the record of index i, as add returned it.
+func (a *pendingArena) at(i int32) *pending { return &a.slabs[i/slabSize][i%slabSize] }
+
+// all yields the records handed out this interval, in the order they were:
+// the slabs are walked in memory order, which a map's iteration is not.
+func (a *pendingArena) all() iter.Seq[*pending] {
+	return func(yield func(*pending) bool) {
+		for i := range int32(a.used) {
+			if !yield(a.at(i)) {
+				return
+			}
+		}
+	}
 }
 
 // reset starts an interval. Slabs this one did not need are let go, so

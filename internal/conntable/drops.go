@@ -29,6 +29,10 @@ type tupleKey struct {
 	local, remote netip.AddrPort
 }
 
+func (k *recKey) tuple() tupleKey {
+	return tupleKey{k.proto(), netip.AddrPortFrom(k.localAddr(), k.localPort), netip.AddrPortFrom(k.remoteAddr(), k.remotePort)}
+}
+
 // Drops takes the drops read from the kernel since the last call. They are
 // matched to flows at the next Flush.
 func (t *Table) Drops(drops []flow.Drop) {
@@ -48,9 +52,12 @@ func (t *Table) matchDrops(now time.Time) {
 	if len(t.held) == 0 {
 		return
 	}
-	index := make(map[tupleKey][]*pending, len(t.pending))
-	for k, p := range t.pending {
-		tk := tupleKey{k.proto, k.local, k.remote}
+	index := make(map[tupleKey][]*pending, t.pending.n)
+	for p := range t.arena.all() {
+		if p.flushed {
+			continue
+		}
+		tk := p.key.tuple()
 		index[tk] = append(index[tk], p)
 	}
 	kept := t.held[:0]
@@ -85,10 +92,10 @@ func bestFlow(index map[tupleKey][]*pending, d *flow.Drop) *pending {
 	for _, tk := range [2]tupleKey{{d.Protocol, d.Local, d.Remote}, {d.Protocol, d.Remote, d.Local}} {
 		for _, p := range index[tk] {
 			s := 0
-			if d.Netns != 0 && p.rec.Observing().Netns == d.Netns {
+			if d.Netns != 0 && p.owner.Netns == d.Netns {
 				s += 2
 			}
-			if p.rec.Observer == flow.RoleClient.String() {
+			if p.key.role == flow.RoleClient {
 				s++
 			}
 			if s > score {

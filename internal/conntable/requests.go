@@ -24,14 +24,13 @@ type RequestsOf struct {
 // the same way, so that they are counted on their flow all the same.
 func (t *Table) Requests(of RequestsOf, groups []flow.Requests) {
 	k, start := t.requestsKey(&of)
-	p, ok := t.pending[k]
-	if !ok {
+	p := t.pending.find(&t.arena, &k)
+	if p == nil {
 		p = t.record(of.Protocol, k.role, of.Local, of.Remote, of.Owner, start)
 		// The sample names the process and namespace only, which
-		// record's setOwner takes for knowing nothing: write them, so
-		// that identity can name the observing side.
-		ep := p.rec.Observing()
-		ep.PID, ep.Netns = of.Owner.PID, of.Owner.Netns
+		// setOwner takes for knowing nothing: write them, so that
+		// identity can name the observing side.
+		p.owner.PID, p.owner.Netns = of.Owner.PID, of.Owner.Netns
 		t.stats.RecordsForRequests++
 	}
 	p.rec.Requests = append(p.rec.Requests, groups...)
@@ -55,5 +54,5 @@ func (t *Table) requestsKey(of *RequestsOf) (recKey, uint64) {
 	if role == flow.RoleUnknown {
 		role = flow.RoleClient
 	}
-	return recKey{of.Protocol, role, of.Local, of.Remote, of.Owner.Netns}, start
+	return newRecKey(of.Protocol, role, of.Local, of.Remote, of.Owner.Netns), start
 }

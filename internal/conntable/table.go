@@ -162,24 +162,36 @@ type convEntry struct {
 	seen            uint64 // the last UDP sync it was live in
 }
 
-// recKey names a flow in an interval. It leaves out the owning process: an
-// accepted socket passes from the listener's process to a worker at its
-// first I/O, and stays one connection. The network namespace stays in:
-// the same addresses in two namespaces are two flows.
-type recKey struct {
-	proto         flow.Protocol
-	role          flow.Role
-	local, remote netip.AddrPort
-	netns         uint32
-}
-
+// pending is a flow's record in the making: what the record will name and
+// count, not the record. Flush builds each flow.Record (≈700 bytes, most
+// of them identity's fields, empty here) once, in place in the slice it
+// returns; a whole record kept here was written when made, copied out at
+// Flush and copied again into that slice, which was most of what a short
+// connection cost.
 type pending struct {
-	rec     flow.Record
+	key     recKey
+	hash    uint64     // of key (flowIndex)
+	owner   flow.Owner // the observing side's process (setOwner)
+	rec     counts
 	startNS uint64       // ConnStart, converted at Flush
 	open    bool         // a socket of this flow is established at the end
+	flushed bool         // handed out by FlushEnded: its slab keeps it until Flush
 	failure flow.Verdict // the last failed connect's verdict
 	rtt     micros       // the sockets' smoothed RTT samples
 	connect micros       // the connects' handshake times
+}
+
+// counts are what a record counts, named as flow.Record names them.
+type counts struct {
+	Opened, Closed, Refused, TimedOut, FailedOther uint32
+	ResetsBySrc, ResetsByDst                       uint32
+	SYNRetrans                                     uint32
+	BytesToDst, BytesToSrc                         uint64
+	SegmentsToDst, SegmentsToSrc                   uint32
+	DatagramsToDst, DatagramsToSrc                 uint32
+	RetransToDst, RetransToSrc                     uint32
+	Drops                                          map[string]uint64
+	Requests                                       []flow.Requests
 }
 
 // micros gathers microsecond samples into a minimum, average and maximum.
@@ -231,8 +243,9 @@ type Table struct {
 	live      []*convEntry   // the table's conversations live at the last SyncUDP
 	nextLive  []*convEntry   // live's other buffer, filled by the SyncUDP under way
 	released  []releasedConv // conversations gone from the kernel map, oldest first
-	pending   map[recKey]*pending
+	pending   flowIndex
 	arena     pendingArena // where pending's records live
+	ended     []*pending   // records with an end counted, not flushed yet (early.go)
 	held      []heldDrop   // drops waiting for a record of their flow, oldest first
 	syncs     uint64       // SyncTCP calls so far: complete reads
 	// missing counts the sockets the last SyncTCP missed for the first
@@ -252,7 +265,7 @@ func New(cfg Config) *Table {
 		socks:     make(map[uint64]*sockEntry),
 		untracked: make(map[uint64]uint64),
 		convs:     make(map[convKey]*convEntry),
-		pending:   make(map[recKey]*pending),
+		pending:   newFlowIndex(),
 	}
 }
 
@@ -396,6 +409,9 @@ func (t *Table) EndTCP(ev flow.TCPEnd) {
 		delete(t.untracked, s.Cookie)
 	}
 	p := t.accountTCP(s, &c.last, true)
+	if p.rec.ends() == 0 {
+		t.ended = append(t.ended, p) // its first end, counted below
+	}
 	p.open = false
 	if ev.Failed {
 		v := failure(ev.Errno)
@@ -624,48 +640,25 @@ func (t *Table) accountUDP(c *flow.UDPConversation, prev udpCounts, initiator bo
 // record returns the pending record of a flow, creating it. The record
 // names the latest known owner.
 func (t *Table) record(proto flow.Protocol, role flow.Role, local, remote netip.AddrPort, o flow.Owner, startNS uint64) *pending {
-	k := recKey{proto, role, local, remote, o.Netns}
-	if p, ok := t.pending[k]; ok {
-		setOwner(&p.rec, role, o)
-		return p
+	k := newRecKey(proto, role, local, remote, o.Netns)
+	p, added := t.pending.findOrAdd(&t.arena, &k)
+	if added {
+		p.startNS = startNS
 	}
-	p := t.arena.get()
-	p.startNS = startNS
-	p.rec = flow.Record{
-		Node:      t.cfg.Node,
-		Observer:  role.String(),
-		Protocol:  proto,
-		IPVersion: 4,
-	}
-	if local.Addr().Is6() {
-		p.rec.IPVersion = 6
-	}
-	self := flow.Endpoint{IP: local.Addr(), Port: local.Port()}
-	peer := flow.Endpoint{IP: remote.Addr(), Port: remote.Port()}
-	if role == flow.RoleClient {
-		p.rec.Source, p.rec.Destination = self, peer
-	} else {
-		p.rec.Source, p.rec.Destination = peer, self
-	}
-	setOwner(&p.rec, role, o)
-	t.pending[k] = p
+	p.setOwner(o)
 	return p
 }
 
-// setOwner writes o on the observing side, unless o knows nothing. A
-// command unknown for the same process keeps the one known.
-func setOwner(r *flow.Record, role flow.Role, o flow.Owner) {
-	ep := &r.Destination
-	if role == flow.RoleClient {
-		ep = &r.Source
-	}
+// setOwner takes o as the observing side's process, unless o knows nothing.
+// A command unknown for the same process keeps the one known.
+func (p *pending) setOwner(o flow.Owner) {
 	if o == (flow.Owner{Netns: o.Netns}) {
 		return
 	}
-	if o.Command == "" && o.PID == ep.PID {
-		o.Command = ep.Command
+	if o.Command == "" && o.PID == p.owner.PID {
+		o.Command = p.owner.Command
 	}
-	ep.PID, ep.Netns, ep.CgroupID, ep.Command = o.PID, o.Netns, o.CgroupID, o.Command
+	p.owner = o
 }
 
 // Flush returns the records of the interval [start, end) and starts a new
@@ -675,38 +668,67 @@ func setOwner(r *flow.Record, role flow.Role, o flow.Owner) {
 func (t *Table) Flush(start, end time.Time) []flow.Record {
 	t.clock.follow(end)
 	t.matchDrops(end)
-	out := make([]flow.Record, 0, len(t.pending))
-	rtts := make([]flow.RTT, 0, len(t.pending))
-	for k, p := range t.pending {
-		if active(&p.rec) {
-			out = append(out, t.finish(k, p, start, end, &rtts))
+	out := make([]flow.Record, t.pending.n)
+	rtts := make([]flow.RTT, 0, t.pending.n)
+	n := 0
+	for p := range t.arena.all() {
+		if !p.flushed && active(&p.rec) {
+			t.finish(&out[n], p, start, end, &rtts)
+			n++
 		}
 	}
-	clear(t.pending)
+	out = out[:n]
+	clear(t.ended)
+	t.ended = t.ended[:0]
+	t.pending.reset()
 	t.arena.reset()
 	t.stats.Records += uint64(len(out))
 	return out
 }
 
-// finish dates a pending record for the window [start, end), with its
-// latencies in rtts (see micros.stats).
-func (t *Table) finish(k recKey, p *pending, start, end time.Time, rtts *[]flow.RTT) flow.Record {
-	r := p.rec
+// finish builds the record of p into r, which is zero, dated for the
+// window [start, end), with its latencies in rtts (see micros.stats).
+// Fields are written one by one: a zero record needs only those set, and
+// its pointers only the write barriers of those.
+func (t *Table) finish(r *flow.Record, p *pending, start, end time.Time, rtts *[]flow.RTT) {
+	k := &p.key
 	r.Start, r.Time = start, end
+	r.Node = t.cfg.Node
+	r.Observer = k.role.String()
+	r.Protocol = k.proto()
+	r.IPVersion = 4
+	if k.localFamily == ipv6 {
+		r.IPVersion = 6
+	}
+	r.Verdict = verdict(p)
 	r.ConnStart = t.clock.wall(p.startNS)
+	self, peer := &r.Source, &r.Destination
+	if k.role != flow.RoleClient {
+		self, peer = peer, self
+	}
+	self.IP, self.Port = k.localAddr(), k.localPort
+	peer.IP, peer.Port = k.remoteAddr(), k.remotePort
+	o := &p.owner
+	self.PID, self.Netns, self.CgroupID, self.Command = o.PID, o.Netns, o.CgroupID, o.Command
+	c := &p.rec
+	r.Opened, r.Closed, r.Refused, r.TimedOut, r.FailedOther = c.Opened, c.Closed, c.Refused, c.TimedOut, c.FailedOther
+	r.ResetsBySrc, r.ResetsByDst, r.SYNRetrans = c.ResetsBySrc, c.ResetsByDst, c.SYNRetrans
+	r.BytesToDst, r.BytesToSrc = c.BytesToDst, c.BytesToSrc
+	r.SegmentsToDst, r.SegmentsToSrc = c.SegmentsToDst, c.SegmentsToSrc
+	r.DatagramsToDst, r.DatagramsToSrc = c.DatagramsToDst, c.DatagramsToSrc
+	r.RetransToDst, r.RetransToSrc = c.RetransToDst, c.RetransToSrc
+	r.Drops, r.Requests = c.Drops, c.Requests
 	r.RTT, r.ConnectLatency = p.rtt.stats(rtts), p.connect.stats(rtts)
-	r.Verdict = verdict(k.proto, p)
-	return r
 }
 
-func active(r *flow.Record) bool {
+func active(r *counts) bool {
 	return r.Opened+r.Closed+r.Refused+r.TimedOut+r.FailedOther+r.ResetsBySrc+r.ResetsByDst+
 		r.RetransToDst+r.RetransToSrc+r.SegmentsToDst+r.SegmentsToSrc+r.DatagramsToDst+r.DatagramsToSrc > 0 ||
 		r.BytesToDst+r.BytesToSrc > 0 || len(r.Drops) > 0 || len(r.Requests) > 0
 }
 
-func verdict(proto flow.Protocol, p *pending) flow.Verdict {
-	r := &p.rec
+func verdict(p *pending) flow.Verdict {
+	r, proto := &p.rec, p.key.proto()
 	switch {
 	case proto == flow.UDP && r.DatagramsToDst > 0 && r.DatagramsToSrc > 0:
 		return flow.VerdictAnswered
