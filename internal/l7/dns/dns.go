@@ -211,6 +211,8 @@ func (p *parser) TakeDropped() int {
 	return n
 }
 
+func (p *parser) Waiting() bool { return len(p.pending) > 0 }
+
 func (p *parser) Expire(ns uint64, done []l7.Request) []l7.Request {
 	kept := p.pending[:0]
 	for _, q := range p.pending {
