@@ -101,7 +101,7 @@ struct {
 } tcp_usage SEC(".maps");
 
 /* udp_flows entries per cgroup: the kernel side adds what it creates,
- * userspace, which deletes UDP entries, writes the true count back. */
+ * userspace, which deletes UDP entries, takes off what it deletes. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
@@ -1082,8 +1082,8 @@ static __always_inline void pre_nat_remote(const struct udp_meta *u, struct l4_t
 
 /* Past its share, a cgroup's new conversations are refused (existing ones
  * go on being counted). The kernel side adds each entry it creates to
- * udp_usage; userspace, which deletes entries, writes the true count back
- * at every read. */
+ * udp_usage (udp_uncharge: one it could not create after all); userspace,
+ * which deletes entries, takes them off. */
 static __always_inline int udp_charge(__u64 cgroup)
 {
 	__u32 *n, zero = 0;
@@ -1101,6 +1101,17 @@ static __always_inline int udp_charge(__u64 cgroup)
 		return -1;
 	__sync_fetch_and_add(n, 1);
 	return 0;
+}
+
+static __always_inline void udp_uncharge(__u64 cgroup)
+{
+	__u32 *n;
+
+	if (!udp_per_cgroup || !cgroup)
+		return;
+	n = bpf_map_lookup_elem(&udp_usage, &cgroup);
+	if (n && *n)
+		__sync_fetch_and_add(n, -1);
 }
 
 #define IPV6_MAX_EXT 4
@@ -1291,6 +1302,7 @@ static __always_inline void count_udp(struct __sk_buff *skb, int egress)
 				l7_udp(skb, &key, l4off + sizeof(uh), len, egress, &init.owner);
 			return;
 		}
+		udp_uncharge(cg);
 		if (err == -E2BIG) {
 			count(CNT_UDP_MAP_FULL);
 			return;
@@ -1387,6 +1399,43 @@ int read_touched(struct bpf_iter__bpf_map_elem *ctx)
 		bpf_seq_write(ctx->meta->seq, st, sizeof(*st));
 	else
 		bpf_seq_write(ctx->meta->seq, &gone, sizeof(gone));
+	return 0;
+}
+
+/* The window read_udp writes, set by the agent before each read: a
+ * conversation counted at or after udp_read_since (the previous read's
+ * start, once every program that began before it has returned), or silent
+ * since before udp_idle_before (the agent releases it). The others, the
+ * lingering bulk of a resolver's socket-per-query conversations, are
+ * walked in the kernel and never copied out. */
+volatile __u64 udp_read_since = 0;
+volatile __u64 udp_idle_before = 0;
+/* How many conversations the last read walked, for the map-entries gauge:
+ * set, not added to, so that an element shown again after the reader's
+ * buffer filled is not counted twice. */
+volatile __u64 udp_walked = 0;
+
+/*
+ * iter/bpf_map_elem over udp_flows, run by the agent each interval: the
+ * key and counts of each conversation in the window above. It deletes
+ * nothing (see read_touched): the agent releases idle conversations one by
+ * one, each with its final counts.
+ */
+SEC("iter/bpf_map_elem")
+int read_udp(struct bpf_iter__bpf_map_elem *ctx)
+{
+	struct udp_key *k = ctx->key;
+	struct udp_stats *v = ctx->value;
+	__u64 last;
+
+	if (!k || !v)
+		return 0;
+	udp_walked = ctx->meta->seq_num + 1;
+	last = v->last_ns;
+	if (last < udp_read_since && last >= udp_idle_before)
+		return 0;
+	bpf_seq_write(ctx->meta->seq, k, sizeof(*k));
+	bpf_seq_write(ctx->meta->seq, v, sizeof(*v));
 	return 0;
 }
 

@@ -310,6 +310,7 @@ const (
 	flowlensProgOnSetState           = "on_set_state"
 	flowlensProgReadListeners        = "read_listeners"
 	flowlensProgReadTouched          = "read_touched"
+	flowlensProgReadUdp              = "read_udp"
 	flowlensProgSslExReturn          = "ssl_ex_return"
 	flowlensProgSslReadEntry         = "ssl_read_entry"
 	flowlensProgSslReadExEntry       = "ssl_read_ex_entry"
@@ -331,7 +332,10 @@ const (
 	flowlensVarSelfPid               = "self_pid"
 	flowlensVarTcpPerCgroup          = "tcp_per_cgroup"
 	flowlensVarTouchGen              = "touch_gen"
+	flowlensVarUdpIdleBefore         = "udp_idle_before"
 	flowlensVarUdpPerCgroup          = "udp_per_cgroup"
+	flowlensVarUdpReadSince          = "udp_read_since"
+	flowlensVarUdpWalked             = "udp_walked"
 	flowlensVarUnusedCgroupRefused   = "unused_cgroup_refused"
 	flowlensVarUnusedCgroupUsage     = "unused_cgroup_usage"
 	flowlensVarUnusedConnEvent       = "unused_conn_event"
@@ -413,6 +417,7 @@ type flowlensProgramSpecs struct {
 	OnSetState           *ebpf.ProgramSpec `ebpf:"on_set_state"`
 	ReadListeners        *ebpf.ProgramSpec `ebpf:"read_listeners"`
 	ReadTouched          *ebpf.ProgramSpec `ebpf:"read_touched"`
+	ReadUdp              *ebpf.ProgramSpec `ebpf:"read_udp"`
 	SslExReturn          *ebpf.ProgramSpec `ebpf:"ssl_ex_return"`
 	SslReadEntry         *ebpf.ProgramSpec `ebpf:"ssl_read_entry"`
 	SslReadExEntry       *ebpf.ProgramSpec `ebpf:"ssl_read_ex_entry"`
@@ -466,7 +471,10 @@ type flowlensVariableSpecs struct {
 	SelfPid             *ebpf.VariableSpec `ebpf:"self_pid"`
 	TcpPerCgroup        *ebpf.VariableSpec `ebpf:"tcp_per_cgroup"`
 	TouchGen            *ebpf.VariableSpec `ebpf:"touch_gen"`
+	UdpIdleBefore       *ebpf.VariableSpec `ebpf:"udp_idle_before"`
 	UdpPerCgroup        *ebpf.VariableSpec `ebpf:"udp_per_cgroup"`
+	UdpReadSince        *ebpf.VariableSpec `ebpf:"udp_read_since"`
+	UdpWalked           *ebpf.VariableSpec `ebpf:"udp_walked"`
 	UnusedCgroupRefused *ebpf.VariableSpec `ebpf:"unused_cgroup_refused"`
 	UnusedCgroupUsage   *ebpf.VariableSpec `ebpf:"unused_cgroup_usage"`
 	UnusedConnEvent     *ebpf.VariableSpec `ebpf:"unused_conn_event"`
@@ -568,7 +576,10 @@ type flowlensVariables struct {
 	SelfPid             *ebpf.Variable `ebpf:"self_pid"`
 	TcpPerCgroup        *ebpf.Variable `ebpf:"tcp_per_cgroup"`
 	TouchGen            *ebpf.Variable `ebpf:"touch_gen"`
+	UdpIdleBefore       *ebpf.Variable `ebpf:"udp_idle_before"`
 	UdpPerCgroup        *ebpf.Variable `ebpf:"udp_per_cgroup"`
+	UdpReadSince        *ebpf.Variable `ebpf:"udp_read_since"`
+	UdpWalked           *ebpf.Variable `ebpf:"udp_walked"`
 	UnusedCgroupRefused *ebpf.Variable `ebpf:"unused_cgroup_refused"`
 	UnusedCgroupUsage   *ebpf.Variable `ebpf:"unused_cgroup_usage"`
 	UnusedConnEvent     *ebpf.Variable `ebpf:"unused_conn_event"`
@@ -612,6 +623,7 @@ type flowlensPrograms struct {
 	OnSetState           *ebpf.Program `ebpf:"on_set_state"`
 	ReadListeners        *ebpf.Program `ebpf:"read_listeners"`
 	ReadTouched          *ebpf.Program `ebpf:"read_touched"`
+	ReadUdp              *ebpf.Program `ebpf:"read_udp"`
 	SslExReturn          *ebpf.Program `ebpf:"ssl_ex_return"`
 	SslReadEntry         *ebpf.Program `ebpf:"ssl_read_entry"`
 	SslReadExEntry       *ebpf.Program `ebpf:"ssl_read_ex_entry"`
@@ -646,6 +658,7 @@ func (p *flowlensPrograms) Close() error {
 		p.OnSetState,
 		p.ReadListeners,
 		p.ReadTouched,
+		p.ReadUdp,
 		p.SslExReturn,
 		p.SslReadEntry,
 		p.SslReadExEntry,
