@@ -125,6 +125,17 @@ struct {
 	__type(value, struct udp_stats);
 } udp_flows SEC(".maps");
 
+/* Conversations ended with their socket (udp_release), moved out of
+ * udp_flows with their final counts: the agent takes them all at each read
+ * (a batch lookup-and-delete), where an idle one costs it a deletion of
+ * its own after the idle time. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384); /* resized by the loader, as udp_flows */
+	__type(key, struct udp_key);
+	__type(value, struct udp_stats);
+} udp_ended SEC(".maps");
+
 /* What a UDP socket's own process context tells (owner, destination before
  * NAT), recorded by the sock_create, sock_addr and send/recv hooks and read
  * by the cgroup_skb programs, which run where current is meaningless. Keyed
@@ -1010,18 +1021,32 @@ int udp_sock_create(struct bpf_sock *ctx)
 }
 
 /* cgroup/sock_release runs when the socket is freed (inet_release), after
- * its last datagram: its udp_socks entry goes with it. Named to attach
- * before udp_sock_create (hooks attach in name order), so that no socket
- * created once the agent runs outlives its entry. */
+ * its last datagram: its udp_socks entry goes with it, and its last
+ * conversation, which can have no more datagrams, moves to udp_ended (a
+ * resolver's socket per query has just that one). A datagram delivered
+ * between this and the socket's unhashing starts a conversation anew,
+ * released when idle. Named to attach before udp_sock_create (hooks
+ * attach in name order), so that no socket created once the agent runs
+ * outlives its entry. */
 SEC("cgroup/sock_release")
 int udp_release(struct bpf_sock *ctx)
 {
-	__u64 cookie;
+	struct udp_key key = {};
+	struct udp_stats *v;
+	struct udp_meta *u;
 
 	if (ctx->protocol != IPPROTO_UDP)
 		return 1;
-	cookie = bpf_get_socket_cookie(ctx);
-	bpf_map_delete_elem(&udp_socks, &cookie);
+	key.cookie = bpf_get_socket_cookie(ctx);
+	u = bpf_map_lookup_elem(&udp_socks, &key.cookie);
+	if (u && u->conv.family) {
+		key.tuple = u->conv;
+		v = bpf_map_lookup_elem(&udp_flows, &key);
+		/* udp_ended full: the conversation stays, released when idle. */
+		if (v && bpf_map_update_elem(&udp_ended, &key, v, BPF_NOEXIST) == 0)
+			bpf_map_delete_elem(&udp_flows, &key);
+	}
+	bpf_map_delete_elem(&udp_socks, &key.cookie);
 	return 1;
 }
 
@@ -1298,6 +1323,8 @@ static __always_inline void count_udp(struct __sk_buff *skb, int egress)
 			init.owner = us->owner;
 		err = bpf_map_update_elem(&udp_flows, &key, &init, BPF_NOEXIST);
 		if (err == 0) {
+			if (us)
+				us->conv = key.tuple;
 			if (segs == 1)
 				l7_udp(skb, &key, l4off + sizeof(uh), len, egress, &init.owner);
 			return;

@@ -549,6 +549,25 @@ func (t *Table) ReleasedUDP(read, final *flow.UDPConversation) {
 // UDPIdle is the silence after which SyncUDP releases a conversation.
 func (t *Table) UDPIdle() time.Duration { return t.cfg.UDPIdle }
 
+// EndedUDP accounts a conversation that ended with its socket, moved out
+// of the kernel map with its final counts: what an earlier read of the
+// same kernel entry did not account. It is then remembered for its role,
+// as a released one, so that a datagram that comes after all starts no
+// conversation of the other role. Call it before SyncUDP of the same
+// interval: a later read may hold a new entry under the same key.
+func (t *Table) EndedUDP(final *flow.UDPConversation) {
+	k := convKey{final.Cookie, final.Local, final.Remote}
+	e, ok := t.convs[k]
+	if !ok {
+		e = &convEntry{key: k, initiator: final.Initiator}
+		if len(t.convs) < t.cfg.MaxConversations {
+			t.convs[k] = e
+		}
+	}
+	t.syncConv(e, final)
+	t.releasing = append(t.releasing, releasedConv{k, e.lastNS})
+}
+
 func (t *Table) idle(c *flow.UDPConversation, now uint64) bool {
 	return now >= c.LastNS && now-c.LastNS >= uint64(t.cfg.UDPIdle)
 }

@@ -14,6 +14,7 @@ import (
 // table's expiry.
 type kernelUDP struct {
 	entries []flow.UDPConversation
+	ended   []flow.UDPConversation // moved out by udp_release, taken at each read
 	index   map[convKey]int
 	cap     int
 	lost    uint64 // datagrams not counted: map full
@@ -43,6 +44,23 @@ func (k *kernelUDP) datagram(cookie uint64, local, remote netip.AddrPort, send b
 		c.RxBytes += bytes
 		c.RxDatagrams++
 	}
+}
+
+// end moves a socket's conversation out, as udp_release does when the
+// socket closes.
+func (k *kernelUDP) end(cookie uint64, local, remote netip.AddrPort) {
+	i := k.index[convKey{cookie, local, remote}]
+	k.ended = append(k.ended, k.entries[i])
+	k.delete([]int{i})
+}
+
+// takeEnded hands the ended conversations to the table, as the agent
+// does before each read.
+func (k *kernelUDP) takeEnded(tb *Table) {
+	for i := range k.ended {
+		tb.EndedUDP(&k.ended[i])
+	}
+	k.ended = k.ended[:0]
 }
 
 // read returns what read_udp would: the entries counted at or after
@@ -101,7 +119,9 @@ type dnsTotals struct {
 
 // simulateDNS runs a resolver that opens a socket per query, qps queries a
 // second for the given seconds, against one server socket on :53, both on
-// this node: every query is a client conversation and a server one. The
+// this node: every query is a client conversation and a server one. Half
+// the client sockets close at their answer (their conversation ends), the
+// others stay open until idle. The
 // agent reads the kernel map once a second, only the conversations that
 // changed since the last read and those gone idle, as read_udp does. A query's answer comes 300 µs
 // later, or 10 ms for the last 5 of each second, after the read. Client
@@ -133,6 +153,7 @@ func simulateDNS(t *testing.T, cfg Config, kernelCap, qps int, seconds uint64) d
 		for _, a := range late {
 			k.datagram(a.cookie, a.local, dns, false, a.bytes, a.at)
 			k.datagram(serverCookie, dns, a.local, true, a.bytes, a.at)
+			k.end(a.cookie, a.local, dns)
 		}
 		late = late[:0]
 		for i := 0; s <= seconds && i < qps; i++ {
@@ -155,7 +176,11 @@ func simulateDNS(t *testing.T, cfg Config, kernelCap, qps int, seconds uint64) d
 			at += 300 * uint64(time.Microsecond)
 			k.datagram(cookie, local, dns, false, bytes, at)
 			k.datagram(serverCookie, dns, local, true, bytes, at)
+			if i%2 == 0 { // the others stay open: released when idle
+				k.end(cookie, local, dns)
+			}
 		}
+		k.takeEnded(tb)
 		changed, at := k.read(since, now-min(now, uint64(tb.UDPIdle())))
 		since = now
 		k.release(tb, changed, at, tb.SyncUDP(changed, now))

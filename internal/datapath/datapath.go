@@ -205,6 +205,8 @@ func Open(cfg Config, log *slog.Logger) (*Datapath, error) {
 	// Open UDP sockets, each holding at least one conversation while it
 	// sends or receives.
 	spec.Maps["udp_socks"].MaxEntries = uint32(cfg.UDPFlows)
+	// Conversations ended between two reads: at most udp_flows' worth.
+	spec.Maps["udp_ended"].MaxEntries = uint32(cfg.UDPFlows)
 	spec.Maps["events"].MaxEntries = uint32(cfg.RingBytes)
 	spec.Maps["l7_events"].MaxEntries = uint32(cfg.L7RingBytes)
 	cpus, err := ebpf.PossibleCPU()

@@ -255,6 +255,7 @@ type flowlensUdpMeta struct {
 	DstPort   uint16
 	DstFamily uint16
 	Pad       uint32
+	Conv      flowlensL4Tuple
 }
 
 type flowlensUdpStats struct {
@@ -292,6 +293,7 @@ const (
 	flowlensMapTlsInflight           = "tls_inflight"
 	flowlensMapTouched0              = "touched0"
 	flowlensMapTouched1              = "touched1"
+	flowlensMapUdpEnded              = "udp_ended"
 	flowlensMapUdpFlows              = "udp_flows"
 	flowlensMapUdpSocks              = "udp_socks"
 	flowlensMapUdpUsage              = "udp_usage"
@@ -456,6 +458,7 @@ type flowlensMapSpecs struct {
 	TlsInflight *ebpf.MapSpec `ebpf:"tls_inflight"`
 	Touched0    *ebpf.MapSpec `ebpf:"touched0"`
 	Touched1    *ebpf.MapSpec `ebpf:"touched1"`
+	UdpEnded    *ebpf.MapSpec `ebpf:"udp_ended"`
 	UdpFlows    *ebpf.MapSpec `ebpf:"udp_flows"`
 	UdpSocks    *ebpf.MapSpec `ebpf:"udp_socks"`
 	UdpUsage    *ebpf.MapSpec `ebpf:"udp_usage"`
@@ -536,6 +539,7 @@ type flowlensMaps struct {
 	TlsInflight *ebpf.Map `ebpf:"tls_inflight"`
 	Touched0    *ebpf.Map `ebpf:"touched0"`
 	Touched1    *ebpf.Map `ebpf:"touched1"`
+	UdpEnded    *ebpf.Map `ebpf:"udp_ended"`
 	UdpFlows    *ebpf.Map `ebpf:"udp_flows"`
 	UdpSocks    *ebpf.Map `ebpf:"udp_socks"`
 	UdpUsage    *ebpf.Map `ebpf:"udp_usage"`
@@ -560,6 +564,7 @@ func (m *flowlensMaps) Close() error {
 		m.TlsInflight,
 		m.Touched0,
 		m.Touched1,
+		m.UdpEnded,
 		m.UdpFlows,
 		m.UdpSocks,
 		m.UdpUsage,

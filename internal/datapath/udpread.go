@@ -7,6 +7,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
@@ -127,4 +128,42 @@ func (d *Datapath) loadedUDP(dst []flow.UDPConversation, k *flowlensUdpKey, v *f
 	d.udpLoaded = append(d.udpLoaded, *k)
 	d.udpRead = append(d.udpRead, *v)
 	return append(dst, d.conversation(k, v))
+}
+
+// EndedUDP appends to dst the conversations that ended with their socket
+// since the last call, each with its final counts, and takes them off
+// their cgroups' counts. The kernel side has moved them out of udp_flows:
+// ChangedUDP returns them no more.
+func (d *Datapath) EndedUDP(dst []flow.UDPConversation) ([]flow.UDPConversation, error) {
+	if d.udpKeys == nil {
+		d.udpKeys = make([]flowlensUdpKey, batchSize)
+		d.udpVals = make([]flowlensUdpStats, batchSize)
+	}
+	freed := map[uint64]uint32{}
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := d.maps.UdpEnded.BatchLookupAndDelete(&cursor, d.udpKeys, d.udpVals, nil)
+		for i := range n {
+			v := &d.udpVals[i]
+			dst = append(dst, d.conversation(&d.udpKeys[i], v))
+			if v.Cgroup != 0 {
+				freed[v.Cgroup]++
+			}
+		}
+		switch {
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+		case errors.Is(err, ebpf.ErrNotSupported):
+			// Before Linux 5.6, which has no udp_release either:
+			// nothing ends there.
+		case err != nil:
+			return dst, fmt.Errorf("take udp_ended: %w", err)
+		default:
+			continue
+		}
+		break
+	}
+	if d.udpShare == 0 || len(freed) == 0 {
+		return dst, nil
+	}
+	return dst, d.uncharge(freed)
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flowlens/flowlens/internal/flow"
 	"golang.org/x/sys/unix"
 )
 
@@ -110,4 +111,68 @@ func socketCookie(t *testing.T, c interface {
 		t.Fatal(err, serr)
 	}
 	return cookie
+}
+
+// A socket's last conversation ends with it: EndedUDP returns it once with
+// its final counts, and udp_flows holds it no more.
+func TestEndedUDPTakesAClosedSocketsConversation(t *testing.T) {
+	d := openWith(t, Config{})
+	srv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cli, err := net.DialUDP("udp4", nil, srv.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cookie := socketCookie(t, cli)
+	buf := make([]byte, 64)
+	for range 2 {
+		if _, err := cli.Write([]byte("0123456789")); err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := srv.ReadFromUDP(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := d.EndedUDP(nil); err != nil { // what other tests left
+		t.Fatal(err)
+	}
+	if err := cli.Close(); err != nil {
+		t.Fatal(err)
+	}
+	count := func(convs []flow.UDPConversation) (n int, tx uint64) {
+		for _, c := range convs {
+			if c.Cookie == cookie {
+				n++
+				tx += c.TxBytes
+			}
+		}
+		return n, tx
+	}
+	ended, err := d.EndedUDP(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, tx := count(ended); n != 1 || tx != 20 {
+		t.Errorf("ended: %d conversations of the closed socket with %d bytes sent, want 1 with 20", n, tx)
+	}
+	again, err := d.EndedUDP(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := d.allUDP(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := count(again); n != 0 {
+		t.Errorf("ended again: %d conversations of the closed socket, want none", n)
+	}
+	if n, _ := count(all); n != 0 {
+		t.Errorf("udp_flows holds %d conversations of the closed socket, want none", n)
+	}
 }
