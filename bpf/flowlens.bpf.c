@@ -101,7 +101,7 @@ struct {
 } tcp_usage SEC(".maps");
 
 /* udp_flows entries per cgroup: the kernel side adds what it creates,
- * userspace, which deletes UDP entries, writes the true count back. */
+ * userspace, which deletes UDP entries, takes off what it deletes. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
@@ -124,6 +124,17 @@ struct {
 	__type(key, struct udp_key);
 	__type(value, struct udp_stats);
 } udp_flows SEC(".maps");
+
+/* Conversations ended with their socket (udp_release), moved out of
+ * udp_flows with their final counts: the agent takes them all at each read
+ * (a batch lookup-and-delete), where an idle one costs it a deletion of
+ * its own after the idle time. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384); /* resized by the loader, as udp_flows */
+	__type(key, struct udp_key);
+	__type(value, struct udp_stats);
+} udp_ended SEC(".maps");
 
 /* What a UDP socket's own process context tells (owner, destination before
  * NAT), recorded by the sock_create, sock_addr and send/recv hooks and read
@@ -1010,18 +1021,32 @@ int udp_sock_create(struct bpf_sock *ctx)
 }
 
 /* cgroup/sock_release runs when the socket is freed (inet_release), after
- * its last datagram: its udp_socks entry goes with it. Named to attach
- * before udp_sock_create (hooks attach in name order), so that no socket
- * created once the agent runs outlives its entry. */
+ * its last datagram: its udp_socks entry goes with it, and its last
+ * conversation, which can have no more datagrams, moves to udp_ended (a
+ * resolver's socket per query has just that one). A datagram delivered
+ * between this and the socket's unhashing starts a conversation anew,
+ * released when idle. Named to attach before udp_sock_create (hooks
+ * attach in name order), so that no socket created once the agent runs
+ * outlives its entry. */
 SEC("cgroup/sock_release")
 int udp_release(struct bpf_sock *ctx)
 {
-	__u64 cookie;
+	struct udp_key key = {};
+	struct udp_stats *v;
+	struct udp_meta *u;
 
 	if (ctx->protocol != IPPROTO_UDP)
 		return 1;
-	cookie = bpf_get_socket_cookie(ctx);
-	bpf_map_delete_elem(&udp_socks, &cookie);
+	key.cookie = bpf_get_socket_cookie(ctx);
+	u = bpf_map_lookup_elem(&udp_socks, &key.cookie);
+	if (u && u->conv.family) {
+		key.tuple = u->conv;
+		v = bpf_map_lookup_elem(&udp_flows, &key);
+		/* udp_ended full: the conversation stays, released when idle. */
+		if (v && bpf_map_update_elem(&udp_ended, &key, v, BPF_NOEXIST) == 0)
+			bpf_map_delete_elem(&udp_flows, &key);
+	}
+	bpf_map_delete_elem(&udp_socks, &key.cookie);
 	return 1;
 }
 
@@ -1082,8 +1107,8 @@ static __always_inline void pre_nat_remote(const struct udp_meta *u, struct l4_t
 
 /* Past its share, a cgroup's new conversations are refused (existing ones
  * go on being counted). The kernel side adds each entry it creates to
- * udp_usage; userspace, which deletes entries, writes the true count back
- * at every read. */
+ * udp_usage (udp_uncharge: one it could not create after all); userspace,
+ * which deletes entries, takes them off. */
 static __always_inline int udp_charge(__u64 cgroup)
 {
 	__u32 *n, zero = 0;
@@ -1101,6 +1126,17 @@ static __always_inline int udp_charge(__u64 cgroup)
 		return -1;
 	__sync_fetch_and_add(n, 1);
 	return 0;
+}
+
+static __always_inline void udp_uncharge(__u64 cgroup)
+{
+	__u32 *n;
+
+	if (!udp_per_cgroup || !cgroup)
+		return;
+	n = bpf_map_lookup_elem(&udp_usage, &cgroup);
+	if (n && *n)
+		__sync_fetch_and_add(n, -1);
 }
 
 #define IPV6_MAX_EXT 4
@@ -1287,10 +1323,13 @@ static __always_inline void count_udp(struct __sk_buff *skb, int egress)
 			init.owner = us->owner;
 		err = bpf_map_update_elem(&udp_flows, &key, &init, BPF_NOEXIST);
 		if (err == 0) {
+			if (us)
+				us->conv = key.tuple;
 			if (segs == 1)
 				l7_udp(skb, &key, l4off + sizeof(uh), len, egress, &init.owner);
 			return;
 		}
+		udp_uncharge(cg);
 		if (err == -E2BIG) {
 			count(CNT_UDP_MAP_FULL);
 			return;
@@ -1387,6 +1426,43 @@ int read_touched(struct bpf_iter__bpf_map_elem *ctx)
 		bpf_seq_write(ctx->meta->seq, st, sizeof(*st));
 	else
 		bpf_seq_write(ctx->meta->seq, &gone, sizeof(gone));
+	return 0;
+}
+
+/* The window read_udp writes, set by the agent before each read: a
+ * conversation counted at or after udp_read_since (the previous read's
+ * start, once every program that began before it has returned), or silent
+ * since before udp_idle_before (the agent releases it). The others, the
+ * lingering bulk of a resolver's socket-per-query conversations, are
+ * walked in the kernel and never copied out. */
+volatile __u64 udp_read_since = 0;
+volatile __u64 udp_idle_before = 0;
+/* How many conversations the last read walked, for the map-entries gauge:
+ * set, not added to, so that an element shown again after the reader's
+ * buffer filled is not counted twice. */
+volatile __u64 udp_walked = 0;
+
+/*
+ * iter/bpf_map_elem over udp_flows, run by the agent each interval: the
+ * key and counts of each conversation in the window above. It deletes
+ * nothing (see read_touched): the agent releases idle conversations one by
+ * one, each with its final counts.
+ */
+SEC("iter/bpf_map_elem")
+int read_udp(struct bpf_iter__bpf_map_elem *ctx)
+{
+	struct udp_key *k = ctx->key;
+	struct udp_stats *v = ctx->value;
+	__u64 last;
+
+	if (!k || !v)
+		return 0;
+	udp_walked = ctx->meta->seq_num + 1;
+	last = v->last_ns;
+	if (last < udp_read_since && last >= udp_idle_before)
+		return 0;
+	bpf_seq_write(ctx->meta->seq, k, sizeof(*k));
+	bpf_seq_write(ctx->meta->seq, v, sizeof(*v));
 	return 0;
 }
 

@@ -116,16 +116,18 @@ struct udp_stats {
 	__u8 _pad[7];
 };
 
-/* What the UDP programs know of a socket beyond its packets, kept in
- * socket-local storage: the owner, recorded in process context before the
- * first datagram leaves, and the destination the application asked for,
- * which kube-proxy's DNAT may have rewritten by the time egress sees it. */
+/* What the UDP programs know of a socket beyond its packets: the owner,
+ * recorded in process context before the first datagram leaves, the
+ * destination the application asked for, which kube-proxy's DNAT may have
+ * rewritten by the time egress sees it, and the conversation that
+ * udp_release ends with the socket. */
 struct udp_meta {
 	struct owner owner;
 	__u8 dst_addr[16]; /* last sendmsg/connect destination, before NAT */
 	__u16 dst_port;    /* host byte order; 0: none recorded */
 	__u16 dst_family;
 	__u32 _pad;
+	struct l4_tuple conv; /* the socket's last conversation created; family 0: none */
 };
 
 /* A v4 and a v6 listener on one port are two listeners; with SO_REUSEPORT

@@ -6,7 +6,7 @@
 //	every interval:                        ├─▶ Flush ─▶ sink (names, join, ring)
 //	datapath.TouchedTCP ─▶ TouchedTCP      │
 //	(now and then TCPSockets ─▶ SyncTCP)   │
-//	datapath.UDPConversations ─▶ SyncUDP ──┘
+//	datapath.ChangedUDP ───────▶ SyncUDP ──┘
 //
 // One goroutine owns the table. Another reads end events off the ring as
 // the kernel wakes it (once a quarter of the ring is full) into a bounded
@@ -394,7 +394,8 @@ func (a *Agent) tick(socks []flow.TCPSocket, convs []flow.UDPConversation, start
 		a.log.Warn("read kernel counters", "err", err)
 	}
 	socks = a.readTCP(socks, kc)
-	if convs, err = a.dp.UDPConversations(convs); err != nil {
+	a.endedUDP()
+	if convs, err = a.dp.ChangedUDP(convs, a.table.UDPIdle()); err != nil {
 		a.stats.readErrors.Add(1)
 		a.log.Warn("read UDP conversations", "err", err)
 	} else {
@@ -411,8 +412,23 @@ func (a *Agent) tick(socks []flow.TCPSocket, convs []flow.UDPConversation, start
 	a.readDrops()
 	a.takeRequests(monotonicNow())
 	a.emit(a.table.Flush(start, now), now)
-	a.ticks(kc, len(convs))
+	a.ticks(kc, a.dp.UDPEntries())
 	return socks, convs
+}
+
+// endedUDP accounts the UDP conversations that ended with their socket,
+// before the read of the others (see conntable.EndedUDP), and tells the
+// L7 tracker they ended.
+func (a *Agent) endedUDP() {
+	var err error
+	if a.finals, err = a.dp.EndedUDP(a.finals[:0]); err != nil {
+		a.stats.readErrors.Add(1)
+		a.log.Warn("read ended UDP conversations", "err", err)
+	}
+	for i := range a.finals {
+		a.table.EndedUDP(&a.finals[i])
+	}
+	a.l7ClosedUDP(a.finals)
 }
 
 // readTCP reads the TCP sockets that changed since the last interval into

@@ -150,6 +150,20 @@ func (a *Agent) l7Closed(ev *flow.TCPEnd) {
 	a.l7mu.Unlock()
 }
 
+// l7ClosedUDP tells the tracker UDP conversations ended with their socket,
+// as l7Closed does for TCP connections.
+func (a *Agent) l7ClosedUDP(convs []flow.UDPConversation) {
+	if a.l7 == nil || len(convs) == 0 {
+		return
+	}
+	a.l7mu.Lock()
+	defer a.l7mu.Unlock()
+	for i := range convs {
+		c := &convs[i]
+		a.l7.Closed(l7.ConnKey{Cookie: c.Cookie, Local: c.Local, Remote: c.Remote, Netns: c.Owner.Netns, UDP: true}, c.LastNS)
+	}
+}
+
 // maxDrain bounds the drain at an interval's end: the default 4 MiB ring
 // holds about 7,000 samples.
 const maxDrain = 1 << 20

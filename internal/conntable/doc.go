@@ -10,13 +10,17 @@
 //	ring buffer ── EndTCP ───▶ ┌───────────────────────┐
 //	tcp_socks map ─ SyncTCP ─▶ │ last cumulative        │── Flush ─▶ []flow.Record
 //	udp_flows map ─ SyncUDP ─▶ │ counters per socket    │
-//	        ◀── expired ────── └───────────────────────┘
+//	        ◀── expired ────── │                        │
+//	udp_ended map ─ EndedUDP ▶ └───────────────────────┘
 //
 // The kernel keeps cumulative counters per socket; the table remembers what
 // it already reported for each socket (by cookie) and accounts only the
 // difference, so a socket read many times, or read and then ended, is never
 // counted twice. A socket that opens and closes between two reads is known
-// only from its end event, which carries its whole history.
+// only from its end event, which carries its whole history. UDP alike: the
+// agent reads only the conversations that changed since its last read or
+// went idle, and a conversation that ended with its socket comes once,
+// with its final counts.
 //
 // Counting rules:
 //

@@ -159,7 +159,7 @@ type convEntry struct {
 	firstNS, lastNS uint64 // of the kernel entry last read
 	counts          udpCounts
 	initiator       bool
-	seen            uint64 // the last UDP sync it was live in
+	seen            uint64 // the last UDP sync that read it
 }
 
 // pending is a flow's record in the making: what the record will name and
@@ -240,9 +240,8 @@ type Table struct {
 	socks     map[uint64]*sockEntry
 	untracked map[uint64]uint64 // cookie -> last sync, of sockets counted in SocketsUntracked
 	convs     map[convKey]*convEntry
-	live      []*convEntry   // the table's conversations live at the last SyncUDP
-	nextLive  []*convEntry   // live's other buffer, filled by the SyncUDP under way
 	released  []releasedConv // conversations gone from the kernel map, oldest first
+	releasing []releasedConv // those ReleasedUDP took since the last SyncUDP
 	pending   flowIndex
 	arena     pendingArena // where pending's records live
 	ended     []*pending   // records with an end counted, not flushed yet (early.go)
@@ -503,34 +502,32 @@ func (t *Table) accountTCP(s, prev *flow.TCPSocket, force bool) *pending {
 	return p
 }
 
-// SyncUDP takes the complete set of UDP conversations read from the kernel
-// at monotonic time now, and returns the indexes into live of those the
-// caller should delete from the kernel map: idle ones, and new ones that
-// find the table full of live ones (counted in ConversationsReleasedEarly).
-// Every datagram in live is accounted.
-func (t *Table) SyncUDP(live []flow.UDPConversation, now uint64) (expired []int) {
+// SyncUDP takes the UDP conversations read from the kernel at monotonic
+// time now: at least those that changed since the last read and those
+// gone idle (a complete read will do). It returns the indexes into changed
+// of those the caller should release from the kernel map, and then hand
+// to ReleasedUDP: idle ones, and new ones that find the table full of live
+// ones (counted in ConversationsReleasedEarly). Every datagram in changed
+// is accounted.
+func (t *Table) SyncUDP(changed []flow.UDPConversation, now uint64) (expired []int) {
 	t.udpSyncs++
+	t.release()
 	var fresh []int
-	// The entries live now, kept by pointer: the next sync's release
-	// finds those gone without hashing their keys again.
-	next := t.nextLive[:0]
-	for i := range live {
-		c := &live[i]
+	for i := range changed {
+		c := &changed[i]
 		e, ok := t.convs[convKey{c.Cookie, c.Local, c.Remote}]
 		if !ok {
 			fresh = append(fresh, i)
 			continue
 		}
 		t.syncConv(e, c)
-		next = append(next, e)
 		if t.idle(c, now) {
 			expired = append(expired, i)
 		}
 	}
-	t.release()
 	t.forget(now, len(fresh))
 	for _, i := range fresh {
-		c := &live[i]
+		c := &changed[i]
 		e := &convEntry{key: convKey{c.Cookie, c.Local, c.Remote}, initiator: c.Initiator}
 		if len(t.convs) >= t.cfg.MaxConversations {
 			t.syncConv(e, c)
@@ -540,19 +537,17 @@ func (t *Table) SyncUDP(live []flow.UDPConversation, now uint64) (expired []int)
 		}
 		t.convs[e.key] = e
 		t.syncConv(e, c)
-		next = append(next, e)
 		if t.idle(c, now) {
 			expired = append(expired, i)
 		}
 	}
-	clear(t.live) // the entries it held may be forgotten
-	t.live, t.nextLive = next, t.live[:0]
 	return expired
 }
 
 // ReleasedUDP accounts what a conversation counted between its read (as
 // given to SyncUDP) and the deletion of its kernel entry: a datagram can
-// land in between, and the deletion returns the entry's final counts.
+// land in between, and the deletion returns the entry's final counts. The
+// conversation is then remembered, for its role, until forgotten.
 func (t *Table) ReleasedUDP(read, final *flow.UDPConversation) {
 	prev := udpCounts{txBytes: read.TxBytes, rxBytes: read.RxBytes, txd: read.TxDatagrams, rxd: read.RxDatagrams}
 	if final.FirstNS != read.FirstNS {
@@ -562,8 +557,31 @@ func (t *Table) ReleasedUDP(read, final *flow.UDPConversation) {
 	if e, ok := t.convs[convKey{final.Cookie, final.Local, final.Remote}]; ok {
 		initiator = e.initiator
 		e.lastNS = max(e.lastNS, final.LastNS)
+		t.releasing = append(t.releasing, releasedConv{e.key, e.lastNS})
 	}
 	t.accountUDP(final, prev, initiator)
+}
+
+// UDPIdle is the silence after which SyncUDP releases a conversation.
+func (t *Table) UDPIdle() time.Duration { return t.cfg.UDPIdle }
+
+// EndedUDP accounts a conversation that ended with its socket, moved out
+// of the kernel map with its final counts: what an earlier read of the
+// same kernel entry did not account. It is then remembered for its role,
+// as a released one, so that a datagram that comes after all starts no
+// conversation of the other role. Call it before SyncUDP of the same
+// interval: a later read may hold a new entry under the same key.
+func (t *Table) EndedUDP(final *flow.UDPConversation) {
+	k := convKey{final.Cookie, final.Local, final.Remote}
+	e, ok := t.convs[k]
+	if !ok {
+		e = &convEntry{key: k, initiator: final.Initiator}
+		if len(t.convs) < t.cfg.MaxConversations {
+			t.convs[k] = e
+		}
+	}
+	t.syncConv(e, final)
+	t.releasing = append(t.releasing, releasedConv{k, e.lastNS})
 }
 
 func (t *Table) idle(c *flow.UDPConversation, now uint64) bool {
@@ -582,18 +600,14 @@ func (t *Table) syncConv(e *convEntry, c *flow.UDPConversation) {
 	e.counts = udpCounts{txBytes: c.TxBytes, rxBytes: c.RxBytes, txd: c.TxDatagrams, rxd: c.RxDatagrams}
 }
 
-// release queues the conversations live at the last sync and gone from the
-// kernel map now. A conversation still live at the last sync was heard
-// after that sync's idle cutoff, so each sync's batch, sorted, comes after
-// every earlier one: the queue stays ordered by last datagram.
+// release queues the conversations released since the last sync. Each
+// was idle at that sync, and heard after the idle cutoff of the sync
+// before, when it was not: each batch, sorted, comes after every earlier
+// one, and the queue stays ordered by last datagram.
 func (t *Table) release() {
-	n := len(t.released)
-	for _, e := range t.live {
-		if e.seen != t.udpSyncs {
-			t.released = append(t.released, releasedConv{e.key, e.lastNS})
-		}
-	}
-	slices.SortFunc(t.released[n:], func(a, b releasedConv) int { return cmp.Compare(a.lastNS, b.lastNS) })
+	slices.SortFunc(t.releasing, func(a, b releasedConv) int { return cmp.Compare(a.lastNS, b.lastNS) })
+	t.released = append(t.released, t.releasing...)
+	t.releasing = t.releasing[:0]
 }
 
 // forget drops released conversations silent for UDPForget, oldest first,

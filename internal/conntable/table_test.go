@@ -608,3 +608,61 @@ func TestFlushKeepsEachRecordsLatencies(t *testing.T) {
 		}
 	}
 }
+
+// A conversation that ended with its socket is accounted once from its
+// final counts, whether or not a read saw it first; one whose kernel entry
+// the read expired and found gone (it had ended in between) too. A
+// datagram after the end starts the kernel entry anew, in the same role.
+func TestEndedUDPAccountsFinalCountsOnce(t *testing.T) {
+	const sec = uint64(time.Second)
+	tb := New(Config{})
+	conv := func(cookie uint64, first, last uint64, tx, rx uint32) flow.UDPConversation {
+		return flow.UDPConversation{Cookie: cookie, Local: client, Remote: server, Initiator: true,
+			FirstNS: first, LastNS: last, TxDatagrams: tx, TxBytes: 40 * uint64(tx), RxDatagrams: rx, RxBytes: 80 * uint64(rx)}
+	}
+	type sums struct{ toDst, toSrc uint32 }
+	flush := func() sums {
+		var s sums
+		for _, r := range tb.Flush(t0, t1) {
+			if r.Observer != "client" {
+				t.Errorf("record observed by %s, want client", r.Observer)
+			}
+			s.toDst += r.DatagramsToDst
+			s.toSrc += r.DatagramsToSrc
+		}
+		return s
+	}
+	// 1: never read, ended with a query and its answer.
+	ended := conv(1, sec, sec, 1, 1)
+	tb.EndedUDP(&ended)
+	// 2: read with its query, ended with its answer.
+	read := conv(2, sec, sec, 1, 0)
+	tb.SyncUDP([]flow.UDPConversation{read}, sec)
+	ended2 := conv(2, sec, 2*sec, 1, 1)
+	tb.EndedUDP(&ended2)
+	if got := flush(); got != (sums{2, 2}) {
+		t.Errorf("datagrams to dst/src %+v, want 2 2", got)
+	}
+	// 3: read, then expired by a read while it ended: its deletion found
+	// it gone, the read's counts stand until its final counts come.
+	read3 := conv(3, sec, sec, 1, 1)
+	tb.SyncUDP([]flow.UDPConversation{read3}, sec)
+	flush()
+	if exp := tb.SyncUDP([]flow.UDPConversation{read3}, 10*sec); len(exp) != 1 {
+		t.Fatalf("expired %v, want conversation 3", exp)
+	}
+	tb.ReleasedUDP(&read3, &read3)
+	ended3 := conv(3, sec, 10*sec, 2, 1)
+	tb.EndedUDP(&ended3)
+	if got := flush(); got != (sums{1, 0}) {
+		t.Errorf("after the end of 3: datagrams to dst/src %+v, want 1 0", got)
+	}
+	// 1 again: an answer after the end makes a new entry, which began
+	// with a datagram received, and keeps the client role.
+	late := conv(1, 11*sec, 11*sec, 0, 1)
+	late.Initiator = false
+	tb.SyncUDP([]flow.UDPConversation{late}, 11*sec)
+	if got := flush(); got != (sums{0, 1}) {
+		t.Errorf("late answer: datagrams to dst/src %+v, want 0 1", got)
+	}
+}

@@ -14,6 +14,7 @@ import (
 // table's expiry.
 type kernelUDP struct {
 	entries []flow.UDPConversation
+	ended   []flow.UDPConversation // moved out by udp_release, taken at each read
 	index   map[convKey]int
 	cap     int
 	lost    uint64 // datagrams not counted: map full
@@ -45,8 +46,50 @@ func (k *kernelUDP) datagram(cookie uint64, local, remote netip.AddrPort, send b
 	}
 }
 
-// delete removes the entries at idx, indexes into entries as SyncUDP got
-// them: from the highest down, each swapped with the last.
+// end moves a socket's conversation out, as udp_release does when the
+// socket closes.
+func (k *kernelUDP) end(cookie uint64, local, remote netip.AddrPort) {
+	i := k.index[convKey{cookie, local, remote}]
+	k.ended = append(k.ended, k.entries[i])
+	k.delete([]int{i})
+}
+
+// takeEnded hands the ended conversations to the table, as the agent
+// does before each read.
+func (k *kernelUDP) takeEnded(tb *Table) {
+	for i := range k.ended {
+		tb.EndedUDP(&k.ended[i])
+	}
+	k.ended = k.ended[:0]
+}
+
+// read returns what read_udp would: the entries counted at or after
+// since, and those silent since before idleBefore, with each one's index
+// in entries.
+func (k *kernelUDP) read(since, idleBefore uint64) (changed []flow.UDPConversation, at []int) {
+	for i, c := range k.entries {
+		if c.LastNS >= since || c.LastNS < idleBefore {
+			changed = append(changed, c)
+			at = append(at, i)
+		}
+	}
+	return changed, at
+}
+
+// release deletes the entries SyncUDP expired, indexes into changed, and
+// hands each one's final counts to the table, as the agent does.
+func (k *kernelUDP) release(tb *Table, changed []flow.UDPConversation, at, expired []int) {
+	idx := make([]int, 0, len(expired))
+	for _, j := range expired {
+		final := k.entries[at[j]]
+		tb.ReleasedUDP(&changed[j], &final)
+		idx = append(idx, at[j])
+	}
+	k.delete(idx)
+}
+
+// delete removes the entries at idx: from the highest down, each swapped
+// with the last.
 func (k *kernelUDP) delete(idx []int) {
 	slices.Sort(idx)
 	for j := len(idx) - 1; j >= 0; j-- {
@@ -76,8 +119,11 @@ type dnsTotals struct {
 
 // simulateDNS runs a resolver that opens a socket per query, qps queries a
 // second for the given seconds, against one server socket on :53, both on
-// this node: every query is a client conversation and a server one. The
-// agent reads the kernel map once a second. A query's answer comes 300 µs
+// this node: every query is a client conversation and a server one. Half
+// the client sockets close at their answer (their conversation ends), the
+// others stay open until idle. The
+// agent reads the kernel map once a second, only the conversations that
+// changed since the last read and those gone idle, as read_udp does. A query's answer comes 300 µs
 // later, or 10 ms for the last 5 of each second, after the read. Client
 // ports cycle through the ephemeral range, so the server socket's
 // conversations come back after their kernel entry was released.
@@ -101,11 +147,13 @@ func simulateDNS(t *testing.T, cfg Config, kernelCap, qps int, seconds uint64) d
 	}
 	var late []answer // answers after the read that ends their query's interval
 	cookie, port := uint64(serverCookie), 0
+	since := uint64(0) // the last read's time, as the datapath keeps it
 	for s := uint64(1); s <= seconds+1; s++ {
 		start, now := (s-1)*sec, s*sec
 		for _, a := range late {
 			k.datagram(a.cookie, a.local, dns, false, a.bytes, a.at)
 			k.datagram(serverCookie, dns, a.local, true, a.bytes, a.at)
+			k.end(a.cookie, a.local, dns)
 		}
 		late = late[:0]
 		for i := 0; s <= seconds && i < qps; i++ {
@@ -128,8 +176,14 @@ func simulateDNS(t *testing.T, cfg Config, kernelCap, qps int, seconds uint64) d
 			at += 300 * uint64(time.Microsecond)
 			k.datagram(cookie, local, dns, false, bytes, at)
 			k.datagram(serverCookie, dns, local, true, bytes, at)
+			if i%2 == 0 { // the others stay open: released when idle
+				k.end(cookie, local, dns)
+			}
 		}
-		k.delete(tb.SyncUDP(k.entries, now))
+		k.takeEnded(tb)
+		changed, at := k.read(since, now-min(now, uint64(tb.UDPIdle())))
+		since = now
+		k.release(tb, changed, at, tb.SyncUDP(changed, now))
 		recs := tb.Flush(t0, t1)
 		got.records += len(recs)
 		for _, r := range recs {
@@ -237,7 +291,10 @@ func TestForgetReleasedOldestFirst(t *testing.T) {
 	}
 	sec := uint64(time.Second)
 	// Three conversations, last heard at 3 s, 1 s and 2 s, released.
-	tb.SyncUDP([]flow.UDPConversation{conv(1, 3*sec), conv(2, 1*sec), conv(3, 2*sec)}, 10*sec)
+	read := []flow.UDPConversation{conv(1, 3*sec), conv(2, 1*sec), conv(3, 2*sec)}
+	for _, i := range tb.SyncUDP(read, 10*sec) {
+		tb.ReleasedUDP(&read[i], &read[i])
+	}
 	tb.SyncUDP(nil, 11*sec)
 	// Two new ones: the two oldest released (2, then 3) make room.
 	tb.SyncUDP([]flow.UDPConversation{conv(4, 11*sec), conv(5, 11*sec)}, 11*sec)

@@ -151,26 +151,30 @@ type Datapath struct {
 	l7ring        *ringbuf.Reader // nil: L7 capture off
 	uprobes       map[string]*ebpf.Program
 	hooks         []Hook
-	touched       *touched // nil: the kernel cannot mark changed sockets
-	comms         comms
+	touched       *touched   // nil: the kernel cannot mark changed sockets
+	udp           *udpReader // nil: the kernel cannot iterate map elements
+	// noBarrier is set once the kernel refused the wait for running
+	// programs (membarrier with nohz_full): reads go on without it.
+	noBarrier bool
+	comms     comms
 
-	rec       ringbuf.Record
-	l7rec     ringbuf.Record
-	l7ev      flowlensL7Event
-	l7until   time.Time // l7ring's deadline, as last set (l7.go)
-	l7wake    *os.File  // the L7 ring in Go's poller (l7.go: WaitL7)
-	endWake   *os.File  // the events ring in Go's poller (ReadEnd)
-	tcpKeys   []uint64
-	tcpVals   []flowlensTcpState
-	udpKeys   []flowlensUdpKey
-	udpVals   []flowlensUdpStats
-	udpLoaded []flowlensUdpKey   // keys of the last UDPConversations result
-	udpRead   []flowlensUdpStats // and their values, in the same order
-	udpShare  uint32             // per-cgroup UDP share; 0: none
-	udpUsage  map[uint64]uint32
-	reasons   [dropReasonSlots]string // drop_reasons slot → name
-	dropKeys  []flowlensDropKey
-	dropVals  []uint64
+	rec        ringbuf.Record
+	l7rec      ringbuf.Record
+	l7ev       flowlensL7Event
+	l7until    time.Time // l7ring's deadline, as last set (l7.go)
+	l7wake     *os.File  // the L7 ring in Go's poller (l7.go: WaitL7)
+	endWake    *os.File  // the events ring in Go's poller (ReadEnd)
+	tcpKeys    []uint64
+	tcpVals    []flowlensTcpState
+	udpKeys    []flowlensUdpKey
+	udpVals    []flowlensUdpStats
+	udpLoaded  []flowlensUdpKey        // keys of the last ChangedUDP result
+	udpRead    []flowlensUdpStats      // and their values, in the same order
+	udpEntries int                     // udp_flows entries at the last ChangedUDP
+	udpShare   uint32                  // per-cgroup UDP share; 0: none
+	reasons    [dropReasonSlots]string // drop_reasons slot → name
+	dropKeys   []flowlensDropKey
+	dropVals   []uint64
 }
 
 // Open loads, configures and attaches the programs. Hooks the kernel lacks
@@ -201,6 +205,8 @@ func Open(cfg Config, log *slog.Logger) (*Datapath, error) {
 	// Open UDP sockets, each holding at least one conversation while it
 	// sends or receives.
 	spec.Maps["udp_socks"].MaxEntries = uint32(cfg.UDPFlows)
+	// Conversations ended between two reads: at most udp_flows' worth.
+	spec.Maps["udp_ended"].MaxEntries = uint32(cfg.UDPFlows)
 	spec.Maps["events"].MaxEntries = uint32(cfg.RingBytes)
 	spec.Maps["l7_events"].MaxEntries = uint32(cfg.L7RingBytes)
 	cpus, err := ebpf.PossibleCPU()
@@ -267,6 +273,10 @@ func Open(cfg Config, log *slog.Logger) (*Datapath, error) {
 		d.Close()
 		return nil, err
 	}
+	if err := d.openUDPReader(); err != nil {
+		d.Close()
+		return nil, err
+	}
 	d.ring, err = ringbuf.NewReader(d.maps.Events)
 	if err != nil {
 		d.Close()
@@ -317,6 +327,9 @@ func (d *Datapath) attach(cgroupMount string) error {
 		case h.attach == ebpf.AttachTraceIter && h.Program == "read_touched":
 			// Attached to each set by openTouched.
 			continue
+		case h.attach == ebpf.AttachTraceIter && h.Program == "read_udp":
+			// Attached to udp_flows by openUDPReader.
+			continue
 		case h.attach == ebpf.AttachTraceIter:
 			// Run on demand by Listeners.
 			d.readListeners = prog
@@ -365,6 +378,10 @@ func (d *Datapath) Close() error {
 	if d.touched != nil {
 		d.touched.close()
 		d.touched = nil
+	}
+	if d.udp != nil {
+		errs = append(errs, d.udp.iter.Close())
+		d.udp = nil
 	}
 	if d.coll != nil {
 		d.coll.Close()
@@ -510,45 +527,36 @@ func (d *Datapath) conversation(k *flowlensUdpKey, v *flowlensUdpStats) flow.UDP
 	}
 }
 
-// UDPConversations appends every UDP conversation the kernel counts to dst.
-// DeleteUDP takes indexes into the slice it returned.
-func (d *Datapath) UDPConversations(dst []flow.UDPConversation) ([]flow.UDPConversation, error) {
+// allUDP appends every UDP conversation the kernel counts to dst.
+func (d *Datapath) allUDP(dst []flow.UDPConversation) ([]flow.UDPConversation, error) {
 	if d.udpKeys == nil {
 		d.udpKeys = make([]flowlensUdpKey, batchSize)
 		d.udpVals = make([]flowlensUdpStats, batchSize)
 	}
-	d.udpLoaded = d.udpLoaded[:0]
-	d.udpRead = d.udpRead[:0]
-	base := len(dst)
 	var cursor ebpf.MapBatchCursor
 	for {
 		n, err := d.maps.UdpFlows.BatchLookup(&cursor, d.udpKeys, d.udpVals, nil)
 		for i := range n {
-			k, v := &d.udpKeys[i], &d.udpVals[i]
-			dst = append(dst, d.conversation(k, v))
-			d.udpLoaded = append(d.udpLoaded, *k)
-			d.udpRead = append(d.udpRead, *v)
+			dst = d.loadedUDP(dst, &d.udpKeys[i], &d.udpVals[i])
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			break
+			d.udpEntries = len(dst)
+			return dst, nil
 		}
 		if err != nil {
 			return dst, fmt.Errorf("read udp_flows: %w", err)
 		}
 	}
-	if base != 0 {
-		return dst, errors.New("UDPConversations needs an empty dst to index deletions")
-	}
-	return dst, nil
 }
 
 // DeleteUDP releases the kernel entries of the conversations at the given
-// indexes of the last UDPConversations result, and appends to final what
-// each entry held when it was deleted (in idx's order; a datagram may have
-// landed since the read). It then tells the kernel side what each cgroup
-// holds now, for its per-cgroup share.
+// indexes of the last ChangedUDP result, and appends to final what each
+// entry held when it was deleted (in idx's order; a datagram may have
+// landed since the read). It then takes them off their cgroups' counts,
+// for the per-cgroup share.
 func (d *Datapath) DeleteUDP(idx []int, final []flow.UDPConversation) ([]flow.UDPConversation, error) {
 	var errs []error
+	freed := map[uint64]uint32{}
 	for _, i := range idx {
 		k := &d.udpLoaded[i]
 		var v flowlensUdpStats
@@ -560,9 +568,13 @@ func (d *Datapath) DeleteUDP(idx []int, final []flow.UDPConversation) ([]flow.UD
 			v = d.udpRead[i]
 		}
 		switch {
+		case err == nil:
+			if v.Cgroup != 0 {
+				freed[v.Cgroup]++
+			}
 		case errors.Is(err, ebpf.ErrKeyNotExist):
 			v = d.udpRead[i]
-		case err != nil:
+		default:
 			errs = append(errs, err)
 			v = d.udpRead[i]
 		}
@@ -574,38 +586,30 @@ func (d *Datapath) DeleteUDP(idx []int, final []flow.UDPConversation) ([]flow.UD
 	if d.udpShare == 0 {
 		return final, nil
 	}
-	return final, d.writeUDPUsage(idx)
+	return final, d.uncharge(freed)
 }
 
-// writeUDPUsage writes udp_usage from the last read less what was just
-// deleted, over the kernel side's running count. Entries the kernel created
-// since the read are missing from it until the next one: for one interval
-// a cgroup may hold that many more than its share, never fewer.
-func (d *Datapath) writeUDPUsage(deleted []int) error {
-	gone := make(map[int]bool, len(deleted))
-	for _, i := range deleted {
-		gone[i] = true
-	}
-	usage := make(map[uint64]uint32)
-	for i := range d.udpRead {
-		if cg := d.udpRead[i].Cgroup; cg != 0 && !gone[i] {
-			usage[cg]++
-		}
-	}
+// uncharge takes the conversations just deleted off their cgroups' counts
+// in udp_usage, which the kernel side adds to as it creates them. A count
+// the kernel side adds to between this read and write loses that entry:
+// its cgroup may then hold one more than its share, never fewer. A count
+// down to zero goes, so that the map holds only cgroups with conversations.
+func (d *Datapath) uncharge(freed map[uint64]uint32) error {
 	var errs []error
-	for cg, n := range usage {
-		if err := d.maps.UdpUsage.Put(cg, n); err != nil {
+	for cg, n := range freed {
+		var have uint32
+		err := d.maps.UdpUsage.Lookup(cg, &have)
+		switch {
+		case err != nil:
+		case have <= n:
+			err = d.maps.UdpUsage.Delete(cg)
+		default:
+			err = d.maps.UdpUsage.Put(cg, have-n)
+		}
+		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, err)
 		}
 	}
-	for cg := range d.udpUsage {
-		if _, ok := usage[cg]; !ok {
-			if err := d.maps.UdpUsage.Delete(cg); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-				errs = append(errs, err)
-			}
-		}
-	}
-	d.udpUsage = usage
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("write udp_usage: %w", err)
 	}

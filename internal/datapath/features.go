@@ -90,6 +90,7 @@ var usedFor = map[string]string{
 	"on_kfree_skb":     "dropped packets with their reason, per flow and per node",
 	"read_listeners":   "accept queue depth and drops per listener",
 	"read_touched":     "the TCP sockets that changed in an interval, read alone",
+	"read_udp":         "the UDP conversations that changed in an interval or went idle, read alone",
 }
 
 // requireTracingHelpers fails with a clear message on a kernel whose

@@ -255,6 +255,7 @@ type flowlensUdpMeta struct {
 	DstPort   uint16
 	DstFamily uint16
 	Pad       uint32
+	Conv      flowlensL4Tuple
 }
 
 type flowlensUdpStats struct {
@@ -292,6 +293,7 @@ const (
 	flowlensMapTlsInflight           = "tls_inflight"
 	flowlensMapTouched0              = "touched0"
 	flowlensMapTouched1              = "touched1"
+	flowlensMapUdpEnded              = "udp_ended"
 	flowlensMapUdpFlows              = "udp_flows"
 	flowlensMapUdpSocks              = "udp_socks"
 	flowlensMapUdpUsage              = "udp_usage"
@@ -310,6 +312,7 @@ const (
 	flowlensProgOnSetState           = "on_set_state"
 	flowlensProgReadListeners        = "read_listeners"
 	flowlensProgReadTouched          = "read_touched"
+	flowlensProgReadUdp              = "read_udp"
 	flowlensProgSslExReturn          = "ssl_ex_return"
 	flowlensProgSslReadEntry         = "ssl_read_entry"
 	flowlensProgSslReadExEntry       = "ssl_read_ex_entry"
@@ -331,7 +334,10 @@ const (
 	flowlensVarSelfPid               = "self_pid"
 	flowlensVarTcpPerCgroup          = "tcp_per_cgroup"
 	flowlensVarTouchGen              = "touch_gen"
+	flowlensVarUdpIdleBefore         = "udp_idle_before"
 	flowlensVarUdpPerCgroup          = "udp_per_cgroup"
+	flowlensVarUdpReadSince          = "udp_read_since"
+	flowlensVarUdpWalked             = "udp_walked"
 	flowlensVarUnusedCgroupRefused   = "unused_cgroup_refused"
 	flowlensVarUnusedCgroupUsage     = "unused_cgroup_usage"
 	flowlensVarUnusedConnEvent       = "unused_conn_event"
@@ -413,6 +419,7 @@ type flowlensProgramSpecs struct {
 	OnSetState           *ebpf.ProgramSpec `ebpf:"on_set_state"`
 	ReadListeners        *ebpf.ProgramSpec `ebpf:"read_listeners"`
 	ReadTouched          *ebpf.ProgramSpec `ebpf:"read_touched"`
+	ReadUdp              *ebpf.ProgramSpec `ebpf:"read_udp"`
 	SslExReturn          *ebpf.ProgramSpec `ebpf:"ssl_ex_return"`
 	SslReadEntry         *ebpf.ProgramSpec `ebpf:"ssl_read_entry"`
 	SslReadExEntry       *ebpf.ProgramSpec `ebpf:"ssl_read_ex_entry"`
@@ -451,6 +458,7 @@ type flowlensMapSpecs struct {
 	TlsInflight *ebpf.MapSpec `ebpf:"tls_inflight"`
 	Touched0    *ebpf.MapSpec `ebpf:"touched0"`
 	Touched1    *ebpf.MapSpec `ebpf:"touched1"`
+	UdpEnded    *ebpf.MapSpec `ebpf:"udp_ended"`
 	UdpFlows    *ebpf.MapSpec `ebpf:"udp_flows"`
 	UdpSocks    *ebpf.MapSpec `ebpf:"udp_socks"`
 	UdpUsage    *ebpf.MapSpec `ebpf:"udp_usage"`
@@ -466,7 +474,10 @@ type flowlensVariableSpecs struct {
 	SelfPid             *ebpf.VariableSpec `ebpf:"self_pid"`
 	TcpPerCgroup        *ebpf.VariableSpec `ebpf:"tcp_per_cgroup"`
 	TouchGen            *ebpf.VariableSpec `ebpf:"touch_gen"`
+	UdpIdleBefore       *ebpf.VariableSpec `ebpf:"udp_idle_before"`
 	UdpPerCgroup        *ebpf.VariableSpec `ebpf:"udp_per_cgroup"`
+	UdpReadSince        *ebpf.VariableSpec `ebpf:"udp_read_since"`
+	UdpWalked           *ebpf.VariableSpec `ebpf:"udp_walked"`
 	UnusedCgroupRefused *ebpf.VariableSpec `ebpf:"unused_cgroup_refused"`
 	UnusedCgroupUsage   *ebpf.VariableSpec `ebpf:"unused_cgroup_usage"`
 	UnusedConnEvent     *ebpf.VariableSpec `ebpf:"unused_conn_event"`
@@ -528,6 +539,7 @@ type flowlensMaps struct {
 	TlsInflight *ebpf.Map `ebpf:"tls_inflight"`
 	Touched0    *ebpf.Map `ebpf:"touched0"`
 	Touched1    *ebpf.Map `ebpf:"touched1"`
+	UdpEnded    *ebpf.Map `ebpf:"udp_ended"`
 	UdpFlows    *ebpf.Map `ebpf:"udp_flows"`
 	UdpSocks    *ebpf.Map `ebpf:"udp_socks"`
 	UdpUsage    *ebpf.Map `ebpf:"udp_usage"`
@@ -552,6 +564,7 @@ func (m *flowlensMaps) Close() error {
 		m.TlsInflight,
 		m.Touched0,
 		m.Touched1,
+		m.UdpEnded,
 		m.UdpFlows,
 		m.UdpSocks,
 		m.UdpUsage,
@@ -568,7 +581,10 @@ type flowlensVariables struct {
 	SelfPid             *ebpf.Variable `ebpf:"self_pid"`
 	TcpPerCgroup        *ebpf.Variable `ebpf:"tcp_per_cgroup"`
 	TouchGen            *ebpf.Variable `ebpf:"touch_gen"`
+	UdpIdleBefore       *ebpf.Variable `ebpf:"udp_idle_before"`
 	UdpPerCgroup        *ebpf.Variable `ebpf:"udp_per_cgroup"`
+	UdpReadSince        *ebpf.Variable `ebpf:"udp_read_since"`
+	UdpWalked           *ebpf.Variable `ebpf:"udp_walked"`
 	UnusedCgroupRefused *ebpf.Variable `ebpf:"unused_cgroup_refused"`
 	UnusedCgroupUsage   *ebpf.Variable `ebpf:"unused_cgroup_usage"`
 	UnusedConnEvent     *ebpf.Variable `ebpf:"unused_conn_event"`
@@ -612,6 +628,7 @@ type flowlensPrograms struct {
 	OnSetState           *ebpf.Program `ebpf:"on_set_state"`
 	ReadListeners        *ebpf.Program `ebpf:"read_listeners"`
 	ReadTouched          *ebpf.Program `ebpf:"read_touched"`
+	ReadUdp              *ebpf.Program `ebpf:"read_udp"`
 	SslExReturn          *ebpf.Program `ebpf:"ssl_ex_return"`
 	SslReadEntry         *ebpf.Program `ebpf:"ssl_read_entry"`
 	SslReadExEntry       *ebpf.Program `ebpf:"ssl_read_ex_entry"`
@@ -646,6 +663,7 @@ func (p *flowlensPrograms) Close() error {
 		p.OnSetState,
 		p.ReadListeners,
 		p.ReadTouched,
+		p.ReadUdp,
 		p.SslExReturn,
 		p.SslReadEntry,
 		p.SslReadExEntry,

@@ -37,7 +37,7 @@ func TestPlanSkipsWhatTheKernelLacks(t *testing.T) {
 	want := map[string]bool{
 		"on_set_state": true, "on_destroy": true, "on_retransmit": true, "on_send_reset": true, "on_receive_reset": true,
 		"on_send": false, "on_recv": false, "walk_tcp": false, "on_kfree_skb": false, "read_listeners": true,
-		"read_touched": true,
+		"read_touched": true, "read_udp": true,
 		// No cgroup2 mount: none of the cgroup programs.
 		"udp_egress": false, "udp_ingress": false,
 		"udp_sendmsg4": false, "udp_sendmsg6": false, "udp_connect4": false, "udp_connect6": false, "udp_sock_create": false,

@@ -1,13 +1,11 @@
 package datapath
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"unsafe"
 
 	"github.com/cilium/ebpf/link"
-	"golang.org/x/sys/unix"
 
 	"github.com/flowlens/flowlens/internal/flow"
 )
@@ -21,9 +19,6 @@ type touched struct {
 	gen   uint32        // touch_gen as last written
 	buf   []byte
 	keys  []uint64 // of the set being read
-	// noBarrier is set once the kernel refused the wait for running
-	// programs (membarrier with nohz_full): reads go on without it.
-	noBarrier bool
 }
 
 // touchedRecords is how many socket records one read of the iterator takes.
@@ -81,7 +76,7 @@ func (d *Datapath) TouchedTCP(dst []flow.TCPSocket) ([]flow.TCPSocket, error) {
 		return dst, fmt.Errorf("write touch_gen: %w", err)
 	}
 	t.gen = next
-	t.waitPrograms(d)
+	d.waitPrograms()
 	r, err := t.iters[old&1].Open()
 	if err != nil {
 		return dst, fmt.Errorf("open touched set iterator: %w", err)
@@ -104,24 +99,6 @@ func (d *Datapath) TouchedTCP(dst []flow.TCPSocket) ([]flow.TCPSocket, error) {
 	return dst, nil
 }
 
-// waitPrograms waits until every program that may have read the old
-// touch_gen has returned, so that the set the reader empties gets no mark
-// after the read: a socket marked there and changed again would otherwise
-// look marked, be in no set, and wait for its end (or a whole-map read) to
-// be reported. Programs run under RCU, and MEMBARRIER_CMD_GLOBAL waits for
-// an RCU grace period (synchronize_rcu); it costs wall time, not CPU.
-func (t *touched) waitPrograms(d *Datapath) {
-	if t.noBarrier {
-		return
-	}
-	const membarrierCmdGlobal = 1
-	if _, _, errno := unix.Syscall(unix.SYS_MEMBARRIER, membarrierCmdGlobal, 0, 0); errno != 0 {
-		t.noBarrier = true
-		d.log.Warn("cannot wait for running eBPF programs (membarrier): a socket changed while the agent reads may be reported only at its next change, its end or the next whole-map read",
-			"err", errno)
-	}
-}
-
 // touchedRecord is what read_touched writes per marked socket: its key,
 // then its state, zeroed (no address family) if it left tcp_socks.
 type touchedRecord struct {
@@ -133,36 +110,19 @@ type touchedRecord struct {
 // key for the set to be emptied.
 func (d *Datapath) decodeTouched(r io.Reader, dst []flow.TCPSocket) ([]flow.TCPSocket, error) {
 	t := d.touched
-	var rec touchedRecord
-	size := int(unsafe.Sizeof(rec))
 	if t.buf == nil {
-		t.buf = make([]byte, touchedRecords*size)
+		t.buf = make([]byte, touchedRecords*int(unsafe.Sizeof(touchedRecord{})))
 	}
-	buf, have := t.buf, 0
-	for {
-		n, err := r.Read(buf[have:])
-		have += n
-		whole := have - have%size
-		for off := 0; off < whole; off += size {
-			copy(unsafe.Slice((*byte)(unsafe.Pointer(&rec)), size), buf[off:off+size])
-			t.keys = append(t.keys, rec.key)
-			if rec.state.Tuple.Family == 0 {
-				continue // gone since it was marked
-			}
-			if cerr := checkState(&rec.state); cerr != nil {
-				return dst, fmt.Errorf("touched socket record: %w", cerr)
-			}
-			dst = append(dst, d.tcpSocket(&rec.state))
+	err := readRecords(r, t.buf, "touched socket records", func(rec *touchedRecord) error {
+		t.keys = append(t.keys, rec.key)
+		if rec.state.Tuple.Family == 0 {
+			return nil // gone since it was marked
 		}
-		have = copy(buf, buf[whole:have])
-		switch {
-		case errors.Is(err, io.EOF):
-			if have != 0 {
-				return dst, fmt.Errorf("touched socket records: %d trailing bytes", have)
-			}
-			return dst, nil
-		case err != nil:
-			return dst, fmt.Errorf("read touched set iterator: %w", err)
+		if err := checkState(&rec.state); err != nil {
+			return fmt.Errorf("touched socket record: %w", err)
 		}
-	}
+		dst = append(dst, d.tcpSocket(&rec.state))
+		return nil
+	})
+	return dst, err
 }

@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 )
 
 // A UDP socket's owner is recorded when it is created, under its cookie,
@@ -20,17 +19,7 @@ func TestUDPSocketEntryGoesWithTheSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := c.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cookie uint64
-	var serr error
-	if err := raw.Control(func(fd uintptr) {
-		cookie, serr = unix.GetsockoptUint64(int(fd), unix.SOL_SOCKET, unix.SO_COOKIE)
-	}); err != nil || serr != nil {
-		t.Fatal(err, serr)
-	}
+	cookie := socketCookie(t, c)
 	var m flowlensUdpMeta
 	if err := d.maps.UdpSocks.Lookup(cookie, &m); err != nil {
 		t.Fatalf("open socket's entry: %v", err)

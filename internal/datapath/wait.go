@@ -62,3 +62,22 @@ func waitReadable(f *os.File, deadline time.Time) error {
 	}
 	return fmt.Errorf("wait for %s: %w", f.Name(), err)
 }
+
+// waitPrograms waits until every program running now has returned. For
+// TouchedTCP, every one that may have read the old touch_gen, so that the
+// set the reader empties gets no mark after the read: a socket marked there
+// and changed again would otherwise look marked, be in no set, and wait for
+// its end (or a whole-map read) to be reported. For ChangedUDP, every one
+// that counted into a conversation before the read's start. Programs run
+// under RCU, and MEMBARRIER_CMD_GLOBAL waits for an RCU grace period (synchronize_rcu); it costs wall time, not CPU.
+func (d *Datapath) waitPrograms() {
+	if d.noBarrier {
+		return
+	}
+	const membarrierCmdGlobal = 1
+	if _, _, errno := unix.Syscall(unix.SYS_MEMBARRIER, membarrierCmdGlobal, 0, 0); errno != 0 {
+		d.noBarrier = true
+		d.log.Warn("cannot wait for running eBPF programs (membarrier): a socket or UDP conversation changed while the agent reads may be reported only at its next change, its end or the next whole-map read (UDP: its release)",
+			"err", errno)
+	}
+}

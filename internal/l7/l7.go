@@ -72,6 +72,15 @@ type Dropper interface {
 	TakeDropped() int
 }
 
+// Waiter is implemented by parsers that can tell whether they hold
+// requests waiting for an answer. A connection whose parser waits for none
+// and that has nothing to hand over is left out of Take until its next
+// sample, its close or its idle timeout; one whose parser cannot tell is
+// visited at every Take.
+type Waiter interface {
+	Waiting() bool
+}
+
 // Protocol is a parser's factory and its content test.
 type Protocol interface {
 	Name() flow.L7Protocol

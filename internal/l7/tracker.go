@@ -197,18 +197,29 @@ type conn struct {
 	lingered bool
 	lastNS   uint64
 	groups   groups
+	// asleep: Take has nothing to do for it until its next sample, its
+	// close or its idle timeout (due, its entry in Tracker.sleepers).
+	asleep    bool
+	forgotten bool // deleted from Tracker.conns; skipped where still listed
+	due       uint64
 }
 
 // Tracker follows connections' samples: it detects each one's protocol,
 // feeds its parser and folds the requests into per-connection groups
 // until Take. It is not safe for concurrent use: one goroutine calls it.
 type Tracker struct {
-	cfg    Config
-	hints  [HintOpaque + 1]int // protocol index per hint, -1: none
-	conns  map[connID]*conn
-	stats  Stats
-	protos []ProtocolStats
-	done   []Request // scratch for parsers' output
+	cfg   Config
+	hints [HintOpaque + 1]int // protocol index per hint, -1: none
+	conns map[connID]*conn
+	// awake are the connections Take visits; the others sleep in
+	// sleepers until their idle timeout, so that a thousand answered DNS
+	// conversations a second, each kept UDPIdleTimeout, cost Take nothing
+	// while they linger.
+	awake    []*conn
+	sleepers sleepers
+	stats    Stats
+	protos   []ProtocolStats
+	done     []Request // scratch for parsers' output
 }
 
 // NewTracker returns a tracker; cfg must pass Validate.
@@ -241,7 +252,9 @@ func (t *Tracker) Sample(s Sample) {
 		}
 		c = &conn{key: s.Key}
 		t.conns[id] = c
+		t.awake = append(t.awake, c)
 	}
+	t.wake(c)
 	c.lastNS = max(c.lastNS, s.Msg.NS)
 	// A closed connection's samples are still parsed: its end and its
 	// last samples travel in two rings, and the end is often read first.
@@ -313,9 +326,10 @@ func (t *Tracker) Closed(key ConnKey, ns uint64) {
 		return
 	}
 	if c.parser == nil && len(c.groups.list) == 0 {
-		delete(t.conns, id) // nothing pending, nothing to report
+		t.forget(c) // nothing pending, nothing to report
 		return
 	}
+	t.wake(c)
 	c.closed = true
 	c.lastNS = max(c.lastNS, ns)
 }
@@ -327,13 +341,12 @@ func (t *Tracker) Closed(key ConnKey, ns uint64) {
 // Connections come in no particular order; each one's groups are sorted.
 func (t *Tracker) Take(nowNS uint64, fn func(ConnKey, []flow.Requests)) {
 	timeout := uint64(t.cfg.RequestTimeout.Nanoseconds())
-	tcpIdle := uint64(t.cfg.IdleTimeout.Nanoseconds())
-	udpIdle := uint64(t.cfg.UDPIdleTimeout.Nanoseconds())
-	for id, c := range t.conns {
-		idle := tcpIdle
-		if c.key.UDP {
-			idle = udpIdle
+	awake := t.awake[:0]
+	for _, c := range t.awake {
+		if c.forgotten {
+			continue
 		}
+		idle := t.idle(c)
 		gone := c.closed && c.lingered || nowNS > idle && c.lastNS < nowNS-idle
 		c.lingered = c.closed
 		if c.parser != nil {
@@ -349,10 +362,103 @@ func (t *Tracker) Take(nowNS uint64, fn func(ConnKey, []flow.Requests)) {
 		if len(c.groups.list) > 0 {
 			fn(c.key, c.groups.take())
 		}
-		if gone {
-			delete(t.conns, id)
+		switch {
+		case gone:
+			t.forget(c)
+		case !c.closed && !waiting(c.parser):
+			c.asleep, c.due = true, c.lastNS+idle
+			t.sleepers.push(sleeper{c, c.due})
+		default:
+			awake = append(awake, c)
 		}
 	}
+	clear(t.awake[len(awake):])
+	t.awake = awake
+	// A sleeping connection waits for nothing and has no groups: past its
+	// idle timeout it is only forgotten.
+	for len(t.sleepers) > 0 && t.sleepers[0].due < nowNS {
+		s := t.sleepers.pop()
+		if s.c.asleep && s.c.due == s.due && !s.c.forgotten {
+			t.forget(s.c)
+		}
+	}
+}
+
+func (t *Tracker) idle(c *conn) uint64 {
+	if c.key.UDP {
+		return uint64(t.cfg.UDPIdleTimeout.Nanoseconds())
+	}
+	return uint64(t.cfg.IdleTimeout.Nanoseconds())
+}
+
+// wake puts a sleeping connection back among those Take visits.
+func (t *Tracker) wake(c *conn) {
+	if c.asleep {
+		c.asleep = false
+		t.awake = append(t.awake, c)
+	}
+}
+
+func (t *Tracker) forget(c *conn) {
+	delete(t.conns, c.key.id())
+	c.forgotten = true
+}
+
+// waiting reports whether a parser may hold requests waiting for an answer:
+// those that cannot tell are taken to.
+func waiting(p Parser) bool {
+	if p == nil {
+		return false
+	}
+	w, ok := p.(Waiter)
+	return !ok || w.Waiting()
+}
+
+// sleeper is a sleeping connection's idle timeout; a connection woken
+// and put to sleep again has a newer one, and the old entry is skipped.
+type sleeper struct {
+	c   *conn
+	due uint64
+}
+
+// sleepers is a min-heap by due (container/heap would box each entry).
+type sleepers []sleeper
+
+func (h *sleepers) push(s sleeper) {
+	*h = append(*h, s)
+	q := *h
+	for i := len(q) - 1; i > 0; {
+		p := (i - 1) / 2
+		if q[p].due <= q[i].due {
+			break
+		}
+		q[p], q[i] = q[i], q[p]
+		i = p
+	}
+}
+
+func (h *sleepers) pop() sleeper {
+	q := *h
+	top, n := q[0], len(q)-1
+	q[0] = q[n]
+	q[n] = sleeper{}
+	q = q[:n]
+	for i := 0; ; {
+		m, l, r := i, 2*i+1, 2*i+2
+		if l < n && q[l].due < q[m].due {
+			m = l
+		}
+		if r < n && q[r].due < q[m].due {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		q[i], q[m] = q[m], q[i]
+		i = m
+	}
+	*h = q
+	return top
 }
 
 // Stats returns the counters.

@@ -431,3 +431,63 @@ func TestTrackerForgetsSilentUDPConversations(t *testing.T) {
 		t.Errorf("%d lookups answered, %d conversations refused, %d held; want 20, 0, 0", answered, st.Refused, st.Conns)
 	}
 }
+
+// waitingFake is fake with parsers that tell whether they wait for an
+// answer, so that the tracker lets answered conversations sleep.
+type waitingFake struct{ fake }
+
+func (waitingFake) New() l7.Parser { return &waitingParser{} }
+
+type waitingParser struct{ fakeParser }
+
+func (p *waitingParser) Waiting() bool { return len(p.pending) > 0 }
+
+// A conversation that waits for nothing sleeps through Takes; a sample,
+// a close or its idle timeout still reaches it.
+func TestTrackerSleepingConversations(t *testing.T) {
+	sec := uint64(time.Second)
+	tr := newTracker(t, l7.Config{Protocols: []l7.Protocol{waitingFake{}}, UDPIdleTimeout: 5 * time.Second,
+		RequestTimeout: 10 * time.Second})
+	key := func(cookie uint64) l7.ConnKey {
+		return l7.ConnKey{Cookie: cookie, Remote: netip.MustParseAddrPort("10.0.0.10:53"), UDP: true}
+	}
+	ask := func(cookie, ns uint64, data string, dir l7.Dir) {
+		tr.Sample(l7.Sample{Key: key(cookie), Msg: l7.Message{Dir: dir, NS: ns, Len: len(data), Data: []byte(data)}})
+	}
+	type counts struct{ answered, unanswered uint32 }
+	got := map[uint64]counts{}
+	take := func(ns uint64) {
+		tr.Take(ns, func(k l7.ConnKey, rs []flow.Requests) {
+			c := got[k.Cookie]
+			for _, r := range rs {
+				c.answered += r.Count - r.Failed
+				c.unanswered += r.Failed
+			}
+			got[k.Cookie] = c
+		})
+	}
+	for c := uint64(1); c <= 3; c++ {
+		ask(c, sec, "Qa", l7.FromClient)
+		ask(c, sec+1, "Aa", l7.FromServer)
+	}
+	take(2 * sec) // all three answered: they sleep
+	// 1 asks again and is never answered; 2 closes; 3 stays silent.
+	ask(1, 3*sec, "Qb", l7.FromClient)
+	ask(2, 3*sec, "Qc", l7.FromClient)
+	tr.Closed(key(2), 3*sec)
+	take(4 * sec) // 1 waits; 2 lingers one Take
+	if n := tr.Stats().Conns; n != 3 {
+		t.Fatalf("%d conversations held at 4 s, want 3", n)
+	}
+	take(5 * sec) // 2 is forgotten, its question unanswered
+	take(7 * sec) // 3 has been silent for 6 s
+	if n := tr.Stats().Conns; n != 1 {
+		t.Fatalf("%d conversations held at 7 s, want 1 (the one waiting)", n)
+	}
+	take(14 * sec) // 1's question is 11 s old, past RequestTimeout
+	take(20 * sec) // and 1 has been silent for 17 s
+	want := map[uint64]counts{1: {1, 1}, 2: {1, 1}, 3: {1, 0}}
+	if !reflect.DeepEqual(got, want) || tr.Stats().Conns != 0 {
+		t.Errorf("got %v with %d conversations held, want %v and none", got, tr.Stats().Conns, want)
+	}
+}

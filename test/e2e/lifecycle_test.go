@@ -100,7 +100,7 @@ func TestNothingLeftAttachedAfterExit(t *testing.T) {
 			// It holds one program per hook it reports attached and nothing
 			// else, and one link to each but the iterators, which it runs on
 			// demand and never attaches (read_touched: one to each touched
-			// set, kept), and the uprobes, attached once per TLS library.
+			// set, kept; read_udp: one to udp_flows, kept), and the uprobes, attached once per TLS library.
 			progs, wantProgs := map[string]int{}, map[string]int{}
 			for id := range held.Progs {
 				progs[names[id]]++
@@ -124,6 +124,9 @@ func TestNothingLeftAttachedAfterExit(t *testing.T) {
 					// An iterator kept attached, one link to each
 					// touched set, read every interval.
 					wantLinks[prog] = 2
+				case prog == "read_udp":
+					// An iterator kept attached to udp_flows.
+					wantLinks[prog] = 1
 				case !strings.HasPrefix(target, "iter/"):
 					wantLinks[prog] = 1
 				}

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
 
 	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/l7"
@@ -74,12 +75,17 @@ type parser struct {
 	streams [2]frame.Framer // TCP, by Dir: client's, server's
 	pending []pending       // at most l7.MaxPending; past it the oldest is dropped
 	dropped int
-	msg     message // scratch, reused per message
 
 	// The call being fed, for the TCP framer's callbacks.
 	ns   uint64
 	done []l7.Request
 }
+
+// scratch holds the messages being read: a kilobyte each, mostly
+// addresses (pointers to the GC), which a parser per conversation kept for
+// its whole life: a resolver that opens a socket per lookup makes two
+// conversations per lookup, each followed for the UDP idle time.
+var scratch = sync.Pool{New: func() any { return new(message) }}
 
 // maxKeep is how much of one TCP message is kept for reading: the kernel
 // samples at most 512 bytes of a call, so more is rarely visible anyway.
@@ -138,7 +144,8 @@ func (p *parser) Message(_, body []byte, cut bool) error {
 // message reads one DNS message seen at ns; cut: the capture holds only
 // its first bytes, so it ending early is no error.
 func (p *parser) message(b []byte, cut bool, ns uint64, done []l7.Request) ([]l7.Request, error) {
-	h := &p.msg
+	h := scratch.Get().(*message)
+	defer scratch.Put(h)
 	if err := readHeader(b, h); err != nil {
 		if cut {
 			return done, nil
@@ -210,6 +217,8 @@ func (p *parser) TakeDropped() int {
 	p.dropped = 0
 	return n
 }
+
+func (p *parser) Waiting() bool { return len(p.pending) > 0 }
 
 func (p *parser) Expire(ns uint64, done []l7.Request) []l7.Request {
 	kept := p.pending[:0]
