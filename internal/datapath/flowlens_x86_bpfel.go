@@ -84,9 +84,9 @@ type flowlensL4Tuple struct {
 }
 
 type flowlensL7Budget struct {
-	_      structs.HostLayout
-	Second uint64
-	Used   uint64
+	_     structs.HostLayout
+	EndNs uint64
+	Used  uint64
 }
 
 type flowlensL7Dir uint32
