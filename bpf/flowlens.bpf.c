@@ -797,10 +797,6 @@ static __always_inline const struct sock *mptcp_first(const struct sock *sk)
 static __always_inline void account_io(const struct sock *sk, const struct tcp_sock *tp,
 					  struct tcp_state *st, int ret, int send, int tls)
 {
-	if (st->owner_source != OWNER_SELF) {
-		owner_current(sk, &st->owner);
-		st->owner_source = OWNER_SELF;
-	}
 	if (send)
 		__sync_fetch_and_add(&st->bytes_sent, ret);
 	else
@@ -813,12 +809,42 @@ static __always_inline void account_io(const struct sock *sk, const struct tcp_s
 		l7_syscall(st, ret, send);
 }
 
+/* first_io settles whose a socket is at a call of a process not yet taken
+ * for its owner: the agent's own connection is forgotten, a connection
+ * opened before the agent is adopted (st NULL), any other learns its owner.
+ * It returns the entry to count the call on, or NULL. Past it the entry
+ * says OWNER_SELF, which nothing sets without an is_self() check first (here
+ * and at connect()); the agent shares no socket with another process, so
+ * the later calls of such a socket need no pid compared. */
+static __always_inline struct tcp_state *first_io(const struct sock *sk, __u64 key,
+						  struct tcp_state *st)
+{
+	struct owner o = {};
+
+	if (is_self()) {
+		/* The agent's own connection (to the API server, a hub),
+		 * tracked before its first I/O said whose it is: the connect
+		 * began before the programs were attached. */
+		if (st)
+			untrack(key, st);
+		return NULL;
+	}
+	if (st) {
+		owner_current(sk, &st->owner);
+		st->owner_source = OWNER_SELF;
+		return st;
+	}
+	if (!connected_state(sk->__sk_common.skc_state))
+		return NULL;
+	owner_current(sk, &o);
+	return adopt(sk, &o);
+}
+
 static __always_inline void on_io(struct sock *sk, int ret, int flags, int send)
 {
 	__u16 family, proto;
 	__u64 key = (__u64)sk;
 	struct tcp_state *st;
-	struct owner o = {};
 	int tls;
 
 	if (!send && (flags & MSG_PEEK))
@@ -827,16 +853,46 @@ static __always_inline void on_io(struct sock *sk, int ret, int flags, int send)
 	if (family != AF_INET && family != AF_INET6)
 		return;
 	proto = sk->sk_protocol;
-	/* Before the failed calls return: see tls_nested. The socket a TLS
-	 * call learns is the one tracked: an MPTCP socket's first subflow. */
-	tls = 0;
-	if (l7_capture_bytes && proto == IPPROTO_TCP)
-		tls = tls_nested(sk);
-	else if (l7_capture_bytes && proto == IPPROTO_MPTCP && bpf_core_type_exists(struct mptcp_sock))
-		tls = tls_nested(mptcp_first(sk));
-	if (ret <= 0)
+	/* The common call first: a TCP socket tracked and owned, whose call
+	 * costs one lookup, one add, and the loads of what it changed. The
+	 * socket is a full one (the application holds it) and a stream, not
+	 * a raw IPPROTO_TCP socket: its tcp_sock is a cast, not a helper call. */
+	if (proto == IPPROTO_TCP && sk->sk_type == SOCK_STREAM) {
+		/* Before the failed calls return: see tls_nested. */
+		tls = l7_capture_bytes ? tls_nested(sk) : 0;
+		if (ret <= 0)
+			return;
+		st = bpf_map_lookup_elem(&tcp_socks, &key);
+		if ((!st || st->owner_source != OWNER_SELF) && !(st = first_io(sk, key, st)))
+			return;
+		account_io(sk, ro_cast(sk, tcp_sock), st, ret, send, tls);
 		return;
-	if (proto == IPPROTO_UDP) {
+	}
+	/* Go (1.24+) listens with MPTCP by default: the application reads and
+	 * writes the MPTCP socket while a TCP subflow carries the connection.
+	 * Account to the first subflow, which is the only one unless the peer
+	 * speaks MPTCP too (then the other subflows' bytes land on it). The
+	 * subflow was tracked from its own handshake, and the socket a TLS
+	 * call learns is it. Kernels built without MPTCP have no mptcp_sock:
+	 * the branch is removed at load. */
+	if (proto == IPPROTO_MPTCP) {
+		if (bpf_core_type_exists(struct mptcp_sock)) {
+			const struct sock *sub = mptcp_first(sk);
+
+			tls = l7_capture_bytes ? tls_nested(sub) : 0;
+			if (ret <= 0)
+				return;
+			key = (__u64)sub;
+			st = key ? bpf_map_lookup_elem(&tcp_socks, &key) : NULL;
+			if (!st || (st->owner_source != OWNER_SELF && !(st = first_io(sub, key, st))))
+				return;
+			account_io(sub, ro_cast(sub, tcp_sock), st, ret, send, tls);
+		}
+		return;
+	}
+	if (proto != IPPROTO_UDP || ret <= 0)
+		return;
+	{
 		__u64 cookie = bpf_get_socket_cookie(sk);
 		struct udp_meta *u = bpf_map_lookup_elem(&udp_socks, &cookie);
 
@@ -849,50 +905,7 @@ static __always_inline void on_io(struct sock *sk, int ret, int flags, int send)
 			owner_current(sk, &m.owner);
 			bpf_map_update_elem(&udp_socks, &cookie, &m, BPF_NOEXIST);
 		}
-		return;
 	}
-	/* Go (1.24+) listens with MPTCP by default: the application reads and
-	 * writes the MPTCP socket while a TCP subflow carries the connection.
-	 * Account to the first subflow, which is the only one unless the peer
-	 * speaks MPTCP too (then the other subflows' bytes land on it). The
-	 * subflow was tracked from its own handshake. Kernels built without
-	 * MPTCP have no mptcp_sock: the branch is removed at load. */
-	if (proto == IPPROTO_MPTCP) {
-		if (bpf_core_type_exists(struct mptcp_sock)) {
-			const struct sock *sub = mptcp_first(sk);
-
-			key = (__u64)sub;
-			st = key ? bpf_map_lookup_elem(&tcp_socks, &key) : NULL;
-			if (!st)
-				return;
-			if (is_self())
-				untrack(key, st);
-			else
-				account_io(sub, ro_cast(sub, tcp_sock), st, ret, send, tls);
-		}
-		return;
-	}
-	if (proto != IPPROTO_TCP)
-		return;
-
-	st = bpf_map_lookup_elem(&tcp_socks, &key);
-	if (is_self()) {
-		/* The agent's own connection (to the API server, a hub),
-		 * tracked before its first I/O said whose it is: the connect
-		 * began before the programs were attached. */
-		if (st)
-			untrack(key, st);
-		return;
-	}
-	if (!st) {
-		if (!connected_state(sk->__sk_common.skc_state))
-			return;
-		owner_current(sk, &o);
-		st = adopt(sk, &o);
-		if (!st)
-			return;
-	}
-	account_io(sk, tcp_of(sk), st, ret, send, tls);
 }
 
 SEC("tp_btf/sock_send_length")

@@ -45,22 +45,37 @@ enum owner_source {
 
 /* Per-socket state for a TCP socket, keyed by its struct sock address. All
  * counters are cumulative since the socket was first seen; userspace turns
- * them into per-interval deltas. */
+ * them into per-interval deltas. What every send and receive reads or
+ * writes comes first, right after the map's key, so that the common call
+ * touches one or two cache lines of the entry, not four; an L7 sample reads
+ * on to the tuple, owner and role. */
 struct tcp_state {
-	struct l4_tuple tuple;
-	struct owner owner;
-	__u64 cookie;     /* socket cookie: unique for the boot, unlike the address */
-	__u64 start_ns;   /* first seen (connect, accept or first I/O), CLOCK_MONOTONIC */
 	__u64 bytes_sent; /* application payload handed to sendmsg */
 	__u64 bytes_recv; /* application payload returned by recvmsg */
 	__u32 segs_out;   /* TCP segments, from tcp_sock */
 	__u32 segs_in;
 	__u32 retrans;    /* retransmitted segments, from tcp_sock */
 	__u32 srtt_us;    /* latest smoothed RTT, from tcp_sock */
+	__u32 touch_gen;  /* the last touch generation it was marked in (see touch()) */
+	__u8 owner_source;
+	/* L7 sampling: what the content check saw (enum l7_hint), how many
+	 * messages it looked at before deciding, and whether a sample was
+	 * lost since the last one submitted. */
+	__u8 l7_hint;
+	__u8 l7_checked;
+	__u8 l7_gap;
+	__u64 cookie;     /* socket cookie: unique for the boot, unlike the address */
+	struct l4_tuple tuple;
+	struct owner owner;
+	__u8 role;
+	__u8 established; /* handshake completed */
+	__u8 failed;      /* reached TCP_CLOSE from SYN_SENT: the connect failed */
+	__u8 adopted;     /* first seen already established: its opening was not seen */
+	__s32 sk_err;     /* errno the kernel recorded at TCP_CLOSE, e.g. ECONNREFUSED */
+	__u64 start_ns;   /* first seen (connect, accept or first I/O), CLOCK_MONOTONIC */
+	__u64 end_ns;     /* when it reached TCP_CLOSE; 0 while open */
 	__u32 rst_sent;
 	__u32 rst_recv;
-	__u64 end_ns;     /* when it reached TCP_CLOSE; 0 while open */
-	__s32 sk_err;     /* errno the kernel recorded at TCP_CLOSE, e.g. ECONNREFUSED */
 	/* A socket adopted already established (found by the start-up walk,
 	 * or on its first I/O) carries tcp_sock's lifetime counters: these
 	 * are their values at adoption, which userspace subtracts. */
@@ -68,20 +83,8 @@ struct tcp_state {
 	__u32 base_segs_in;
 	__u32 base_retrans;
 	__u32 syn_retrans;     /* SYNs sent again before the handshake completed (client) */
-	__u32 touch_gen;       /* the last touch generation it was marked in (see touch()) */
 	__u64 established_ns;  /* when an active open completed its handshake; 0: not seen */
 	__u64 charged_cgroup; /* the cgroup whose quota this entry counts against; 0: none */
-	__u8 role;
-	__u8 owner_source;
-	__u8 established; /* handshake completed */
-	__u8 failed;      /* reached TCP_CLOSE from SYN_SENT: the connect failed */
-	__u8 adopted;     /* first seen already established: its opening was not seen */
-	/* L7 sampling: what the content check saw (enum l7_hint), how many
-	 * messages it looked at before deciding, and whether a sample was
-	 * lost since the last one submitted. */
-	__u8 l7_hint;
-	__u8 l7_checked;
-	__u8 l7_gap;
 };
 
 enum event_kind {

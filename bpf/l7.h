@@ -39,8 +39,10 @@ volatile const __u64 l7_wakeup_bytes = 0;
 #define NR_sendmsg 46
 #define NR_recvmsg 47
 
+/* The budget of the second that ends at end_ns: a sample compares its
+ * clock with it, and divides only at the second's first sample. */
 struct l7_budget {
-	__u64 second;
+	__u64 end_ns;
 	__u64 used;
 };
 
@@ -148,16 +150,17 @@ static __always_inline __u8 l7_classify(const __u8 *d, __u32 n)
  * bound from earlier, would otherwise drop the check or check a copy. */
 #define L7_BOUNDED(n, max) ({ barrier_var(n); (n) <= (max); })
 
-static __always_inline int l7_budget_take(__u32 bytes)
+/* l7_budget_take takes bytes of this CPU's budget for the second now
+ * (CLOCK_MONOTONIC) falls in. */
+static __always_inline int l7_budget_take(__u32 bytes, __u64 now)
 {
 	__u32 zero = 0;
 	struct l7_budget *b = bpf_map_lookup_elem(&l7_budgets, &zero);
-	__u64 second = bpf_ktime_get_ns() / 1000000000ULL;
 
 	if (!b)
 		return -1;
-	if (b->second != second) {
-		b->second = second;
+	if (now >= b->end_ns) {
+		b->end_ns = (now / 1000000000ULL + 1) * 1000000000ULL;
 		b->used = 0;
 	}
 	if (l7_budget_bytes && b->used + bytes > l7_budget_bytes) {
@@ -203,13 +206,14 @@ static __always_inline void l7_submit(struct l7_event *ev)
 	count(CNT_L7_SAMPLES);
 }
 
-/* l7_fill writes a sample's header: who, which way, how much. */
+/* l7_fill writes a sample's header: who, which way, how much, and when
+ * (the clock read that took its budget). */
 static __always_inline void l7_fill(struct l7_event *ev, __u64 cookie, const struct l4_tuple *t,
 				    __u32 len, __u32 n, int send, __u8 source, __u8 role, __u8 gap,
-				    __u8 hint, __u32 pid, __u32 netns)
+				    __u8 hint, __u32 pid, __u32 netns, __u64 now)
 {
 	ev->cookie = cookie;
-	ev->ns = bpf_ktime_get_ns();
+	ev->ns = now;
 	ev->tuple = *t;
 	ev->len = len;
 	ev->captured = n;
@@ -228,9 +232,10 @@ static __always_inline void l7_fill(struct l7_event *ev, __u64 cookie, const str
 static __always_inline void l7_take(struct tcp_state *st, const void *buf, __u32 len, __u64 n,
 				    int send, __u8 source)
 {
+	__u64 now = bpf_ktime_get_ns();
 	struct l7_event *ev;
 
-	if (!L7_BOUNDED(n, L7_DATA_MAX) || l7_budget_take(n + offsetof(struct l7_event, data)) ||
+	if (!L7_BOUNDED(n, L7_DATA_MAX) || l7_budget_take(n + offsetof(struct l7_event, data), now) ||
 	    !(ev = l7_reserve())) {
 		st->l7_gap = 1;
 		return;
@@ -241,7 +246,7 @@ static __always_inline void l7_take(struct tcp_state *st, const void *buf, __u32
 		return;
 	}
 	l7_fill(ev, st->cookie, &st->tuple, len, n, send, source, st->role, st->l7_gap, st->l7_hint,
-		bpf_get_current_pid_tgid() >> 32, st->owner.netns);
+		bpf_get_current_pid_tgid() >> 32, st->owner.netns, now);
 	l7_submit(ev);
 	st->l7_gap = 0;
 }
@@ -373,22 +378,23 @@ static __always_inline void l7_udp(struct __sk_buff *skb, const struct udp_key *
 {
 	struct l7_event *ev;
 	__u8 h[12];
-	__u64 n;
+	__u64 n, now;
 
 	if (!l7_capture_bytes || len < sizeof(h))
 		return;
 	if (bpf_skb_load_bytes(skb, off, h, sizeof(h)) || !dns_header(h))
 		return;
 	n = l7_cap(len);
+	now = bpf_ktime_get_ns();
 	if (n < sizeof(h) || !L7_BOUNDED(n, L7_DATA_MAX) ||
-	    l7_budget_take(n + offsetof(struct l7_event, data)) || !(ev = l7_reserve()))
+	    l7_budget_take(n + offsetof(struct l7_event, data), now) || !(ev = l7_reserve()))
 		return;
 	if (bpf_skb_load_bytes(skb, off, ev->data, n)) {
 		bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP);
 		return;
 	}
 	l7_fill(ev, key->cookie, &key->tuple, len, n, egress, L7_SRC_UDP, ROLE_UNKNOWN, 0, L7_HINT_DNS,
-		o->pid, o->netns);
+		o->pid, o->netns, now);
 	l7_submit(ev);
 }
 

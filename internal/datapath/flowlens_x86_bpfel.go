@@ -84,9 +84,9 @@ type flowlensL4Tuple struct {
 }
 
 type flowlensL7Budget struct {
-	_      structs.HostLayout
-	Second uint64
-	Used   uint64
+	_     structs.HostLayout
+	EndNs uint64
+	Used  uint64
 }
 
 type flowlensL7Dir uint32
@@ -186,35 +186,35 @@ const (
 
 type flowlensTcpState struct {
 	_             structs.HostLayout
-	Tuple         flowlensL4Tuple
-	Owner         flowlensOwner
-	Cookie        uint64
-	StartNs       uint64
 	BytesSent     uint64
 	BytesRecv     uint64
 	SegsOut       uint32
 	SegsIn        uint32
 	Retrans       uint32
 	SrttUs        uint32
+	TouchGen      uint32
+	OwnerSource   uint8
+	L7Hint        uint8
+	L7Checked     uint8
+	L7Gap         uint8
+	Cookie        uint64
+	Tuple         flowlensL4Tuple
+	Owner         flowlensOwner
+	Role          uint8
+	Established   uint8
+	Failed        uint8
+	Adopted       uint8
+	SkErr         int32
+	StartNs       uint64
+	EndNs         uint64
 	RstSent       uint32
 	RstRecv       uint32
-	EndNs         uint64
-	SkErr         int32
 	BaseSegsOut   uint32
 	BaseSegsIn    uint32
 	BaseRetrans   uint32
 	SynRetrans    uint32
-	TouchGen      uint32
 	EstablishedNs uint64
 	ChargedCgroup uint64
-	Role          uint8
-	OwnerSource   uint8
-	Established   uint8
-	Failed        uint8
-	Adopted       uint8
-	L7Hint        uint8
-	L7Checked     uint8
-	L7Gap         uint8
 }
 
 type flowlensTlsCall struct {

@@ -130,9 +130,13 @@ func TestLostEndsNeitherLeakNorCountTwice(t *testing.T) {
 
 // trackedOnPort counts the entries with port at either end in the tcp_socks
 // map of maxEntries entries (a test agent's own size), as bpftool reads it:
-// struct tcp_state begins with its l4_tuple, whose ports follow the two
-// 16-byte addresses.
+// struct tcp_state's l4_tuple is at tcpStateTuple, and its ports follow the
+// two 16-byte addresses.
 func trackedOnPort(t *testing.T, maxEntries int, port uint16) int {
+	// The counters every send/recv touches (48 bytes, bpf/flowlens.h) come
+	// before the tuple.
+	const tcpStateTuple = 48
+	const ports = tcpStateTuple + 32
 	t.Helper()
 	out, err := exec.Command("bpftool", "-j", "map", "show").Output()
 	testutil.Must(t, err, "bpftool map show")
@@ -162,12 +166,12 @@ func trackedOnPort(t *testing.T, maxEntries int, port uint16) int {
 	testutil.Must(t, json.Unmarshal(out, &entries), "decode bpftool map dump")
 	n := 0
 	for _, e := range entries {
-		if len(e.Value) < 36 {
+		if len(e.Value) < ports+4 {
 			t.Fatalf("tcp_socks value of %d bytes", len(e.Value))
 		}
 		b := make([]byte, 4)
 		for i := range b {
-			v, err := strconv.ParseUint(e.Value[32+i], 0, 8)
+			v, err := strconv.ParseUint(e.Value[ports+i], 0, 8)
 			testutil.Must(t, err, "parse bpftool byte")
 			b[i] = byte(v)
 		}
