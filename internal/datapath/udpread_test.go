@@ -18,31 +18,9 @@ func TestChangedUDPReadsOnlyWhatChangedOrWentIdle(t *testing.T) {
 	if d.udp == nil {
 		t.Skip("no map element iterators: ChangedUDP reads the whole map")
 	}
-	srv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	cli, err := net.DialUDP("udp4", nil, srv.LocalAddr().(*net.UDPAddr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli, srv := udpPair(t)
 	cookies := map[uint64]string{socketCookie(t, cli): "client", socketCookie(t, srv): "server"}
-	send := func(n int) {
-		buf := make([]byte, 64)
-		for range n {
-			if _, err := cli.Write([]byte("0123456789")); err != nil {
-				t.Fatal(err)
-			}
-			if err := srv.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
-				t.Fatal(err)
-			}
-			if _, _, err := srv.ReadFromUDP(buf); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	send := func(n int) { exchange(t, cli, srv, n) }
 	// ours reads with the given idle time and returns our two sockets'
 	// conversations by side ("client": datagrams sent; "server":
 	// received), and their indexes in what ChangedUDP returned.
@@ -95,6 +73,40 @@ func TestChangedUDPReadsOnlyWhatChangedOrWentIdle(t *testing.T) {
 	want("released", got, map[string]uint32{})
 }
 
+// udpPair is a connected client and a server on loopback, closed with the
+// test (a test may close the client sooner).
+func udpPair(t *testing.T) (cli, srv *net.UDPConn) {
+	t.Helper()
+	srv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	cli, err = net.DialUDP("udp4", nil, srv.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli, srv
+}
+
+// exchange sends n datagrams of 10 bytes from cli and reads each at srv.
+func exchange(t *testing.T, cli, srv *net.UDPConn, n int) {
+	t.Helper()
+	buf := make([]byte, 64)
+	for range n {
+		if _, err := cli.Write([]byte("0123456789")); err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := srv.ReadFromUDP(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func socketCookie(t *testing.T, c interface {
 	SyscallConn() (syscall.RawConn, error)
 }) uint64 {
@@ -117,28 +129,9 @@ func socketCookie(t *testing.T, c interface {
 // its final counts, and udp_flows holds it no more.
 func TestEndedUDPTakesAClosedSocketsConversation(t *testing.T) {
 	d := openWith(t, Config{})
-	srv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	cli, err := net.DialUDP("udp4", nil, srv.LocalAddr().(*net.UDPAddr))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cli, srv := udpPair(t)
 	cookie := socketCookie(t, cli)
-	buf := make([]byte, 64)
-	for range 2 {
-		if _, err := cli.Write([]byte("0123456789")); err != nil {
-			t.Fatal(err)
-		}
-		if err := srv.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
-			t.Fatal(err)
-		}
-		if _, _, err := srv.ReadFromUDP(buf); err != nil {
-			t.Fatal(err)
-		}
-	}
+	exchange(t, cli, srv, 2)
 	if _, err := d.EndedUDP(nil); err != nil { // what other tests left
 		t.Fatal(err)
 	}
