@@ -205,8 +205,12 @@ func Open(cfg Config, log *slog.Logger) (*Datapath, error) {
 	// Open UDP sockets, each holding at least one conversation while it
 	// sends or receives.
 	spec.Maps["udp_socks"].MaxEntries = uint32(cfg.UDPFlows)
-	// Conversations ended between two reads: at most udp_flows' worth.
-	spec.Maps["udp_ended"].MaxEntries = uint32(cfg.UDPFlows)
+	// Conversations ended between two reads. An eighth of udp_flows (8,192
+	// UDP sockets closed within an interval by default): preallocated, it
+	// would hold 12.5 MiB of kernel memory at udp_flows' size, and one that
+	// does not fit loses nothing, it stays in udp_flows and is released when
+	// idle, as before udp_ended.
+	spec.Maps["udp_ended"].MaxEntries = uint32(max(cfg.UDPFlows/8, 1024))
 	spec.Maps["events"].MaxEntries = uint32(cfg.RingBytes)
 	spec.Maps["l7_events"].MaxEntries = uint32(cfg.L7RingBytes)
 	cpus, err := ebpf.PossibleCPU()
