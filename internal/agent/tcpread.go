@@ -14,8 +14,8 @@ import (
 // sockets (a million connections with both ends on the node) are read every
 // 2,000 intervals, where every 60 would cost 2.5% of a core by itself.
 const (
-	wholeReadEvery     = 60
-	wholeReadPerSocket = 1000
+	wholeReadEvery   = 60
+	wholeReadSpacing = 1000 // open sockets per interval between two backstop reads
 )
 
 // wholeReads decides when an interval reads the whole tcp_socks map rather
@@ -35,9 +35,9 @@ func newWholeReads() wholeReads { return wholeReads{since: -1} }
 // whole read that missed sockets the table knew (only another one confirms
 // them gone); when the kernel lost an end event or a mark since the last
 // whole read; and as a backstop, every wholeReadEvery intervals or every
-// one per wholeReadPerSocket sockets the map holds, whichever is longer.
+// one per wholeReadSpacing sockets the map holds, whichever is longer.
 func (w *wholeReads) due(kc datapath.Counters, missing int, canTouched bool) bool {
-	every := max(wholeReadEvery, kc.TCPEntries()/wholeReadPerSocket)
+	every := max(wholeReadEvery, kc.TCPEntries()/wholeReadSpacing)
 	switch {
 	case !canTouched, w.since < 0, missing > 0,
 		lostSockets(kc) != w.lost, w.since+1 >= every:

@@ -8,7 +8,7 @@ import (
 
 // The whole map is read on the first interval, after a read that missed
 // sockets, when the kernel lost an end event or a mark, every
-// wholeReadEvery intervals (every sockets/wholeReadPerSocket with many
+// wholeReadEvery intervals (every sockets/wholeReadSpacing with many
 // open), and always where changed sockets cannot be read alone; otherwise
 // never.
 func TestWholeReadsWhenSomethingWasLost(t *testing.T) {
