@@ -213,8 +213,11 @@ func (a *agent) cpu() (cpuSample, error) {
 func (a *agent) memory() (procfs.Memory, error) { return procfs.ReadStatus(a.pid) }
 
 // bpf reads the agent's programs and maps with their names.
-func (a *agent) bpf(ctx context.Context) (bpfstat.Snapshot, error) {
-	s, err := bpfstat.Read(a.pid)
+func (a *agent) bpf(ctx context.Context) (bpfstat.Snapshot, error) { return bpfSnapshot(ctx, a.pid) }
+
+// bpfSnapshot reads the programs and maps a process holds, with their names.
+func bpfSnapshot(ctx context.Context, pid int) (bpfstat.Snapshot, error) {
+	s, err := bpfstat.Read(pid)
 	if err != nil {
 		return s, err
 	}

@@ -139,6 +139,11 @@ func checkComplete(t *testing.T, res *Results, want int) {
 		if checked == 0 {
 			t.Errorf("%s: no pass could check completeness", s.Name)
 		}
+		// The floor pass: its load went as planned (checkTraffic above,
+		// so the empty programs let it through) and they ran.
+		if hk := s.pass("hooks"); s.Kind != "hold" && (hk == nil || hk.EmptyHooks == nil || hk.EmptyHooks.Runs == 0) {
+			t.Errorf("%s: no hooks pass, or its empty programs never ran", s.Name)
+		}
 	}
 }
 

@@ -59,6 +59,8 @@ func (r *Results) tables() []report.Table {
 		Header: []string{"scenario", "workload CPU", "agent CPU", "eBPF CPU", "agent", "eBPF", "total", "total raw", "agent µs/unit", "total µs/unit", "background agent + eBPF"}}
 	thr := report.Table{Title: "Throughput without → with the agent",
 		Header: []string{"scenario", "metric", "without", "with", "change", "workload CPU without → with"}}
+	floor := report.Table{Title: "Floor: programs that return at once, on every hook the agent's programs run from, no agent (hooks pass)",
+		Header: []string{"scenario", "metric", "without", "with empty hooks", "change", "with the agent", "workload CPU without → empty hooks", "runs/unit", "ns/run", "eBPF/unit", "eBPF share"}}
 	comp := report.Table{Title: "Completeness (flowlens' records vs what the generator and server counted)",
 		Header: []string{"scenario", "pass", "client opened", "server opened", "client bytes →/←", "server bytes →/←", "lost", "exact", "unattributed records"}}
 	lat := report.Table{Title: "Latency: connect() → record readable from /api/v1/flows?follow=1",
@@ -87,16 +89,8 @@ func (r *Results) tables() []report.Table {
 				per(c.AgentUSPerUnit), per(c.TotalUSPerUnit),
 				report.Num(c.BackgroundAgentPerSec*1e3)+" + "+report.Num(c.BackgroundBPFPerSec*1e3)+" ms/s")
 		}
+		metric, f := s.rate()
 		if base != nil && ag != nil {
-			metric, f := "Gb/s", func(p *Pass) float64 { return p.Throughput.Gbps }
-			switch s.Kind {
-			case "tcp":
-				metric, f = "conn/s", func(p *Pass) float64 { return p.Throughput.ConnPerSec }
-			case "http":
-				metric, f = "req/s", func(p *Pass) float64 { return p.Throughput.ReqPerSec }
-			case "dns":
-				metric, f = "queries/s", func(p *Pass) float64 { return p.Throughput.ReqPerSec }
-			}
 			thr.Add(s.Name, metric, report.Num(f(base)), report.Num(f(ag)), report.Pct(f(ag)/f(base)-1),
 				report.Seconds(base.WorkloadCPU)+" → "+report.Seconds(ag.WorkloadCPU))
 			if s.Kind == "stream" || s.Kind == "http" {
@@ -104,6 +98,23 @@ func (r *Results) tables() []report.Table {
 					thr.Add(s.Name, "Gb/s", report.Num(base.Throughput.Gbps), report.Num(ag.Throughput.Gbps), report.Pct(ag.Throughput.Gbps/base.Throughput.Gbps-1), "")
 				}
 			}
+		}
+		if hk := s.pass("hooks"); base != nil && hk != nil && hk.EmptyHooks != nil {
+			withAgent := report.NA
+			if ag != nil {
+				withAgent = report.Pct(f(ag)/f(base) - 1)
+			}
+			runs, perRun, perUnit := report.NA, report.NA, report.NA
+			if units := s.units(hk.Traffic); units > 0 {
+				runs = report.Num(float64(hk.EmptyHooks.Runs) / float64(units))
+				perUnit = report.Num(float64(hk.EmptyHooks.TimeNS)/float64(units)/1e3) + " µs"
+			}
+			if hk.EmptyHooks.Runs > 0 {
+				perRun = report.Num(hk.EmptyHooks.NSPerRun)
+			}
+			floor.Add(s.Name, metric, report.Num(f(base)), report.Num(f(hk)), report.Pct(f(hk)/f(base)-1), withAgent,
+				report.Seconds(base.WorkloadCPU)+" → "+report.Seconds(hk.WorkloadCPU), runs, perRun, perUnit,
+				report.Pct(safeRatio(float64(hk.EmptyHooks.TimeNS)/1e9, hk.WorkloadCPU)))
 		}
 		for _, p := range s.Passes {
 			if c := p.Completeness; c != nil {
@@ -170,11 +181,7 @@ func (r *Results) tables() []report.Table {
 				top = append(top, fmt.Sprintf("%s %s×%s", pc.Name, report.Num(pc.NSPerRun), report.Num(float64(pc.Runs))))
 			}
 			perUnit := report.NA
-			units := ag.Traffic.Connections
-			if s.Kind == "http" || s.Kind == "dns" {
-				units = ag.Traffic.Requests
-			}
-			if units > 0 {
+			if units := s.units(ag.Traffic); units > 0 {
 				perUnit = nonNeg(ag.Cost.BPFRunsNet/float64(units), report.Num)
 			}
 			bpfT.Add(s.Name, report.Num(float64(b.Runs))+" ("+nonNeg(ag.Cost.BPFRunsNet, report.Num)+")", report.Num(b.NSPerRun),
@@ -217,10 +224,14 @@ func (r *Results) tables() []report.Table {
 		"A connection that ended is emitted at the agent's next early flush (--ended-flush, 100 ms), an open one at the end of its interval (1 s): expect 0–100 ms plus processing for these short connections.",
 		"Matched by source port (and connection start) between the generator's per-connection trace and the streamed client-side records.",
 	}
+	floor.Notes = []string{
+		"What the hooks cost before any work: the same programs' hooks (tracepoints, cgroup_skb, cgroup sock and sock_addr; not the iterators, run once an interval, nor the TLS uprobes), each program returning at once. BPF stats count the program runs only; the kernel's dispatch around them shows in the workload's CPU and throughput.",
+		"The same load and machine as the other passes, run after them: throughput moves by several points between runs of one build here, so read a difference against that noise.",
+	}
 	mem.Notes = []string{
 		"peak RSS: VmHWM after the agent pass; + followers: after the pass with API followers. Kernel maps: locked memory of the agent's maps (preallocated, fixed).",
 	}
-	for _, t := range []report.Table{over, thr, comp, lat, bpfT, mem, holdTable(r), tools} {
+	for _, t := range []report.Table{over, thr, floor, comp, lat, bpfT, mem, holdTable(r), tools} {
 		if len(t.Rows) > 0 {
 			ts = append(ts, t)
 		}
@@ -308,6 +319,7 @@ func (r *Results) Markdown() string {
 	b.WriteString("Each runs between two network namespaces joined by a veth (no route out), load generator and servers in a cgroup v2 of their own: " +
 		"first without an agent (baseline), then with a freshly started agent and no API client (agent: cost, completeness from the API afterwards), " +
 		"then again with two API followers streaming the scenario's records (observe: latency, and completeness beyond what the API ring holds). " +
+		"Then, with no agent, with a program that returns at once on each hook the agent's programs run from (hooks: the floor any agent on these hooks pays). " +
 		"tcp-5k also runs with ss and conntrack polled instead of an agent (tools). Every pass gets fresh namespaces.\n\n")
 	b.WriteString("| scenario | what | passes |\n|---|---|---|\n")
 	for _, s := range r.Scenarios {

@@ -17,6 +17,7 @@ import (
 	"github.com/flowlens/flowlens/bench/internal/bpfstat"
 	"github.com/flowlens/flowlens/bench/internal/promtext"
 	"github.com/flowlens/flowlens/bench/internal/stats"
+	"github.com/flowlens/flowlens/internal/datapath"
 	"github.com/flowlens/flowlens/test/peer/result"
 )
 
@@ -111,6 +112,30 @@ func (s scenario) unit() string {
 		return "query"
 	}
 	return ""
+}
+
+// rate names the scenario's throughput and reads it from a pass.
+func (s scenario) rate() (string, func(*Pass) float64) {
+	switch s.Kind {
+	case "tcp":
+		return "conn/s", func(p *Pass) float64 { return p.Throughput.ConnPerSec }
+	case "http":
+		return "req/s", func(p *Pass) float64 { return p.Throughput.ReqPerSec }
+	case "dns":
+		return "queries/s", func(p *Pass) float64 { return p.Throughput.ReqPerSec }
+	}
+	return "Gb/s", func(p *Pass) float64 { return p.Throughput.Gbps }
+}
+
+// units counts what the scenario's figures are per (unit): 0 when it has none.
+func (s scenario) units(t Traffic) int64 {
+	switch s.Kind {
+	case "tcp":
+		return t.Connections
+	case "http", "dns":
+		return t.Requests
+	}
+	return 0
 }
 
 // Traffic is what the load generator and the server know they did.
@@ -232,7 +257,7 @@ type Tools struct {
 
 // Pass is one run of a scenario's workload.
 type Pass struct {
-	Name        string             `json:"name"` // baseline, agent, observe, tools
+	Name        string             `json:"name"` // baseline, agent, observe, hooks, tools
 	Traffic     Traffic            `json:"traffic"`
 	WorkloadCPU float64            `json:"workload_cpu_seconds"`
 	Throughput  Throughput         `json:"throughput"`
@@ -250,7 +275,10 @@ type Pass struct {
 	Latency      *Latency      `json:"latency_ms,omitempty"`
 	Fill         *Fill         `json:"fill,omitempty"`
 	Tools        *Tools        `json:"tools,omitempty"`
-	Error        string        `json:"error,omitempty"`
+	// EmptyHooks is what the programs of the hooks pass cost: each returns
+	// at once, on a hook the agent's programs run from.
+	EmptyHooks *bpfstat.Cost `json:"empty_hooks,omitempty"`
+	Error      string        `json:"error,omitempty"`
 	// Diagnostics, when the counts are not exact: the agent's hooks and
 	// table sizes from /metrics, and the end of its log.
 	Diagnostics []string `json:"diagnostics,omitempty"`
@@ -353,6 +381,10 @@ func (e *env) runScenario(ctx context.Context, sc scenario) *ScenarioResult {
 	}
 	a.stop()
 
+	if ctx.Err() == nil {
+		e.logf("%s: empty programs on the agent's hooks (no agent)", sc.Name)
+		add(e.pass(ctx, sc, "hooks", nil))
+	}
 	if sc.Tools && ctx.Err() == nil {
 		e.logf("%s: ss and conntrack polled every second (no agent)", sc.Name)
 		add(e.pass(ctx, sc, "tools", nil))
@@ -433,7 +465,8 @@ func (t Traffic) throughput(kind string) Throughput {
 	return tp
 }
 
-// pass runs the workload once. a is nil for the baseline and tools passes.
+// pass runs the workload once. a is nil for the baseline, hooks and tools
+// passes.
 func (e *env) pass(ctx context.Context, sc scenario, name string, a *agent) (*Pass, error) {
 	p := &Pass{Name: name}
 	pr, cg, done, err := e.newWorkload()
@@ -441,6 +474,13 @@ func (e *env) pass(ctx context.Context, sc scenario, name string, a *agent) (*Pa
 		return nil, err
 	}
 	defer done()
+	if name == "hooks" {
+		empty, err := datapath.AttachEmpty(e.cgMount)
+		if err != nil {
+			return nil, fmt.Errorf("attach empty programs: %w", err)
+		}
+		defer empty.Close()
+	}
 	flowlens := a != nil && a.api != ""
 	observe := name == "observe"
 
@@ -501,6 +541,9 @@ func (e *env) pass(ctx context.Context, sc scenario, name string, a *agent) (*Pa
 		a0, _ = a.cpu()
 		b0, _ = a.bpf(ctx)
 	}
+	if name == "hooks" {
+		b0, _ = bpfSnapshot(ctx, os.Getpid())
+	}
 	w0, err := cg.cpu()
 	if err != nil {
 		return nil, err
@@ -520,6 +563,13 @@ func (e *env) pass(ctx context.Context, sc scenario, name string, a *agent) (*Pa
 	}
 	p.WorkloadCPU = w1.Sub(w0).Usage.Seconds()
 	p.Throughput = p.Traffic.throughput(sc.Kind)
+	if name == "hooks" {
+		if b1, err = bpfSnapshot(ctx, os.Getpid()); err != nil {
+			return p, fmt.Errorf("read the empty programs' stats: %w", err)
+		}
+		c := bpfstat.Diff(b0, b1)
+		p.EmptyHooks = &c
+	}
 	if tools != nil {
 		p.Tools = tools.finish()
 		p.Tools.DistinctPorts, _ = distinctPorts(trace)
@@ -690,14 +740,7 @@ func cost(sc scenario, p *Pass, a0, a1 cpuSample, b0, b1 bpfstat.Snapshot, windo
 	c.TotalShare = safeRatio(c.AgentCPUNet+c.BPFCPUNet, w)
 	c.AgentShareRaw = safeRatio(c.AgentCPU, w)
 	c.TotalShareRaw = safeRatio(c.AgentCPU+c.BPFCPU, w)
-	var units int64
-	switch sc.Kind {
-	case "tcp":
-		units = p.Traffic.Connections
-	case "http", "dns":
-		units = p.Traffic.Requests
-	}
-	if units > 0 {
+	if units := sc.units(p.Traffic); units > 0 {
 		c.AgentUSPerUnit = c.AgentCPUNet / float64(units) * 1e6
 		c.TotalUSPerUnit = (c.AgentCPUNet + c.BPFCPUNet) / float64(units) * 1e6
 	}

@@ -312,10 +312,6 @@ func (d *Datapath) attach(cgroupMount string) error {
 			continue
 		}
 		prog := d.coll.Programs[h.Program]
-		var (
-			l   link.Link
-			err error
-		)
 		switch {
 		case prog.Type() == ebpf.Kprobe:
 			// Uprobes: attached to each TLS library found, by tlsprobe.
@@ -338,15 +334,10 @@ func (d *Datapath) attach(cgroupMount string) error {
 			// Run on demand by Listeners.
 			d.readListeners = prog
 			continue
-		case prog.Type() == ebpf.Tracing:
-			l, err = link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
-		case prog.Type() == ebpf.CGroupSKB, prog.Type() == ebpf.CGroupSockAddr, prog.Type() == ebpf.CGroupSock:
-			l, err = link.AttachCgroup(link.CgroupOptions{Path: cgroupMount, Attach: h.attach, Program: prog})
-		default:
-			err = fmt.Errorf("unexpected program type %s", prog.Type())
 		}
+		l, err := attachHook(prog, *h, cgroupMount)
 		if err != nil {
-			return fmt.Errorf("attach %s to %s: %w", h.Program, h.Target, err)
+			return err
 		}
 		d.links = append(d.links, l)
 	}
@@ -354,6 +345,26 @@ func (d *Datapath) attach(cgroupMount string) error {
 		return errors.New("no eBPF hook could be attached")
 	}
 	return nil
+}
+
+// attachHook links a tracepoint or cgroup program to its hook.
+func attachHook(prog *ebpf.Program, h Hook, cgroupMount string) (link.Link, error) {
+	var (
+		l   link.Link
+		err error
+	)
+	switch prog.Type() {
+	case ebpf.Tracing:
+		l, err = link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
+	case ebpf.CGroupSKB, ebpf.CGroupSockAddr, ebpf.CGroupSock:
+		l, err = link.AttachCgroup(link.CgroupOptions{Path: cgroupMount, Attach: h.attach, Program: prog})
+	default:
+		err = fmt.Errorf("unexpected program type %s", prog.Type())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("attach %s to %s: %w", h.Program, h.Target, err)
+	}
+	return l, nil
 }
 
 // Hooks reports what was attached and what was skipped.
