@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -30,12 +31,18 @@ type options struct {
 	Agent     string
 	Hub       string // hub command line for a node agent: -hub
 	Scenarios []string
+	Passes    []string // the passes to run; none: all
 	Flowlens  string
 	Peer      string
 	NoGoBench bool
 	NoInstall bool
 	Command   string    // the command line, for the record
 	Log       io.Writer // progress
+}
+
+// runs reports whether the pass is selected (-passes).
+func (e *env) runs(pass string) bool {
+	return len(e.opts.Passes) == 0 || slices.Contains(e.opts.Passes, pass)
 }
 
 // env is what a run set up, and how to take it down again.

@@ -125,6 +125,9 @@ func (e *env) runHold(ctx context.Context, sc scenario) *ScenarioResult {
 		if ctx.Err() != nil {
 			break
 		}
+		if !e.runs(name) {
+			continue
+		}
 		e.logf("%s: %s pass, %d connections", sc.Name, name, sc.Count)
 		a, err := e.startAgent(ctx, sc.holdAgentFlags(name == "observe")...)
 		if err != nil {

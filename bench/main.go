@@ -48,6 +48,8 @@ func main() {
 	flag.StringVar(&o.Agent, "agent", "", "agent command line (default: <bin>/flowlens up --listen {listen})")
 	flag.StringVar(&o.Hub, "hub", "", "hub command line, e.g. '{flowlens} hub --listen {hub}' with -agent '{flowlens} agent --hub {hub} --metrics-listen {listen}': a fresh hub per pass, in a cgroup of its own and not counted, so the agent's figures are a node agent's; records are read from the hub")
 	flag.StringVar(&scen, "scenarios", "", "comma-separated scenarios to run (default all: "+strings.Join(scenarioNames(), ",")+")")
+	var passes string
+	flag.StringVar(&passes, "passes", "", "comma-separated passes to run (default all: "+strings.Join(passNames, ",")+"); with a scenario named several times in -scenarios, e.g. -passes baseline,hooks runs them interleaved")
 	flag.StringVar(&o.Flowlens, "flowlens", "", "use this flowlens binary instead of building bin/flowlens")
 	flag.StringVar(&o.Peer, "peer", "", "use this test/peer binary instead of building it")
 	flag.BoolVar(&o.NoGoBench, "no-gobench", false, "skip the Go benchmarks of the user-space hot path")
@@ -59,6 +61,9 @@ func main() {
 	}
 	if scen != "" {
 		o.Scenarios = strings.Split(scen, ",")
+	}
+	if passes != "" {
+		o.Passes = strings.Split(passes, ",")
 	}
 	o.Command = "go run ./bench " + shellJoin(os.Args[1:])
 	o.Log = os.Stderr

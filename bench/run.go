@@ -59,6 +59,9 @@ type Results struct {
 	OutDir    string            `json:"-"`
 }
 
+// passNames are the passes a scenario can run, in their order.
+var passNames = []string{"baseline", "agent", "observe", "hooks", "tools"}
+
 // run sets up, runs every selected scenario and writes the results. The
 // returned Results is non-nil once anything was measured, also with an error.
 func run(ctx context.Context, o options) (*Results, error) {
@@ -77,6 +80,12 @@ func run(ctx context.Context, o options) (*Results, error) {
 			keep = append(keep, all[i])
 		}
 		selected = keep
+	}
+
+	for _, p := range o.Passes {
+		if !slices.Contains(passNames, p) {
+			return nil, fmt.Errorf("unknown pass %q (have %s)", p, strings.Join(passNames, ", "))
+		}
 	}
 
 	e := &env{opts: o}

@@ -337,16 +337,31 @@ func (e *env) runScenario(ctx context.Context, sc scenario) *ScenarioResult {
 		}
 	}
 
-	e.logf("%s: baseline (no agent)", sc.Name)
-	add(e.pass(ctx, sc, "baseline", nil))
-	if ctx.Err() != nil {
-		return res
+	if e.runs("baseline") {
+		e.logf("%s: baseline (no agent)", sc.Name)
+		add(e.pass(ctx, sc, "baseline", nil))
 	}
+	if ctx.Err() == nil && (e.runs("agent") || e.runs("observe")) {
+		e.agentPasses(ctx, sc, res, add, fail)
+	}
+	if ctx.Err() == nil && e.runs("hooks") {
+		e.logf("%s: empty programs on the agent's hooks (no agent)", sc.Name)
+		add(e.pass(ctx, sc, "hooks", nil))
+	}
+	if sc.Tools && ctx.Err() == nil && e.runs("tools") {
+		e.logf("%s: ss and conntrack polled every second (no agent)", sc.Name)
+		add(e.pass(ctx, sc, "tools", nil))
+	}
+	return res
+}
 
+// agentPasses starts an agent and runs the passes that measure it, and
+// the agent's memory.
+func (e *env) agentPasses(ctx context.Context, sc scenario, res *ScenarioResult, add func(*Pass, error), fail func(string, error)) {
 	a, err := e.startAgent(ctx)
 	if err != nil {
 		fail("start agent", err)
-		return res
+		return
 	}
 	defer a.stop()
 	mem := &Memory{}
@@ -355,16 +370,18 @@ func (e *env) runScenario(ctx context.Context, sc scenario) *ScenarioResult {
 		mem.IdleRSS = m.RSS
 	}
 
-	e.logf("%s: with agent", sc.Name)
-	p, err := e.pass(ctx, sc, "agent", a)
-	add(p, err)
-	if m, err := a.memory(); err == nil {
-		mem.PeakRSSAgent = m.Peak
-		if sc.Kind == "tcp" && p != nil && p.Traffic.Connections > 0 {
-			mem.RSSPer10kConns = float64(m.Peak-min(m.Peak, mem.IdleRSS)) / (float64(p.Traffic.Connections) / 1e4)
+	if e.runs("agent") {
+		e.logf("%s: with agent", sc.Name)
+		p, err := e.pass(ctx, sc, "agent", a)
+		add(p, err)
+		if m, err := a.memory(); err == nil {
+			mem.PeakRSSAgent = m.Peak
+			if sc.Kind == "tcp" && p != nil && p.Traffic.Connections > 0 {
+				mem.RSSPer10kConns = float64(m.Peak-min(m.Peak, mem.IdleRSS)) / (float64(p.Traffic.Connections) / 1e4)
+			}
 		}
 	}
-	if sc.Observe && a.api != "" && ctx.Err() == nil {
+	if sc.Observe && a.api != "" && ctx.Err() == nil && e.runs("observe") {
 		e.logf("%s: with agent and API followers", sc.Name)
 		add(e.pass(ctx, sc, "observe", a))
 	}
@@ -379,17 +396,6 @@ func (e *env) runScenario(ctx context.Context, sc scenario) *ScenarioResult {
 			}
 		}
 	}
-	a.stop()
-
-	if ctx.Err() == nil {
-		e.logf("%s: empty programs on the agent's hooks (no agent)", sc.Name)
-		add(e.pass(ctx, sc, "hooks", nil))
-	}
-	if sc.Tools && ctx.Err() == nil {
-		e.logf("%s: ss and conntrack polled every second (no agent)", sc.Name)
-		add(e.pass(ctx, sc, "tools", nil))
-	}
-	return res
 }
 
 // workload runs the scenario's servers and client in a fresh namespace pair
