@@ -36,8 +36,11 @@ type options struct {
 	Peer      string
 	NoGoBench bool
 	NoInstall bool
-	Command   string    // the command line, for the record
-	Log       io.Writer // progress
+	// NoBPFStats leaves the kernel's BPF stats off: they read the clock
+	// twice around every program run, a cost production does not pay.
+	NoBPFStats bool
+	Command    string    // the command line, for the record
+	Log        io.Writer // progress
 }
 
 // runs reports whether the pass is selected (-passes).

@@ -102,7 +102,9 @@ func run(ctx context.Context, o options) (*Results, error) {
 	res.Meta.Agent, res.Meta.AgentIsAPI = e.agentCommand(listen)
 	res.Meta.Hub = strings.ReplaceAll(o.Hub, "{flowlens}", e.flowlens)
 	var err error
-	if res.Meta.BPFStats, err = e.enableBPFStats(); err != nil {
+	if o.NoBPFStats {
+		res.Meta.BPFStats = "off (-no-bpf-stats): no eBPF run times, and no clock reads around each program run"
+	} else if res.Meta.BPFStats, err = e.enableBPFStats(); err != nil {
 		res.Errors = append(res.Errors, err.Error())
 		e.logf("%v: eBPF run times will be missing", err)
 	}
