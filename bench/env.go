@@ -39,6 +39,8 @@ type options struct {
 	// NoBPFStats leaves the kernel's BPF stats off: they read the clock
 	// twice around every program run, a cost production does not pay.
 	NoBPFStats bool
+	// Perf samples every CPU with perf during the agent and hooks passes.
+	Perf bool
 	Command    string    // the command line, for the record
 	Log        io.Writer // progress
 }

@@ -54,6 +54,7 @@ func main() {
 	flag.StringVar(&o.Peer, "peer", "", "use this test/peer binary instead of building it")
 	flag.BoolVar(&o.NoGoBench, "no-gobench", false, "skip the Go benchmarks of the user-space hot path")
 	flag.BoolVar(&o.NoBPFStats, "no-bpf-stats", false, "leave BPF stats off: no eBPF run times, but no clock read around each program run either (what production pays; measure eBPF with perf)")
+	flag.BoolVar(&o.Perf, "perf", false, "sample every CPU with perf during the agent and hooks passes: the workload's CPU in eBPF programs and the kernel's dispatch around them (perturbs the other figures a little)")
 	flag.BoolVar(&o.NoInstall, "no-install", false, "do not apt-get install conntrack when it is missing")
 	flag.Parse()
 	if flag.NArg() > 0 {

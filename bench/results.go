@@ -61,6 +61,8 @@ func (r *Results) tables() []report.Table {
 		Header: []string{"scenario", "metric", "without", "with", "change", "workload CPU without → with"}}
 	floor := report.Table{Title: "Floor: programs that return at once, on every hook the agent's programs run from, no agent (hooks pass)",
 		Header: []string{"scenario", "metric", "without", "with empty hooks", "change", "with the agent", "workload CPU without → empty hooks", "runs/unit", "ns/run", "eBPF/unit", "eBPF share"}}
+	perfT := report.Table{Title: "The workload's CPU in eBPF programs and the kernel's dispatch around them, sampled by perf (-perf)",
+		Header: []string{"scenario", "empty hooks", "agent", "of which BPF stats' clock reads (hooks / agent)", "workload samples (hooks / agent)"}}
 	comp := report.Table{Title: "Completeness (flowlens' records vs what the generator and server counted)",
 		Header: []string{"scenario", "pass", "client opened", "server opened", "client bytes →/←", "server bytes →/←", "lost", "exact", "unattributed records"}}
 	lat := report.Table{Title: "Latency: connect() → record readable from /api/v1/flows?follow=1",
@@ -115,6 +117,17 @@ func (r *Results) tables() []report.Table {
 			floor.Add(s.Name, metric, report.Num(f(base)), report.Num(f(hk)), report.Pct(f(hk)/f(base)-1), withAgent,
 				report.Seconds(base.WorkloadCPU)+" → "+report.Seconds(hk.WorkloadCPU), runs, perRun, perUnit,
 				report.Pct(safeRatio(float64(hk.EmptyHooks.TimeNS)/1e9, hk.WorkloadCPU)))
+		}
+		if hk, ag := s.pass("hooks"), s.pass("agent"); (hk != nil && hk.Perf != nil) || (ag != nil && ag.Perf != nil) {
+			cell := func(p *Pass) (string, string, string) {
+				if p == nil || p.Perf == nil {
+					return report.NA, report.NA, report.NA
+				}
+				return report.Pct(p.Perf.Pct() / 100), report.Pct(p.Perf.StatsClockPct() / 100), report.Int(int64(p.Perf.Samples))
+			}
+			hs, hc, hn := cell(hk)
+			as, ac, an := cell(ag)
+			perfT.Add(s.Name, hs, as, hc+" / "+ac, hn+" / "+an)
 		}
 		for _, p := range s.Passes {
 			if c := p.Completeness; c != nil {
@@ -228,10 +241,13 @@ func (r *Results) tables() []report.Table {
 		"What the hooks cost before any work: the same programs' hooks (tracepoints, cgroup_skb, cgroup sock and sock_addr; not the iterators, run once an interval, nor the TLS uprobes), each program returning at once. BPF stats count the program runs only; the kernel's dispatch around them shows in the workload's CPU and throughput.",
 		"The same load and machine as the other passes, run after them: throughput moves by several points between runs of one build here, so read a difference against that noise.",
 	}
+	perfT.Notes = []string{
+		"perf record -a -g during the load; a workload sample (the peer binary: load generator and servers) counts when any frame is an eBPF program, a raw tracepoint's or cgroup hook's run of one (bpf_trace_run*, __cgroup_bpf_run_filter_*), or a run helper. BPF stats (on unless -no-bpf-stats) read the clock twice around each run; production does not.",
+	}
 	mem.Notes = []string{
 		"peak RSS: VmHWM after the agent pass; + followers: after the pass with API followers. Kernel maps: locked memory of the agent's maps (preallocated, fixed).",
 	}
-	for _, t := range []report.Table{over, thr, floor, comp, lat, bpfT, mem, holdTable(r), tools} {
+	for _, t := range []report.Table{over, thr, floor, perfT, comp, lat, bpfT, mem, holdTable(r), tools} {
 		if len(t.Rows) > 0 {
 			ts = append(ts, t)
 		}

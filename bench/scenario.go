@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/flowlens/flowlens/bench/internal/bpfstat"
+	"github.com/flowlens/flowlens/bench/internal/perfshare"
 	"github.com/flowlens/flowlens/bench/internal/promtext"
 	"github.com/flowlens/flowlens/bench/internal/stats"
 	"github.com/flowlens/flowlens/internal/datapath"
@@ -278,6 +279,8 @@ type Pass struct {
 	// EmptyHooks is what the programs of the hooks pass cost: each returns
 	// at once, on a hook the agent's programs run from.
 	EmptyHooks *bpfstat.Cost `json:"empty_hooks,omitempty"`
+	// Perf is the workload's CPU in eBPF and its dispatch, sampled (-perf).
+	Perf *perfshare.Share `json:"perf,omitempty"`
 	Error      string        `json:"error,omitempty"`
 	// Diagnostics, when the counts are not exact: the agent's hooks and
 	// table sizes from /metrics, and the end of its log.
@@ -550,13 +553,31 @@ func (e *env) pass(ctx context.Context, sc scenario, name string, a *agent) (*Pa
 	if name == "hooks" {
 		b0, _ = bpfSnapshot(ctx, os.Getpid())
 	}
+	var rec *perfshare.Recorder
+	if e.opts.Perf && (name == "agent" || name == "hooks") {
+		if rec, err = perfshare.Start(ctx, filepath.Join(e.tmp, fmt.Sprintf("perf-%d.data", e.next()))); err != nil {
+			return nil, err
+		}
+	}
 	w0, err := cg.cpu()
 	if err != nil {
 		return nil, err
 	}
 	start := time.Now()
 	var cj clientJSON
-	if err := e.runJSON(ctx, cg, pr.b, &cj, e.peer, sc.clientArgs(pr, trace)...); err != nil {
+	err = e.runJSON(ctx, cg, pr.b, &cj, e.peer, sc.clientArgs(pr, trace)...)
+	if rec != nil {
+		// The load generator and the servers are all the peer binary:
+		// its command name, as the kernel keeps it (15 bytes).
+		comm := filepath.Base(e.peer)
+		comm = comm[:min(len(comm), 15)]
+		share, perr := rec.Stop(ctx, comm)
+		if perr != nil {
+			return nil, perr
+		}
+		p.Perf = &share
+	}
+	if err != nil {
 		return nil, err
 	}
 	w1, err := cg.cpu()
