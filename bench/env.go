@@ -40,9 +40,9 @@ type options struct {
 	// twice around every program run, a cost production does not pay.
 	NoBPFStats bool
 	// Perf samples every CPU with perf during the agent and hooks passes.
-	Perf bool
-	Command    string    // the command line, for the record
-	Log        io.Writer // progress
+	Perf    bool
+	Command string    // the command line, for the record
+	Log     io.Writer // progress
 }
 
 // runs reports whether the pass is selected (-passes).

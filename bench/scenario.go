@@ -280,8 +280,8 @@ type Pass struct {
 	// at once, on a hook the agent's programs run from.
 	EmptyHooks *bpfstat.Cost `json:"empty_hooks,omitempty"`
 	// Perf is the workload's CPU in eBPF and its dispatch, sampled (-perf).
-	Perf *perfshare.Share `json:"perf,omitempty"`
-	Error      string        `json:"error,omitempty"`
+	Perf  *perfshare.Share `json:"perf,omitempty"`
+	Error string           `json:"error,omitempty"`
 	// Diagnostics, when the counts are not exact: the agent's hooks and
 	// table sizes from /metrics, and the end of its log.
 	Diagnostics []string `json:"diagnostics,omitempty"`
