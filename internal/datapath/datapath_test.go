@@ -36,17 +36,7 @@ func TestOpenAttachAndSeeAConnection(t *testing.T) {
 	}
 	defer ln.Close()
 	port := ln.Addr().(*net.TCPAddr).Port
-	got := make(chan int64, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			got <- -1
-			return
-		}
-		n, _ := io.Copy(io.Discard, c)
-		c.Close()
-		got <- n
-	}()
+	got := readOne(ln)
 	child := exec.Command("bash", "-c", fmt.Sprintf("exec 3<>/dev/tcp/127.0.0.1/%d; printf hello >&3", port))
 	if out, err := child.CombinedOutput(); err != nil {
 		t.Fatalf("client: %v %s", err, out)
@@ -284,6 +274,23 @@ func TestOwnConnectionsAreNeverTracked(t *testing.T) {
 	if len(ends) != 0 {
 		t.Errorf("%d end events on port %d, want none: %+v", len(ends), port, ends)
 	}
+}
+
+// readOne accepts one connection on ln and sends how many bytes it read
+// before the peer closed it (-1: accept failed).
+func readOne(ln net.Listener) <-chan int64 {
+	got := make(chan int64, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- -1
+			return
+		}
+		n, _ := io.Copy(io.Discard, c)
+		c.Close()
+		got <- n
+	}()
+	return got
 }
 
 // openWith opens the data path as the agent does, its cgroup programs on

@@ -1,7 +1,6 @@
 package datapath
 
 import (
-	"io"
 	"net"
 	"testing"
 
@@ -61,17 +60,7 @@ func TestAttachEmptyMirrorsTheAgentsHooksAndPassesTraffic(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	read := make(chan int64, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			read <- -1
-			return
-		}
-		n, _ := io.Copy(io.Discard, c)
-		c.Close()
-		read <- n
-	}()
+	read := readOne(ln)
 	c, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatalf("connect through the empty hooks: %v", err)
