@@ -106,17 +106,18 @@ func (r *Results) tables() []report.Table {
 			if ag != nil {
 				withAgent = report.Pct(f(ag)/f(base) - 1)
 			}
-			runs, perRun, perUnit := report.NA, report.NA, report.NA
-			if units := s.units(hk.Traffic); units > 0 {
-				runs = report.Num(float64(hk.EmptyHooks.Runs) / float64(units))
-				perUnit = report.Num(float64(hk.EmptyHooks.TimeNS)/float64(units)/1e3) + " µs"
-			}
-			if hk.EmptyHooks.Runs > 0 {
-				perRun = report.Num(hk.EmptyHooks.NSPerRun)
+			// No runs: BPF stats were off (-no-bpf-stats).
+			runs, perRun, perUnit, share := report.NA, report.NA, report.NA, report.NA
+			if b := hk.EmptyHooks; b.Runs > 0 {
+				perRun = report.Num(b.NSPerRun)
+				share = report.Pct(safeRatio(float64(b.TimeNS)/1e9, hk.WorkloadCPU))
+				if units := s.units(hk.Traffic); units > 0 {
+					runs = report.Num(float64(b.Runs) / float64(units))
+					perUnit = report.Num(float64(b.TimeNS)/float64(units)/1e3) + " µs"
+				}
 			}
 			floor.Add(s.Name, metric, report.Num(f(base)), report.Num(f(hk)), report.Pct(f(hk)/f(base)-1), withAgent,
-				report.Seconds(base.WorkloadCPU)+" → "+report.Seconds(hk.WorkloadCPU), runs, perRun, perUnit,
-				report.Pct(safeRatio(float64(hk.EmptyHooks.TimeNS)/1e9, hk.WorkloadCPU)))
+				report.Seconds(base.WorkloadCPU)+" → "+report.Seconds(hk.WorkloadCPU), runs, perRun, perUnit, share)
 		}
 		if hk, ag := s.pass("hooks"), s.pass("agent"); (hk != nil && hk.Perf != nil) || (ag != nil && ag.Perf != nil) {
 			cell := func(p *Pass) (string, string, string) {
