@@ -62,7 +62,7 @@ func (r *Results) tables() []report.Table {
 	floor := report.Table{Title: "Floor: programs that return at once, on every hook the agent's programs run from, no agent (hooks pass)",
 		Header: []string{"scenario", "metric", "without", "with empty hooks", "change", "with the agent", "workload CPU without → empty hooks", "runs/unit", "ns/run", "eBPF/unit", "eBPF share"}}
 	perfT := report.Table{Title: "The workload's CPU in eBPF programs and the kernel's dispatch around them, sampled by perf (-perf)",
-		Header: []string{"scenario", "empty hooks", "agent", "of which BPF stats' clock reads (hooks / agent)", "workload samples (hooks / agent)"}}
+		Header: []string{"scenario", "empty hooks", "per unit", "agent", "per unit", "of which BPF stats' clock reads (hooks / agent)", "workload samples (hooks / agent)"}}
 	comp := report.Table{Title: "Completeness (flowlens' records vs what the generator and server counted)",
 		Header: []string{"scenario", "pass", "client opened", "server opened", "client bytes →/←", "server bytes →/←", "lost", "exact", "unattributed records"}}
 	lat := report.Table{Title: "Latency: connect() → record readable from /api/v1/flows?follow=1",
@@ -120,15 +120,19 @@ func (r *Results) tables() []report.Table {
 				report.Seconds(base.WorkloadCPU)+" → "+report.Seconds(hk.WorkloadCPU), runs, perRun, perUnit, share)
 		}
 		if hk, ag := s.pass("hooks"), s.pass("agent"); (hk != nil && hk.Perf != nil) || (ag != nil && ag.Perf != nil) {
-			cell := func(p *Pass) (string, string, string) {
+			cell := func(p *Pass) (share, perUnit, clock, samples string) {
 				if p == nil || p.Perf == nil {
-					return report.NA, report.NA, report.NA
+					return report.NA, report.NA, report.NA, report.NA
 				}
-				return report.Pct(p.Perf.Pct() / 100), report.Pct(p.Perf.StatsClockPct() / 100), report.Int(int64(p.Perf.Samples))
+				perUnit = report.NA
+				if units := s.units(p.Traffic); units > 0 {
+					perUnit = report.Num(p.Perf.Pct()/100*p.WorkloadCPU/float64(units)*1e6) + " µs/" + s.unit()
+				}
+				return report.Pct(p.Perf.Pct() / 100), perUnit, report.Pct(p.Perf.StatsClockPct() / 100), report.Int(int64(p.Perf.Samples))
 			}
-			hs, hc, hn := cell(hk)
-			as, ac, an := cell(ag)
-			perfT.Add(s.Name, hs, as, hc+" / "+ac, hn+" / "+an)
+			hs, hu, hc, hn := cell(hk)
+			as, au, ac, an := cell(ag)
+			perfT.Add(s.Name, hs, hu, as, au, hc+" / "+ac, hn+" / "+an)
 		}
 		for _, p := range s.Passes {
 			if c := p.Completeness; c != nil {
@@ -243,7 +247,7 @@ func (r *Results) tables() []report.Table {
 		"The same load and machine as the other passes, run after them: throughput moves by several points between runs of one build here, so read a difference against that noise.",
 	}
 	perfT.Notes = []string{
-		"perf record -a -g during the load; a workload sample (the peer binary: load generator and servers) counts when any frame is an eBPF program, a raw tracepoint's or cgroup hook's run of one (bpf_trace_run*, __cgroup_bpf_run_filter_*), or a run helper. BPF stats (on unless -no-bpf-stats) read the clock twice around each run; production does not.",
+		"perf record -a -g during the load; a workload sample (the peer binary: load generator and servers) counts when any frame is an eBPF program, a raw tracepoint's or cgroup hook's run of one (bpf_trace_run*, __cgroup_bpf_run_filter_*), or a run helper. Per unit: that share of the pass's workload CPU, divided by its connections, requests or queries. BPF stats (on unless -no-bpf-stats) read the clock twice around each run; production does not.",
 	}
 	mem.Notes = []string{
 		"peak RSS: VmHWM after the agent pass; + followers: after the pass with API followers. Kernel maps: locked memory of the agent's maps (preallocated, fixed).",
