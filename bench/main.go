@@ -56,7 +56,15 @@ func main() {
 	flag.BoolVar(&o.NoBPFStats, "no-bpf-stats", false, "leave BPF stats off: no eBPF run times, but no clock read around each program run either (what production pays; measure eBPF with perf)")
 	flag.BoolVar(&o.Perf, "perf", false, "sample every CPU with perf during the agent and hooks passes: the workload's CPU in eBPF programs and the kernel's dispatch around them (perturbs the other figures a little)")
 	flag.BoolVar(&o.NoInstall, "no-install", false, "do not apt-get install conntrack when it is missing")
+	render := flag.String("render", "", "only write results.md again from the results.json in this directory (after a change to the report)")
 	flag.Parse()
+	if *render != "" {
+		if err := rerender(*render); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q\n", flag.Args())
 		os.Exit(2)

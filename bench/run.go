@@ -195,6 +195,19 @@ func findBench(rs []gobench.Result, name, unit string) float64 {
 	return 0
 }
 
+// rerender writes dir's results.md again from its results.json.
+func rerender(dir string) error {
+	b, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err != nil {
+		return err
+	}
+	r := &Results{OutDir: dir}
+	if err := json.Unmarshal(b, r); err != nil {
+		return fmt.Errorf("%s: %w", dir, err)
+	}
+	return r.write()
+}
+
 // write puts results.json and results.md in the output directory.
 func (r *Results) write() error {
 	if err := os.MkdirAll(r.OutDir, 0o755); err != nil {
