@@ -237,6 +237,7 @@ func Open(cfg Config, log *slog.Logger) (*Datapath, error) {
 	}
 
 	d := &Datapath{log: log, udpShare: share(cfg.UDPPerCgroup)}
+	defer kernelBTF.release()
 	if err := requireTracingHelpers(); err != nil {
 		return nil, err
 	}

@@ -26,7 +26,7 @@ const (
 // kernelDropReasons reads enum skb_drop_reason from the kernel's BTF: the
 // names follow the running kernel, whose enum grows with every release.
 func kernelDropReasons() (map[uint64]string, error) {
-	spec, err := kernelBTF()
+	spec, err := kernelBTF.get()
 	if err != nil {
 		return nil, fmt.Errorf("kernel BTF: %w", err)
 	}

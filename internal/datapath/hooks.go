@@ -87,13 +87,47 @@ func enoughArgs(tp string, tpArgs func(string) (int, error)) (bool, string) {
 	return true, ""
 }
 
-var kernelBTF = sync.OnceValues(btf.LoadKernelSpec)
+// kernelBTF is the kernel's BTF, parsed on first use and kept only while
+// the datapath opens (Open releases it): the types read from it stay
+// inflated in the spec, ≈5 MB of heap nothing reads again, which the GC's
+// headroom would double for the life of the process.
+var kernelBTF = newBTFCache(btf.LoadKernelSpec)
+
+type btfCache struct {
+	load func() (*btf.Spec, error)
+	mu   sync.Mutex
+	spec *btf.Spec
+}
+
+func newBTFCache(load func() (*btf.Spec, error)) *btfCache { return &btfCache{load: load} }
+
+// get returns the spec, loading it if it is not held; an error is not kept,
+// so a later call tries again.
+func (c *btfCache) get() (*btf.Spec, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.spec == nil {
+		spec, err := c.load()
+		if err != nil {
+			return nil, err
+		}
+		c.spec = spec
+	}
+	return c.spec, nil
+}
+
+// release drops the spec: the next get parses it again.
+func (c *btfCache) release() {
+	c.mu.Lock()
+	c.spec = nil
+	c.mu.Unlock()
+}
 
 // kernelTracepointArgs counts a tracepoint's arguments in the kernel's BTF:
 // btf_trace_X is a pointer to a function whose first parameter is the
 // tracepoint's context, not one of its arguments.
 func kernelTracepointArgs(tp string) (int, error) {
-	spec, err := kernelBTF()
+	spec, err := kernelBTF.get()
 	if err != nil {
 		return 0, fmt.Errorf("kernel BTF: %w", err)
 	}
@@ -115,7 +149,7 @@ func kernelTracepointArgs(tp string) (int, error) {
 // kernelHasType reports whether the kernel's BTF has a type: tp_btf can
 // attach to tracepoint X when btf_trace_X exists, iter/X when bpf_iter__X does.
 func kernelHasType(name string) (bool, error) {
-	spec, err := kernelBTF()
+	spec, err := kernelBTF.get()
 	if err != nil {
 		return false, fmt.Errorf("kernel BTF: %w", err)
 	}

@@ -1,9 +1,11 @@
 package datapath
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 )
 
 func TestPlanSkipsWhatTheKernelLacks(t *testing.T) {
@@ -55,5 +57,33 @@ func TestPlanSkipsWhatTheKernelLacks(t *testing.T) {
 		if p.Type != ebpf.Tracing && p.Type != ebpf.Kprobe && p.Type != ebpf.CGroupSKB && p.Type != ebpf.CGroupSockAddr && p.Type != ebpf.CGroupSock {
 			t.Errorf("program %s has type %s the planner does not know", p.Name, p.Type)
 		}
+	}
+}
+
+func TestBTFCacheLoadsOnceUntilReleased(t *testing.T) {
+	loads := 0
+	fail := true
+	c := newBTFCache(func() (*btf.Spec, error) {
+		loads++
+		if fail {
+			return nil, errors.New("no BTF")
+		}
+		return &btf.Spec{}, nil
+	})
+	if _, err := c.get(); err == nil {
+		t.Fatal("get: want the load's error")
+	}
+	fail = false
+	a, err := c.get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := c.get()
+	if a != b || loads != 2 {
+		t.Fatalf("after a failed load and two gets: same spec %v, loads %d; want true, 2", a == b, loads)
+	}
+	c.release()
+	if d, _ := c.get(); d == a || loads != 3 {
+		t.Fatalf("after release: a new spec %v, loads %d; want true, 3", d != a, loads)
 	}
 }
