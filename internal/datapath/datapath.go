@@ -53,14 +53,18 @@ func DefaultConfig() Config {
 }
 
 // ringBytesFor sizes the end-event ring by the sockets tracked: 16 bytes a
-// socket (an event is ≈200) rounded up to a power of two, at least 4 MiB.
-// The ring is what absorbs a close storm while the agent's reader waits for
-// a CPU; when the load holds every core (a million held connections closing
-// at once on two cores) the reader can wait seconds. 4 MiB up to 262,144
-// sockets, 32 MiB for two million, whose sockets hold ≈20 GiB of kernel
-// memory themselves and tcp_socks ≈600 MiB.
+// socket (an event is 200 with its header) rounded up to a power of two, at
+// least 2 MiB. The ring is what absorbs a close storm while the agent's
+// reader waits for a CPU; when the load holds every core (a million held
+// connections closing at once on two cores) the reader can wait seconds.
+// The least is ≈10,000 events, 0.65 s of the bench's 100k burst closing
+// ≈16,000 sockets a second on two busy cores; more is resident twice
+// (user space maps the ring's pages twice, for records that wrap), so
+// 4 MiB cost 8 MiB of RSS (issue 17). 2 MiB up to 131,072 sockets, 32 MiB
+// for two million, whose sockets hold ≈20 GiB of kernel memory themselves
+// and tcp_socks ≈600 MiB.
 func ringBytesFor(sockets int) int {
-	const least = 4 << 20
+	const least = 2 << 20
 	want := 16 * sockets
 	if want <= least {
 		return least

@@ -311,11 +311,11 @@ func openWith(t *testing.T, cfg Config) *Datapath {
 }
 
 // The end-event ring grows with the sockets tracked, by powers of two,
-// never under 4 MiB.
+// never under 2 MiB.
 func TestRingBytesFor(t *testing.T) {
 	for _, c := range []struct{ sockets, want int }{
-		{0, 4 << 20}, {65536, 4 << 20}, {262144, 4 << 20}, {262145, 8 << 20},
-		{524288, 8 << 20}, {2_065_536, 32 << 20},
+		{0, 2 << 20}, {65536, 2 << 20}, {131072, 2 << 20}, {131073, 4 << 20},
+		{262144, 4 << 20}, {262145, 8 << 20}, {524288, 8 << 20}, {2_065_536, 32 << 20},
 	} {
 		if got := ringBytesFor(c.sockets); got != c.want {
 			t.Errorf("ringBytesFor(%d) = %d, want %d", c.sockets, got, c.want)
