@@ -85,8 +85,8 @@ func (r *Ring) JSON(e *Entry) ([]byte, error) {
 type Ring struct {
 	mu    sync.Mutex
 	spans []span
-	data  []byte // offset o is at data[o%len]
-	end   uint64 // the offset after the newest encoding
+	data  *mapped // offset o is at data.b[o%len], outside the heap (offheap.go)
+	end   uint64  // the offset after the newest encoding
 	next  uint64
 	wake  chan struct{} // closed and replaced after every write
 
@@ -113,8 +113,10 @@ func New(capacity int) *Ring {
 }
 
 func newRing(capacity, keep int) *Ring {
-	return &Ring{spans: make([]span, capacity), data: make([]byte, 4096), wake: make(chan struct{}),
+	r := &Ring{spans: make([]span, capacity), wake: make(chan struct{}),
 		json: make([]atomic.Pointer[encoded], keep)}
+	r.data = newMapped(r, 4096)
+	return r
 }
 
 // Write appends records, overwriting the oldest, and wakes followers. The
@@ -142,7 +144,7 @@ func (r *Ring) Write(recs []flow.Record) {
 		if oldest := (s + 1) - min(s+1, capacity); oldest < s {
 			start = r.spans[oldest%capacity].off
 		}
-		if need := r.end + uint64(n) - start; need > uint64(len(r.data)) {
+		if need := r.end + uint64(n) - start; need > uint64(len(r.data.b)) {
 			r.grow(start, need)
 		}
 		r.put(r.end, b[:n])
@@ -163,29 +165,30 @@ func (r *Ring) Write(recs []flow.Record) {
 // quarter more than needed, not the next power of two: a full ring of the
 // default 65,536 records needs ≈10 MB, which a power of two made 16.
 func (r *Ring) grow(start, need uint64) {
-	data := make([]byte, need+need/4)
-	old := r.data
-	r.data = data
+	old := r.data.resize(int(need + need/4))
 	for off := start; off < r.end; {
 		chunk := old[off%uint64(len(old)):]
 		chunk = chunk[:min(uint64(len(chunk)), r.end-off)]
 		r.put(off, chunk)
 		off += uint64(len(chunk))
 	}
+	unmapBytes(old)
 }
 
 // put copies b into data at offset off, wrapping around its end.
 func (r *Ring) put(off uint64, b []byte) {
-	n := copy(r.data[off%uint64(len(r.data)):], b)
-	copy(r.data, b[n:])
+	data := r.data.b
+	n := copy(data[off%uint64(len(data)):], b)
+	copy(data, b[n:])
 }
 
 // get appends to dst the n bytes of data at offset off.
 func (r *Ring) get(dst []byte, off uint64, n int) []byte {
-	at := off % uint64(len(r.data))
-	first := r.data[at:min(at+uint64(n), uint64(len(r.data)))]
+	data := r.data.b
+	at := off % uint64(len(data))
+	first := data[at:min(at+uint64(n), uint64(len(data)))]
 	dst = append(dst, first...)
-	return append(dst, r.data[:n-len(first)]...)
+	return append(dst, data[:n-len(first)]...)
 }
 
 // Bounds is the range of sequence numbers the ring holds now: [oldest, next).

@@ -154,7 +154,7 @@ func TestDataSizedToRecords(t *testing.T) {
 		}
 		r.Write(batch)
 	}
-	if n := len(r.data); n < need || n > need+need/4 {
+	if n := len(r.data.b); n < need || n > need+need/4 {
 		t.Errorf("data holds %d bytes for %d records of %d bytes (%d); want at most %d", n, capacity, size, need, need+need/4)
 	}
 	es, lost := r.Read(0, 3*capacity, nil)
