@@ -67,7 +67,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.EndedFlush, "ended-flush", c.EndedFlush, "how often the records of connections that ended are sent ahead of their interval (0: at the interval's end; up with --data-dir defaults to 0: each flush is a write to the history log)")
 	fs.IntVar(&c.Datapath.TCPSockets, "max-tcp-sockets", c.Datapath.TCPSockets, "TCP sockets tracked in the kernel")
 	fs.IntVar(&c.Datapath.UDPFlows, "max-udp-flows", c.Datapath.UDPFlows, "UDP conversations counted in the kernel")
-	fs.IntVar(&c.Datapath.RingBytes, "ring-buffer-bytes", c.Datapath.RingBytes, "kernel ring buffer for socket end events (power of two; 0: 16 bytes per --max-tcp-sockets, at least 4 MiB)")
+	fs.IntVar(&c.Datapath.RingBytes, "ring-buffer-bytes", c.Datapath.RingBytes, "kernel ring buffer for socket end events (power of two; 0: 16 bytes per --max-tcp-sockets, at least 2 MiB)")
 	fs.IntVar(&c.Datapath.TCPPerCgroup, "max-tcp-sockets-per-cgroup", c.Datapath.TCPPerCgroup, "TCP sockets one cgroup may hold in the kernel map (0: a quarter of it, -1: no limit)")
 	fs.IntVar(&c.Datapath.UDPPerCgroup, "max-udp-flows-per-cgroup", c.Datapath.UDPPerCgroup, "UDP conversations one cgroup may hold in the kernel map (0: a quarter of it, -1: no limit)")
 	fs.IntVar(&c.Table.MaxSockets, "max-tcp-table-sockets", c.Table.MaxSockets, "TCP sockets the connection table remembers between reads (0: sized from --max-tcp-sockets)")
