@@ -42,7 +42,7 @@ func (t *Table) requestsKey(of *RequestsOf) (recKey, uint64) {
 	role, start := of.Role, of.StartNS
 	if of.Protocol == flow.UDP {
 		role = flow.RoleServer
-		if e, ok := t.convs[convKey{of.Cookie, of.Local, of.Remote}]; ok {
+		if e, ok := t.convs[newConvKey(of.Cookie, of.Local, of.Remote)]; ok {
 			start = e.firstNS
 			if e.initiator {
 				role = flow.RoleClient

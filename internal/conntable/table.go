@@ -136,9 +136,24 @@ type connection struct {
 	opened bool           // its opening was accounted, or it was adopted
 }
 
+// convKey finds a conversation. Pointer-free and without padding (an
+// netip.AddrPort holds a zone pointer and padding), so that the map hashes
+// and compares it as plain memory and, its entries holding no pointers
+// either, the GC never scans it: at a thousand DNS queries a second it
+// remembers two conversations a query for UDPForget.
 type convKey struct {
 	cookie        uint64
-	local, remote netip.AddrPort
+	local, remote [16]byte
+	ports         uint64 // IPv4 bit, local port, remote port
+}
+
+func newConvKey(cookie uint64, local, remote netip.AddrPort) convKey {
+	k := convKey{cookie: cookie, local: local.Addr().As16(), remote: remote.Addr().As16(),
+		ports: uint64(local.Port())<<16 | uint64(remote.Port())}
+	if local.Addr().Is4() {
+		k.ports |= 1 << 32
+	}
+	return k
 }
 
 // udpCounts are a kernel entry's cumulative counters.
@@ -155,7 +170,6 @@ type releasedConv struct {
 }
 
 type convEntry struct {
-	key             convKey
 	firstNS, lastNS uint64 // of the kernel entry last read
 	counts          udpCounts
 	initiator       bool
@@ -239,7 +253,7 @@ type Table struct {
 	clock     clock
 	socks     map[uint64]*sockEntry
 	untracked map[uint64]uint64 // cookie -> last sync, of sockets counted in SocketsUntracked
-	convs     map[convKey]*convEntry
+	convs     map[convKey]convEntry
 	released  []releasedConv // conversations gone from the kernel map, oldest first
 	releasing []releasedConv // those ReleasedUDP took since the last SyncUDP
 	pending   flowIndex
@@ -263,7 +277,7 @@ func New(cfg Config) *Table {
 		clock:     newClock(cfg.BootTime),
 		socks:     make(map[uint64]*sockEntry),
 		untracked: make(map[uint64]uint64),
-		convs:     make(map[convKey]*convEntry),
+		convs:     make(map[convKey]convEntry),
 		pending:   newFlowIndex(),
 	}
 }
@@ -515,12 +529,14 @@ func (t *Table) SyncUDP(changed []flow.UDPConversation, now uint64) (expired []i
 	var fresh []int
 	for i := range changed {
 		c := &changed[i]
-		e, ok := t.convs[convKey{c.Cookie, c.Local, c.Remote}]
+		k := newConvKey(c.Cookie, c.Local, c.Remote)
+		e, ok := t.convs[k]
 		if !ok {
 			fresh = append(fresh, i)
 			continue
 		}
-		t.syncConv(e, c)
+		t.syncConv(&e, c)
+		t.convs[k] = e
 		if t.idle(c, now) {
 			expired = append(expired, i)
 		}
@@ -528,15 +544,14 @@ func (t *Table) SyncUDP(changed []flow.UDPConversation, now uint64) (expired []i
 	t.forget(now, len(fresh))
 	for _, i := range fresh {
 		c := &changed[i]
-		e := &convEntry{key: convKey{c.Cookie, c.Local, c.Remote}, initiator: c.Initiator}
+		e := convEntry{initiator: c.Initiator}
+		t.syncConv(&e, c)
 		if len(t.convs) >= t.cfg.MaxConversations {
-			t.syncConv(e, c)
 			t.stats.ConversationsReleasedEarly++
 			expired = append(expired, i)
 			continue
 		}
-		t.convs[e.key] = e
-		t.syncConv(e, c)
+		t.convs[newConvKey(c.Cookie, c.Local, c.Remote)] = e
 		if t.idle(c, now) {
 			expired = append(expired, i)
 		}
@@ -554,10 +569,12 @@ func (t *Table) ReleasedUDP(read, final *flow.UDPConversation) {
 		prev = udpCounts{} // a new entry made after the read under the same key
 	}
 	initiator := final.Initiator
-	if e, ok := t.convs[convKey{final.Cookie, final.Local, final.Remote}]; ok {
+	k := newConvKey(final.Cookie, final.Local, final.Remote)
+	if e, ok := t.convs[k]; ok {
 		initiator = e.initiator
 		e.lastNS = max(e.lastNS, final.LastNS)
-		t.releasing = append(t.releasing, releasedConv{e.key, e.lastNS})
+		t.convs[k] = e
+		t.releasing = append(t.releasing, releasedConv{k, e.lastNS})
 	}
 	t.accountUDP(final, prev, initiator)
 }
@@ -572,15 +589,15 @@ func (t *Table) UDPIdle() time.Duration { return t.cfg.UDPIdle }
 // conversation of the other role. Call it before SyncUDP of the same
 // interval: a later read may hold a new entry under the same key.
 func (t *Table) EndedUDP(final *flow.UDPConversation) {
-	k := convKey{final.Cookie, final.Local, final.Remote}
+	k := newConvKey(final.Cookie, final.Local, final.Remote)
 	e, ok := t.convs[k]
 	if !ok {
-		e = &convEntry{key: k, initiator: final.Initiator}
-		if len(t.convs) < t.cfg.MaxConversations {
-			t.convs[k] = e
-		}
+		e = convEntry{initiator: final.Initiator}
 	}
-	t.syncConv(e, final)
+	t.syncConv(&e, final)
+	if ok || len(t.convs) < t.cfg.MaxConversations {
+		t.convs[k] = e
+	}
 	t.releasing = append(t.releasing, releasedConv{k, e.lastNS})
 }
 

@@ -22,7 +22,7 @@ type kernelUDP struct {
 }
 
 func (k *kernelUDP) datagram(cookie uint64, local, remote netip.AddrPort, send bool, bytes, at uint64) {
-	key := convKey{cookie, local, remote}
+	key := newConvKey(cookie, local, remote)
 	i, ok := k.index[key]
 	if !ok {
 		if len(k.entries) >= k.cap {
@@ -49,7 +49,7 @@ func (k *kernelUDP) datagram(cookie uint64, local, remote netip.AddrPort, send b
 // end moves a socket's conversation out, as udp_release does when the
 // socket closes.
 func (k *kernelUDP) end(cookie uint64, local, remote netip.AddrPort) {
-	i := k.index[convKey{cookie, local, remote}]
+	i := k.index[newConvKey(cookie, local, remote)]
 	k.ended = append(k.ended, k.entries[i])
 	k.delete([]int{i})
 }
@@ -95,11 +95,11 @@ func (k *kernelUDP) delete(idx []int) {
 	for j := len(idx) - 1; j >= 0; j-- {
 		i, last := idx[j], len(k.entries)-1
 		c := k.entries[i]
-		delete(k.index, convKey{c.Cookie, c.Local, c.Remote})
+		delete(k.index, newConvKey(c.Cookie, c.Local, c.Remote))
 		if i != last {
 			m := k.entries[last]
 			k.entries[i] = m
-			k.index[convKey{m.Cookie, m.Local, m.Remote}] = i
+			k.index[newConvKey(m.Cookie, m.Local, m.Remote)] = i
 		}
 		k.entries = k.entries[:last]
 	}
