@@ -23,16 +23,24 @@ type ConnKey struct {
 
 // connID is what the tracker finds a connection by: the socket, and the
 // peer for UDP. Closed's key need only agree with the samples' on these.
+// Plain memory (a netip.AddrPort holds a zone pointer and padding), so
+// that the map hashes and compares it whole: a resolver's socket per
+// query makes two conversations a query, each a map entry.
 type connID struct {
 	cookie uint64
-	remote netip.AddrPort
+	remote [16]byte
+	port   uint64 // the remote port, and an IPv4 bit
 }
 
 func (k ConnKey) id() connID {
 	if !k.UDP {
 		return connID{cookie: k.Cookie}
 	}
-	return connID{cookie: k.Cookie, remote: k.Remote}
+	id := connID{cookie: k.Cookie, remote: k.Remote.Addr().As16(), port: uint64(k.Remote.Port())}
+	if k.Remote.Addr().Is4() {
+		id.port |= 1 << 16
+	}
+	return id
 }
 
 // Hint is the kernel's guess at a socket's content (enum l7_hint).
