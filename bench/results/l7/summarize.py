@@ -1,41 +1,51 @@
 import json, sys, statistics, os
-O = sys.argv[1]
-def load(name):
-    d = json.load(open(os.path.join(O, name, 'results.json')))
-    s = d['scenarios'][0]
+
+def load(d, name):
+    """One http-keepalive run's figures per request, from d/name/results.json."""
+    r = json.load(open(os.path.join(d, name, 'results.json')))
+    s = r['scenarios'][0]
     ps = {p['name']: p for p in s['passes']}
     a = ps['agent']; c = a['cost']; t = a['traffic']
     req = t['requests']
     progs = {p['name']: p for p in c['bpf']['progs']}
+    comp = a.get('completeness')
     return dict(name=name, req=req, base_rps=ps['baseline']['throughput'].get('requests_per_second', 0),
         rps=a['throughput'].get('requests_per_second', 0),
         agent=c['agent_us_per_unit'], bpf=c['bpf_cpu_seconds_net']/req*1e6, total=c['total_us_per_unit'],
-        wl=a.get('workload_cpu_seconds', 0), progs=progs)
-runs = [n for n in sys.argv[2:]]
-rows = [load(n) for n in runs]
-for r in rows:
-    p = r['progs']
-    print(f"{r['name']:8} req={r['req']:7} base={r['base_rps']:8.0f} with={r['rps']:8.0f} agent={r['agent']:6.2f} bpf={r['bpf']:6.2f} total={r['total']:6.2f} "
-          + " ".join(f"{k}={p[k]['ns_per_run']:.0f}ns×{p[k]['runs']/r['req']:.2f}/req" for k in ('on_send','on_recv','udp_egress','udp_ingress') if k in p))
+        wl=a.get('workload_cpu_seconds', 0), progs=progs,
+        lost=a.get('lost_total'), exact=json.dumps(comp).count('"exact": true') if comp else None)
 
-def med(xs): return statistics.median(xs)
-on = [r for r in rows if r['name'].startswith('on')]
-off = [r for r in rows if r['name'].startswith('off')]
-def fig(f, rs, fmt='{:.2f}'):
-    xs = [f(r) for r in rs]
-    return f"{fmt.format(med(xs))} ({fmt.format(min(xs))}–{fmt.format(max(xs))})"
-if on and off:
-    print()
-    print(f"| per HTTP request (median, range of {len(on)} on / {len(off)} off) | L7 on | `--no-l7` | on − off (medians) |")
-    print("|---|--:|--:|--:|")
-    for label, f in [('agent CPU, µs', lambda r: r['agent']), ('eBPF run time, µs', lambda r: r['bpf']), ('sum, µs', lambda r: r['total'])]:
-        print(f"| {label} | {fig(f,on)} | {fig(f,off)} | **{med([f(r) for r in on])-med([f(r) for r in off]):+.2f}** |")
-    for k in ('on_send', 'on_recv', 'udp_egress', 'udp_ingress'):
-        f = lambda r, k=k: r['progs'][k]['ns_per_run']
-        g = lambda r, k=k: r['progs'][k]['runs']/r['req']
-        h = lambda r, k=k: r['progs'][k]['time_ns']/r['req']
-        print(f"| {k}: ns/run × runs/request = ns/request | {fig(f,on,'{:.0f}')} × {med([g(r) for r in on]):.2f} = {med([h(r) for r in on]):.0f} | {fig(f,off,'{:.0f}')} × {med([g(r) for r in off]):.2f} = {med([h(r) for r in off]):.0f} | {med([h(r) for r in on])-med([h(r) for r in off]):+.0f} ns |")
-    f = lambda r: r['rps']; b = lambda r: r['base_rps']; c = lambda r: (r['rps']/r['base_rps']-1)*100
-    print(f"| req/s with the agent | {fig(f,on,'{:,.0f}')} | {fig(f,off,'{,.0f}'.replace('{,','{:,'))} | {(med([f(r) for r in on])/med([f(r) for r in off])-1)*100:+.1f}% |")
-    print(f"| req/s without any agent (same run's baseline) | {fig(b,on,'{:,.0f}')} | {fig(b,off,'{:,.0f}')} | |")
-    print(f"| change with the agent vs its run's baseline | {fig(c,on,'{:+.1f}%')} | {fig(c,off,'{:+.1f}%')} | |")
+
+def main():
+    O = sys.argv[1]
+    runs = [n for n in sys.argv[2:]]
+    rows = [load(O, n) for n in runs]
+    for r in rows:
+        p = r['progs']
+        print(f"{r['name']:8} req={r['req']:7} base={r['base_rps']:8.0f} with={r['rps']:8.0f} agent={r['agent']:6.2f} bpf={r['bpf']:6.2f} total={r['total']:6.2f} "
+              + " ".join(f"{k}={p[k]['ns_per_run']:.0f}ns×{p[k]['runs']/r['req']:.2f}/req" for k in ('on_send','on_recv','udp_egress','udp_ingress') if k in p))
+
+    def med(xs): return statistics.median(xs)
+    on = [r for r in rows if r['name'].startswith('on')]
+    off = [r for r in rows if r['name'].startswith('off')]
+    def fig(f, rs, fmt='{:.2f}'):
+        xs = [f(r) for r in rs]
+        return f"{fmt.format(med(xs))} ({fmt.format(min(xs))}–{fmt.format(max(xs))})"
+    if on and off:
+        print()
+        print(f"| per HTTP request (median, range of {len(on)} on / {len(off)} off) | L7 on | `--no-l7` | on − off (medians) |")
+        print("|---|--:|--:|--:|")
+        for label, f in [('agent CPU, µs', lambda r: r['agent']), ('eBPF run time, µs', lambda r: r['bpf']), ('sum, µs', lambda r: r['total'])]:
+            print(f"| {label} | {fig(f,on)} | {fig(f,off)} | **{med([f(r) for r in on])-med([f(r) for r in off]):+.2f}** |")
+        for k in ('on_send', 'on_recv', 'udp_egress', 'udp_ingress'):
+            f = lambda r, k=k: r['progs'][k]['ns_per_run']
+            g = lambda r, k=k: r['progs'][k]['runs']/r['req']
+            h = lambda r, k=k: r['progs'][k]['time_ns']/r['req']
+            print(f"| {k}: ns/run × runs/request = ns/request | {fig(f,on,'{:.0f}')} × {med([g(r) for r in on]):.2f} = {med([h(r) for r in on]):.0f} | {fig(f,off,'{:.0f}')} × {med([g(r) for r in off]):.2f} = {med([h(r) for r in off]):.0f} | {med([h(r) for r in on])-med([h(r) for r in off]):+.0f} ns |")
+        f = lambda r: r['rps']; b = lambda r: r['base_rps']; c = lambda r: (r['rps']/r['base_rps']-1)*100
+        print(f"| req/s with the agent | {fig(f,on,'{:,.0f}')} | {fig(f,off,'{,.0f}'.replace('{,','{:,'))} | {(med([f(r) for r in on])/med([f(r) for r in off])-1)*100:+.1f}% |")
+        print(f"| req/s without any agent (same run's baseline) | {fig(b,on,'{:,.0f}')} | {fig(b,off,'{:,.0f}')} | |")
+        print(f"| change with the agent vs its run's baseline | {fig(c,on,'{:+.1f}%')} | {fig(c,off,'{:+.1f}%')} | |")
+
+if __name__ == '__main__':
+    main()

@@ -1,18 +1,13 @@
-import json, sys, os, statistics
+import sys, os, statistics
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+from summarize import load as load_run  # the keep-alive run's figures, shared with ../summarize.py
+
 O = sys.argv[1]
 def load(name):
-    d = json.load(open(os.path.join(O, name, 'results.json')))
-    s = d['scenarios'][0]
-    ps = {p['name']: p for p in s['passes']}
-    a = ps['agent']; c = a['cost']; t = a['traffic']
-    req = t['requests']
-    progs = {p['name']: p for p in c['bpf']['progs']}
-    comp = a.get('completeness')
-    return dict(name=name, req=req, rps=a['throughput'].get('requests_per_second', 0), base=ps['baseline']['throughput'].get('requests_per_second', 0),
-        agent=c['agent_us_per_unit'], bpf=c['bpf_cpu_seconds_net']/req*1e6, total=c['total_us_per_unit'],
-        send=progs['on_send']['ns_per_run'], recv=progs['on_recv']['ns_per_run'],
-        sendruns=progs['on_send']['runs']/req, recvruns=progs['on_recv']['runs']/req,
-        lost=a.get('lost_total'), exact=json.dumps(comp).count('"exact": true') if comp else None)
+    r = load_run(O, name)
+    p = r['progs']
+    return dict(r, base=r['base_rps'], send=p['on_send']['ns_per_run'], recv=p['on_recv']['ns_per_run'],
+        sendruns=p['on_send']['runs']/r['req'], recvruns=p['on_recv']['runs']/r['req'])
 def fig(xs, fmt='{:.2f}'):
     return f"{fmt.format(statistics.median(xs))} ({fmt.format(min(xs))}–{fmt.format(max(xs))})"
 rows = {}
