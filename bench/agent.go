@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,6 +22,7 @@ import (
 	"github.com/flowlens/flowlens/bench/internal/host"
 	"github.com/flowlens/flowlens/bench/internal/procfs"
 	"github.com/flowlens/flowlens/bench/internal/promtext"
+	"github.com/flowlens/flowlens/internal/datapath"
 )
 
 // agent is the observability agent under test, in a cgroup of its own so
@@ -212,8 +214,25 @@ func (a *agent) cpu() (cpuSample, error) {
 
 func (a *agent) memory() (procfs.Memory, error) { return procfs.ReadStatus(a.pid) }
 
-// bpf reads the agent's programs and maps with their names.
-func (a *agent) bpf(ctx context.Context) (bpfstat.Snapshot, error) { return bpfSnapshot(ctx, a.pid) }
+// bpf reads the agent's programs and maps with their names. Its
+// iterators are left out: they run inside the agent's own reads, so their
+// time is already in the agent's CPU.
+func (a *agent) bpf(ctx context.Context) (bpfstat.Snapshot, error) {
+	s, err := bpfSnapshot(ctx, a.pid)
+	if err != nil {
+		return s, err
+	}
+	iters, err := datapath.Iterators()
+	if err != nil {
+		return s, err
+	}
+	for id, p := range s.Progs {
+		if slices.Contains(iters, p.Name) {
+			delete(s.Progs, id)
+		}
+	}
+	return s, nil
+}
 
 // bpfSnapshot reads the programs and maps a process holds, with their names.
 func bpfSnapshot(ctx context.Context, pid int) (bpfstat.Snapshot, error) {

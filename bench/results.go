@@ -229,7 +229,7 @@ func (r *Results) tables() []report.Table {
 	}
 	over.Notes = []string{
 		"agent CPU: the agent's own cgroup (cpu.stat usage_usec, children included) from the workload's start until " + drain.String() + " after its end (its last interval); /proc/<pid>/stat utime+stime is in results.json.",
-		"eBPF CPU: run_time_ns of the agent's programs (BPF stats); it runs in the workload's context, so it is also inside workload CPU.",
+		"eBPF CPU: run_time_ns of the agent's programs (BPF stats); it runs in the workload's context, so it is also inside workload CPU. The agent's iterators run inside its own reads: their time is in agent CPU and left out here. BPF stats time the programs only, not the kernel's dispatch around them (see the hooks pass and --perf).",
 		"background: the agent sees every socket on the host; its CPU and its programs' run time per second in quiet windows just before and after the pass are subtracted (net). On a busy shared host the net values are noisy.",
 		"shares divide by the workload's CPU in the same run (its cgroup's usage_usec: load generator and servers, eBPF included); total = agent + eBPF.",
 	}

@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"net"
+	"slices"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -107,5 +108,17 @@ func TestAttachEmptyMirrorsTheAgentsHooksAndPassesTraffic(t *testing.T) {
 		if st.RunCount == 0 {
 			t.Errorf("empty %s never ran", name)
 		}
+	}
+}
+
+// The iterators are the programs the agent runs inside its own reads.
+func TestIterators(t *testing.T) {
+	got, err := Iterators()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(got)
+	if want := []string{"read_listeners", "read_touched", "read_udp", "walk_tcp"}; !slices.Equal(got, want) {
+		t.Fatalf("iterators %v, want %v", got, want)
 	}
 }
