@@ -222,7 +222,7 @@ func (a *agent) bpf(ctx context.Context) (bpfstat.Snapshot, error) {
 	if err != nil {
 		return s, err
 	}
-	iters, err := datapath.Iterators()
+	iters, err := iterators()
 	if err != nil {
 		return s, err
 	}
@@ -233,6 +233,10 @@ func (a *agent) bpf(ctx context.Context) (bpfstat.Snapshot, error) {
 	}
 	return s, nil
 }
+
+// iterators are the agent's iterator programs, read once from its eBPF
+// object rather than at every snapshot.
+var iterators = sync.OnceValues(datapath.Iterators)
 
 // bpfSnapshot reads the programs and maps a process holds, with their names.
 func bpfSnapshot(ctx context.Context, pid int) (bpfstat.Snapshot, error) {

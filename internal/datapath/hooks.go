@@ -62,6 +62,23 @@ func plan(spec *ebpf.CollectionSpec, cgroupMount string, hasType func(string) (b
 	return hooks
 }
 
+// Iterators names the programs that run only inside the agent's own reads
+// (BPF iterators): their time is the agent's CPU, not its workload's. The
+// names are the kernel's, cut to 15 bytes.
+func Iterators() ([]string, error) {
+	spec, err := loadFlowlens()
+	if err != nil {
+		return nil, fmt.Errorf("load eBPF spec: %w", err)
+	}
+	var names []string
+	for name, p := range spec.Programs {
+		if p.AttachType == ebpf.AttachTraceIter {
+			names = append(names, name[:min(len(name), 15)])
+		}
+	}
+	return names, nil
+}
+
 // wantArgs is how many arguments a program reads of the tracepoints whose
 // signature grew over kernel versions.
 var wantArgs = map[string]struct {

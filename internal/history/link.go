@@ -6,10 +6,11 @@ package history
 // loader reads at every start and so stay resident. Nothing looks them up:
 // the only symbols a loader needs are cgo's exports, which Go's linker
 // names one by one (--export-dynamic-symbol), and the extensions the
-// history's queries use are linked in, none loaded from a file. This flag undoes -rdynamic wherever
-// it stands on the link line (the compiler driver puts -export-dynamic
-// before every -Wl option), is on cgo's list of allowed flags, and so
-// holds for every build, go run and go test included, with no flags.
+// history's queries use are linked in, none loaded from a file. This flag
+// undoes -rdynamic wherever it stands on the link line (the compiler
+// driver puts -export-dynamic before every -Wl option), is on cgo's list
+// of allowed flags, and so holds for every build, go run and go test
+// included, with no flags.
 
 // #cgo LDFLAGS: -Wl,--no-export-dynamic
 import "C"
