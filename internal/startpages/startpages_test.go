@@ -5,6 +5,9 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // Only the executable's read-only mappings without a page of their own are
@@ -64,4 +67,61 @@ func TestReleaseKeepsTheProcessWorking(t *testing.T) {
 	if again, err := Release(); err != nil || again != n {
 		t.Fatalf("second release: %d bytes, %v; want %d, nil", again, err, n)
 	}
+}
+
+// A file's cached pages that nothing maps leave the page cache: what the
+// release does to the executable once its mappings are dropped, so that
+// pages touched again come back in small folios (a test binary is too small
+// to show it: the folios it runs in hold most of it).
+func TestEvictDropsUnmappedPages(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	const size = 8 << 20
+	if _, err := f.Write(make([]byte, size)); err != nil {
+		t.Fatal(err)
+	}
+	// Written pages are dirty until written back, and the kernel evicts
+	// only clean ones.
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.ReadAt(make([]byte, size), 0); err != nil {
+		t.Fatal(err)
+	}
+	before := cachedPages(t, f)
+	if err := evict(f); err != nil {
+		t.Fatal(err)
+	}
+	after := cachedPages(t, f)
+	if want := size / os.Getpagesize(); before != want || after != 0 {
+		t.Errorf("cached pages: %d before the eviction, %d after; want %d, 0", before, after, want)
+	}
+}
+
+// cachedPages counts f's pages in the page cache, with mincore on a
+// mapping that touches none of them.
+func cachedPages(t *testing.T, f *os.File) int {
+	t.Helper()
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	vec := make([]byte, (len(m)+os.Getpagesize()-1)/os.Getpagesize())
+	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)),
+		uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
+		t.Fatalf("mincore: %v", errno)
+	}
+	n := 0
+	for _, v := range vec {
+		n += int(v & 1)
+	}
+	return n
 }
