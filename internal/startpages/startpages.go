@@ -59,6 +59,15 @@ func Release() (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	// The running file, not its path: the path may name a newer build.
+	// Opened first, so that between the release and the eviction the
+	// process runs as little code as it can: a folio it touches there is
+	// mapped again, and stays large.
+	f, err := os.Open("/proc/self/exe")
+	if err != nil {
+		return 0, fmt.Errorf("open the executable: %w", err)
+	}
+	defer f.Close()
 	var n uint64
 	for _, m := range ms {
 		if _, _, errno := unix.Syscall(unix.SYS_MADVISE, m.start, m.end-m.start, unix.MADV_DONTNEED); errno != 0 {
@@ -66,12 +75,6 @@ func Release() (uint64, error) {
 		}
 		n += uint64(m.end - m.start)
 	}
-	// The running file, not its path: the path may name a newer build.
-	f, err := os.Open("/proc/self/exe")
-	if err != nil {
-		return n, fmt.Errorf("open the executable: %w", err)
-	}
-	defer f.Close()
 	if err := evict(f); err != nil {
 		return n, fmt.Errorf("evict the executable's cached pages: %w", err)
 	}
