@@ -12,7 +12,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/flowlens/flowlens/internal/flow"
@@ -58,9 +57,8 @@ func DefaultConfig() Config {
 // reader waits for a CPU; when the load holds every core (a million held
 // connections closing at once on two cores) the reader can wait seconds.
 // The least is ≈10,000 events, 0.65 s of the bench's 100k burst closing
-// ≈16,000 sockets a second on two busy cores; more is resident twice
-// (user space maps the ring's pages twice, for records that wrap), so
-// 4 MiB cost 8 MiB of RSS (issue 17). 2 MiB up to 131,072 sockets, 32 MiB
+// ≈16,000 sockets a second on two busy cores; more is resident in the
+// agent's RSS too, as the reader maps it (issue 17). 2 MiB up to 131,072 sockets, 32 MiB
 // for two million, whose sockets hold ≈20 GiB of kernel memory themselves
 // and tcp_socks ≈600 MiB.
 func ringBytesFor(sockets int) int {
@@ -151,8 +149,8 @@ type Datapath struct {
 	// readListeners iterates the listeners map; nil where the kernel
 	// lacks map element iterators.
 	readListeners *ebpf.Program
-	ring          *ringbuf.Reader
-	l7ring        *ringbuf.Reader // nil: L7 capture off
+	ring          *ringReader
+	l7ring        *ringReader // nil: L7 capture off
 	uprobes       map[string]*ebpf.Program
 	hooks         []Hook
 	touched       *touched   // nil: the kernel cannot mark changed sockets
@@ -162,12 +160,9 @@ type Datapath struct {
 	noBarrier bool
 	comms     comms
 
-	rec        ringbuf.Record
-	l7rec      ringbuf.Record
 	l7ev       flowlensL7Event
-	l7until    time.Time // l7ring's deadline, as last set (l7.go)
-	l7wake     *os.File  // the L7 ring in Go's poller (l7.go: WaitL7)
-	endWake    *os.File  // the events ring in Go's poller (ReadEnd)
+	l7wake     *os.File // the L7 ring in Go's poller (l7.go: WaitL7)
+	endWake    *os.File // the events ring in Go's poller (ReadEnd)
 	tcpKeys    []uint64
 	tcpVals    []flowlensTcpState
 	udpKeys    []flowlensUdpKey
@@ -286,20 +281,18 @@ func Open(cfg Config, log *slog.Logger) (*Datapath, error) {
 		d.Close()
 		return nil, err
 	}
-	d.ring, err = ringbuf.NewReader(d.maps.Events)
-	if err != nil {
+	if d.ring, err = newRingReader(d.maps.Events); err != nil {
 		d.Close()
-		return nil, fmt.Errorf("open ring buffer reader: %w", err)
+		return nil, fmt.Errorf("open the end-event ring: %w", err)
 	}
-	d.ring.SetDeadline(noWait) // ReadEnd waits in waitReadable
 	if d.endWake, err = pollable(d.maps.Events, "events"); err != nil {
 		d.Close()
 		return nil, err
 	}
 	if cfg.L7CaptureBytes > 0 {
-		if d.l7ring, err = ringbuf.NewReader(d.maps.L7Events); err != nil {
+		if d.l7ring, err = newRingReader(d.maps.L7Events); err != nil {
 			d.Close()
-			return nil, fmt.Errorf("open L7 ring buffer reader: %w", err)
+			return nil, fmt.Errorf("open the L7 ring: %w", err)
 		}
 		if d.l7wake, err = pollable(d.maps.L7Events, "l7_events"); err != nil {
 			d.Close()
@@ -380,10 +373,10 @@ func (d *Datapath) Hooks() []Hook { return d.hooks }
 func (d *Datapath) Close() error {
 	var errs []error
 	if d.ring != nil {
-		errs = append(errs, d.ring.Close())
+		errs = append(errs, d.ring.close())
 	}
 	if d.l7ring != nil {
-		errs = append(errs, d.l7ring.Close())
+		errs = append(errs, d.l7ring.close())
 	}
 	if d.l7wake != nil {
 		errs = append(errs, d.l7wake.Close())
@@ -416,19 +409,28 @@ var ErrTimeout = os.ErrDeadlineExceeded
 // deadline (ErrTimeout). The kernel wakes the reader only once a quarter of
 // the ring is full: with less waiting, ReadEnd returns at the deadline.
 func (d *Datapath) ReadEnd(deadline time.Time) (flow.TCPEnd, error) {
+	raw, err := readRing(d.ring, d.endWake, deadline)
+	if err != nil {
+		return flow.TCPEnd{}, err
+	}
+	return d.decodeEnd(raw)
+}
+
+// readRing returns r's next record, waiting for the kernel to wake wake's
+// readers until deadline (ErrTimeout): a ring is looked at once more when
+// the wait ends, as the kernel wakes its readers only once it is a quarter
+// full.
+func readRing(r *ringReader, wake *os.File, deadline time.Time) ([]byte, error) {
 	for {
-		err := d.ring.ReadInto(&d.rec)
-		if err == nil {
-			return d.decodeEnd(d.rec.RawSample)
-		}
-		if !errors.Is(err, ErrTimeout) && !errors.Is(err, ringbuf.ErrFlushed) {
-			return flow.TCPEnd{}, err
+		raw, err := r.next()
+		if raw != nil || err != nil {
+			return raw, err
 		}
 		if !time.Now().Before(deadline) {
-			return flow.TCPEnd{}, ErrTimeout
+			return nil, ErrTimeout
 		}
-		if err := waitReadable(d.endWake, deadline); err != nil {
-			return flow.TCPEnd{}, err
+		if err := waitReadable(wake, deadline); err != nil && !errors.Is(err, ErrTimeout) {
+			return nil, err
 		}
 	}
 }
@@ -440,7 +442,7 @@ func (d *Datapath) ReadEnd(deadline time.Time) (flow.TCPEnd, error) {
 func (d *Datapath) WaitEnd(deadline time.Time) error { return waitReadable(d.endWake, deadline) }
 
 // Pending reports the bytes waiting in the ring buffer.
-func (d *Datapath) Pending() int { return d.ring.AvailableBytes() }
+func (d *Datapath) Pending() int { return d.ring.available() }
 
 // decodeEnd turns a ring-buffer record into an end event. A record the
 // kernel side could not have written (wrong size, unknown kind, role or

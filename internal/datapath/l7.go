@@ -1,14 +1,12 @@
 package datapath
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/flowlens/flowlens/internal/flow"
 )
@@ -48,9 +46,6 @@ type L7Sample struct {
 // L7On reports whether L7 capture is loaded.
 func (d *Datapath) L7On() bool { return d.l7ring != nil }
 
-// L7Pending reports the bytes waiting in the L7 ring.
-func (d *Datapath) L7Pending() int { return d.l7ring.AvailableBytes() }
-
 // Uprobes returns the loaded uprobe programs by name, for tlsprobe to
 // attach to the TLS libraries it finds.
 func (d *Datapath) Uprobes() map[string]*ebpf.Program { return d.uprobes }
@@ -58,26 +53,23 @@ func (d *Datapath) Uprobes() map[string]*ebpf.Program { return d.uprobes }
 // ReadL7 blocks until an L7 sample arrives or deadline passes. It is used by
 // one goroutine; ReadEnd may run at the same time in another.
 func (d *Datapath) ReadL7(deadline time.Time) (L7Sample, error) {
-	d.setL7Deadline(deadline)
-	return d.readL7()
+	raw, err := readRing(d.l7ring, d.l7wake, deadline)
+	if err != nil {
+		return L7Sample{}, err
+	}
+	return decodeL7(raw, &d.l7ev)
 }
-
-// noWait, as the ring's deadline, makes a read that finds only discarded
-// records return at once.
-var noWait = time.Unix(0, 1)
 
 // NextL7 returns the sample the ring holds next, without waiting: false
 // when it holds none. With WaitL7 it is how the agent reads: no system
 // call, no clock read a sample. A sample's Data is valid until the next
-// ReadL7 or NextL7, whose calls must not overlap. Finding the ring empty costs one epoll_wait that does
-// not wait.
+// ReadL7 or NextL7, whose calls must not overlap.
 func (d *Datapath) NextL7() (L7Sample, bool, error) {
-	// Not AvailableBytes first: it would dereference a ring Close freed.
-	d.setL7Deadline(noWait)
-	s, err := d.readL7()
-	if errors.Is(err, ErrTimeout) || errors.Is(err, ringbuf.ErrFlushed) {
-		return L7Sample{}, false, nil
+	raw, err := d.l7ring.next()
+	if raw == nil || err != nil {
+		return L7Sample{}, false, err
 	}
+	s, err := decodeL7(raw, &d.l7ev)
 	return s, err == nil, err
 }
 
@@ -85,22 +77,6 @@ func (d *Datapath) NextL7() (L7Sample, bool, error) {
 // once the ring is a quarter full (l7_wakeup_bytes), or until Close
 // (ringbuf.ErrClosed). It reads nothing: NextL7 does.
 func (d *Datapath) WaitL7() error { return waitReadable(d.l7wake, time.Time{}) }
-
-// setL7Deadline sets the ring's deadline when it changes: the reader takes
-// a lock to set it, and the drain loop would set the same one per sample.
-func (d *Datapath) setL7Deadline(t time.Time) {
-	if !t.Equal(d.l7until) {
-		d.l7ring.SetDeadline(t)
-		d.l7until = t
-	}
-}
-
-func (d *Datapath) readL7() (L7Sample, error) {
-	if err := d.l7ring.ReadInto(&d.l7rec); err != nil {
-		return L7Sample{}, err
-	}
-	return decodeL7(d.l7rec.RawSample, &d.l7ev)
-}
 
 var l7Hints = [...]flow.L7Protocol{
 	flowlensL7HintL7HINT_HTTP:     flow.HTTP,

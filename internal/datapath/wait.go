@@ -12,9 +12,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Both rings are read without blocking (their readers' deadline is noWait)
-// and waited for in Go's poller, parked: a ringbuf.Reader waiting holds a
-// thread in epoll_wait, and a goroutine that enters a blocking system call
+// Both rings are read without blocking (ringReader) and waited for in Go's
+// poller, parked: cilium/ebpf's ringbuf.Reader waiting holds a thread in
+// epoll_wait, and a goroutine that enters a blocking system call
 // ten or more times a second keeps the runtime's sysmon thread waking every
 // 20 µs — a tenth of the agent's CPU at 5,000 connections/s, a quarter
 // under HTTP load with L7.
