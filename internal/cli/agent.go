@@ -71,6 +71,7 @@ func runAgent(ctx context.Context, log *slog.Logger, cfg nodeConfig, hub ship.Co
 	srv := server.New(ring.New(1), reg, n.ready, log, api.Limits)
 	log.Info("flowlens agent", "hub", hub.Hub, "metrics_listen", metricsListen, "node", cfg.Agent.Node,
 		"interval", cfg.Agent.Interval, "kubernetes", n.kube != nil, "watch_cgroup", cfg.WatchCgroup)
+	releaseStartPages(log)
 
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ctx, lns...) }()

@@ -175,6 +175,7 @@ func runHub(ctx context.Context, log *slog.Logger, cfg hubConfig, api server.Con
 	h.serve(srv)
 	reg.MustRegister(metrics.APICollector{API: srv})
 	log.Info("flowlens hub", "listen", api.Listen, "data_dir", cfg.History.Dir, "interval", cfg.Hub.Interval)
+	releaseStartPages(log)
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ctx, lns...) }()

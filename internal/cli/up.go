@@ -116,14 +116,7 @@ func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
 	log.Info("flowlens up", "listen", cfg.API.Listen, "metrics_listen", cfg.API.MetricsListen, "node", cfg.Agent.Node,
 		"interval", cfg.Agent.Interval, "kubernetes", n.kube != nil, "data_dir", cfg.History.Dir)
 
-	// Start-up is done: DuckDB's initialisers, every package's init, the
-	// datapath's load and the TLS scan mapped ≈50 MiB of the executable
-	// that the agent will not read again.
-	if released, err := startpages.Release(); err != nil {
-		log.Warn("start-up pages of the executable kept", "err", err)
-	} else {
-		log.Debug("start-up pages of the executable given back", "mapped_bytes", released)
-	}
+	releaseStartPages(log)
 
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ctx, lns...) }()
@@ -132,4 +125,16 @@ func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
 	err = errors.Join(runErr, <-errc, <-errc)
 	log.Info("flowlens stopped: eBPF programs detached")
 	return err
+}
+
+// releaseStartPages gives back the executable's pages that start-up
+// touched: DuckDB's initialisers, every package's init, the datapath's load
+// and the TLS scan mapped ≈50 MiB of it that the process will not read
+// again. Called once a command has started all it runs.
+func releaseStartPages(log *slog.Logger) {
+	if released, err := startpages.Release(); err != nil {
+		log.Warn("start-up pages of the executable kept", "err", err)
+	} else {
+		log.Debug("start-up pages of the executable given back", "mapped_bytes", released)
+	}
 }
