@@ -118,6 +118,9 @@ type Hub struct {
 	topo      *topology.Store
 	live      bool   // records published now are new: to the ring and the history
 	processed uint64 // the position of the last tick the store reflects
+	// unlogged: that tick is not in the log (its append failed), so no
+	// checkpoint can name it until a tick that is.
+	unlogged bool
 	now       time.Time
 	unsaved   []flow.Record // published since the last checkpoint
 	retry     *history.Checkpoint
@@ -349,6 +352,7 @@ func (h *Hub) Tick(ctx context.Context, now time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.process(e.ev.Pos, now, e.recs)
+	h.unlogged = e.err != nil
 	h.stats.ticks.Add(1)
 }
 
@@ -413,9 +417,18 @@ func (h *Hub) Run(ctx context.Context) error {
 }
 
 // checkpoint saves the buckets changed and the flows published since the
-// last checkpoint. What a failed one held is saved by the next.
+// last checkpoint. What a failed one held is saved by the next. While the
+// last tick is not in the log it saves nothing: a checkpoint there would
+// be past the log's end, and one at the tick before would claim records
+// the log gives to the next tick. A restart then replays from the
+// checkpoint before, and counts them once.
 func (h *Hub) checkpoint(ctx context.Context) error {
 	h.mu.Lock()
+	if h.unlogged {
+		h.mu.Unlock()
+		h.log.Warn("checkpoint put off: the last tick is not in the log", "tick", h.processed)
+		return nil
+	}
 	c := history.Checkpoint{Pos: h.processed, Time: h.now, Edges: h.topo.Dirty(), Flows: h.unsaved}
 	upTo := h.ring.Next()
 	if r := h.retry; r != nil {

@@ -161,3 +161,31 @@ func TestLogAppendsAreSharedAndFailuresRefused(t *testing.T) {
 		t.Errorf("log errors %d, resent %d: want 2 refusals and no batch taken for stored", s.LogErrors, s.Resent)
 	}
 }
+
+// A hub stopped while it logs a tick (its context ends in the append)
+// still saves its last checkpoint, at the log's end: the tick's records are
+// those of batches logged before it, which a replay would give to the next
+// tick. Restarted, it counts each connection once.
+func TestTickTheLogRefusedStillCheckpoints(t *testing.T) {
+	dir := t.TempDir()
+	h, db := openHub(t, dir)
+	c, s := connections(40000, 3)
+	receive(t, h, agentA, 1, c...)
+	receive(t, h, agentB, 1, s...)
+	stopping, stop := context.WithCancel(t.Context())
+	stop()
+	h.Tick(stopping, t0.Add(2*time.Second))
+	if err := h.checkpoint(t.Context()); err != nil {
+		t.Fatalf("the last checkpoint after a tick the log refused: %v", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h, db = openHub(t, dir)
+	defer db.Close()
+	h.Tick(t.Context(), t0.Add(3*time.Second))
+	got := graph(t, h, topology.LevelService, t0.Add(3*time.Second))
+	if len(got.Edges) != 1 || got.Edges[0].ConnectionsOpened != 3 {
+		t.Errorf("after the restart: edges %+v, want one of 3 connections", got.Edges)
+	}
+}
