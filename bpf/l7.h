@@ -86,7 +86,22 @@ struct {
 	__type(value, __u64);
 } tls_conns SEC(".maps");
 
+/* Server ends of connections whose client may be on this node, from
+ * their handshake to their release (LRU: an entry whose release was not
+ * seen goes in time). Only a connection whose two ends are local sockets
+ * of one kernel finds its client's tuple here: loopback, or namespaces
+ * joined by veth without NAT between them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct l7_pair_key);
+	__type(value, struct l7_pair);
+} l7_pairs SEC(".maps");
+
 const struct l7_event *unused_l7_event __attribute__((unused));
+const struct l7_pair_key *unused_l7_pair_key __attribute__((unused));
+const struct l7_pair *unused_l7_pair __attribute__((unused));
+const enum l7_pair_state *unused_l7_pair_state __attribute__((unused));
 const struct tls_call_key *unused_tls_call_key __attribute__((unused));
 const struct tls_call *unused_tls_call __attribute__((unused));
 const struct tls_conn_key *unused_tls_conn_key __attribute__((unused));
@@ -150,6 +165,110 @@ static __always_inline __u8 l7_classify(const __u8 *d, __u32 n)
  * bound from earlier, would otherwise drop the check or check a copy. */
 #define L7_BOUNDED(n, max) ({ barrier_var(n); (n) <= (max); })
 
+/*
+ * A connection whose two ends are sockets on this node moves the same bytes
+ * through both: sampled at each end, every message is two samples of ≈1 µs
+ * each in the kernel. One end, the client, samples for both, and its
+ * samples name the other end so that the agent puts their requests on both
+ * ends' flows. Each end settles it at its first sample, with one
+ * compare-and-swap on the pair's entry: the client takes UNDECIDED to BOTH,
+ * the server UNDECIDED to EACH, and whichever comes second follows. In
+ * either order no message goes unsampled: a server that reads a request
+ * before the client's send is seen samples for itself, and so does the
+ * client then. A client whose server is not here finds no entry.
+ */
+
+/* l7_pair_key_of is the key of t's connection as its client sees it; t is
+ * the socket's own tuple, server says whether it is the server's. */
+static __always_inline void l7_pair_key_of(struct l7_pair_key *k, const struct l4_tuple *t,
+					   int server, __u32 isn)
+{
+	const __u8 *client = server ? t->remote_addr : t->local_addr;
+	const __u8 *srv = server ? t->local_addr : t->remote_addr;
+
+	__builtin_memcpy(k->client_addr, client, 16);
+	__builtin_memcpy(k->server_addr, srv, 16);
+	k->client_port = server ? t->remote_port : t->local_port;
+	k->server_port = server ? t->local_port : t->remote_port;
+	k->family = t->family;
+	k->_pad = 0;
+	k->isn = isn;
+}
+
+/* The client's initial sequence number, as each end computes it: the
+ * counters of what was acknowledged (client) or received (server) include
+ * the SYN, and the sequence numbers moved with them. */
+static __always_inline __u32 l7_client_isn(const struct tcp_sock *tp, int server)
+{
+	if (server)
+		return tp->rcv_nxt - (__u32)tp->bytes_received - 1;
+	return tp->snd_una - (__u32)tp->bytes_acked;
+}
+
+/* l7_pair_open registers an accepted connection's server end, at its
+ * handshake's end: before the client, whose connect() that handshake
+ * completes, can send its first message. */
+static __always_inline void l7_pair_open(const struct tcp_sock *tp, const struct tcp_state *st)
+{
+	struct l7_pair_key k;
+	struct l7_pair p = { .server_cookie = st->cookie, .server_netns = st->owner.netns,
+			     .state = L7_PAIR_UNDECIDED };
+
+	if (!l7_capture_bytes || !tp)
+		return;
+	l7_pair_key_of(&k, &st->tuple, 1, l7_client_isn(tp, 1));
+	bpf_map_update_elem(&l7_pairs, &k, &p, BPF_ANY);
+}
+
+/* l7_pair_close forgets a server end at its release. */
+static __always_inline void l7_pair_close(const struct sock *sk, const struct tcp_state *st)
+{
+	const struct tcp_sock *tp;
+	struct l7_pair_key k;
+
+	if (!l7_capture_bytes || st->role != ROLE_SERVER || st->adopted || !(tp = tcp_of(sk)))
+		return;
+	l7_pair_key_of(&k, &st->tuple, 1, l7_client_isn(tp, 1));
+	bpf_map_delete_elem(&l7_pairs, &k);
+}
+
+/* l7_pair_settle decides, at st's first sample, whether this end samples
+ * for both (client), for none (server: L7_HINT_PEER), or for itself. */
+static __always_inline void l7_pair_settle(struct tcp_state *st, const struct tcp_sock *tp)
+{
+	int server = st->role == ROLE_SERVER;
+	struct l7_pair_key k;
+	struct l7_pair *p;
+	__u64 peer;
+	__u32 netns;
+
+	st->l7_pair = L7_PAIR_EACH;
+	if (!tp || st->role == ROLE_UNKNOWN)
+		return;
+	l7_pair_key_of(&k, &st->tuple, server, l7_client_isn(tp, server));
+	p = bpf_map_lookup_elem(&l7_pairs, &k);
+	if (!p)
+		return;
+	if (server) {
+		if (p->server_cookie == st->cookie &&
+		    __sync_val_compare_and_swap(&p->state, L7_PAIR_UNDECIDED, L7_PAIR_EACH) == L7_PAIR_BOTH) {
+			st->l7_pair = L7_PAIR_BOTH;
+			st->l7_hint = L7_HINT_PEER;
+		}
+		return;
+	}
+	/* Read before the swap: once BOTH, the server may close and an LRU
+	 * entry be reused at once. */
+	peer = p->server_cookie;
+	netns = p->server_netns;
+	if (__sync_val_compare_and_swap(&p->state, L7_PAIR_UNDECIDED, L7_PAIR_BOTH) != L7_PAIR_UNDECIDED)
+		return;
+	st->l7_pair = L7_PAIR_BOTH;
+	st->l7_peer_cookie = peer;
+	st->l7_peer_netns = netns;
+	count(CNT_L7_PAIRED);
+}
+
 /* l7_budget_take takes bytes of this CPU's budget for the second now
  * (CLOCK_MONOTONIC) falls in. */
 static __always_inline int l7_budget_take(__u32 bytes, __u64 now)
@@ -212,6 +331,8 @@ static __always_inline void l7_fill(struct l7_event *ev, __u64 cookie, const str
 				    __u32 len, __u32 n, int send, __u8 source, __u8 role, __u8 gap,
 				    __u8 hint, __u32 pid, __u32 netns, __u64 now)
 {
+	ev->peer_cookie = 0;
+	ev->peer_netns = 0;
 	ev->cookie = cookie;
 	ev->ns = now;
 	ev->tuple = *t;
@@ -247,6 +368,8 @@ static __always_inline void l7_take(struct tcp_state *st, const void *buf, __u32
 	}
 	l7_fill(ev, st->cookie, &st->tuple, len, n, send, source, st->role, st->l7_gap, st->l7_hint,
 		bpf_get_current_pid_tgid() >> 32, st->owner.netns, now);
+	ev->peer_cookie = st->l7_peer_cookie;
+	ev->peer_netns = st->l7_peer_netns;
 	l7_submit(ev);
 	st->l7_gap = 0;
 }
@@ -291,13 +414,15 @@ static __always_inline const void *syscall_buf(__u32 *room)
 }
 
 /* l7_syscall samples a plaintext send or receive of ret bytes on st. */
-static __always_inline void l7_syscall(struct tcp_state *st, int ret, int send)
+static __always_inline void l7_syscall(struct tcp_state *st, const struct tcp_sock *tp, int ret,
+				       int send)
 {
 	const void *buf;
 	__u32 room = 0;
 	__u64 n, k;
 
-	if (!l7_capture_bytes || st->l7_hint == L7_HINT_OPAQUE || st->l7_hint == L7_HINT_TLS)
+	if (!l7_capture_bytes || st->l7_hint == L7_HINT_OPAQUE || st->l7_hint == L7_HINT_TLS ||
+	    st->l7_hint == L7_HINT_PEER)
 		return;
 	buf = syscall_buf(&room);
 	if (!buf) {
@@ -319,6 +444,11 @@ static __always_inline void l7_syscall(struct tcp_state *st, int ret, int send)
 		}
 		st->l7_hint = hint;
 		if (hint == L7_HINT_TLS)
+			return;
+	}
+	if (st->l7_pair == L7_PAIR_NONE) {
+		l7_pair_settle(st, tp);
+		if (st->l7_hint == L7_HINT_PEER)
 			return;
 	}
 	l7_take(st, buf, ret, n, send, L7_SRC_SYSCALL);

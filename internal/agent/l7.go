@@ -69,19 +69,27 @@ func sampleOf(s *datapath.L7Sample) l7.Sample {
 		dir = l7.FromClient
 	}
 	key := l7.ConnKey{Cookie: s.Cookie, Local: s.Local, Remote: s.Remote, Netns: s.Netns, Role: s.Role,
-		UDP: s.Protocol == flow.UDP}
+		UDP: s.Protocol == flow.UDP, PeerCookie: s.PeerCookie, PeerNetns: s.PeerNetns}
 	return l7.Sample{Key: key, Hint: hintOf(s.Hint), TLS: s.Source.TLS(),
 		Msg: l7.Message{Dir: dir, NS: s.NS, Len: s.Len, Data: s.Data, Gap: s.Gap}}
 }
 
-// requestsOf names the flow a connection's requests go on.
-func requestsOf(k l7.ConnKey, nowNS uint64) conntable.RequestsOf {
-	of := conntable.RequestsOf{Protocol: flow.TCP, Cookie: k.Cookie, Role: k.Role, Local: k.Local,
+// requestsOf names the flows a connection's requests go on: its own, and
+// peer, when the connection's server end is on this node and the client's
+// samples stood for both (peer.Cookie 0 otherwise), that end's, seen from
+// there. Both ends' records then carry the same requests, as if each end
+// had been sampled.
+func requestsOf(k l7.ConnKey, nowNS uint64) (own, peer conntable.RequestsOf) {
+	own = conntable.RequestsOf{Protocol: flow.TCP, Cookie: k.Cookie, Role: k.Role, Local: k.Local,
 		Remote: k.Remote, Owner: flow.Owner{Netns: k.Netns}, StartNS: nowNS}
 	if k.UDP {
-		of.Protocol = flow.UDP
+		own.Protocol = flow.UDP
 	}
-	return of
+	if k.PeerCookie != 0 {
+		peer = conntable.RequestsOf{Protocol: flow.TCP, Cookie: k.PeerCookie, Role: flow.RoleServer,
+			Local: k.Remote, Remote: k.Local, Owner: flow.Owner{Netns: k.PeerNetns}, StartNS: nowNS}
+	}
+	return own, peer
 }
 
 // maxBatch bounds the samples fed under one hold of the tracker's lock, so
@@ -186,7 +194,11 @@ func (a *Agent) takeRequests(nowNS uint64) {
 	a.keptRequests = a.keptRequests[:0]
 	a.drainL7(maxDrain)
 	a.l7.Take(nowNS, func(k l7.ConnKey, groups []flow.Requests) {
-		a.table.Requests(requestsOf(k, nowNS), groups)
+		own, peer := requestsOf(k, nowNS)
+		a.table.Requests(own, groups)
+		if peer.Cookie != 0 {
+			a.table.Requests(peer, groups)
+		}
 	})
 	a.l7Stats = a.l7.Stats()
 }
@@ -211,10 +223,19 @@ func (a *Agent) takeEndedRequests(nowNS uint64) {
 	defer a.l7mu.Unlock()
 	a.drainL7(maxDrain)
 	a.l7.Take(nowNS, func(k l7.ConnKey, groups []flow.Requests) {
-		of := requestsOf(k, nowNS)
-		if !a.table.RequestsOnEnded(of, groups) {
-			a.keptRequests = append(a.keptRequests, keptRequests{of, groups})
+		own, peer := requestsOf(k, nowNS)
+		a.requestsOnEnded(own, groups)
+		if peer.Cookie != 0 {
+			a.requestsOnEnded(peer, groups)
 		}
 	})
 	a.l7Stats = a.l7.Stats()
+}
+
+// requestsOnEnded puts groups on their flow's record if that flow ended
+// in this flush, and keeps them for the interval's end otherwise.
+func (a *Agent) requestsOnEnded(of conntable.RequestsOf, groups []flow.Requests) {
+	if !a.table.RequestsOnEnded(of, groups) {
+		a.keptRequests = append(a.keptRequests, keptRequests{of, groups})
+	}
 }
