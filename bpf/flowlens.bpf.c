@@ -691,8 +691,7 @@ int BPF_PROG(on_set_state, const struct sock *sk, const int oldstate, const int 
 			read_tuple(sk, &st->tuple);
 			snapshot_tcp(tcp_of(sk), st);
 			touch(key, st);
-			if (oldstate == TCP_SYN_RECV)
-				l7_pair_open(tcp_of(sk), st);
+			l7_pair_open(tcp_of(sk), st);
 		}
 		return 0;
 	case TCP_CLOSE:

@@ -89,7 +89,7 @@ struct tcp_state {
 	 * l7_pairs): the server end the client samples for, once decided. */
 	__u64 l7_peer_cookie;
 	__u32 l7_peer_netns;
-	__u8 l7_pair; /* enum l7_pair_state of this end: 0 until its first sample */
+	__u8 l7_pair; /* enum l7_pair_state this end settled: NONE until then */
 	__u8 _pad[3];
 };
 
@@ -234,8 +234,8 @@ enum l7_hint {
 };
 
 /* Whether one end of a TCP connection samples for both (l7.h, l7_pairs).
- * In a pair entry: UNDECIDED until either end's first sample settles it.
- * In tcp_state.l7_pair: what that end settled, NONE before. */
+ * In a pair entry: UNDECIDED until the server's handshake or the client's
+ * first sample settles it. In tcp_state.l7_pair: what that end settled. */
 enum l7_pair_state {
 	L7_PAIR_NONE = 0,
 	L7_PAIR_UNDECIDED = 1,
@@ -243,11 +243,11 @@ enum l7_pair_state {
 	L7_PAIR_EACH = 3,     /* each end samples for itself, as for a lone end */
 };
 
-/* A TCP connection's server end on this node, found by the connection as
- * its client sees it. isn is the client's initial sequence number, which
- * both ends know: two network namespaces that use the same addresses
- * make the same tuple, but not, short of connecting within the same
- * 64 ns, the same sequence number. */
+/* A TCP connection opened on this node, found by the connection as its
+ * client sees it. isn is the client's initial sequence number, which both
+ * ends know: two network namespaces that use the same addresses make the
+ * same tuple, but not, short of connecting within the same 64 ns (the
+ * sequence number's clock), the same sequence number. */
 struct l7_pair_key {
 	__u8 client_addr[16];
 	__u8 server_addr[16];
@@ -259,7 +259,7 @@ struct l7_pair_key {
 };
 
 struct l7_pair {
-	__u64 server_cookie;
+	__u64 server_cookie; /* written by the server end before it pairs */
 	__u32 server_netns;
 	__u32 _pad;
 	/* enum l7_pair_state, changed by compare-and-swap: 64 bits, the
@@ -345,7 +345,7 @@ enum counter {
 	 * fill, which the agent no longer learns by reading the whole map. */
 	CNT_TCP_TRACKED,
 	CNT_TCP_UNTRACKED,
-	CNT_L7_PAIRED,         /* TCP connections sampled on their client end for both ends */
+	CNT_L7_PAIRED,         /* TCP connections paired: sampled on their client end for both */
 	CNT_MAX,
 };
 

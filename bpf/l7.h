@@ -86,11 +86,12 @@ struct {
 	__type(value, __u64);
 } tls_conns SEC(".maps");
 
-/* Server ends of connections whose client may be on this node, from
- * their handshake to their release (LRU: an entry whose release was not
- * seen goes in time). Only a connection whose two ends are local sockets
- * of one kernel finds its client's tuple here: loopback, or namespaces
- * joined by veth without NAT between them. */
+/* Connections opened on this node, from their handshake to their client's
+ * first sample (or release), for their server end to find if it is on
+ * this node too (LRU: an entry whose release was not seen goes in time).
+ * Only a connection whose two ends are local sockets of one kernel finds
+ * its client's tuple here: loopback, or namespaces joined by veth without
+ * NAT between them. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -170,12 +171,16 @@ static __always_inline __u8 l7_classify(const __u8 *d, __u32 n)
  * through both: sampled at each end, every message is two samples of ≈1 µs
  * each in the kernel. One end, the client, samples for both, and its
  * samples name the other end so that the agent puts their requests on both
- * ends' flows. Each end settles it at its first sample, with one
- * compare-and-swap on the pair's entry: the client takes UNDECIDED to BOTH,
- * the server UNDECIDED to EACH, and whichever comes second follows. In
- * either order no message goes unsampled: a server that reads a request
- * before the client's send is seen samples for itself, and so does the
- * client then. A client whose server is not here finds no entry.
+ * ends' flows. It is settled before any data moves where it can be: the
+ * client registers its connection at its handshake's end, the server's
+ * handshake ends after (the ACK that ends it is the client's), finds the
+ * entry, and takes it from UNDECIDED to BOTH with one compare-and-swap:
+ * from then on it takes no samples. The client's first sample takes it
+ * from UNDECIDED to EACH, or finds BOTH and the server's socket. Whichever
+ * comes first wins, so no message goes unsampled: a client that sends
+ * before the server's handshake ends (its data carrying the ACK) samples
+ * for itself, and so does the server. A client not on this node registers
+ * nothing, and a server finds nothing.
  */
 
 /* l7_pair_key_of is the key of t's connection as its client sees it; t is
@@ -205,68 +210,71 @@ static __always_inline __u32 l7_client_isn(const struct tcp_sock *tp, int server
 	return tp->snd_una - (__u32)tp->bytes_acked;
 }
 
-/* l7_pair_open registers an accepted connection's server end, at its
- * handshake's end: before the client, whose connect() that handshake
- * completes, can send its first message. */
-static __always_inline void l7_pair_open(const struct tcp_sock *tp, const struct tcp_state *st)
+/* l7_pair_open, at a handshake's end: a client registers its connection,
+ * a server looks for its client's and, found undecided, pairs. */
+static __always_inline void l7_pair_open(const struct tcp_sock *tp, struct tcp_state *st)
 {
+	int server = st->role == ROLE_SERVER;
 	struct l7_pair_key k;
-	struct l7_pair p = { .server_cookie = st->cookie, .server_netns = st->owner.netns,
-			     .state = L7_PAIR_UNDECIDED };
+	struct l7_pair *p;
 
 	if (!l7_capture_bytes || !tp)
 		return;
-	l7_pair_key_of(&k, &st->tuple, 1, l7_client_isn(tp, 1));
-	bpf_map_update_elem(&l7_pairs, &k, &p, BPF_ANY);
+	l7_pair_key_of(&k, &st->tuple, server, l7_client_isn(tp, server));
+	if (!server) {
+		struct l7_pair init = { .state = L7_PAIR_UNDECIDED };
+
+		bpf_map_update_elem(&l7_pairs, &k, &init, BPF_ANY);
+		return;
+	}
+	p = bpf_map_lookup_elem(&l7_pairs, &k);
+	if (!p)
+		return;
+	/* Written before the swap, which orders them for the client. */
+	p->server_cookie = st->cookie;
+	p->server_netns = st->owner.netns;
+	if (__sync_val_compare_and_swap(&p->state, L7_PAIR_UNDECIDED, L7_PAIR_BOTH) == L7_PAIR_UNDECIDED) {
+		st->l7_pair = L7_PAIR_BOTH;
+		st->l7_hint = L7_HINT_PEER;
+		count(CNT_L7_PAIRED);
+	}
 }
 
-/* l7_pair_close forgets a server end at its release. */
+/* l7_pair_close forgets a client's entry its first sample did not take
+ * (a connection of no protocol sampled, or TLS). */
 static __always_inline void l7_pair_close(const struct sock *sk, const struct tcp_state *st)
 {
 	const struct tcp_sock *tp;
 	struct l7_pair_key k;
 
-	if (!l7_capture_bytes || st->role != ROLE_SERVER || st->adopted || !(tp = tcp_of(sk)))
+	if (!l7_capture_bytes || st->role != ROLE_CLIENT || st->l7_pair != L7_PAIR_NONE || st->adopted ||
+	    !(tp = tcp_of(sk)))
 		return;
-	l7_pair_key_of(&k, &st->tuple, 1, l7_client_isn(tp, 1));
+	l7_pair_key_of(&k, &st->tuple, 0, l7_client_isn(tp, 0));
 	bpf_map_delete_elem(&l7_pairs, &k);
 }
 
-/* l7_pair_settle decides, at st's first sample, whether this end samples
- * for both (client), for none (server: L7_HINT_PEER), or for itself. */
+/* l7_pair_settle decides, at a client's first sample, whether it samples
+ * for its server end too, and forgets the entry. A server's was settled at
+ * its handshake: it samples for itself here. */
 static __always_inline void l7_pair_settle(struct tcp_state *st, const struct tcp_sock *tp)
 {
-	int server = st->role == ROLE_SERVER;
 	struct l7_pair_key k;
 	struct l7_pair *p;
-	__u64 peer;
-	__u32 netns;
 
 	st->l7_pair = L7_PAIR_EACH;
-	if (!tp || st->role == ROLE_UNKNOWN)
+	if (st->role != ROLE_CLIENT || !tp)
 		return;
-	l7_pair_key_of(&k, &st->tuple, server, l7_client_isn(tp, server));
+	l7_pair_key_of(&k, &st->tuple, 0, l7_client_isn(tp, 0));
 	p = bpf_map_lookup_elem(&l7_pairs, &k);
 	if (!p)
 		return;
-	if (server) {
-		if (p->server_cookie == st->cookie &&
-		    __sync_val_compare_and_swap(&p->state, L7_PAIR_UNDECIDED, L7_PAIR_EACH) == L7_PAIR_BOTH) {
-			st->l7_pair = L7_PAIR_BOTH;
-			st->l7_hint = L7_HINT_PEER;
-		}
-		return;
+	if (__sync_val_compare_and_swap(&p->state, L7_PAIR_UNDECIDED, L7_PAIR_EACH) == L7_PAIR_BOTH) {
+		st->l7_pair = L7_PAIR_BOTH;
+		st->l7_peer_cookie = p->server_cookie;
+		st->l7_peer_netns = p->server_netns;
 	}
-	/* Read before the swap: once BOTH, the server may close and an LRU
-	 * entry be reused at once. */
-	peer = p->server_cookie;
-	netns = p->server_netns;
-	if (__sync_val_compare_and_swap(&p->state, L7_PAIR_UNDECIDED, L7_PAIR_BOTH) != L7_PAIR_UNDECIDED)
-		return;
-	st->l7_pair = L7_PAIR_BOTH;
-	st->l7_peer_cookie = peer;
-	st->l7_peer_netns = netns;
-	count(CNT_L7_PAIRED);
+	bpf_map_delete_elem(&l7_pairs, &k);
 }
 
 /* l7_budget_take takes bytes of this CPU's budget for the second now
@@ -446,11 +454,8 @@ static __always_inline void l7_syscall(struct tcp_state *st, const struct tcp_so
 		if (hint == L7_HINT_TLS)
 			return;
 	}
-	if (st->l7_pair == L7_PAIR_NONE) {
+	if (st->l7_pair == L7_PAIR_NONE)
 		l7_pair_settle(st, tp);
-		if (st->l7_hint == L7_HINT_PEER)
-			return;
-	}
 	l7_take(st, buf, ret, n, send, L7_SRC_SYSCALL);
 }
 
