@@ -345,7 +345,7 @@ enum counter {
 	 * fill, which the agent no longer learns by reading the whole map. */
 	CNT_TCP_TRACKED,
 	CNT_TCP_UNTRACKED,
-	CNT_L7_PAIRED,         /* TCP connections paired: sampled on their client end for both */
+	CNT_L7_PAIRED,         /* TCP connections whose client's samples stand for both ends */
 	CNT_MAX,
 };
 

@@ -88,13 +88,15 @@ struct {
 
 /* Connections opened on this node, from their handshake to their client's
  * first sample (or release), for their server end to find if it is on
- * this node too (LRU: an entry whose release was not seen goes in time).
- * Only a connection whose two ends are local sockets of one kernel finds
- * its client's tuple here: loopback, or namespaces joined by veth without
- * NAT between them. */
+ * this node too. Only a connection whose two ends are local sockets of one
+ * kernel finds its client's tuple here: loopback, or namespaces joined by
+ * veth without NAT between them. LRU, and small: what matters is an entry's
+ * first instants, from the client's handshake to the server's, and a new
+ * entry evicts the oldest, a connection long open that sampled nothing
+ * (then, should it sample, each end samples for itself). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
+	__uint(max_entries, 4096);
 	__type(key, struct l7_pair_key);
 	__type(value, struct l7_pair);
 } l7_pairs SEC(".maps");
@@ -236,7 +238,6 @@ static __always_inline void l7_pair_open(const struct tcp_sock *tp, struct tcp_s
 	if (__sync_val_compare_and_swap(&p->state, L7_PAIR_UNDECIDED, L7_PAIR_BOTH) == L7_PAIR_UNDECIDED) {
 		st->l7_pair = L7_PAIR_BOTH;
 		st->l7_hint = L7_HINT_PEER;
-		count(CNT_L7_PAIRED);
 	}
 }
 
@@ -273,6 +274,7 @@ static __always_inline void l7_pair_settle(struct tcp_state *st, const struct tc
 		st->l7_pair = L7_PAIR_BOTH;
 		st->l7_peer_cookie = p->server_cookie;
 		st->l7_peer_netns = p->server_netns;
+		count(CNT_L7_PAIRED);
 	}
 	bpf_map_delete_elem(&l7_pairs, &k);
 }
