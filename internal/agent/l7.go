@@ -92,6 +92,34 @@ func requestsOf(k l7.ConnKey, nowNS uint64) (own, peer conntable.RequestsOf) {
 	return own, peer
 }
 
+// putRequests hands a connection's groups to put for each flow they go
+// on: its own, and a pair's server end's, which takes the plaintext ones.
+// TLS plaintext comes from each end's own library calls, sampled on both
+// ends, paired or not (a PostgreSQL connection pairs on its plaintext
+// SSLRequest, then turns to TLS).
+func putRequests(k l7.ConnKey, nowNS uint64, groups []flow.Requests, put func(conntable.RequestsOf, []flow.Requests)) {
+	own, peer := requestsOf(k, nowNS)
+	put(own, groups)
+	if peer.Cookie == 0 {
+		return
+	}
+	plain := groups
+	for i := range groups {
+		if groups[i].TLS {
+			plain = make([]flow.Requests, 0, len(groups))
+			for _, g := range groups {
+				if !g.TLS {
+					plain = append(plain, g)
+				}
+			}
+			break
+		}
+	}
+	if len(plain) > 0 {
+		put(peer, plain)
+	}
+}
+
 // maxBatch bounds the samples fed under one hold of the tracker's lock, so
 // that an interval's end waits little for the reader.
 const maxBatch = 256
@@ -194,11 +222,7 @@ func (a *Agent) takeRequests(nowNS uint64) {
 	a.keptRequests = a.keptRequests[:0]
 	a.drainL7(maxDrain)
 	a.l7.Take(nowNS, func(k l7.ConnKey, groups []flow.Requests) {
-		own, peer := requestsOf(k, nowNS)
-		a.table.Requests(own, groups)
-		if peer.Cookie != 0 {
-			a.table.Requests(peer, groups)
-		}
+		putRequests(k, nowNS, groups, a.table.Requests)
 	})
 	a.l7Stats = a.l7.Stats()
 }
@@ -223,11 +247,7 @@ func (a *Agent) takeEndedRequests(nowNS uint64) {
 	defer a.l7mu.Unlock()
 	a.drainL7(maxDrain)
 	a.l7.Take(nowNS, func(k l7.ConnKey, groups []flow.Requests) {
-		own, peer := requestsOf(k, nowNS)
-		a.requestsOnEnded(own, groups)
-		if peer.Cookie != 0 {
-			a.requestsOnEnded(peer, groups)
-		}
+		putRequests(k, nowNS, groups, a.requestsOnEnded)
 	})
 	a.l7Stats = a.l7.Stats()
 }
