@@ -281,8 +281,9 @@ struct l7_event {
 	__u8 _pad;
 	__u32 pid;
 	__u32 netns; /* the socket's network namespace */
-	/* A client's: its server end on this node, which takes no samples,
-	 * so that its requests go on that end's flow too; 0: none. */
+	/* A client's: its server end on this node, which takes no samples of
+	 * its system calls, so that its requests go on that end's flow too
+	 * (bar TLS plaintext, which each end's library calls give); 0: none. */
 	__u32 peer_netns;
 	__u64 peer_cookie;
 	__u8 data[L7_DATA_MAX];

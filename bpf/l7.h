@@ -341,8 +341,6 @@ static __always_inline void l7_fill(struct l7_event *ev, __u64 cookie, const str
 				    __u32 len, __u32 n, int send, __u8 source, __u8 role, __u8 gap,
 				    __u8 hint, __u32 pid, __u32 netns, __u64 now)
 {
-	ev->peer_cookie = 0;
-	ev->peer_netns = 0;
 	ev->cookie = cookie;
 	ev->ns = now;
 	ev->tuple = *t;
@@ -532,6 +530,8 @@ static __always_inline void l7_udp(struct __sk_buff *skb, const struct udp_key *
 	}
 	l7_fill(ev, key->cookie, &key->tuple, len, n, egress, L7_SRC_UDP, ROLE_UNKNOWN, 0, L7_HINT_DNS,
 		o->pid, o->netns, now);
+	ev->peer_cookie = 0; /* UDP is not paired */
+	ev->peer_netns = 0;
 	l7_submit(ev);
 }
 
