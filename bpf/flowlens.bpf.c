@@ -541,6 +541,8 @@ static __always_inline void remove_listener(const struct sock *sk)
 		l->sk = 0; /* never read a socket about to be freed */
 }
 
+#include "l7.h"
+
 /* TCP_CLOSE settles the verdict: the error and the final tuple are read
  * here, while they are still there (the caller of connect() clears sk_err
  * when it reads it). The socket may still hold unread data. */
@@ -575,6 +577,7 @@ static __always_inline void finish(const struct sock *sk)
 
 	if (!st)
 		return;
+	l7_pair_close(sk, st);
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count(CNT_RINGBUF_FULL);
@@ -688,6 +691,7 @@ int BPF_PROG(on_set_state, const struct sock *sk, const int oldstate, const int 
 			read_tuple(sk, &st->tuple);
 			snapshot_tcp(tcp_of(sk), st);
 			touch(key, st);
+			l7_pair_open(tcp_of(sk), st);
 		}
 		return 0;
 	case TCP_CLOSE:
@@ -786,8 +790,6 @@ static __always_inline const struct sock *mptcp_first(const struct sock *sk)
 }
 
 
-#include "l7.h"
-
 /*
  * sock:sock_send_length / sock_recv_length fire from sock_sendmsg_nosec() and
  * sock_recvmsg_nosec() for every send/recv call (write, sendfile and splice
@@ -806,7 +808,7 @@ static __always_inline void account_io(const struct sock *sk, const struct tcp_s
 	if (tls)
 		st->l7_hint = L7_HINT_TLS;
 	else
-		l7_syscall(st, ret, send);
+		l7_syscall(st, tp, ret, send);
 }
 
 /* first_io settles whose a socket is at a call of a process not yet taken

@@ -85,6 +85,12 @@ struct tcp_state {
 	__u32 syn_retrans;     /* SYNs sent again before the handshake completed (client) */
 	__u64 established_ns;  /* when an active open completed its handshake; 0: not seen */
 	__u64 charged_cgroup; /* the cgroup whose quota this entry counts against; 0: none */
+	/* L7 of a connection whose two ends are on this node (see l7.h,
+	 * l7_pairs): the server end the client samples for, once decided. */
+	__u64 l7_peer_cookie;
+	__u32 l7_peer_netns;
+	__u8 l7_pair; /* enum l7_pair_state this end settled: NONE until then */
+	__u8 _pad[3];
 };
 
 enum event_kind {
@@ -224,6 +230,41 @@ enum l7_hint {
 	L7_HINT_DNS = 4,
 	L7_HINT_TLS = 5,    /* a TLS record: the plaintext comes from uprobes, if at all */
 	L7_HINT_OPAQUE = 6, /* nothing known: no more samples */
+	L7_HINT_PEER = 7,   /* its client end on this node samples for both: no samples here */
+};
+
+/* Whether one end of a TCP connection samples for both (l7.h, l7_pairs).
+ * In a pair entry: UNDECIDED until the server's handshake or the client's
+ * first sample settles it. In tcp_state.l7_pair: what that end settled. */
+enum l7_pair_state {
+	L7_PAIR_NONE = 0,
+	L7_PAIR_UNDECIDED = 1,
+	L7_PAIR_BOTH = 2,     /* the client samples for both ends */
+	L7_PAIR_EACH = 3,     /* each end samples for itself, as for a lone end */
+};
+
+/* A TCP connection opened on this node, found by the connection as its
+ * client sees it. isn is the client's initial sequence number, which both
+ * ends know: two network namespaces that use the same addresses make the
+ * same tuple, but not, short of connecting within the same 64 ns (the
+ * sequence number's clock), the same sequence number. */
+struct l7_pair_key {
+	__u8 client_addr[16];
+	__u8 server_addr[16];
+	__u16 client_port;
+	__u16 server_port;
+	__u16 family;
+	__u16 _pad;
+	__u32 isn;
+};
+
+struct l7_pair {
+	__u64 server_cookie; /* written by the server end before it pairs */
+	__u32 server_netns;
+	__u32 _pad;
+	/* enum l7_pair_state, changed by compare-and-swap: 64 bits, the
+	 * width BPF's atomics have at the instruction set the objects use. */
+	__u64 state;
 };
 
 struct l7_event {
@@ -240,6 +281,11 @@ struct l7_event {
 	__u8 _pad;
 	__u32 pid;
 	__u32 netns; /* the socket's network namespace */
+	/* A client's: its server end on this node, which takes no samples of
+	 * its system calls, so that its requests go on that end's flow too
+	 * (bar TLS plaintext, which each end's library calls give); 0: none. */
+	__u32 peer_netns;
+	__u64 peer_cookie;
 	__u8 data[L7_DATA_MAX];
 };
 
@@ -300,6 +346,7 @@ enum counter {
 	 * fill, which the agent no longer learns by reading the whole map. */
 	CNT_TCP_TRACKED,
 	CNT_TCP_UNTRACKED,
+	CNT_L7_PAIRED,         /* TCP connections whose client's samples stand for both ends */
 	CNT_MAX,
 };
 

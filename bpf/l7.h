@@ -86,7 +86,25 @@ struct {
 	__type(value, __u64);
 } tls_conns SEC(".maps");
 
+/* Connections opened on this node, from their handshake to their client's
+ * first sample (or release), for their server end to find if it is on
+ * this node too. Only a connection whose two ends are local sockets of one
+ * kernel finds its client's tuple here: loopback, or namespaces joined by
+ * veth without NAT between them. LRU, and small: what matters is an entry's
+ * first instants, from the client's handshake to the server's, and a new
+ * entry evicts the oldest, a connection long open that sampled nothing
+ * (then, should it sample, each end samples for itself). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct l7_pair_key);
+	__type(value, struct l7_pair);
+} l7_pairs SEC(".maps");
+
 const struct l7_event *unused_l7_event __attribute__((unused));
+const struct l7_pair_key *unused_l7_pair_key __attribute__((unused));
+const struct l7_pair *unused_l7_pair __attribute__((unused));
+const enum l7_pair_state *unused_l7_pair_state __attribute__((unused));
 const struct tls_call_key *unused_tls_call_key __attribute__((unused));
 const struct tls_call *unused_tls_call __attribute__((unused));
 const struct tls_conn_key *unused_tls_conn_key __attribute__((unused));
@@ -149,6 +167,117 @@ static __always_inline __u8 l7_classify(const __u8 *d, __u32 n)
 /* The verifier needs a size's bound where it is used: clang, knowing the
  * bound from earlier, would otherwise drop the check or check a copy. */
 #define L7_BOUNDED(n, max) ({ barrier_var(n); (n) <= (max); })
+
+/*
+ * A connection whose two ends are sockets on this node moves the same bytes
+ * through both: sampled at each end, every message is two samples of ≈1 µs
+ * each in the kernel. One end, the client, samples for both, and its
+ * samples name the other end so that the agent puts their requests on both
+ * ends' flows. It is settled before any data moves where it can be: the
+ * client registers its connection at its handshake's end, the server's
+ * handshake ends after (the ACK that ends it is the client's), finds the
+ * entry, and takes it from UNDECIDED to BOTH with one compare-and-swap:
+ * from then on it takes no samples. The client's first sample takes it
+ * from UNDECIDED to EACH, or finds BOTH and the server's socket. Whichever
+ * comes first wins, so no message goes unsampled: a client that sends
+ * before the server's handshake ends (its data carrying the ACK) samples
+ * for itself, and so does the server. A client not on this node registers
+ * nothing, and a server finds nothing.
+ */
+
+/* l7_pair_key_of is the key of t's connection as its client sees it; t is
+ * the socket's own tuple, server says whether it is the server's. */
+static __always_inline void l7_pair_key_of(struct l7_pair_key *k, const struct l4_tuple *t,
+					   int server, __u32 isn)
+{
+	const __u8 *client = server ? t->remote_addr : t->local_addr;
+	const __u8 *srv = server ? t->local_addr : t->remote_addr;
+
+	__builtin_memcpy(k->client_addr, client, 16);
+	__builtin_memcpy(k->server_addr, srv, 16);
+	k->client_port = server ? t->remote_port : t->local_port;
+	k->server_port = server ? t->local_port : t->remote_port;
+	k->family = t->family;
+	k->_pad = 0;
+	k->isn = isn;
+}
+
+/* The client's initial sequence number, as each end computes it: the
+ * counters of what was acknowledged (client) or received (server) include
+ * the SYN, and the sequence numbers moved with them. */
+static __always_inline __u32 l7_client_isn(const struct tcp_sock *tp, int server)
+{
+	if (server)
+		return tp->rcv_nxt - (__u32)tp->bytes_received - 1;
+	return tp->snd_una - (__u32)tp->bytes_acked;
+}
+
+/* l7_pair_open, at a handshake's end: a client registers its connection,
+ * a server looks for its client's and, found undecided, pairs. */
+static __always_inline void l7_pair_open(const struct tcp_sock *tp, struct tcp_state *st)
+{
+	int server = st->role == ROLE_SERVER;
+	struct l7_pair_key k;
+	struct l7_pair *p;
+
+	if (!l7_capture_bytes || !tp)
+		return;
+	l7_pair_key_of(&k, &st->tuple, server, l7_client_isn(tp, server));
+	if (!server) {
+		struct l7_pair init = { .state = L7_PAIR_UNDECIDED };
+
+		bpf_map_update_elem(&l7_pairs, &k, &init, BPF_ANY);
+		return;
+	}
+	p = bpf_map_lookup_elem(&l7_pairs, &k);
+	if (!p)
+		return;
+	/* Written before the swap, which orders them for the client. */
+	p->server_cookie = st->cookie;
+	p->server_netns = st->owner.netns;
+	if (__sync_val_compare_and_swap(&p->state, L7_PAIR_UNDECIDED, L7_PAIR_BOTH) == L7_PAIR_UNDECIDED) {
+		st->l7_pair = L7_PAIR_BOTH;
+		st->l7_hint = L7_HINT_PEER;
+	}
+}
+
+/* l7_pair_close forgets a client's entry its first sample did not take
+ * (a connection of no protocol sampled, or TLS). */
+static __always_inline void l7_pair_close(const struct sock *sk, const struct tcp_state *st)
+{
+	const struct tcp_sock *tp;
+	struct l7_pair_key k;
+
+	if (!l7_capture_bytes || st->role != ROLE_CLIENT || st->l7_pair != L7_PAIR_NONE || st->adopted ||
+	    !(tp = tcp_of(sk)))
+		return;
+	l7_pair_key_of(&k, &st->tuple, 0, l7_client_isn(tp, 0));
+	bpf_map_delete_elem(&l7_pairs, &k);
+}
+
+/* l7_pair_settle decides, at a client's first sample, whether it samples
+ * for its server end too, and forgets the entry. A server's was settled at
+ * its handshake: it samples for itself here. */
+static __always_inline void l7_pair_settle(struct tcp_state *st, const struct tcp_sock *tp)
+{
+	struct l7_pair_key k;
+	struct l7_pair *p;
+
+	st->l7_pair = L7_PAIR_EACH;
+	if (st->role != ROLE_CLIENT || !tp)
+		return;
+	l7_pair_key_of(&k, &st->tuple, 0, l7_client_isn(tp, 0));
+	p = bpf_map_lookup_elem(&l7_pairs, &k);
+	if (!p)
+		return;
+	if (__sync_val_compare_and_swap(&p->state, L7_PAIR_UNDECIDED, L7_PAIR_EACH) == L7_PAIR_BOTH) {
+		st->l7_pair = L7_PAIR_BOTH;
+		st->l7_peer_cookie = p->server_cookie;
+		st->l7_peer_netns = p->server_netns;
+		count(CNT_L7_PAIRED);
+	}
+	bpf_map_delete_elem(&l7_pairs, &k);
+}
 
 /* l7_budget_take takes bytes of this CPU's budget for the second now
  * (CLOCK_MONOTONIC) falls in. */
@@ -247,6 +376,8 @@ static __always_inline void l7_take(struct tcp_state *st, const void *buf, __u32
 	}
 	l7_fill(ev, st->cookie, &st->tuple, len, n, send, source, st->role, st->l7_gap, st->l7_hint,
 		bpf_get_current_pid_tgid() >> 32, st->owner.netns, now);
+	ev->peer_cookie = st->l7_peer_cookie;
+	ev->peer_netns = st->l7_peer_netns;
 	l7_submit(ev);
 	st->l7_gap = 0;
 }
@@ -291,13 +422,15 @@ static __always_inline const void *syscall_buf(__u32 *room)
 }
 
 /* l7_syscall samples a plaintext send or receive of ret bytes on st. */
-static __always_inline void l7_syscall(struct tcp_state *st, int ret, int send)
+static __always_inline void l7_syscall(struct tcp_state *st, const struct tcp_sock *tp, int ret,
+				       int send)
 {
 	const void *buf;
 	__u32 room = 0;
 	__u64 n, k;
 
-	if (!l7_capture_bytes || st->l7_hint == L7_HINT_OPAQUE || st->l7_hint == L7_HINT_TLS)
+	if (!l7_capture_bytes || st->l7_hint == L7_HINT_OPAQUE || st->l7_hint == L7_HINT_TLS ||
+	    st->l7_hint == L7_HINT_PEER)
 		return;
 	buf = syscall_buf(&room);
 	if (!buf) {
@@ -321,6 +454,8 @@ static __always_inline void l7_syscall(struct tcp_state *st, int ret, int send)
 		if (hint == L7_HINT_TLS)
 			return;
 	}
+	if (st->l7_pair == L7_PAIR_NONE)
+		l7_pair_settle(st, tp);
 	l7_take(st, buf, ret, n, send, L7_SRC_SYSCALL);
 }
 
@@ -395,6 +530,8 @@ static __always_inline void l7_udp(struct __sk_buff *skb, const struct udp_key *
 	}
 	l7_fill(ev, key->cookie, &key->tuple, len, n, egress, L7_SRC_UDP, ROLE_UNKNOWN, 0, L7_HINT_DNS,
 		o->pid, o->netns, now);
+	ev->peer_cookie = 0; /* UDP is not paired */
+	ev->peer_netns = 0;
 	l7_submit(ev);
 }
 

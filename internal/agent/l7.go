@@ -69,19 +69,55 @@ func sampleOf(s *datapath.L7Sample) l7.Sample {
 		dir = l7.FromClient
 	}
 	key := l7.ConnKey{Cookie: s.Cookie, Local: s.Local, Remote: s.Remote, Netns: s.Netns, Role: s.Role,
-		UDP: s.Protocol == flow.UDP}
+		UDP: s.Protocol == flow.UDP, PeerCookie: s.PeerCookie, PeerNetns: s.PeerNetns}
 	return l7.Sample{Key: key, Hint: hintOf(s.Hint), TLS: s.Source.TLS(),
 		Msg: l7.Message{Dir: dir, NS: s.NS, Len: s.Len, Data: s.Data, Gap: s.Gap}}
 }
 
-// requestsOf names the flow a connection's requests go on.
-func requestsOf(k l7.ConnKey, nowNS uint64) conntable.RequestsOf {
-	of := conntable.RequestsOf{Protocol: flow.TCP, Cookie: k.Cookie, Role: k.Role, Local: k.Local,
+// requestsOf names the flows a connection's requests go on: its own, and
+// peer, when the connection's server end is on this node and the client's
+// samples stood for both (peer.Cookie 0 otherwise), that end's, seen from
+// there. Both ends' records then carry the same requests, as if each end
+// had been sampled.
+func requestsOf(k l7.ConnKey, nowNS uint64) (own, peer conntable.RequestsOf) {
+	own = conntable.RequestsOf{Protocol: flow.TCP, Cookie: k.Cookie, Role: k.Role, Local: k.Local,
 		Remote: k.Remote, Owner: flow.Owner{Netns: k.Netns}, StartNS: nowNS}
 	if k.UDP {
-		of.Protocol = flow.UDP
+		own.Protocol = flow.UDP
 	}
-	return of
+	if k.PeerCookie != 0 {
+		peer = conntable.RequestsOf{Protocol: flow.TCP, Cookie: k.PeerCookie, Role: flow.RoleServer,
+			Local: k.Remote, Remote: k.Local, Owner: flow.Owner{Netns: k.PeerNetns}, StartNS: nowNS}
+	}
+	return own, peer
+}
+
+// putRequests hands a connection's groups to put for each flow they go
+// on: its own, and a pair's server end's, which takes the plaintext ones.
+// TLS plaintext comes from each end's own library calls, sampled on both
+// ends, paired or not (a PostgreSQL connection pairs on its plaintext
+// SSLRequest, then turns to TLS).
+func putRequests(k l7.ConnKey, nowNS uint64, groups []flow.Requests, put func(conntable.RequestsOf, []flow.Requests)) {
+	own, peer := requestsOf(k, nowNS)
+	put(own, groups)
+	if peer.Cookie == 0 {
+		return
+	}
+	plain := groups
+	for i := range groups {
+		if groups[i].TLS {
+			plain = make([]flow.Requests, 0, len(groups))
+			for _, g := range groups {
+				if !g.TLS {
+					plain = append(plain, g)
+				}
+			}
+			break
+		}
+	}
+	if len(plain) > 0 {
+		put(peer, plain)
+	}
 }
 
 // maxBatch bounds the samples fed under one hold of the tracker's lock, so
@@ -186,7 +222,7 @@ func (a *Agent) takeRequests(nowNS uint64) {
 	a.keptRequests = a.keptRequests[:0]
 	a.drainL7(maxDrain)
 	a.l7.Take(nowNS, func(k l7.ConnKey, groups []flow.Requests) {
-		a.table.Requests(requestsOf(k, nowNS), groups)
+		putRequests(k, nowNS, groups, a.table.Requests)
 	})
 	a.l7Stats = a.l7.Stats()
 }
@@ -211,10 +247,15 @@ func (a *Agent) takeEndedRequests(nowNS uint64) {
 	defer a.l7mu.Unlock()
 	a.drainL7(maxDrain)
 	a.l7.Take(nowNS, func(k l7.ConnKey, groups []flow.Requests) {
-		of := requestsOf(k, nowNS)
-		if !a.table.RequestsOnEnded(of, groups) {
-			a.keptRequests = append(a.keptRequests, keptRequests{of, groups})
-		}
+		putRequests(k, nowNS, groups, a.requestsOnEnded)
 	})
 	a.l7Stats = a.l7.Stats()
+}
+
+// requestsOnEnded puts groups on their flow's record if that flow ended
+// in this flush, and keeps them for the interval's end otherwise.
+func (a *Agent) requestsOnEnded(of conntable.RequestsOf, groups []flow.Requests) {
+	if !a.table.RequestsOnEnded(of, groups) {
+		a.keptRequests = append(a.keptRequests, keptRequests{of, groups})
+	}
 }

@@ -655,6 +655,9 @@ type Counters struct {
 	L7Samples         uint64 // L7 samples submitted
 	L7OverBudget      uint64 // L7 samples not taken: over the per-second budget
 	L7RingFull        uint64 // L7 samples lost: their ring was full
+	// L7Paired counts TCP connections whose two ends are on this node,
+	// sampled on the client's end for both.
+	L7Paired uint64
 	// TLSUnattributed is TLS plaintext seen with no tracked socket to
 	// put it on.
 	TLSUnattributed uint64
@@ -692,6 +695,7 @@ func (d *Datapath) Counters() (Counters, error) {
 		flowlensCounterCNT_L7SAMPLES:         &c.L7Samples,
 		flowlensCounterCNT_L7BUDGET:          &c.L7OverBudget,
 		flowlensCounterCNT_L7RING_FULL:       &c.L7RingFull,
+		flowlensCounterCNT_L7PAIRED:          &c.L7Paired,
 		flowlensCounterCNT_TLS_UNATTRIBUTED:  &c.TLSUnattributed,
 		flowlensCounterCNT_TOUCHED_FULL:      &c.TouchedFull,
 		flowlensCounterCNT_TCP_TRACKED:       &c.TCPTracked,

@@ -52,7 +52,8 @@ const (
 	flowlensCounterCNT_TOUCHED_FULL      flowlensCounter = 14
 	flowlensCounterCNT_TCP_TRACKED       flowlensCounter = 15
 	flowlensCounterCNT_TCP_UNTRACKED     flowlensCounter = 16
-	flowlensCounterCNT_MAX               flowlensCounter = 17
+	flowlensCounterCNT_L7PAIRED          flowlensCounter = 17
+	flowlensCounterCNT_MAX               flowlensCounter = 18
 )
 
 type flowlensDropKey struct {
@@ -97,22 +98,23 @@ const (
 )
 
 type flowlensL7Event struct {
-	_        structs.HostLayout
-	Cookie   uint64
-	Ns       uint64
-	Tuple    flowlensL4Tuple
-	Len      uint32
-	Captured uint16
-	Dir      uint8
-	Source   uint8
-	Role     uint8
-	Gap      uint8
-	Hint     uint8
-	Pad      uint8
-	Pid      uint32
-	Netns    uint32
-	Data     [512]uint8
-	_        [4]byte
+	_          structs.HostLayout
+	Cookie     uint64
+	Ns         uint64
+	Tuple      flowlensL4Tuple
+	Len        uint32
+	Captured   uint16
+	Dir        uint8
+	Source     uint8
+	Role       uint8
+	Gap        uint8
+	Hint       uint8
+	Pad        uint8
+	Pid        uint32
+	Netns      uint32
+	PeerNetns  uint32
+	PeerCookie uint64
+	Data       [512]uint8
 }
 
 type flowlensL7Hint uint32
@@ -125,7 +127,27 @@ const (
 	flowlensL7HintL7HINT_DNS      flowlensL7Hint = 4
 	flowlensL7HintL7HINT_TLS      flowlensL7Hint = 5
 	flowlensL7HintL7HINT_OPAQUE   flowlensL7Hint = 6
+	flowlensL7HintL7HINT_PEER     flowlensL7Hint = 7
 )
+
+type flowlensL7Pair struct {
+	_            structs.HostLayout
+	ServerCookie uint64
+	ServerNetns  uint32
+	Pad          uint32
+	State        uint64
+}
+
+type flowlensL7PairKey struct {
+	_          structs.HostLayout
+	ClientAddr [16]uint8
+	ServerAddr [16]uint8
+	ClientPort uint16
+	ServerPort uint16
+	Family     uint16
+	Pad        uint16
+	Isn        uint32
+}
 
 type flowlensL7Source uint32
 
@@ -215,6 +237,10 @@ type flowlensTcpState struct {
 	SynRetrans    uint32
 	EstablishedNs uint64
 	ChargedCgroup uint64
+	L7PeerCookie  uint64
+	L7PeerNetns   uint32
+	L7Pair        uint8
+	Pad           [3]uint8
 }
 
 type flowlensTlsCall struct {
@@ -282,6 +308,7 @@ const (
 	flowlensMapEvents                = "events"
 	flowlensMapL7Budgets             = "l7_budgets"
 	flowlensMapL7Events              = "l7_events"
+	flowlensMapL7Pairs               = "l7_pairs"
 	flowlensMapListeners             = "listeners"
 	flowlensMapRefused               = "refused"
 	flowlensMapSelfSocks             = "self_socks"
@@ -347,6 +374,9 @@ const (
 	flowlensVarUnusedL7Dir           = "unused_l7_dir"
 	flowlensVarUnusedL7Event         = "unused_l7_event"
 	flowlensVarUnusedL7Hint          = "unused_l7_hint"
+	flowlensVarUnusedL7Pair          = "unused_l7_pair"
+	flowlensVarUnusedL7PairKey       = "unused_l7_pair_key"
+	flowlensVarUnusedL7PairState     = "unused_l7_pair_state"
 	flowlensVarUnusedL7Source        = "unused_l7_source"
 	flowlensVarUnusedListenInfo      = "unused_listen_info"
 	flowlensVarUnusedListenerKey     = "unused_listener_key"
@@ -447,6 +477,7 @@ type flowlensMapSpecs struct {
 	Events      *ebpf.MapSpec `ebpf:"events"`
 	L7Budgets   *ebpf.MapSpec `ebpf:"l7_budgets"`
 	L7Events    *ebpf.MapSpec `ebpf:"l7_events"`
+	L7Pairs     *ebpf.MapSpec `ebpf:"l7_pairs"`
 	Listeners   *ebpf.MapSpec `ebpf:"listeners"`
 	Refused     *ebpf.MapSpec `ebpf:"refused"`
 	SelfSocks   *ebpf.MapSpec `ebpf:"self_socks"`
@@ -487,6 +518,9 @@ type flowlensVariableSpecs struct {
 	UnusedL7Dir         *ebpf.VariableSpec `ebpf:"unused_l7_dir"`
 	UnusedL7Event       *ebpf.VariableSpec `ebpf:"unused_l7_event"`
 	UnusedL7Hint        *ebpf.VariableSpec `ebpf:"unused_l7_hint"`
+	UnusedL7Pair        *ebpf.VariableSpec `ebpf:"unused_l7_pair"`
+	UnusedL7PairKey     *ebpf.VariableSpec `ebpf:"unused_l7_pair_key"`
+	UnusedL7PairState   *ebpf.VariableSpec `ebpf:"unused_l7_pair_state"`
 	UnusedL7Source      *ebpf.VariableSpec `ebpf:"unused_l7_source"`
 	UnusedListenInfo    *ebpf.VariableSpec `ebpf:"unused_listen_info"`
 	UnusedListenerKey   *ebpf.VariableSpec `ebpf:"unused_listener_key"`
@@ -528,6 +562,7 @@ type flowlensMaps struct {
 	Events      *ebpf.Map `ebpf:"events"`
 	L7Budgets   *ebpf.Map `ebpf:"l7_budgets"`
 	L7Events    *ebpf.Map `ebpf:"l7_events"`
+	L7Pairs     *ebpf.Map `ebpf:"l7_pairs"`
 	Listeners   *ebpf.Map `ebpf:"listeners"`
 	Refused     *ebpf.Map `ebpf:"refused"`
 	SelfSocks   *ebpf.Map `ebpf:"self_socks"`
@@ -553,6 +588,7 @@ func (m *flowlensMaps) Close() error {
 		m.Events,
 		m.L7Budgets,
 		m.L7Events,
+		m.L7Pairs,
 		m.Listeners,
 		m.Refused,
 		m.SelfSocks,
@@ -594,6 +630,9 @@ type flowlensVariables struct {
 	UnusedL7Dir         *ebpf.Variable `ebpf:"unused_l7_dir"`
 	UnusedL7Event       *ebpf.Variable `ebpf:"unused_l7_event"`
 	UnusedL7Hint        *ebpf.Variable `ebpf:"unused_l7_hint"`
+	UnusedL7Pair        *ebpf.Variable `ebpf:"unused_l7_pair"`
+	UnusedL7PairKey     *ebpf.Variable `ebpf:"unused_l7_pair_key"`
+	UnusedL7PairState   *ebpf.Variable `ebpf:"unused_l7_pair_state"`
 	UnusedL7Source      *ebpf.Variable `ebpf:"unused_l7_source"`
 	UnusedListenInfo    *ebpf.Variable `ebpf:"unused_listen_info"`
 	UnusedListenerKey   *ebpf.Variable `ebpf:"unused_listener_key"`

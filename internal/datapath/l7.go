@@ -39,8 +39,13 @@ type L7Sample struct {
 	Gap   bool // samples of this socket before this one were lost
 	PID   uint32
 	Netns uint32
-	Len   int    // bytes the call moved
-	Data  []byte // its first bytes; valid until the next ReadL7
+	// PeerCookie, of a TCP client's sample, is the socket of the
+	// connection's server end when that end is on this node and takes no
+	// samples of its own: the sample is both ends'. 0: none.
+	PeerCookie uint64
+	PeerNetns  uint32 // the server end's network namespace
+	Len        int    // bytes the call moved
+	Data       []byte // its first bytes; valid until the next ReadL7
 }
 
 // L7On reports whether L7 capture is loaded.
@@ -112,6 +117,7 @@ func decodeL7(raw []byte, ev *flowlensL7Event) (L7Sample, error) {
 		Cookie: ev.Cookie, NS: ev.Ns, Protocol: flow.TCP,
 		Send: ev.Dir == uint8(flowlensL7DirL7SEND), Source: L7Source(ev.Source),
 		Role: flow.Role(ev.Role), Gap: ev.Gap != 0, PID: ev.Pid, Netns: ev.Netns,
+		PeerCookie: ev.PeerCookie, PeerNetns: ev.PeerNetns,
 		Len: int(ev.Len), Data: raw[head : head+n : head+n],
 	}
 	if int(ev.Hint) < len(l7Hints) {

@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -27,9 +28,11 @@ import (
 func TestMain(m *testing.M) {
 	switch os.Getenv("FLOWLENS_L7_CHILD") {
 	case "http":
-		os.Exit(childHTTP(0))
+		os.Exit(childHTTP(0, false))
 	case "http-slow":
-		os.Exit(childHTTP(400 * time.Millisecond))
+		os.Exit(childHTTP(400*time.Millisecond, false))
+	case "http-opened-first":
+		os.Exit(childHTTP(0, true))
 	case "dns":
 		os.Exit(childDNS())
 	}
@@ -39,8 +42,9 @@ func TestMain(m *testing.M) {
 const childRequests = 5
 
 // childHTTP serves and makes childRequests keep-alive requests on loopback,
-// pause apart.
-func childHTTP(pause time.Duration) int {
+// pause apart. openFirst: the connection is opened (one request, not to
+// /items/) before it says "ready" and waits for a line on its stdin.
+func childHTTP(pause time.Duration, openFirst bool) int {
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		return 1
@@ -49,6 +53,18 @@ func childHTTP(pause time.Duration) int {
 		io.WriteString(w, "ok")
 	}))
 	c := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
+	if openFirst {
+		resp, err := c.Get(fmt.Sprintf("http://%s/open", ln.Addr()))
+		if err != nil {
+			return 2
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		fmt.Println("ready")
+		if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+			return 3
+		}
+	}
 	for i := range childRequests {
 		time.Sleep(pause)
 		resp, err := c.Get(fmt.Sprintf("http://%s/items/%d", ln.Addr(), i))
@@ -88,13 +104,21 @@ func childDNS() int {
 	return 0
 }
 
-func runChild(t *testing.T, mode string) {
-	t.Helper()
+func childCmd(mode string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "FLOWLENS_L7_CHILD="+mode)
+	return cmd
+}
+
+// runChild runs a child to its end and returns its pid, which its samples
+// carry (the test runs in the initial pid namespace).
+func runChild(t *testing.T, mode string) uint32 {
+	t.Helper()
+	cmd := childCmd(mode)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("child %s: %v %s", mode, err, out)
 	}
+	return uint32(cmd.Process.Pid)
 }
 
 // readL7 collects the samples that arrive within a short while.
@@ -130,18 +154,17 @@ func openL7With(t *testing.T, cfg Config) *Datapath {
 	return d
 }
 
-// Every request and response of a keep-alive exchange is sampled on both
-// sockets, from the system call's own buffer, with the socket's role. A
-// message may come in two reads (Go's server reads one byte ahead while a
-// handler runs): the streams, joined, hold each message once.
-func TestL7SamplesEachPlaintextMessageOnBothSides(t *testing.T) {
-	d := openL7(t)
-	runChild(t, "http")
-	got := readL7(t, d, func(s *L7Sample) bool { return s.Protocol == flow.TCP && s.Local.Addr().IsLoopback() })
-	type side struct {
-		role flow.Role
-		send bool
-	}
+type side struct {
+	role flow.Role
+	send bool
+}
+
+// httpStreams joins the samples of each side and way: a message may come
+// in two reads (Go's server reads one byte ahead while a handler runs),
+// the streams hold each message once. Each sample must be a whole one of
+// a system call, hinted HTTP, with no gap.
+func httpStreams(t *testing.T, got []L7Sample) map[side][]byte {
+	t.Helper()
 	streams := map[side][]byte{}
 	for _, s := range got {
 		if s.Source != L7Syscall || s.Hint != flow.HTTP || s.Len != len(s.Data) || s.Gap {
@@ -150,12 +173,139 @@ func TestL7SamplesEachPlaintextMessageOnBothSides(t *testing.T) {
 		k := side{s.Role, s.Send}
 		streams[k] = append(streams[k], s.Data...)
 	}
+	return streams
+}
+
+// countLines checks how many times each side's stream holds its line of
+// the child's requests: the request on the client's sends and server's
+// receives, the response on the others.
+func countLines(t *testing.T, streams map[side][]byte, client, server int) {
+	t.Helper()
 	for k, line := range map[side]string{
 		{flow.RoleClient, true}: "GET /items/", {flow.RoleServer, false}: "GET /items/",
 		{flow.RoleServer, true}: "HTTP/1.1 200 OK", {flow.RoleClient, false}: "HTTP/1.1 200 OK",
 	} {
-		if n := bytes.Count(streams[k], []byte(line)); n != childRequests {
-			t.Errorf("%+v: %q %d times, want %d", k, line, n, childRequests)
+		want := client
+		if k.role == flow.RoleServer {
+			want = server
+		}
+		if n := bytes.Count(streams[k], []byte(line)); n != want {
+			t.Errorf("%+v: %q %d times, want %d", k, line, n, want)
+		}
+	}
+}
+
+// readEnds collects the ends of pid's connections that arrive within a
+// short while.
+func readEnds(t *testing.T, d *Datapath, pid uint32) []flow.TCPEnd {
+	t.Helper()
+	var ends []flow.TCPEnd
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		e, err := d.ReadEnd(time.Now().Add(200 * time.Millisecond))
+		if errors.Is(err, ErrTimeout) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Socket.Owner.PID == pid {
+			ends = append(ends, e)
+		}
+	}
+	return ends
+}
+
+// A connection whose two ends are sockets of this node (loopback here) is
+// sampled on its client's end only: every request and response once, each
+// sample naming the server's socket, which takes none; the kernel counts
+// the pair.
+func TestL7SamplesALocalPairOnItsClientEnd(t *testing.T) {
+	d := openL7(t)
+	before, err := d.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := runChild(t, "http")
+	got := readL7(t, d, func(s *L7Sample) bool { return s.PID == pid })
+	after, err := d.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	countLines(t, httpStreams(t, got), childRequests, 0)
+	var server []flow.TCPSocket
+	for _, e := range readEnds(t, d, pid) {
+		if e.Socket.Role == flow.RoleServer {
+			server = append(server, e.Socket)
+		}
+	}
+	if len(server) != 1 {
+		t.Fatalf("%d server ends of the child's connections, want 1: %+v", len(server), server)
+	}
+	for _, s := range got {
+		if s.PeerCookie != server[0].Cookie || s.PeerNetns != server[0].Owner.Netns || s.Netns != s.PeerNetns {
+			t.Errorf("sample of %d names peer %d in netns %d, want the server's socket %d in %d (its own %d)",
+				s.Cookie, s.PeerCookie, s.PeerNetns, server[0].Cookie, server[0].Owner.Netns, s.Netns)
+		}
+	}
+	// The counter is the node's: other pairs may have been made meanwhile.
+	if after.L7Paired <= before.L7Paired {
+		t.Errorf("pairs counted: %d before, %d after the child's connection", before.L7Paired, after.L7Paired)
+	}
+}
+
+// A connection without a pair entry samples on both ends, as one whose
+// client is not on this node does: here one opened before the programs
+// were attached, whose server's handshake was not seen (adopted by the
+// start-up walk). No sample names a peer.
+func TestL7SamplesBothEndsWithoutAPair(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	cmd := childCmd("http-opened-first")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		line, err := bufio.NewReader(stdout).ReadString('\n')
+		if err == nil && line != "ready\n" {
+			err = fmt.Errorf("child said %q", line)
+		}
+		done <- err
+	}()
+	select {
+	case err = <-done:
+	case <-time.After(10 * time.Second):
+		err = errors.New("child not ready in 10 s")
+	}
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatal(err)
+	}
+	d := openL7(t)
+	// As the agent does: the walk learns the listener, so the accepted
+	// socket is adopted as the server it is.
+	if _, err := d.WalkTCP(); err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(stdin, "go\n")
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("child: %v", err)
+	}
+	pid := uint32(cmd.Process.Pid)
+	got := readL7(t, d, func(s *L7Sample) bool { return s.PID == pid })
+	countLines(t, httpStreams(t, got), childRequests, childRequests)
+	for _, s := range got {
+		if s.PeerCookie != 0 || s.PeerNetns != 0 {
+			t.Errorf("sample %+v names a peer", s)
 		}
 	}
 }
@@ -219,9 +369,10 @@ func TestL7BudgetSamplesAndSaysSo(t *testing.T) {
 		}
 	}
 	over := after.L7OverBudget - before.L7OverBudget
-	// 5 requests and 5 responses, each written once and read once.
-	if over == 0 || uint64(len(got))+over < 4*childRequests {
-		t.Errorf("%d samples and %d over budget for at least %d messages", len(got), over, 4*childRequests)
+	// 5 requests and 5 responses, each written and read once by the
+	// client, which samples for both ends of this loopback connection.
+	if over == 0 || uint64(len(got))+over < 2*childRequests {
+		t.Errorf("%d samples and %d over budget for at least %d messages", len(got), over, 2*childRequests)
 	}
 	if gaps == 0 {
 		t.Errorf("no sample reported the gap the budget left (%d samples, %d over budget)", len(got), over)

@@ -19,6 +19,11 @@ type ConnKey struct {
 	Netns         uint32
 	Role          flow.Role
 	UDP           bool
+	// PeerCookie and PeerNetns name a TCP client's server end when it is
+	// on this node and its samples are the client's: its requests go on
+	// that end's flow too. PeerCookie 0: none.
+	PeerCookie uint64
+	PeerNetns  uint32
 }
 
 // connID is what the tracker finds a connection by: the socket, and the

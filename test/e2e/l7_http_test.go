@@ -186,6 +186,9 @@ func (a api) awaitTLSProbed(t *testing.T, bin string, p *testutil.Pair, warmPort
 	})
 }
 
+// pairedSeries counts connections sampled on their client's end for both.
+const pairedSeries = "flowlens_l7_connections_paired_total"
+
 // Issue 14, items 1 and 2: 1,000 requests over keep-alive connections,
 // plain and over TLS (Go's crypto/tls on both ends; curl's OpenSSL against
 // Go's server), are counted exactly per status and path template on both
@@ -225,6 +228,7 @@ func TestL7HTTP(t *testing.T) {
 					return p.B.Command(bin, "get", "-url", url).Run()
 				})
 			}
+			paired := metricValue(t, shared, pairedSeries)
 			var clientMax uint64
 			if tc.curl {
 				clientMax = runCurl(t, p.B, base, plan)
@@ -237,6 +241,13 @@ func TestL7HTTP(t *testing.T) {
 				t.Fatalf("the server answered %d requests, want %d", served.Requests, len(plan))
 			}
 			checkHTTPRecords(t, p, tc.port, plan, tc.tls, clientMax)
+			// Both ends are on this node: the plain connections were
+			// sampled on the client's end only, and both sides' records
+			// still hold every request. (The counter is the node's:
+			// other local pairs may have been made meanwhile.)
+			if now := metricValue(t, shared, pairedSeries); !tc.tls && now-paired < float64(tc.conns) {
+				t.Errorf("%s went from %v to %v over %d local connections", pairedSeries, paired, now, tc.conns)
+			}
 		})
 	}
 }
