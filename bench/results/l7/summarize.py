@@ -16,6 +16,40 @@ def load(d, name):
         lost=a.get('lost_total'), exact=json.dumps(comp).count('"exact": true') if comp else None)
 
 
+def span(xs, fmt='{:.2f}'):
+    """Median (min–max) of xs."""
+    return f"{fmt.format(statistics.median(xs))} ({fmt.format(min(xs))}–{fmt.format(max(xs))})"
+
+
+def interleaved(d):
+    """Every run under d (b-on-1, a-off-2, …: before/after, L7 on/off), with the socket hooks' figures."""
+    rows = {}
+    for n in sorted(os.listdir(d)):
+        if os.path.exists(os.path.join(d, n, 'results.json')):
+            r = load(d, n)
+            p = r['progs']
+            rows[n] = dict(r, base=r['base_rps'], send=p['on_send']['ns_per_run'], recv=p['on_recv']['ns_per_run'],
+                           sendruns=p['on_send']['runs']/r['req'], recvruns=p['on_recv']['runs']/r['req'])
+    for n, r in rows.items():
+        print(f"{n:10} req={r['req']:7} rps={r['rps']:7.0f} base={r['base']:7.0f} agent={r['agent']:5.2f} bpf={r['bpf']:5.2f} total={r['total']:5.2f} on_send={r['send']:.0f}ns×{r['sendruns']:.2f} on_recv={r['recv']:.0f}ns×{r['recvruns']:.2f} lost={r['lost']}")
+    print()
+    return rows
+
+
+def before_after(rows, title, on_minus_off):
+    """The before/after table of interleaved rows; on_minus_off(on, off, w, k) gives a cell's difference."""
+    print(title)
+    print("|---|--:|--:|--:|--:|--:|--:|")
+    for label, k, fmt in [('agent CPU, µs', 'agent', '{:.2f}'), ('eBPF, µs', 'bpf', '{:.2f}'), ('total, µs', 'total', '{:.2f}'),
+                          ('on_send ns/run', 'send', '{:.0f}'), ('on_recv ns/run', 'recv', '{:.0f}'), ('req/s with agent', 'rps', '{:.0f}')]:
+        cells = []
+        for w in ('b', 'a'):
+            on = [r[k] for n, r in rows.items() if n.startswith(w + '-on-')]
+            off = [r[k] for n, r in rows.items() if n.startswith(w + '-off-')]
+            cells += [span(on, fmt) if on else '', span(off, fmt) if off else '', on_minus_off(on, off, w, k, fmt)]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
 def main():
     O = sys.argv[1]
     runs = [n for n in sys.argv[2:]]
