@@ -121,9 +121,9 @@ type Hub struct {
 	// unlogged: that tick is not in the log (its append failed), so no
 	// checkpoint can name it until a tick that is.
 	unlogged bool
-	now       time.Time
-	unsaved   []flow.Record // published since the last checkpoint
-	retry     *history.Checkpoint
+	now      time.Time
+	unsaved  []flow.Record // published since the last checkpoint
+	retry    *history.Checkpoint
 	// saved is the ring position up to which published records are in
 	// the history: the API reads the rest from the ring.
 	saved atomic.Uint64
