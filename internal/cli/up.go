@@ -80,8 +80,18 @@ func runUp(ctx context.Context, log *slog.Logger, cfg upConfig) error {
 	ticks := cfg.Agent.FlushesPerInterval()
 	cfg.Hub.Interval, cfg.Hub.ExternalTicks = cfg.Agent.Interval, true
 	cfg.Hub.Publish = publish.Config{Hold: cfg.Publish.Hold * ticks}
-	// One agent: both sides of a connection arrive within an interval.
-	cfg.Hub.Topology.Linger, cfg.Hub.Topology.Hold = 2*ticks, 2*ticks
+	// One agent: the two sides of a connection reach the hub at most an
+	// interval apart (an ended side is flushed at once, an open one at the
+	// interval's end), plus, with Kubernetes, the publisher's wait for a
+	// pod's metadata. That, and a flush, is how long a server record waits
+	// for its client and an ended connection is remembered for its other
+	// side: longer costs memory in a burst (a connection each, issue 17),
+	// shorter counts a connection twice.
+	apart := 1
+	if cfg.Kube.Enabled() {
+		apart += cfg.Publish.Hold
+	}
+	cfg.Hub.Topology.Linger, cfg.Hub.Topology.Hold = apart*ticks+1, apart*ticks+1
 	cfg.Hub.Topology.Remember = topology.DefaultRemember * ticks
 	var n *node // ticks come from its agent, once it is set
 	cfg.Hub.CgroupPath = func(id uint64) string {
