@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/cilium/ebpf/ringbuf"
 
@@ -103,17 +104,10 @@ func putRequests(k l7.ConnKey, nowNS uint64, groups []flow.Requests, put func(co
 	if peer.Cookie == 0 {
 		return
 	}
+	tls := func(g flow.Requests) bool { return g.TLS }
 	plain := groups
-	for i := range groups {
-		if groups[i].TLS {
-			plain = make([]flow.Requests, 0, len(groups))
-			for _, g := range groups {
-				if !g.TLS {
-					plain = append(plain, g)
-				}
-			}
-			break
-		}
+	if slices.ContainsFunc(groups, tls) {
+		plain = slices.DeleteFunc(slices.Clone(groups), tls)
 	}
 	if len(plain) > 0 {
 		put(peer, plain)
