@@ -154,10 +154,9 @@ type Agent struct {
 	tls *tlsprobe.Prober // nil with L7 off, or without uprobes
 
 	// l7 is fed by readSamples and taken from by tick; nil with L7 off.
-	l7           *l7.Tracker
-	l7mu         sync.Mutex // guards l7, l7Stats and keptRequests
-	l7Stats      l7.Stats
-	keptRequests []keptRequests
+	l7      *l7.Tracker
+	l7mu    sync.Mutex // guards l7 and l7Stats
+	l7Stats l7.Stats
 
 	stats statCounters
 	mu    sync.Mutex // guards snap

@@ -198,8 +198,8 @@ func (a *Agent) l7ClosedUDP(convs []flow.UDPConversation) {
 // holds about 7,000 samples.
 const maxDrain = 1 << 20
 
-// takeRequests puts each connection's request groups on its flow's record,
-// those an ended flush kept back first. It first feeds the tracker what
+// takeRequests puts each connection's request groups on its flow's record
+// (the table adds those an ended flush kept back). It first feeds the tracker what
 // the ring holds, the samples of the traffic the maps just read, under the
 // same lock as Take: a request and its bytes then land in one interval's
 // record, bar those moved in the instants between.
@@ -209,11 +209,6 @@ func (a *Agent) takeRequests(nowNS uint64) {
 	}
 	a.l7mu.Lock()
 	defer a.l7mu.Unlock()
-	for i := range a.keptRequests {
-		a.table.Requests(a.keptRequests[i].of, a.keptRequests[i].groups)
-	}
-	clear(a.keptRequests)
-	a.keptRequests = a.keptRequests[:0]
 	a.drainL7(maxDrain)
 	a.l7.Take(nowNS, func(k l7.ConnKey, groups []flow.Requests) {
 		putRequests(k, nowNS, groups, a.table.Requests)
@@ -221,18 +216,12 @@ func (a *Agent) takeRequests(nowNS uint64) {
 	a.l7Stats = a.l7.Stats()
 }
 
-// keptRequests are groups an ended flush took from the tracker for a
-// connection still open: they wait for its record at the interval's end.
-type keptRequests struct {
-	of     conntable.RequestsOf
-	groups []flow.Requests
-}
-
 // takeEndedRequests is takeRequests for an ended flush: the samples the
 // ring holds were sent before the end events just read, so the groups of
 // the connections that ended are complete (bar requests still unanswered,
 // which the tracker gives up on at its next Take, as at an interval's end)
-// and go on their records; the others' are kept for the interval.
+// and go on their records; the table keeps the others' until their
+// connection ends or the interval does.
 func (a *Agent) takeEndedRequests(nowNS uint64) {
 	if a.l7 == nil {
 		return
@@ -241,15 +230,7 @@ func (a *Agent) takeEndedRequests(nowNS uint64) {
 	defer a.l7mu.Unlock()
 	a.drainL7(maxDrain)
 	a.l7.Take(nowNS, func(k l7.ConnKey, groups []flow.Requests) {
-		putRequests(k, nowNS, groups, a.requestsOnEnded)
+		putRequests(k, nowNS, groups, a.table.RequestsBetween)
 	})
 	a.l7Stats = a.l7.Stats()
-}
-
-// requestsOnEnded puts groups on their flow's record if that flow ended
-// in this flush, and keeps them for the interval's end otherwise.
-func (a *Agent) requestsOnEnded(of conntable.RequestsOf, groups []flow.Requests) {
-	if !a.table.RequestsOnEnded(of, groups) {
-		a.keptRequests = append(a.keptRequests, keptRequests{of, groups})
-	}
 }

@@ -50,6 +50,7 @@ func (t *Table) Ended() bool {
 func (t *Table) FlushEnded(start, end time.Time) []flow.Record {
 	t.clock.follow(end)
 	t.matchDrops(end)
+	t.placeKept(false)
 	// Counted first, so that the slice handed out is allocated once, at
 	// its size: grown record by record (≈700 bytes each, a thousand a
 	// flush at 5k connections/s) it was copied and allocated twice over,
@@ -82,17 +83,50 @@ func (t *Table) FlushEnded(start, end time.Time) []flow.Record {
 	return out
 }
 
-// RequestsOnEnded puts request groups on their flow's record if that record
-// is final (FlushEnded would return it), and reports whether it did. The
-// caller keeps the others for Requests at the interval's end: a record
-// made for them now would take a start and an owner that the interval's
-// map read has yet to give.
-func (t *Table) RequestsOnEnded(of RequestsOf, groups []flow.Requests) bool {
-	k, _ := t.requestsKey(&of)
+// RequestsBetween puts request groups taken between an interval's
+// flushes on their flow's record if that record is final, and keeps them
+// otherwise: for the record when its connection ends (FlushEnded), or for
+// Requests at the interval's end (Flush). A record made for them now
+// would take a start and an owner that the interval's map read has yet to
+// give; and groups handed to a caller to keep were lost to the early
+// record of a connection that ended after them, landing at the interval's
+// end on a record of their own, which the hub cannot join to its
+// connection.
+func (t *Table) RequestsBetween(of RequestsOf, groups []flow.Requests) {
+	if !t.requestsOnFinal(&of, groups) {
+		t.kept = append(t.kept, keptRequests{of, groups})
+	}
+}
+
+// keptRequests are groups RequestsBetween took for a record not final yet.
+type keptRequests struct {
+	of     RequestsOf
+	groups []flow.Requests
+}
+
+func (t *Table) requestsOnFinal(of *RequestsOf, groups []flow.Requests) bool {
+	k, _ := t.requestsKey(of)
 	p := t.pending.find(&t.arena, &k)
 	if p == nil || !final(p) {
 		return false
 	}
 	p.rec.Requests = append(p.rec.Requests, groups...)
 	return true
+}
+
+// placeKept puts kept groups on their records: only those that are final
+// between flushes, all of them at the interval's end.
+func (t *Table) placeKept(interval bool) {
+	kept := t.kept[:0]
+	for i := range t.kept {
+		g := &t.kept[i]
+		switch {
+		case interval:
+			t.Requests(g.of, g.groups)
+		case !t.requestsOnFinal(&g.of, g.groups):
+			kept = append(kept, *g)
+		}
+	}
+	clear(t.kept[len(kept):])
+	t.kept = kept
 }

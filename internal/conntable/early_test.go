@@ -138,25 +138,43 @@ func TestEndedConnectionsLeaveBeforeTheIntervalEnds(t *testing.T) {
 }
 
 // Requests of an ended connection go on its early record; those of an
-// open one wait for the interval's end, where its record is made.
-func TestRequestsOnEndedOnlyForFinalRecords(t *testing.T) {
+// open one wait for its record: at its end if it ends before the
+// interval does (the groups were taken while it was open, its record
+// leaves early), else at the interval's end.
+func TestRequestsBetweenWaitForTheirRecord(t *testing.T) {
 	tb := New(Config{})
-	tb.SyncTCP([]flow.TCPSocket{sockAt(2, stillOpen, 10, 0)})
+	tb.SyncTCP([]flow.TCPSocket{sockAt(1, client, 10, 0), sockAt(2, stillOpen, 10, 0)})
 	tb.Flush(t0.Add(-time.Second), t0)
-	tb.EndTCP(flow.TCPEnd{Socket: sockAt(1, client, 300, 900)})
 	of := func(cookie uint64, local netip.AddrPort) RequestsOf {
 		return RequestsOf{Protocol: flow.TCP, Cookie: cookie, Role: flow.RoleClient, Local: local, Remote: server,
 			Owner: flow.Owner{PID: 42, Netns: 7}}
 	}
-	if !tb.RequestsOnEnded(of(1, client), []flow.Requests{get200}) {
-		t.Fatal("requests of an ended connection were not taken")
+	tb.EndTCP(flow.TCPEnd{Socket: sockAt(3, longLived, 300, 900)})
+	tb.RequestsBetween(of(3, longLived), []flow.Requests{get200})
+	tb.RequestsBetween(of(1, client), []flow.Requests{get200, get200})
+	tb.RequestsBetween(of(2, stillOpen), []flow.Requests{get200})
+	requests := func(recs []flow.Record) map[uint16]int {
+		n := map[uint16]int{}
+		for _, r := range recs {
+			for _, g := range r.Requests {
+				n[r.Source.Port] += int(g.Count)
+			}
+		}
+		return n
 	}
-	if tb.RequestsOnEnded(of(2, stillOpen), []flow.Requests{get200}) {
-		t.Fatal("requests of an open connection were taken ahead of its record")
+	first := tb.FlushEnded(t0, t0.Add(100*time.Millisecond))
+	if got := requests(first); len(first) != 1 || got[longLived.Port()] != 3 || len(got) != 1 {
+		t.Fatalf("first early flush: %d records with requests %v; want the ended connection's, with its 3", len(first), got)
 	}
-	recs := tb.FlushEnded(t0, t0.Add(100*time.Millisecond))
-	if len(recs) != 1 || len(recs[0].Requests) != 1 || recs[0].Requests[0].Count != 3 || recs[0].BytesToDst != 300 {
-		t.Fatalf("early records %+v, want the ended connection's with its 3 requests", recs)
+	tb.EndTCP(flow.TCPEnd{Socket: sockAt(1, client, 20, 5)})
+	second := tb.FlushEnded(t0, t0.Add(200*time.Millisecond))
+	if got := requests(second); len(second) != 1 || got[client.Port()] != 6 || len(got) != 1 {
+		t.Fatalf("second early flush: %d records with requests %v; want the connection that ended since, with the 6 taken while it was open", len(second), got)
+	}
+	tb.SyncTCP([]flow.TCPSocket{sockAt(2, stillOpen, 15, 0)})
+	last := tb.Flush(t0, t0.Add(time.Second))
+	if got := requests(last); len(last) != 1 || got[stillOpen.Port()] != 3 || len(got) != 1 {
+		t.Fatalf("at the interval's end: %d records with requests %v; want the open connection's, with its 3", len(last), got)
 	}
 	if st := tb.Stats(); st.RecordsForRequests != 0 {
 		t.Errorf("%d records made for requests alone, want 0", st.RecordsForRequests)

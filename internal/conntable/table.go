@@ -257,10 +257,11 @@ type Table struct {
 	released  []releasedConv // conversations gone from the kernel map, oldest first
 	releasing []releasedConv // those ReleasedUDP took since the last SyncUDP
 	pending   flowIndex
-	arena     pendingArena // where pending's records live
-	ended     []*pending   // records with an end counted, not flushed yet (early.go)
-	held      []heldDrop   // drops waiting for a record of their flow, oldest first
-	syncs     uint64       // SyncTCP calls so far: complete reads
+	arena     pendingArena   // where pending's records live
+	ended     []*pending     // records with an end counted, not flushed yet (early.go)
+	kept      []keptRequests // request groups waiting for their record (early.go)
+	held      []heldDrop     // drops waiting for a record of their flow, oldest first
+	syncs     uint64         // SyncTCP calls so far: complete reads
 	// missing counts the sockets the last SyncTCP missed for the first
 	// time: another complete read confirms them vanished.
 	missing  int
@@ -699,6 +700,7 @@ func (p *pending) setOwner(o flow.Owner) {
 func (t *Table) Flush(start, end time.Time) []flow.Record {
 	t.clock.follow(end)
 	t.matchDrops(end)
+	t.placeKept(true)
 	out := make([]flow.Record, t.pending.n)
 	rtts := make([]flow.RTT, 0, t.pending.n)
 	n := 0

@@ -335,18 +335,24 @@ func TestUIRequests(t *testing.T) {
 	if got := groupsOf(shared.settledRequests(t, clientQuery, want.total())); !checkGroups(t, "client", got, want) {
 		t.FailNow()
 	}
+	// What settles is every edge of either process, so that requests
+	// counted on another edge than the pair's show where they went.
 	var edge topology.Edge
 	settle(t, "the edge's requests", 30*time.Second, func() string {
 		g, err := shared.topology("level=process&window=5m")
 		testutil.Must(t, err, "topology")
 		edge = topology.Edge{}
+		var seen []string
 		for _, e := range g.Edges {
 			if e.Source == clientID && e.Destination == serverID {
 				edge = e
 			}
+			if e.Source == clientID || e.Destination == serverID {
+				seen = append(seen, fmt.Sprintf("%s → %s: %d connections, %d requests", e.Source, e.Destination, e.ConnectionsOpened, e.Requests))
+			}
 		}
 		b, _ := json.Marshal(edge.RequestFigures)
-		return string(b)
+		return fmt.Sprintf("%s; edges %q", b, seen)
 	}, func(string) bool { return edge.Requests >= uint64(len(plan)) })
 	type class struct {
 		Class            string
