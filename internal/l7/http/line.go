@@ -21,6 +21,7 @@ const maxMethod = 20
 type requestLine struct {
 	method, target []byte
 	version        bool // HTTP/1.0 or HTTP/1.1 and the line's end were seen
+	n              int  // the line's length through its end, when version
 }
 
 // parseRequestLine reads "METHOD SP target SP HTTP/1.x" and the line end.
@@ -56,10 +57,11 @@ func parseRequestLine(b []byte) (requestLine, lineState) {
 	if st != lineOK {
 		return rl, st
 	}
-	if _, st = parseLineEnd(b[k+1+n:]); st != lineOK {
+	end, st := parseLineEnd(b[k+1+n:])
+	if st != lineOK {
 		return rl, st
 	}
-	rl.version = true
+	rl.version, rl.n = true, k+1+n+end
 	return rl, lineOK
 }
 
@@ -144,22 +146,70 @@ func startState(b []byte, request bool) lineState {
 	return st
 }
 
-// headerEnd returns the length of the header block at the start of b
-// (through its empty line), or -1 if b does not hold all of it.
-func headerEnd(b []byte) int {
-	off := 0
-	for {
-		i := bytes.IndexByte(b[off:], '\n')
-		if i < 0 {
-			return -1
-		}
-		off += i + 1
-		if n, st := parseLineEnd(b[off:]); st == lineOK {
-			return off + n
-		} else if st == lineShort {
-			return -1
+// head is what one pass over a message's header block reads: its start
+// line, the fields the parser uses, and its length. Headers are read
+// once, as the block's end is looked for: a keep-alive request's head
+// was read twice over, for its end and then for its fields.
+type head struct {
+	start   lineState   // the start line's
+	line    requestLine // a request's start line
+	status  int         // a response's status
+	framing framing
+	host    []byte // a request's Host value
+	end     int    // the block's length through its empty line; -1: b ends first
+}
+
+// readHead reads the header block at the start of b; fields are read
+// only after a whole start line, and only whole lines of them.
+func readHead(b []byte, request bool) head {
+	h := head{framing: framing{length: -1}, end: -1}
+	n := 0
+	if request {
+		h.line, h.start = parseRequestLine(b)
+		n = h.line.n
+	} else if h.status, h.start = parseStatusLine(b); h.start == lineOK {
+		// The reason phrase is not read: the line ends at its LF.
+		if n = bytes.IndexByte(b, '\n') + 1; n == 0 {
+			return h
 		}
 	}
+	if h.start != lineOK {
+		return h
+	}
+	for rest := b[n:]; ; {
+		i := bytes.IndexByte(rest, '\n')
+		if i < 0 {
+			return h
+		}
+		line := rest[:i]
+		rest = rest[i+1:]
+		n += i + 1
+		if k := len(line); k > 0 && line[k-1] == '\r' {
+			line = line[:k-1]
+		}
+		if len(line) == 0 {
+			h.end = n
+			return h
+		}
+		name, value, ok := field(line)
+		if !ok {
+			continue
+		}
+		h.framing.header(name, value)
+		if request && equalFold(name, "host") {
+			h.host = value
+		}
+	}
+}
+
+// field splits a header line into its name and value; not ok for an
+// obsolete folded line, or junk: not a header the parser reads.
+func field(line []byte) (name, value []byte, ok bool) {
+	c := bytes.IndexByte(line, ':')
+	if c <= 0 || !isToken(line[:c]) {
+		return nil, nil, false
+	}
+	return line[:c], trimSpace(line[c+1:]), true
 }
 
 // headerFields yields the name and value of each complete header line
@@ -185,11 +235,7 @@ func headerFields(block []byte) iter.Seq2[[]byte, []byte] {
 			if len(line) == 0 {
 				return
 			}
-			c := bytes.IndexByte(line, ':')
-			if c <= 0 || !isToken(line[:c]) {
-				continue // an obsolete folded line, or junk: not a header we read
-			}
-			if !yield(line[:c], trimSpace(line[c+1:])) {
+			if name, value, ok := field(line); ok && !yield(name, value) {
 				return
 			}
 		}

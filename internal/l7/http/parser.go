@@ -115,7 +115,8 @@ func (p *parser) Feed(m l7.Message, done []l7.Request) ([]l7.Request, error) {
 		return done, nil
 	case len(work) > 0:
 		if s.state == stateHead && hidden > 0 {
-			done = p.head(s, work, ns, false, done)
+			h := readHead(work, s.request)
+			done = p.head(s, &h, work, ns, false, done)
 		}
 		s.lose()
 		return done, nil
@@ -166,18 +167,15 @@ func (p *parser) walk(s *stream, b []byte, blockNS, msgNS uint64, done []l7.Requ
 				s.state = s.afterRemain()
 			}
 		case stateHead:
-			end := headerEnd(b)
-			if end < 0 {
-				if startState(b, s.request) == lineBad {
-					return b, blockNS, done, p.startError(s)
-				}
+			h := readHead(b, s.request)
+			switch {
+			case h.start == lineBad:
+				return b, blockNS, done, p.startError(s)
+			case h.end < 0:
 				return b, blockNS, done, nil
 			}
-			if startState(b[:end], s.request) != lineOK {
-				return b, blockNS, done, p.startError(s)
-			}
-			done = p.head(s, b[:end], blockNS, true, done)
-			b = b[end:]
+			done = p.head(s, &h, b[:h.end], blockNS, true, done)
+			b = b[h.end:]
 		case stateChunkSize, stateTrailer:
 			i := indexLF(b)
 			if i < 0 {
@@ -234,14 +232,15 @@ func (p *parser) chunkLine(s *stream, line []byte) {
 	}
 }
 
-// head handles a request's or response's header block; whole says the
-// block ends with its empty line, else it was cut by the capture and the
-// framing that follows is unknown (the caller loses it).
-func (p *parser) head(s *stream, block []byte, ns uint64, whole bool, done []l7.Request) []l7.Request {
+// head handles a request's or response's header block, h as readHead
+// read it; whole says the block ends with its empty line, else it was cut
+// by the capture and the framing that follows is unknown (the caller
+// loses it).
+func (p *parser) head(s *stream, h *head, block []byte, ns uint64, whole bool, done []l7.Request) []l7.Request {
 	if s.request {
-		return p.request(s, block, ns, whole, done)
+		return p.request(s, h, block, ns, whole, done)
 	}
-	return p.response(s, block, ns, whole, done)
+	return p.response(s, h, ns, whole, done)
 }
 
 // framing is what the headers say about the body.
@@ -298,23 +297,19 @@ func (s *stream) body(f framing, whole bool) (untilClose bool) {
 	return false
 }
 
-func (p *parser) request(s *stream, block []byte, ns uint64, whole bool, done []l7.Request) []l7.Request {
-	rl, st := parseRequestLine(block)
-	if st == lineBad || len(rl.method) == 0 {
+func (p *parser) request(s *stream, h *head, block []byte, ns uint64, whole bool, done []l7.Request) []l7.Request {
+	rl, host := &h.line, h.host
+	if h.start == lineBad || len(rl.method) == 0 {
 		return done
 	}
 	r := pending{ns: ns, method: methodString(rl.method)}
 	r.head = r.method == "HEAD"
 	r.connect = r.method == "CONNECT"
-	f := framing{length: -1}
-	var host []byte
-	for name, value := range headerFields(block) {
-		f.header(name, value)
-		switch {
-		case equalFold(name, "host"):
-			host = value
-		case len(p.headers) > 0:
-			p.keepHeader(&r, name, value)
+	if len(p.headers) > 0 {
+		for name, value := range headerFields(block) {
+			if !equalFold(name, "host") {
+				p.keepHeader(&r, name, value)
+			}
 		}
 	}
 	if r.connect {
@@ -333,7 +328,7 @@ func (p *parser) request(s *stream, block []byte, ns uint64, whole bool, done []
 	if !p.queue.push(r) {
 		p.dropped++
 	}
-	s.body(f, whole)
+	s.body(h.framing, whole)
 	return done
 }
 
@@ -358,14 +353,10 @@ func (p *parser) keepHeader(r *pending, name, value []byte) {
 	}
 }
 
-func (p *parser) response(s *stream, block []byte, ns uint64, whole bool, done []l7.Request) []l7.Request {
-	status, st := parseStatusLine(block)
-	if st != lineOK {
+func (p *parser) response(s *stream, h *head, ns uint64, whole bool, done []l7.Request) []l7.Request {
+	status := h.status
+	if h.start != lineOK {
 		return done
-	}
-	f := framing{length: -1}
-	for name, value := range headerFields(block) {
-		f.header(name, value)
 	}
 	if status < 200 && status != 101 {
 		// Informational (100 Continue, 103 Early Hints): the final
@@ -391,7 +382,7 @@ func (p *parser) response(s *stream, block []byte, ns uint64, whole bool, done [
 	case r.head || status == 204 || status == 304:
 		s.state = stateHead
 	default:
-		if s.body(f, whole) {
+		if s.body(h.framing, whole) {
 			p.finished = true // the body lasts until the connection closes
 		}
 	}

@@ -80,30 +80,54 @@ func isID(seg []byte) bool {
 	if len(seg) == 0 {
 		return false
 	}
-	digits, hex, token := 0, true, true
-	for i, c := range seg {
-		isDigit := '0' <= c && c <= '9'
-		isHexLetter := 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-		isLetter := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
-		if isDigit {
-			digits++
-		}
-		if !isDigit && !isHexLetter && !(c == '-' && len(seg) == 36 && (i == 8 || i == 13 || i == 18 || i == 23)) {
-			hex = false
-		}
-		if !isDigit && !isLetter && c != '-' && c != '_' && c != '=' && c != '+' {
-			token = false
-		}
+	all, digits := idDigit|idHex|idToken, 0
+	for _, c := range seg {
+		k := idClass[c]
+		all &= k
+		digits += int(k & idDigit)
 	}
 	switch {
-	case digits == len(seg):
+	case all&idDigit != 0:
 		return true
-	case hex && len(seg) == 36 && seg[8] == '-':
-		return true // a UUID: hex with its four dashes in place
-	case hex && len(seg) >= 8 && digits > 0:
-		return true
+	case all&idHex != 0:
+		return len(seg) >= 8 && digits > 0
+	case len(seg) == 36 && hexWithUUIDDashes(seg):
+		return seg[8] == '-' || digits > 0 // a UUID: hex with its four dashes in place
 	}
-	return token && len(seg) >= 16 && digits > 0
+	return all&idToken != 0 && len(seg) >= 16 && digits > 0
+}
+
+// The classes of a byte in an identifier, one table lookup a byte: a
+// keep-alive request's path is read at every request.
+const (
+	idDigit uint8 = 1 << iota
+	idHex
+	idToken // base64 and base64url, and '-'
+)
+
+var idClass = func() (t [256]uint8) {
+	for c := 0; c < 256; c++ {
+		switch {
+		case '0' <= c && c <= '9':
+			t[c] = idDigit | idHex | idToken
+		case 'a' <= c && c <= 'f', 'A' <= c && c <= 'F':
+			t[c] = idHex | idToken
+		case 'g' <= c && c <= 'z', 'G' <= c && c <= 'Z', c == '-', c == '_', c == '=', c == '+':
+			t[c] = idToken
+		}
+	}
+	return t
+}()
+
+// hexWithUUIDDashes reports whether a 36-byte segment is hex but for
+// dashes where a UUID has its own.
+func hexWithUUIDDashes(seg []byte) bool {
+	for i, c := range seg {
+		if idClass[c]&idHex == 0 && (c != '-' || i != 8 && i != 13 && i != 18 && i != 23) {
+			return false
+		}
+	}
+	return true
 }
 
 // appendHost appends a Host value in lower case without its port, or
@@ -122,15 +146,25 @@ func appendHost(dst, v []byte) []byte {
 		return dst
 	}
 	start := len(dst)
-	for _, c := range v {
-		switch {
-		case 'A' <= c && c <= 'Z':
-			c += 'a' - 'A'
-		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '.', c == '-', c == '_', c == ':':
-		default:
+	dst = append(dst, v...)
+	for i := start; i < len(dst); i++ {
+		if dst[i] = hostByte[dst[i]]; dst[i] == 0 {
 			return dst[:start]
 		}
-		dst = append(dst, c)
 	}
 	return dst
 }
+
+// hostByte maps a byte of a host name or address to its lower case, and
+// any other byte to 0.
+var hostByte = func() (t [256]byte) {
+	for c := 0; c < 256; c++ {
+		switch {
+		case 'A' <= c && c <= 'Z':
+			t[c] = byte(c) + 'a' - 'A'
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '.', c == '-', c == '_', c == ':':
+			t[c] = byte(c)
+		}
+	}
+	return t
+}()
