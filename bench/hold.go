@@ -20,7 +20,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -324,7 +327,37 @@ func (e *env) holdPass(ctx context.Context, sc scenario, name string, a *agent) 
 	if err != nil {
 		return p, err
 	}
+	if !p.Completeness.Exact {
+		// Sockets the kernel still holds are reported when it lets them
+		// go, after the wait: say how many, so that a short count tells
+		// them from a loss.
+		p.Completeness.Note = strings.TrimSpace(p.Completeness.Note + " " + socketStates(pr.b))
+	}
 	return p, losses(ctx, a, p, m0)
+}
+
+// socketStates counts the TCP sockets of network namespace ns by state,
+// listeners aside, as `ss` lists them.
+func socketStates(ns string) string {
+	out, err := exec.Command("ip", "netns", "exec", ns, "ss", "-tanH", "state", "all").Output()
+	if err != nil {
+		return fmt.Sprintf("client sockets left: ss: %v.", err)
+	}
+	states := map[string]int{}
+	for line := range strings.Lines(string(out)) {
+		if f := strings.Fields(line); len(f) > 0 && f[0] != "LISTEN" {
+			states[f[0]]++
+		}
+	}
+	keys := slices.Sorted(maps.Keys(states))
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s %d", k, states[k]))
+	}
+	if len(parts) == 0 {
+		return "client sockets left at the wait's end: none."
+	}
+	return "client sockets left at the wait's end: " + strings.Join(parts, ", ") + "."
 }
 
 // caughtUp waits until the agent's table holds at least want TCP sockets
