@@ -157,6 +157,10 @@ func TestMetricsListenerServesNoFlows(t *testing.T) {
 }
 
 func tlsClient(t *testing.T, p *servertest.PKI, cert, key string) *http.Client {
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConfig(t, p, cert, key)}, Timeout: 10 * time.Second}
+}
+
+func tlsConfig(t *testing.T, p *servertest.PKI, cert, key string) *tls.Config {
 	pool, err := LoadCertPool(p.CA)
 	if err != nil {
 		t.Fatal(err)
@@ -169,7 +173,7 @@ func tlsClient(t *testing.T, p *servertest.PKI, cert, key string) *http.Client {
 		}
 		cfg.Certificates = []tls.Certificate{kp}
 	}
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 10 * time.Second}
+	return cfg
 }
 
 func TestTLSClientCertificates(t *testing.T) {
@@ -179,17 +183,23 @@ func TestTLSClientCertificates(t *testing.T) {
 	if code, body := status(t, tlsClient(t, p, p.ClientCert, p.ClientKey), url); code != 200 {
 		t.Errorf("client with a certificate: %d %s", code, body)
 	}
-	// Without a certificate, or with one another CA signed, the handshake fails.
+	// Without a certificate, or with one another CA signed, the handshake
+	// fails. With TLS 1.3 the server says so after the client's side of it
+	// is done, in an alert the client reads next: read before anything is
+	// written, for a request the server left unread would make its close a
+	// reset, which can discard the alert.
 	other := servertest.NewPKI(t)
-	for name, c := range map[string]*http.Client{
-		"no certificate":      tlsClient(t, p, "", ""),
-		"foreign certificate": tlsClient(t, p, other.ClientCert, other.ClientKey),
+	for name, cfg := range map[string]*tls.Config{
+		"no certificate":      tlsConfig(t, p, "", ""),
+		"foreign certificate": tlsConfig(t, p, other.ClientCert, other.ClientKey),
 	} {
-		resp, err := c.Get(url)
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", lns[0].Addr().String(), cfg)
 		if err == nil {
-			resp.Body.Close()
-			t.Errorf("%s: answered %s, want a refused handshake", name, resp.Status)
-		} else if !strings.Contains(err.Error(), "certificate") {
+			_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			_, err = conn.Read(make([]byte, 1))
+			conn.Close()
+		}
+		if err == nil || !strings.Contains(err.Error(), "certificate") {
 			t.Errorf("%s: %v, want a certificate error", name, err)
 		}
 	}
