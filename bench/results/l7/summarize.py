@@ -50,7 +50,28 @@ def before_after(rows, title, on_minus_off):
         print(f"| {label} | " + " | ".join(cells) + " |")
 
 
+def medians_differ(on, off, w, k, fmt):
+    """A before_after cell: on − off as the medians' difference (more on runs than off runs)."""
+    return fmt.format(statistics.median(on) - statistics.median(off)) if on and off else ''
+
+
+def before_after_rounds(d):
+    """The before/after table of the interleaved runs under d, and after − before round by round."""
+    rows = interleaved(d)
+    before_after(rows, "| per HTTP request, median (range) | before on | before off | before on − off | after on | after off | after on − off |", medians_differ)
+    print()
+    pairs = [(rows[f'b-on-{i}']['total'], rows[f'a-on-{i}']['total']) for i in range(1, 10) if f'b-on-{i}' in rows and f'a-on-{i}' in rows]
+    print("after − before, total µs per request, round by round: " + ", ".join(f"{a - b:+.2f}" for b, a in pairs)
+          + f"; median {statistics.median([a - b for b, a in pairs]):+.2f}")
+
+
 def main():
+    if sys.argv[1] == 'before-after':  # summarize.py before-after DIR
+        before_after_rounds(sys.argv[2])
+        return
+    if sys.argv[1] == 'runs':  # summarize.py runs DIR: each interleaved run's line
+        interleaved(sys.argv[2])
+        return
     O = sys.argv[1]
     runs = [n for n in sys.argv[2:]]
     rows = [load(O, n) for n in runs]
