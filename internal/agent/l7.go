@@ -79,16 +79,21 @@ func sampleOf(s *datapath.L7Sample) l7.Sample {
 // peer, when the connection's server end is on this node and the client's
 // samples stood for both (peer.Cookie 0 otherwise), that end's, seen from
 // there. Both ends' records then carry the same requests, as if each end
-// had been sampled.
+// had been sampled. A record made for them takes the connection's start
+// once it ended (its own record may have left), nowNS before.
 func requestsOf(k l7.ConnKey, nowNS uint64) (own, peer conntable.RequestsOf) {
+	start := nowNS
+	if k.StartNS != 0 {
+		start = k.StartNS
+	}
 	own = conntable.RequestsOf{Protocol: flow.TCP, Cookie: k.Cookie, Role: k.Role, Local: k.Local,
-		Remote: k.Remote, Owner: flow.Owner{Netns: k.Netns}, StartNS: nowNS}
+		Remote: k.Remote, Owner: flow.Owner{Netns: k.Netns}, StartNS: start}
 	if k.UDP {
 		own.Protocol = flow.UDP
 	}
 	if k.PeerCookie != 0 {
 		peer = conntable.RequestsOf{Protocol: flow.TCP, Cookie: k.PeerCookie, Role: flow.RoleServer,
-			Local: k.Remote, Remote: k.Local, Owner: flow.Owner{Netns: k.PeerNetns}, StartNS: nowNS}
+			Local: k.Remote, Remote: k.Local, Owner: flow.Owner{Netns: k.PeerNetns}, StartNS: start}
 	}
 	return own, peer
 }
@@ -176,7 +181,7 @@ func (a *Agent) l7Closed(ev *flow.TCPEnd) {
 	}
 	a.l7mu.Lock()
 	a.l7.Closed(l7.ConnKey{Cookie: ev.Socket.Cookie, Local: ev.Socket.Local, Remote: ev.Socket.Remote,
-		Netns: ev.Socket.Owner.Netns, Role: ev.Socket.Role}, ev.EndNS)
+		Netns: ev.Socket.Owner.Netns, Role: ev.Socket.Role, StartNS: ev.Socket.StartNS}, ev.EndNS)
 	a.l7mu.Unlock()
 }
 

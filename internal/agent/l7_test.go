@@ -27,6 +27,14 @@ func TestRequestsOfAPairGoOnBothEnds(t *testing.T) {
 	if own != wantOwn || peer != wantPeer {
 		t.Errorf("requestsOf = %+v, %+v; want %+v, %+v", own, peer, wantOwn, wantPeer)
 	}
+	// Once the connection ended, its start (as its end event gave it)
+	// dates a record made for its requests, on both ends.
+	k := sampleOf(&s).Key
+	k.StartNS = 3
+	own, peer = requestsOf(k, 5)
+	if own.StartNS != 3 || peer.StartNS != 3 {
+		t.Errorf("ended: requestsOf starts %d and %d, want the connection's, 3", own.StartNS, peer.StartNS)
+	}
 	s.PeerCookie, s.PeerNetns = 0, 0
 	if own, peer = requestsOf(sampleOf(&s).Key, 5); own != wantOwn || peer != (conntable.RequestsOf{}) {
 		t.Errorf("without a peer: requestsOf = %+v, %+v; want %+v and none", own, peer, wantOwn)

@@ -24,6 +24,11 @@ type ConnKey struct {
 	// that end's flow too. PeerCookie 0: none.
 	PeerCookie uint64
 	PeerNetns  uint32
+	// StartNS is when a TCP connection began (CLOCK_MONOTONIC), as its
+	// end told Closed; 0 before. Requests a closed connection still gives
+	// (those never answered, counted a Take after its close) go on a
+	// record of their own, which the hub joins to its connection by it.
+	StartNS uint64
 }
 
 // connID is what the tracker finds a connection by: the socket, and the
@@ -345,6 +350,7 @@ func (t *Tracker) Closed(key ConnKey, ns uint64) {
 	t.wake(c)
 	c.closed = true
 	c.lastNS = max(c.lastNS, ns)
+	c.key.StartNS = key.StartNS
 }
 
 // Take hands over each connection's groups completed since the last Take

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -308,6 +309,29 @@ func TestTrackerTimeoutsAndClose(t *testing.T) {
 	got = take(tr, 3*sec+61*sec)
 	if len(got[1]) != 1 || got[1][0].Query != "new" || tr.Stats().Conns != 0 {
 		t.Errorf("idle: %+v, %d connections", got, tr.Stats().Conns)
+	}
+}
+
+// The requests a connection never answered before its close come a Take
+// after it, when its record has left: they come with the start its end
+// gave Closed, by which the hub joins their record to the connection.
+func TestTrackerGivesAClosedConnectionsStart(t *testing.T) {
+	tr := newTracker(t, l7.Config{RequestTimeout: time.Minute, IdleTimeout: time.Minute})
+	sec := uint64(time.Second)
+	tr.Sample(sample(2, l7.FromClient, 1*sec, "Qclosed"))
+	tr.Closed(l7.ConnKey{Cookie: 2, StartNS: sec / 2}, 2*sec)
+	var starts []uint64
+	requests := 0
+	for range 2 { // a closed connection lingers one Take
+		tr.Take(3*sec, func(k l7.ConnKey, groups []flow.Requests) {
+			starts = append(starts, k.StartNS)
+			for _, g := range groups {
+				requests += int(g.Count)
+			}
+		})
+	}
+	if !slices.Equal(starts, []uint64{sec / 2}) || requests != 1 {
+		t.Errorf("taken with starts %v, %d requests; want once, with the start Closed gave, 1 request", starts, requests)
 	}
 }
 
