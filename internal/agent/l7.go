@@ -204,10 +204,10 @@ func (a *Agent) l7ClosedUDP(convs []flow.UDPConversation) {
 const maxDrain = 1 << 20
 
 // takeRequests puts each connection's request groups on its flow's record
-// (the table adds those an ended flush kept back). It first feeds the tracker what
-// the ring holds, the samples of the traffic the maps just read, under the
-// same lock as Take: a request and its bytes then land in one interval's
-// record, bar those moved in the instants between.
+// (the table adds those an ended flush kept back). It first feeds the
+// tracker what the ring holds, the samples of the traffic the maps just
+// read, under the same lock as Take: a request and its bytes then land in
+// one interval's record, bar those moved in the instants between.
 func (a *Agent) takeRequests(nowNS uint64) {
 	if a.l7 == nil {
 		return

@@ -85,13 +85,9 @@ func (t *Table) FlushEnded(start, end time.Time) []flow.Record {
 
 // RequestsBetween puts request groups taken between an interval's
 // flushes on their flow's record if that record is final, and keeps them
-// otherwise: for the record when its connection ends (FlushEnded), or for
-// Requests at the interval's end (Flush). A record made for them now
-// would take a start and an owner that the interval's map read has yet to
-// give; and groups handed to a caller to keep were lost to the early
-// record of a connection that ended after them, landing at the interval's
-// end on a record of their own, which the hub cannot join to its
-// connection.
+// otherwise, for the record when its connection ends (FlushEnded) or at
+// the interval's end (Flush). Not a record made for them now: it would
+// take a start and an owner that the interval's map read has yet to give.
 func (t *Table) RequestsBetween(of RequestsOf, groups []flow.Requests) {
 	if !t.requestsOnFinal(&of, groups) {
 		t.kept = append(t.kept, keptRequests{of, groups})
@@ -116,12 +112,12 @@ func (t *Table) requestsOnFinal(of *RequestsOf, groups []flow.Requests) bool {
 
 // placeKept puts kept groups on their records: only those that are final
 // between flushes, all of them at the interval's end.
-func (t *Table) placeKept(interval bool) {
+func (t *Table) placeKept(all bool) {
 	kept := t.kept[:0]
 	for i := range t.kept {
 		g := &t.kept[i]
 		switch {
-		case interval:
+		case all:
 			t.Requests(g.of, g.groups)
 		case !t.requestsOnFinal(&g.of, g.groups):
 			kept = append(kept, *g)

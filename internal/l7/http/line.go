@@ -2,7 +2,6 @@ package http
 
 import (
 	"bytes"
-	"iter"
 	"strings"
 )
 
@@ -160,8 +159,9 @@ type head struct {
 }
 
 // readHead reads the header block at the start of b; fields are read
-// only after a whole start line, and only whole lines of them.
-func readHead(b []byte, request bool) head {
+// only after a whole start line, and only whole lines of them. each, if
+// not nil, is given every field too.
+func readHead(b []byte, request bool, each func(name, value []byte)) head {
 	h := head{framing: framing{length: -1}, end: -1}
 	n := 0
 	if request {
@@ -199,6 +199,9 @@ func readHead(b []byte, request bool) head {
 		if request && equalFold(name, "host") {
 			h.host = value
 		}
+		if each != nil {
+			each(name, value)
+		}
 	}
 }
 
@@ -210,36 +213,6 @@ func field(line []byte) (name, value []byte, ok bool) {
 		return nil, nil, false
 	}
 	return line[:c], trimSpace(line[c+1:]), true
-}
-
-// headerFields yields the name and value of each complete header line
-// after a block's first line; it stops at the empty line or at a line cut
-// short, and passes over lines that are not a field we read.
-func headerFields(block []byte) iter.Seq2[[]byte, []byte] {
-	return func(yield func(name, value []byte) bool) {
-		i := bytes.IndexByte(block, '\n')
-		if i < 0 {
-			return
-		}
-		rest := block[i+1:]
-		for {
-			i := bytes.IndexByte(rest, '\n')
-			if i < 0 {
-				return
-			}
-			line := rest[:i]
-			rest = rest[i+1:]
-			if n := len(line); n > 0 && line[n-1] == '\r' {
-				line = line[:n-1]
-			}
-			if len(line) == 0 {
-				return
-			}
-			if name, value, ok := field(line); ok && !yield(name, value) {
-				return
-			}
-		}
-	}
 }
 
 // tchars are the bytes a token may hold (RFC 9110 5.6.2).

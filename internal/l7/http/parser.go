@@ -115,7 +115,7 @@ func (p *parser) Feed(m l7.Message, done []l7.Request) ([]l7.Request, error) {
 		return done, nil
 	case len(work) > 0:
 		if s.state == stateHead && hidden > 0 {
-			h := readHead(work, s.request)
+			h := readHead(work, s.request, nil)
 			done = p.head(s, &h, work, ns, false, done)
 		}
 		s.lose()
@@ -167,7 +167,7 @@ func (p *parser) walk(s *stream, b []byte, blockNS, msgNS uint64, done []l7.Requ
 				s.state = s.afterRemain()
 			}
 		case stateHead:
-			h := readHead(b, s.request)
+			h := readHead(b, s.request, nil)
 			switch {
 			case h.start == lineBad:
 				return b, blockNS, done, p.startError(s)
@@ -306,11 +306,13 @@ func (p *parser) request(s *stream, h *head, block []byte, ns uint64, whole bool
 	r.head = r.method == "HEAD"
 	r.connect = r.method == "CONNECT"
 	if len(p.headers) > 0 {
-		for name, value := range headerFields(block) {
+		// Read again only with an allow-list, which is empty by default:
+		// a field is kept once its request is known to be whole.
+		readHead(block, true, func(name, value []byte) {
 			if !equalFold(name, "host") {
 				p.keepHeader(&r, name, value)
 			}
-		}
+		})
 	}
 	if r.connect {
 		host = rl.target
