@@ -271,7 +271,9 @@ func (cp *ControlPlane) prepareAPIServer() error {
 }
 
 // Start starts the apiserver (again) with the same flags and port, against
-// the same etcd, and waits until /readyz answers ok.
+// the same etcd, and waits until /readyz answers ok and Service
+// default/kubernetes exists: the apiserver's bootstrap controller creates it
+// only after /readyz first answers ok, and every real cluster has it.
 func (cp *ControlPlane) Start() error {
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
@@ -293,7 +295,8 @@ func (cp *ControlPlane) Start() error {
 		if err != nil {
 			return fmt.Errorf("%w: %s", err, body)
 		}
-		return nil
+		_, err = cp.Client.CoreV1().Services(metav1.NamespaceDefault).Get(ctx, "kubernetes", metav1.GetOptions{})
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("kube-apiserver not ready: %w\n%s", err, tail(p.logPath, 30))
