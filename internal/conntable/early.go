@@ -50,7 +50,6 @@ func (t *Table) Ended() bool {
 func (t *Table) FlushEnded(start, end time.Time) []flow.Record {
 	t.clock.follow(end)
 	t.matchDrops(end)
-	t.placeKept(false)
 	// Counted first, so that the slice handed out is allocated once, at
 	// its size: grown record by record (≈700 bytes each, a thousand a
 	// flush at 5k connections/s) it was copied and allocated twice over,
@@ -72,6 +71,7 @@ func (t *Table) FlushEnded(start, end time.Time) []flow.Record {
 			kept = append(kept, p)
 			continue
 		}
+		t.placeKept(p)
 		t.finish(&out[i], p, start, end, &rtts)
 		i++
 		p.flushed = true
@@ -84,14 +84,20 @@ func (t *Table) FlushEnded(start, end time.Time) []flow.Record {
 }
 
 // RequestsBetween puts request groups taken between an interval's
-// flushes on their flow's record if that record is final, and keeps them
-// otherwise, for the record when its connection ends (FlushEnded) or at
-// the interval's end (Flush). Not a record made for them now: it would
+// flushes on their connection's record if that record is final, and keeps
+// them otherwise, for the record when the connection ends (FlushEnded) or
+// at the interval's end (Flush). Not a record made for them now: it would
 // take a start and an owner that the interval's map read has yet to give.
 func (t *Table) RequestsBetween(of RequestsOf, groups []flow.Requests) {
-	if !t.requestsOnFinal(&of, groups) {
-		t.kept = append(t.kept, keptRequests{of, groups})
+	k, start := t.requestsKey(&of)
+	if p := t.pending.find(&t.arena, &k); p != nil && final(p) && p.cookie == of.Cookie {
+		p.rec.Requests = append(p.rec.Requests, groups...)
+		return
 	}
+	// Read while the socket is known: the start a record made for them
+	// at Flush takes, should their connection's have left by then.
+	of.StartNS = start
+	t.kept[k] = append(t.kept[k], keptRequests{of, groups})
 }
 
 // keptRequests are groups RequestsBetween took for a record not final yet.
@@ -100,29 +106,37 @@ type keptRequests struct {
 	groups []flow.Requests
 }
 
-func (t *Table) requestsOnFinal(of *RequestsOf, groups []flow.Requests) bool {
-	k, _ := t.requestsKey(of)
-	p := t.pending.find(&t.arena, &k)
-	if p == nil || !final(p) {
-		return false
+// placeKept puts on a final record the groups kept for its flow that its
+// last socket gave: those of a later connection on the same addresses and
+// ports wait for their own record. Looked up by flow, so that an ended
+// flush costs what ended, not what is open.
+func (t *Table) placeKept(p *pending) {
+	kept, ok := t.kept[p.key]
+	if !ok {
+		return
 	}
-	p.rec.Requests = append(p.rec.Requests, groups...)
-	return true
-}
-
-// placeKept puts kept groups on their records: only those that are final
-// between flushes, all of them at the interval's end.
-func (t *Table) placeKept(all bool) {
-	kept := t.kept[:0]
-	for i := range t.kept {
-		g := &t.kept[i]
-		switch {
-		case all:
-			t.Requests(g.of, g.groups)
-		case !t.requestsOnFinal(&g.of, g.groups):
-			kept = append(kept, *g)
+	rest := kept[:0]
+	for _, g := range kept {
+		if g.of.Cookie == p.cookie {
+			p.rec.Requests = append(p.rec.Requests, g.groups...)
+		} else {
+			rest = append(rest, g)
 		}
 	}
-	clear(t.kept[len(kept):])
-	t.kept = kept
+	clear(kept[len(rest):])
+	if len(rest) == 0 {
+		delete(t.kept, p.key)
+	} else {
+		t.kept[p.key] = rest
+	}
+}
+
+// placeAllKept puts every kept group on its record at the interval's end.
+func (t *Table) placeAllKept() {
+	for _, kept := range t.kept {
+		for _, g := range kept {
+			t.Requests(g.of, g.groups)
+		}
+	}
+	clear(t.kept)
 }

@@ -180,3 +180,60 @@ func TestRequestsBetweenWaitForTheirRecord(t *testing.T) {
 		t.Errorf("%d records made for requests alone, want 0", st.RecordsForRequests)
 	}
 }
+
+// Groups kept for an open connection through many ended flushes wait for
+// it without each flush looking at them again, and reach its record at
+// the interval's end, all of them.
+func TestRequestsBetweenKeptThroughManyFlushes(t *testing.T) {
+	tb := New(Config{})
+	tb.SyncTCP([]flow.TCPSocket{sockAt(2, stillOpen, 10, 0)})
+	tb.Flush(t0.Add(-time.Second), t0)
+	of := RequestsOf{Protocol: flow.TCP, Cookie: 2, Role: flow.RoleClient, Local: stillOpen, Remote: server,
+		Owner: flow.Owner{PID: 42, Netns: 7}}
+	const flushes = 100
+	for i := range flushes {
+		tb.EndTCP(flow.TCPEnd{Socket: sockAt(uint64(100+i), client, 1, 1)})
+		tb.RequestsBetween(of, []flow.Requests{get200})
+		for _, r := range tb.FlushEnded(t0, t0.Add(time.Duration(i+1)*time.Millisecond)) {
+			if len(r.Requests) != 0 {
+				t.Fatalf("flush %d: the ended connection %v got requests %v, which were the open one's", i, r.Source, r.Requests)
+			}
+		}
+	}
+	if len(tb.kept) != 1 || len(tb.kept[newRecKey(flow.TCP, flow.RoleClient, stillOpen, server, 7)]) != flushes {
+		t.Fatalf("kept %d flows, want the open connection's alone with its %d takes", len(tb.kept), flushes)
+	}
+	tb.SyncTCP([]flow.TCPSocket{sockAt(2, stillOpen, 20, 0)})
+	recs := tb.Flush(t0, t0.Add(time.Second))
+	var n uint32
+	for _, g := range recs[0].Requests {
+		n += g.Count
+	}
+	if len(recs) != 1 || n != flushes*get200.Count || len(tb.kept) != 0 {
+		t.Errorf("%d records, the open connection's with %d requests, %d flows still kept; want 1 with %d, none kept",
+			len(recs), n, len(tb.kept), flushes*get200.Count)
+	}
+}
+
+// A connection that takes the addresses and ports of one that just ended,
+// before any read saw it, does not give its requests to the ended one's
+// record: they wait for its own.
+func TestRequestsBetweenNotOnAnEarlierConnectionsRecord(t *testing.T) {
+	tb := New(Config{})
+	a := sockAt(3, client, 100, 100)
+	a.StartNS = 1_000
+	tb.EndTCP(flow.TCPEnd{Socket: a})
+	tb.RequestsBetween(RequestsOf{Protocol: flow.TCP, Cookie: 5, Role: flow.RoleClient, Local: client, Remote: server,
+		Owner: flow.Owner{PID: 42, Netns: 7}, StartNS: 9_000}, []flow.Requests{get200})
+	first := tb.FlushEnded(t0, t0.Add(100*time.Millisecond))
+	b := sockAt(5, client, 10, 10)
+	b.StartNS = 5_000
+	tb.EndTCP(flow.TCPEnd{Socket: b})
+	second := tb.FlushEnded(t0, t0.Add(200*time.Millisecond))
+	if len(first) != 1 || len(second) != 1 || len(first[0].Requests) != 0 || len(second[0].Requests) != 1 {
+		t.Fatalf("records %d then %d; want A's without requests, then B's with its group", len(first), len(second))
+	}
+	if got := second[0].ConnStart; !got.Equal(tb.clock.wall(5_000)) {
+		t.Errorf("B's record starts %v, want its connection's start", got)
+	}
+}

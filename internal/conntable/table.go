@@ -188,6 +188,7 @@ type pending struct {
 	owner   flow.Owner // the observing side's process (setOwner)
 	rec     counts
 	startNS uint64       // ConnStart, converted at Flush
+	cookie  uint64       // the TCP socket last accounted on it
 	open    bool         // a socket of this flow is established at the end
 	flushed bool         // handed out by FlushEnded: its slab keeps it until Flush
 	failure flow.Verdict // the last failed connect's verdict
@@ -257,11 +258,11 @@ type Table struct {
 	released  []releasedConv // conversations gone from the kernel map, oldest first
 	releasing []releasedConv // those ReleasedUDP took since the last SyncUDP
 	pending   flowIndex
-	arena     pendingArena   // where pending's records live
-	ended     []*pending     // records with an end counted, not flushed yet (early.go)
-	kept      []keptRequests // request groups waiting for their record (early.go)
-	held      []heldDrop     // drops waiting for a record of their flow, oldest first
-	syncs     uint64         // SyncTCP calls so far: complete reads
+	arena     pendingArena              // where pending's records live
+	ended     []*pending                // records with an end counted, not flushed yet (early.go)
+	kept      map[recKey][]keptRequests // request groups waiting for their record (early.go)
+	held      []heldDrop                // drops waiting for a record of their flow, oldest first
+	syncs     uint64                    // SyncTCP calls so far: complete reads
 	// missing counts the sockets the last SyncTCP missed for the first
 	// time: another complete read confirms them vanished.
 	missing  int
@@ -279,6 +280,7 @@ func New(cfg Config) *Table {
 		socks:     make(map[uint64]*sockEntry),
 		untracked: make(map[uint64]uint64),
 		convs:     make(map[convKey]convEntry),
+		kept:      make(map[recKey][]keptRequests),
 		pending:   newFlowIndex(),
 	}
 }
@@ -493,6 +495,7 @@ func (t *Table) accountTCP(s, prev *flow.TCPSocket, force bool) *pending {
 		return nil
 	}
 	p := t.record(flow.TCP, role, s.Local, s.Remote, s.Owner, s.StartNS)
+	p.cookie = s.Cookie
 	r := &p.rec
 	if role == flow.RoleClient {
 		r.BytesToDst += sent
@@ -700,7 +703,7 @@ func (p *pending) setOwner(o flow.Owner) {
 func (t *Table) Flush(start, end time.Time) []flow.Record {
 	t.clock.follow(end)
 	t.matchDrops(end)
-	t.placeKept(true)
+	t.placeAllKept()
 	out := make([]flow.Record, t.pending.n)
 	rtts := make([]flow.RTT, 0, t.pending.n)
 	n := 0
