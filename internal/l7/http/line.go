@@ -17,6 +17,21 @@ const (
 
 const maxMethod = 20
 
+// emptyLine is the length of the empty line b starts with (CRLF, or a
+// bare LF), 0 if it starts with anything else, and -1 for a CR alone,
+// whose LF may follow in the next message.
+func emptyLine(b []byte) int {
+	switch {
+	case len(b) > 0 && b[0] == '\n':
+		return 1
+	case len(b) > 1 && b[0] == '\r' && b[1] == '\n':
+		return 2
+	case len(b) == 1 && b[0] == '\r':
+		return -1
+	}
+	return 0
+}
+
 type requestLine struct {
 	method, target []byte
 	version        bool // HTTP/1.0 or HTTP/1.1 and the line's end were seen

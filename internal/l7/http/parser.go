@@ -167,6 +167,16 @@ func (p *parser) walk(s *stream, b []byte, blockNS, msgNS uint64, done []l7.Requ
 				s.state = s.afterRemain()
 			}
 		case stateHead:
+			// RFC 9112 §2.2: a server ignores empty lines before a
+			// request line (a client's CRLF after a POST body).
+			if s.request {
+				if n := emptyLine(b); n < 0 {
+					return b, blockNS, done, nil
+				} else if n > 0 {
+					b = b[n:]
+					continue
+				}
+			}
 			h := readHead(b, s.request, nil)
 			switch {
 			case h.start == lineBad:

@@ -112,6 +112,15 @@ func TestParser(t *testing.T) {
 		},
 		want: []string{"GET /a h 200 100-200", "GET /b  204 300-400"},
 	}, {
+		name: "an empty line after a POST body, in its write or the next (RFC 9112 2.2), is not a request",
+		msgs: []l7.Message{
+			cli(100, "POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi\r\n"), srv(150, notFound),
+			cli(200, "POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi\r"), cli(210, "\nGET /b HTTP/1.1\r\n\r\n"),
+			srv(250, notFound+notFound),
+			cli(300, "\nGET /c HTTP/1.1\r\n\r\n"), srv(350, notFound),
+		},
+		want: []string{"POST /a h 404 100-150", "POST /a h 404 200-250", "GET /b  404 200-250", "GET /c  404 300-350"},
+	}, {
 		name: "capped sample of long headers: method and path kept, framing resynchronised",
 		msgs: []l7.Message{
 			msg(l7.FromClient, 100, longHeaders, 256), srv(200, ok5),
