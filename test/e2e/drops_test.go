@@ -195,6 +195,7 @@ for i in range(%d):
     s.recv(1)
     s.close()
 `, p.AddrB, n, p.A.Name, p.AddrA, port)
+	before := shared.metrics(t)
 	raw, err := p.B.Command("python3", "-c", client).Output()
 	testutil.Must(t, err, "client")
 	measured := map[uint16]uint32{}
@@ -230,6 +231,18 @@ for i in range(%d):
 		t.Logf("port %d: kernel %d µs, client %d µs", r.Source.Port, l.MaxMicros, want)
 	}
 	if seen != n {
+		// What tells a connect tracked from connect() from one the kernel
+		// side adopted or was refused: the records, and the agent's counts.
+		for _, r := range recs {
+			t.Logf("record port %d: opened %d closed %d SYN retransmits %d connect latency %+v",
+				r.Source.Port, r.Opened, r.Closed, r.SYNRetrans, r.ConnectLatency)
+		}
+		after := shared.metrics(t)
+		for k, v := range after {
+			if d := v - before[k]; d != 0 && (strings.Contains(k, "adopted") || strings.Contains(k, "lost")) {
+				t.Logf("%s +%v during the test", k, d)
+			}
+		}
 		t.Errorf("%d connections with a connect latency, want %d", seen, n)
 	}
 }
