@@ -9,7 +9,9 @@ def load(d, name):
     req = t['requests']
     progs = {p['name']: p for p in c['bpf']['progs']}
     comp = a.get('completeness')
-    return dict(name=name, req=req, base_rps=ps['baseline']['throughput'].get('requests_per_second', 0),
+    # Agent-only runs (-passes agent) have no baseline: 0.
+    base = ps['baseline']['throughput'].get('requests_per_second', 0) if 'baseline' in ps else 0
+    return dict(name=name, req=req, base_rps=base,
         rps=a['throughput'].get('requests_per_second', 0),
         agent=c['agent_us_per_unit'], bpf=c['bpf_cpu_seconds_net']/req*1e6, total=c['total_us_per_unit'],
         wl=a.get('workload_cpu_seconds', 0), progs=progs,
@@ -99,6 +101,8 @@ def main():
             print(f"| {k}: ns/run × runs/request = ns/request | {fig(f,on,'{:.0f}')} × {med([g(r) for r in on]):.2f} = {med([h(r) for r in on]):.0f} | {fig(f,off,'{:.0f}')} × {med([g(r) for r in off]):.2f} = {med([h(r) for r in off]):.0f} | {med([h(r) for r in on])-med([h(r) for r in off]):+.0f} ns |")
         f = lambda r: r['rps']; b = lambda r: r['base_rps']; c = lambda r: (r['rps']/r['base_rps']-1)*100
         print(f"| req/s with the agent | {fig(f,on,'{:,.0f}')} | {fig(f,off,'{,.0f}'.replace('{,','{:,'))} | {(med([f(r) for r in on])/med([f(r) for r in off])-1)*100:+.1f}% |")
+        if not all(r['base_rps'] for r in rows):
+            return
         print(f"| req/s without any agent (same run's baseline) | {fig(b,on,'{:,.0f}')} | {fig(b,off,'{:,.0f}')} | |")
         print(f"| change with the agent vs its run's baseline | {fig(c,on,'{:+.1f}%')} | {fig(c,off,'{:+.1f}%')} | |")
 
