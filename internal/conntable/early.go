@@ -46,7 +46,8 @@ func (t *Table) Ended() bool {
 // FlushEnded returns the records of flows whose sockets all ended since the
 // last flush, dated [start, end) with start the interval's, and forgets
 // them; the rest wait for Flush. Drops held for those flows are matched
-// first, as Flush would.
+// first, as Flush would, and request groups kept for their sockets go on
+// them.
 func (t *Table) FlushEnded(start, end time.Time) []flow.Record {
 	t.clock.follow(end)
 	t.matchDrops(end)

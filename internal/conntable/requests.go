@@ -14,7 +14,10 @@ type RequestsOf struct {
 	Role          flow.Role // TCP: the socket's; UDP: unknown, the table knows it
 	Local, Remote netip.AddrPort
 	Owner         flow.Owner // PID and Netns
-	StartNS       uint64     // when its first request began
+	// StartNS is the start a record made for the requests takes when the
+	// table no longer knows the socket: the connection's, once ended;
+	// else when they were taken.
+	StartNS uint64
 }
 
 // Requests puts request groups on the record of their flow in this
