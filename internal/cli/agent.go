@@ -21,7 +21,7 @@ import (
 func newAgentCmd(logger func() *slog.Logger) *cobra.Command {
 	cfg := defaultNodeConfig()
 	hub := ship.DefaultConfig()
-	metricsListen := ":9090"
+	api := server.Config{MetricsListen: ":9090"}
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Watch this node's connections and stream their flows to a hub",
@@ -34,21 +34,21 @@ counted, here and on the hub's /api/v1/agents. It serves only /metrics,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return runAgent(ctx, logger(), cfg, hub, metricsListen)
+			return runAgent(ctx, logger(), cfg, hub, api)
 		},
 	}
 	cfg.flags(cmd.Flags())
 	hub.Flags(cmd.Flags())
-	cmd.Flags().StringVar(&metricsListen, "metrics-listen", metricsListen, "address (host:port or unix:/path) serving /metrics, /healthz and /readyz")
+	cmd.Flags().StringVar(&api.MetricsListen, "metrics-listen", api.MetricsListen, "address (host:port or unix:/path) serving /metrics, /healthz and /readyz")
+	api.PprofFlag(cmd.Flags())
 	return cmd
 }
 
-func runAgent(ctx context.Context, log *slog.Logger, cfg nodeConfig, hub ship.Config, metricsListen string) error {
+func runAgent(ctx context.Context, log *slog.Logger, cfg nodeConfig, hub ship.Config, api server.Config) error {
 	hub.AgentID, hub.Node, hub.Version = cfg.Agent.Node, cfg.Agent.Node, buildVersion()
 	if err := hub.Validate(); err != nil {
 		return err
 	}
-	api := server.Config{MetricsListen: metricsListen}
 	lns, err := api.Open(log)
 	if err != nil {
 		return fmt.Errorf("open the metrics listener: %w", err)
@@ -69,7 +69,7 @@ func runAgent(ctx context.Context, log *slog.Logger, cfg nodeConfig, hub ship.Co
 	}
 	reg.MustRegister(metrics.ShipCollector{Ship: shipper.Stats})
 	srv := server.New(ring.New(1), reg, n.ready, log, api.Limits)
-	log.Info("flowlens agent", "hub", hub.Hub, "metrics_listen", metricsListen, "node", cfg.Agent.Node,
+	log.Info("flowlens agent", "hub", hub.Hub, "metrics_listen", api.MetricsListen, "node", cfg.Agent.Node,
 		"interval", cfg.Agent.Interval, "kubernetes", n.kube != nil, "watch_cgroup", cfg.WatchCgroup)
 	releaseStartPages(log)
 

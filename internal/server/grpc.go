@@ -37,7 +37,7 @@ func (s *Server) routeGRPC(api http.Handler, metricsOnly bool, token []byte) htt
 
 // offerHTTP2 lets srv, serving l, speak HTTP/2 when it serves gRPC.
 func (s *Server) offerHTTP2(srv *http.Server, l Listener) {
-	if s.grpc == nil || l.MetricsOnly {
+	if s.grpc == nil || l.MetricsOnly || l.PprofOnly {
 		return
 	}
 	srv.Protocols = new(http.Protocols)

@@ -30,6 +30,10 @@ type Config struct {
 	// MetricsListen, if set, serves only /metrics, /healthz and /readyz,
 	// so metrics can be exposed without exposing flows.
 	MetricsListen string
+	// PprofListen, if set, serves only Go's runtime profiles
+	// (/debug/pprof/), to find where the process spends its CPU and
+	// memory. Off by default: a profile shows the process's code.
+	PprofListen string
 	// TLSCert and TLSKey make TCP API listeners serve TLS; TLSClientCA
 	// then asks every client for a certificate signed by it.
 	TLSCert, TLSKey, TLSClientCA string
@@ -59,6 +63,7 @@ func DefaultConfig() Config {
 func (c *Config) Flags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&c.Listen, "listen", c.Listen, "addresses of the HTTP API: host:port (TCP) or unix:/path (mode 0600); repeat or comma-separate for several")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "address (host:port or unix:/path) serving only /metrics, /healthz and /readyz")
+	c.PprofFlag(fs)
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "certificate (PEM) for TLS on the API's TCP listeners")
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "private key (PEM) of --tls-cert")
 	fs.StringVar(&c.TLSClientCA, "tls-client-ca", c.TLSClientCA, "CA bundle (PEM): API clients on TCP must present a certificate it signed")
@@ -69,10 +74,17 @@ func (c *Config) Flags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.Limits.WriteTimeout, "api-write-timeout", c.Limits.WriteTimeout, "how long the API waits for a client to take a write before dropping it")
 }
 
+// PprofFlag registers --pprof-listen: every command has it, an agent's
+// only API being its metrics.
+func (c *Config) PprofFlag(fs *pflag.FlagSet) {
+	fs.StringVar(&c.PprofListen, "pprof-listen", c.PprofListen, "address (host:port or unix:/path) serving Go's runtime profiles at /debug/pprof/; keep it on loopback or a unix socket")
+}
+
 // Listener is one opened address and what it serves.
 type Listener struct {
 	net.Listener
 	MetricsOnly bool        // only /metrics and health
+	PprofOnly   bool        // only /debug/pprof/
 	Token       []byte      // bearer token every request but health must carry; nil: none
 	tlsConfig   *tls.Config // the TLS listener's, where HTTP/2 is offered (grpc.go); nil: no TLS
 }
@@ -154,16 +166,21 @@ func (c Config) Open(log *slog.Logger) ([]Listener, error) {
 		}
 		out = append(out, l)
 	}
-	if c.MetricsListen != "" {
-		a, err := ParseAddress(c.MetricsListen)
-		if err != nil {
-			return fail(fmt.Errorf("metrics listener: %w", err))
+	for _, o := range []struct {
+		addr, name string
+		l          Listener
+	}{{c.MetricsListen, "metrics", Listener{MetricsOnly: true}}, {c.PprofListen, "pprof", Listener{PprofOnly: true}}} {
+		if o.addr == "" {
+			continue
 		}
-		ln, err := listen(a)
+		a, err := ParseAddress(o.addr)
 		if err != nil {
+			return fail(fmt.Errorf("%s listener: %w", o.name, err))
+		}
+		if o.l.Listener, err = listen(a); err != nil {
 			return fail(err)
 		}
-		out = append(out, Listener{Listener: ln, MetricsOnly: true})
+		out = append(out, o.l)
 	}
 	return out, nil
 }

@@ -156,6 +156,25 @@ func TestMetricsListenerServesNoFlows(t *testing.T) {
 	}
 }
 
+func TestPprofListenerServesOnlyProfiles(t *testing.T) {
+	lns := serve(t, Config{Listen: []string{"127.0.0.1:0"}, MetricsListen: "127.0.0.1:0", PprofListen: "127.0.0.1:0"})
+	base := func(i int) string { return "http://" + lns[i].Addr().String() }
+	for path, want := range map[string]int{"/debug/pprof/": 200, "/debug/pprof/heap?debug=1": 200, "/debug/pprof/goroutine?debug=1": 200,
+		"/debug/pprof/cmdline": 200, "/metrics": 404, "/api/v1/flows": 404, "/healthz": 404} {
+		if code, _ := status(t, http.DefaultClient, base(2)+path); code != want {
+			t.Errorf("pprof listener %s: %d, want %d", path, code, want)
+		}
+	}
+	if _, body := status(t, http.DefaultClient, base(2)+"/debug/pprof/cmdline"); !strings.Contains(body, os.Args[0]) {
+		t.Errorf("cmdline %q does not name %s", body, os.Args[0])
+	}
+	for _, i := range []int{0, 1} {
+		if code, _ := status(t, http.DefaultClient, base(i)+"/debug/pprof/"); code != 404 {
+			t.Errorf("listener %d serves profiles: %d", i, code)
+		}
+	}
+}
+
 func tlsClient(t *testing.T, p *servertest.PKI, cert, key string) *http.Client {
 	return &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConfig(t, p, cert, key)}, Timeout: 10 * time.Second}
 }
@@ -231,6 +250,7 @@ func TestConfigErrors(t *testing.T) {
 		{Config{Listen: []string{"unix:relative.sock"}}, "absolute path"},
 		{Config{Listen: []string{"4245"}}, "want host:port or unix:/path"},
 		{Config{Listen: []string{"127.0.0.1:0"}, MetricsListen: "nope"}, "metrics listener"},
+		{Config{Listen: []string{"127.0.0.1:0"}, PprofListen: "nope"}, "pprof listener"},
 	} {
 		lns, err := tc.cfg.Open(slog.New(slog.NewTextHandler(io.Discard, nil)))
 		for _, l := range lns {

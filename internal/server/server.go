@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,6 +49,20 @@ func New(r *ring.Ring, reg *prometheus.Registry, ready func() error, log *slog.L
 
 // Handler routes the whole API with no token: what a unix socket serves.
 func (s *Server) Handler() http.Handler { return s.handler(false, nil) }
+
+// listenerHandler routes what l serves.
+func (s *Server) listenerHandler(l Listener) http.Handler {
+	if l.PprofOnly {
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		return mux
+	}
+	return s.handler(l.MetricsOnly, l.Token)
+}
 
 // handler routes the API, or with metricsOnly only /metrics and health;
 // with a token every route but health asks for it.
@@ -89,7 +104,7 @@ func (s *Server) Serve(ctx context.Context, lns ...Listener) error {
 	var wg sync.WaitGroup
 	for i, l := range lns {
 		srv := &http.Server{
-			Handler:           s.handler(l.MetricsOnly, l.Token),
+			Handler:           s.listenerHandler(l),
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       2 * time.Minute,
 			// Filters travel in the query: bound it before they are parsed.
