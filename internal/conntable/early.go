@@ -75,8 +75,7 @@ func (t *Table) FlushEnded(start, end time.Time) []flow.Record {
 		t.placeKept(p)
 		t.finish(&out[i], p, start, end, &rtts)
 		i++
-		p.flushed = true
-		t.pending.remove(&t.arena, p)
+		t.arena.release(t.pending.remove(&t.arena, p))
 	}
 	clear(t.ended[len(kept):]) // kept, they would keep slabs that reset lets go
 	t.ended = kept

@@ -58,13 +58,15 @@ func (x *flowIndex) findOrAdd(a *pendingArena, k *recKey) (p *pending, added boo
 	return p, true
 }
 
-// remove takes p, a record of a, out of the index.
-func (x *flowIndex) remove(a *pendingArena, p *pending) {
+// remove takes p, a record of a, out of the index and returns its arena
+// index.
+func (x *flowIndex) remove(a *pendingArena, p *pending) int32 {
 	mask := len(x.slots) - 1
 	s := int(p.hash) & mask
 	for a.at(x.slots[s]-1) != p {
 		s = (s + 1) & mask
 	}
+	i := x.slots[s] - 1
 	// Entries after the hole move back into it unless that would put
 	// them before their home slot.
 	for j := (s + 1) & mask; x.slots[j] != 0; j = (j + 1) & mask {
@@ -76,6 +78,7 @@ func (x *flowIndex) remove(a *pendingArena, p *pending) {
 	}
 	x.slots[s] = 0
 	x.n--
+	return i
 }
 
 // grow doubles the table.

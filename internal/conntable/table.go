@@ -190,7 +190,7 @@ type pending struct {
 	startNS uint64       // ConnStart, converted at Flush
 	cookie  uint64       // the TCP socket last accounted on it
 	open    bool         // a socket of this flow is established at the end
-	flushed bool         // handed out by FlushEnded: its slab keeps it until Flush
+	flushed bool         // a slot FlushEnded released (arena.release), not a record
 	failure flow.Verdict // the last failed connect's verdict
 	rtt     micros       // the sockets' smoothed RTT samples
 	connect micros       // the connects' handshake times
