@@ -42,21 +42,25 @@ const (
 )
 
 type connKey struct {
-	proto  flow.Protocol
+	udp    bool // else TCP: a bool, not the protocol's name, to hash less and hold less
 	client netip.AddrPort
 }
 
-// conn is one connection in the dedup index: 384 bytes, of which a burst
+// conn is one connection in the dedup index: 176 bytes, of which a burst
 // of short connections holds one each for Linger (issue 17's peak RSS;
-// with whole endpoints and its own edge key it was 1 KB).
+// with whole endpoints and its own edge key it was 1 KB, with both sides'
+// destinations 384 bytes).
 type conn struct {
 	seenClient, seenServer   bool
-	clientStart, serverStart time.Time
-	clientDst                dest   // where the client says it connected
-	serverDst                dest   // the server's own socket: its process
-	serverNode               string // the host that observed the server
+	counted                  side
+	gone                     bool  // forgotten: left the index
+	clientStart, serverStart int64 // each side's connection_start, Unix ns
+	// await is the seen side's destination while the other side is not
+	// seen: what that side must match (the client's dialed address, or
+	// the server's own socket). Let go once both are.
+	await *dest
+	proc  serverProc // the server's process, from its own records
 
-	counted side
 	edge    *sharedEdge   // the counted side's edge, for the other side's retransmits
 	held    []flow.Record // server records waiting for their client
 	heldAt  uint64        // the tick the first of them came
@@ -64,22 +68,22 @@ type conn struct {
 
 	key   connKey // its list in the index
 	check uint64  // the tick expire looks at it next (connIndex.due)
-	gone  bool    // forgotten: left the index
 }
 
-// dest is what the dedup rule needs of a record's destination: what
-// sameServer compares, and what names a server's process.
+// serverProc is what names a server's process: only its own records do.
+type serverProc struct{ command, containerID, node string }
+
+// dest is what the dedup rule needs of a record's destination to match
+// the other side: what sameServer compares.
 type dest struct {
-	ip                   netip.Addr
-	port                 uint16
-	translated           bool // a Service or node address, the server behind it
-	namespace, pod       string
-	command, containerID string
+	ip             netip.Addr
+	port           uint16
+	translated     bool // a Service or node address, the server behind it
+	namespace, pod string
 }
 
 func destOf(ep *flow.Endpoint) dest {
 	return dest{ip: ep.IP, port: ep.Port, namespace: ep.Namespace, pod: ep.Pod,
-		command: ep.Command, containerID: ep.ContainerID,
 		translated: ep.Service != nil || ep.Kind == flow.KindService || ep.Kind == flow.KindNode}
 }
 
@@ -148,15 +152,16 @@ type connIndex struct {
 	byKey map[connKey][]*conn
 	count int
 	due   map[uint64][]*conn // tick → connections to look at then; stale entries are skipped
-	// spare holds forgotten connections for reuse: one is 1 KB, and a
+	// spare holds forgotten connections for reuse: one is 176 bytes, and a
 	// node's short connections would allocate one each. A stale entry in
 	// due may name a reused one: it is looked at only if due then. It
 	// keeps at most as many as are indexed (or minSpare): what a steady
 	// load forgets in a tick is far fewer, and after a burst the rest
 	// is given back (100,000 connections in 2 s kept 20 MB for good).
-	spare    []*conn
-	edges    map[edgeKey]*sharedEdge // the counted edges of indexed connections
-	lastEdge *sharedEdge             // of edges, the one countOn met last
+	spare      []*conn
+	spareAwait []*dest                 // conn.await's let go, for reuse as spare's
+	edges      map[edgeKey]*sharedEdge // the counted edges of indexed connections
+	lastEdge   *sharedEdge             // of edges, the one countOn met last
 }
 
 // minSpare is the least spare keeps, however few connections are indexed.
@@ -166,6 +171,7 @@ const minSpare = 1024
 // fix) and keeps it for reuse: between batches, no record holds it.
 func (ix *connIndex) forget(c *conn) {
 	ix.dropEdge(c)
+	ix.dropAwait(c)
 	c.gone = true
 	ix.count--
 	ix.spare = append(ix.spare, c)
@@ -185,7 +191,7 @@ func (ix *connIndex) fresh(k connKey) *conn {
 }
 
 func connKeyOf(r *flow.Record) connKey {
-	return connKey{r.Protocol, netip.AddrPortFrom(r.Source.IP, r.Source.Port)}
+	return connKey{r.Protocol == flow.UDP, netip.AddrPortFrom(r.Source.IP, r.Source.Port)}
 }
 
 // learn finds (or indexes) r's connection and notes r's side on it; nil
@@ -218,10 +224,12 @@ func (ix *connIndex) learn(r *flow.Record, s *Store) *conn {
 		ix.count++
 	}
 	if client {
-		c.seenClient, c.clientStart, c.clientDst = true, r.ConnStart, destOf(&r.Destination)
+		c.seenClient, c.clientStart = true, r.ConnStart.UnixNano()
 	} else {
-		c.seenServer, c.serverStart, c.serverDst, c.serverNode = true, r.ConnStart, destOf(&r.Destination), r.Node
+		c.seenServer, c.serverStart = true, r.ConnStart.UnixNano()
+		c.proc = serverProc{r.Destination.Command, r.Destination.ContainerID, r.Node}
 	}
+	ix.awaitOther(c, r)
 	ttl := uint64(s.cfg.Remember)
 	if r.Verdict != flow.VerdictEstablished {
 		ttl = uint64(s.cfg.Linger)
@@ -229,6 +237,33 @@ func (ix *connIndex) learn(r *flow.Record, s *Store) *conn {
 	c.expires = max(c.expires, s.tick+ttl)
 	ix.schedule(c, s)
 	return c
+}
+
+// awaitOther keeps r's destination for c's other side to match while that
+// side is not seen (the newest record's, as a side's records come), and
+// lets it go once it is.
+func (ix *connIndex) awaitOther(c *conn, r *flow.Record) {
+	switch {
+	case c.seenClient && c.seenServer:
+		ix.dropAwait(c)
+	case c.await == nil:
+		if n := len(ix.spareAwait); n > 0 {
+			c.await, ix.spareAwait = ix.spareAwait[n-1], ix.spareAwait[:n-1]
+		} else {
+			c.await = new(dest)
+		}
+		fallthrough
+	default:
+		*c.await = destOf(&r.Destination)
+	}
+}
+
+// dropAwait lets go of c's awaited destination, for another connection.
+func (ix *connIndex) dropAwait(c *conn) {
+	if c.await != nil {
+		ix.spareAwait = append(ix.spareAwait, c.await)
+		c.await = nil
+	}
 }
 
 // schedule makes c due at the first tick expire has something to do with
@@ -258,28 +293,28 @@ func (ix *connIndex) find(k connKey, r *flow.Record, client bool, cfg *Config) *
 	if len(list) == 0 {
 		return nil
 	}
-	dst := destOf(&r.Destination)
+	dst, start := destOf(&r.Destination), r.ConnStart.UnixNano()
 	for _, c := range list {
 		var d time.Duration
 		switch {
 		case client && c.seenClient:
-			d = c.clientStart.Sub(r.ConnStart)
+			d = time.Duration(c.clientStart - start)
 			if d.Abs() > cfg.Sides.MaxSkew {
 				continue
 			}
 		case !client && c.seenServer:
-			d = c.serverStart.Sub(r.ConnStart)
+			d = time.Duration(c.serverStart - start)
 			if d.Abs() > cfg.Sides.MaxSkew {
 				continue
 			}
 		case client: // a server side waiting for its client
-			d = c.serverStart.Sub(r.ConnStart)
-			if !cfg.Sides.Admits(d) || !sameServer(&dst, &c.serverDst) {
+			d = time.Duration(c.serverStart - start)
+			if !cfg.Sides.Admits(d) || !sameServer(&dst, c.await) {
 				continue
 			}
 		default: // a client side, and this its server
-			d = r.ConnStart.Sub(c.clientStart)
-			if !cfg.Sides.Admits(d) || !sameServer(&c.clientDst, &dst) {
+			d = time.Duration(start - c.clientStart)
+			if !cfg.Sides.Admits(d) || !sameServer(c.await, &dst) {
 				continue
 			}
 		}
@@ -313,7 +348,7 @@ func (s *Store) fold(r *flow.Record, c *conn) {
 		c.counted = sideClient
 		k := keyOf(r)
 		if c.seenServer && k.dst.command == "" {
-			name(&k.dst, &c.serverDst, c.serverNode)
+			name(&k.dst, &c.proc)
 		}
 		s.countAll(r, s.conns.countOn(c, &k))
 		s.release(c)
@@ -334,10 +369,10 @@ func (s *Store) fold(r *flow.Record, c *conn) {
 
 // name gives a destination the process that only its server's own record
 // names.
-func name(dst *ident, server *dest, host string) {
+func name(dst *ident, server *serverProc) {
 	dst.command, dst.containerID = server.command, server.containerID
 	if dst.nodeName == "" {
-		dst.nodeName = host
+		dst.nodeName = server.node
 	}
 	if dst.command != "" || dst.containerID != "" {
 		dst.addr = netip.Addr{}
@@ -396,5 +431,8 @@ func (ix *connIndex) expire(s *Store) {
 	}
 	if keep := max(ix.count, minSpare); len(ix.spare) > keep {
 		ix.spare = slices.Delete(ix.spare, keep, len(ix.spare))
+	}
+	if keep := max(ix.count, minSpare); len(ix.spareAwait) > keep {
+		ix.spareAwait = slices.Delete(ix.spareAwait, keep, len(ix.spareAwait))
 	}
 }

@@ -507,6 +507,41 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
+// A connection keeps what its other side must match only while that side
+// is missing: a burst's connections seen on both sides hold none of it
+// while they are remembered (issue 17), and what they let go is reused.
+func TestAwaitHeldOnlyForAMissingSide(t *testing.T) {
+	s := New(Config{})
+	awaiting := func() (n int) {
+		for _, list := range s.conns.byKey {
+			for _, c := range list {
+				if c.await != nil {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	at := t0.Add(5 * time.Second)
+	s.Tick(at)
+	var clients, servers []flow.Record
+	for i := range 100 {
+		c, srv := clientServer(at, uint16(10000+i))
+		clients, servers = append(clients, c), append(servers, srv)
+	}
+	s.Ingest(clients)
+	if n := awaiting(); n != 100 {
+		t.Fatalf("%d of 100 client-only connections keep their dialed address, want all", n)
+	}
+	s.Ingest(servers)
+	if n, spare := awaiting(), len(s.conns.spareAwait); n != 0 || spare != 100 {
+		t.Errorf("with both sides seen: %d keep an awaited address, %d let go; want 0 and 100", n, spare)
+	}
+	if st := s.Stats(); st.RecordsCounted != 100 || st.RecordsDeduplicated != 100 {
+		t.Errorf("counted %d, deduplicated %d; want 100 each", st.RecordsCounted, st.RecordsDeduplicated)
+	}
+}
+
 // After a burst the forgotten connections kept for reuse are given back,
 // down to minSpare, as is the edge key they shared, and a second burst is
 // counted as the first was.
