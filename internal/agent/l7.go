@@ -79,12 +79,15 @@ func sampleOf(s *datapath.L7Sample) l7.Sample {
 // peer, when the connection's server end is on this node and the client's
 // samples stood for both (peer.Cookie 0 otherwise), that end's, seen from
 // there. Both ends' records then carry the same requests, as if each end
-// had been sampled. A record made for them takes the connection's start
-// once it ended (its own record may have left), nowNS before.
+// had been sampled. A record made for them takes its end's start once the
+// connection ended (its own record may have left), nowNS before.
 func requestsOf(k l7.ConnKey, nowNS uint64) (own, peer conntable.RequestsOf) {
-	start := nowNS
+	start, peerStart := nowNS, nowNS
 	if k.StartNS != 0 {
 		start = k.StartNS
+	}
+	if k.PeerStartNS != 0 {
+		peerStart = k.PeerStartNS
 	}
 	own = conntable.RequestsOf{Protocol: flow.TCP, Cookie: k.Cookie, Role: k.Role, Local: k.Local,
 		Remote: k.Remote, Owner: flow.Owner{Netns: k.Netns}, StartNS: start}
@@ -93,7 +96,7 @@ func requestsOf(k l7.ConnKey, nowNS uint64) (own, peer conntable.RequestsOf) {
 	}
 	if k.PeerCookie != 0 {
 		peer = conntable.RequestsOf{Protocol: flow.TCP, Cookie: k.PeerCookie, Role: flow.RoleServer,
-			Local: k.Remote, Remote: k.Local, Owner: flow.Owner{Netns: k.PeerNetns}, StartNS: start}
+			Local: k.Remote, Remote: k.Local, Owner: flow.Owner{Netns: k.PeerNetns}, StartNS: peerStart}
 	}
 	return own, peer
 }
@@ -181,7 +184,8 @@ func (a *Agent) l7Closed(ev *flow.TCPEnd) {
 	}
 	a.l7mu.Lock()
 	a.l7.Closed(l7.ConnKey{Cookie: ev.Socket.Cookie, Local: ev.Socket.Local, Remote: ev.Socket.Remote,
-		Netns: ev.Socket.Owner.Netns, Role: ev.Socket.Role, StartNS: ev.Socket.StartNS}, ev.EndNS)
+		Netns: ev.Socket.Owner.Netns, Role: ev.Socket.Role, StartNS: ev.Socket.StartNS,
+		PeerStartNS: ev.Socket.EstablishedNS}, ev.EndNS)
 	a.l7mu.Unlock()
 }
 

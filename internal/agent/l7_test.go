@@ -27,13 +27,14 @@ func TestRequestsOfAPairGoOnBothEnds(t *testing.T) {
 	if own != wantOwn || peer != wantPeer {
 		t.Errorf("requestsOf = %+v, %+v; want %+v, %+v", own, peer, wantOwn, wantPeer)
 	}
-	// Once the connection ended, its start (as its end event gave it)
-	// dates a record made for its requests, on both ends.
+	// Once the connection ended, each end's start (as the client's end
+	// event gave them: its connect, and its handshake's end, when the
+	// server's socket was made) dates a record made for its requests.
 	k := sampleOf(&s).Key
-	k.StartNS = 3
+	k.StartNS, k.PeerStartNS = 3, 4
 	own, peer = requestsOf(k, 5)
-	if own.StartNS != 3 || peer.StartNS != 3 {
-		t.Errorf("ended: requestsOf starts %d and %d, want the connection's, 3", own.StartNS, peer.StartNS)
+	if own.StartNS != 3 || peer.StartNS != 4 {
+		t.Errorf("ended: requestsOf starts %d and %d, want the client's 3 and the server's 4", own.StartNS, peer.StartNS)
 	}
 	s.PeerCookie, s.PeerNetns = 0, 0
 	if own, peer = requestsOf(sampleOf(&s).Key, 5); own != wantOwn || peer != (conntable.RequestsOf{}) {

@@ -29,6 +29,11 @@ type ConnKey struct {
 	// (those never answered, counted a Take after its close) go on a
 	// record of their own, which the hub joins to its connection by it.
 	StartNS uint64
+	// PeerStartNS is when the pair's server end began, as its client saw
+	// it: the end of the handshake, when the kernel makes the server's
+	// socket. Told by Closed with StartNS; 0 before. The client's start is
+	// no stand-in: after a SYN sent again it is a second or more earlier.
+	PeerStartNS uint64
 }
 
 // connID is what the tracker finds a connection by: the socket, and the
@@ -350,7 +355,7 @@ func (t *Tracker) Closed(key ConnKey, ns uint64) {
 	t.wake(c)
 	c.closed = true
 	c.lastNS = max(c.lastNS, ns)
-	c.key.StartNS = key.StartNS
+	c.key.StartNS, c.key.PeerStartNS = key.StartNS, key.PeerStartNS
 }
 
 // Take hands over each connection's groups completed since the last Take

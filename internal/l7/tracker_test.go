@@ -314,24 +314,25 @@ func TestTrackerTimeoutsAndClose(t *testing.T) {
 
 // The requests a connection never answered before its close come a Take
 // after it, when its record has left: they come with the start its end
-// gave Closed, by which the hub joins their record to the connection.
+// gave Closed, by which the hub joins their record to the connection, and
+// its server end's on this node (a pair's) with them.
 func TestTrackerGivesAClosedConnectionsStart(t *testing.T) {
 	tr := newTracker(t, l7.Config{RequestTimeout: time.Minute, IdleTimeout: time.Minute})
 	sec := uint64(time.Second)
 	tr.Sample(sample(2, l7.FromClient, 1*sec, "Qclosed"))
-	tr.Closed(l7.ConnKey{Cookie: 2, StartNS: sec / 2}, 2*sec)
+	tr.Closed(l7.ConnKey{Cookie: 2, StartNS: sec / 2, PeerStartNS: sec / 2 * 3}, 2*sec)
 	var starts []uint64
 	requests := 0
 	for range 2 { // a closed connection lingers one Take
 		tr.Take(3*sec, func(k l7.ConnKey, groups []flow.Requests) {
-			starts = append(starts, k.StartNS)
+			starts = append(starts, k.StartNS, k.PeerStartNS)
 			for _, g := range groups {
 				requests += int(g.Count)
 			}
 		})
 	}
-	if !slices.Equal(starts, []uint64{sec / 2}) || requests != 1 {
-		t.Errorf("taken with starts %v, %d requests; want once, with the start Closed gave, 1 request", starts, requests)
+	if !slices.Equal(starts, []uint64{sec / 2, sec / 2 * 3}) || requests != 1 {
+		t.Errorf("taken with starts %v, %d requests; want once, with the starts Closed gave, 1 request", starts, requests)
 	}
 }
 
