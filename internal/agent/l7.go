@@ -82,10 +82,11 @@ func sampleOf(s *datapath.L7Sample) l7.Sample {
 // had been sampled. A record made for them takes its end's start once the
 // connection ended (its own record may have left), nowNS before.
 func requestsOf(k l7.ConnKey, nowNS uint64) (own, peer conntable.RequestsOf) {
-	start, peerStart := nowNS, nowNS
+	start := nowNS
 	if k.StartNS != 0 {
 		start = k.StartNS
 	}
+	peerStart := start // a connection the agent found established has no handshake's end
 	if k.PeerStartNS != 0 {
 		peerStart = k.PeerStartNS
 	}

@@ -36,6 +36,10 @@ func TestRequestsOfAPairGoOnBothEnds(t *testing.T) {
 	if own.StartNS != 3 || peer.StartNS != 4 {
 		t.Errorf("ended: requestsOf starts %d and %d, want the client's 3 and the server's 4", own.StartNS, peer.StartNS)
 	}
+	k.PeerStartNS = 0 // adopted established: no handshake seen
+	if own, peer = requestsOf(k, 5); own.StartNS != 3 || peer.StartNS != 3 {
+		t.Errorf("ended, no handshake seen: requestsOf starts %d and %d, want the client's, 3, for both", own.StartNS, peer.StartNS)
+	}
 	s.PeerCookie, s.PeerNetns = 0, 0
 	if own, peer = requestsOf(sampleOf(&s).Key, 5); own != wantOwn || peer != (conntable.RequestsOf{}) {
 		t.Errorf("without a peer: requestsOf = %+v, %+v; want %+v and none", own, peer, wantOwn)
