@@ -1,4 +1,6 @@
 #!/bin/bash
+# As run: /tmp/benchbin is `go build ./bench`, /tmp/peerbin `go build ./test/peer`, the flowlens
+# binaries builds of the commits summary.md names; /tmp/wt-test is any checkout (the bench needs go.mod).
 # usage: prof.sh <flowlens bin> <outdir> [VAR=value...]: one burst-100k agent pass, heap profiles every 0.5 s
 bin=$1; out=$2; shift 2
 mkdir -p $out

@@ -1,4 +1,6 @@
 #!/bin/bash
+# As run: /tmp/benchbin is `go build ./bench`, /tmp/peerbin `go build ./test/peer`, the flowlens
+# binaries builds of the commits summary.md names; /tmp/wt-test is any checkout (the bench needs go.mod).
 # usage: rss.sh <outdir> <rounds> name=bin...: burst-100k agent passes, interleaved
 out=$1; rounds=$2; shift 2
 mkdir -p $out
