@@ -429,10 +429,11 @@ func (ix *connIndex) expire(s *Store) {
 			ix.byKey[c.key] = list
 		}
 	}
-	if keep := max(ix.count, minSpare); len(ix.spare) > keep {
+	keep := max(ix.count, minSpare)
+	if len(ix.spare) > keep {
 		ix.spare = slices.Delete(ix.spare, keep, len(ix.spare))
 	}
-	if keep := max(ix.count, minSpare); len(ix.spareAwait) > keep {
+	if len(ix.spareAwait) > keep {
 		ix.spareAwait = slices.Delete(ix.spareAwait, keep, len(ix.spareAwait))
 	}
 }
