@@ -353,6 +353,15 @@ static __always_inline void snapshot_tcp(const struct tcp_sock *tp, struct tcp_s
 	st->srtt_us = tp->srtt_us >> 3;
 }
 
+/* l7_sent_init starts where the stream was written when the socket is
+ * first seen established: what l7_syscall compares the peer's
+ * acknowledgements with until the first send reaches the hooks. */
+static __always_inline void l7_sent_init(const struct tcp_sock *tp, struct tcp_state *st)
+{
+	if (tp)
+		st->l7_sent_seq = tp->write_seq;
+}
+
 static __always_inline void note_refused(__u64 cgroup, int tcp)
 {
 	struct cgroup_refused *r = bpf_map_lookup_elem(&refused, &cgroup);
@@ -457,7 +466,10 @@ static __always_inline struct tcp_state *track(const struct sock *sk, __u8 role,
 	st.tuple.protocol = IPPROTO_TCP;
 	read_tuple(sk, &st.tuple);
 	if (adopted) {
-		snapshot_tcp(tcp_of(sk), &st);
+		const struct tcp_sock *tp = tcp_of(sk);
+
+		snapshot_tcp(tp, &st);
+		l7_sent_init(tp, &st);
 		st.base_segs_out = st.segs_out;
 		st.base_segs_in = st.segs_in;
 		st.base_retrans = st.retrans;
@@ -684,14 +696,17 @@ int BPF_PROG(on_set_state, const struct sock *sk, const int oldstate, const int 
 			return 0;
 		}
 		if (st) {
+			const struct tcp_sock *tp = tcp_of(sk);
+
 			st->established = 1;
 			/* connect() picks the local port after SYN_SENT is set:
 			 * read the tuple now, so an open connection's records
 			 * name their client port from the first interval. */
 			read_tuple(sk, &st->tuple);
-			snapshot_tcp(tcp_of(sk), st);
+			snapshot_tcp(tp, st);
+			l7_sent_init(tp, st);
 			touch(key, st);
-			l7_pair_open(tcp_of(sk), st);
+			l7_pair_open(tp, st);
 		}
 		return 0;
 	case TCP_CLOSE:

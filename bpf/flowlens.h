@@ -89,8 +89,12 @@ struct tcp_state {
 	 * l7_pairs): the server end the client samples for, once decided. */
 	__u64 l7_peer_cookie;
 	__u32 l7_peer_netns;
+	/* tcp_sock's write_seq when a send last reached the hooks (set at the
+	 * handshake's end): a receive whose peer acknowledged more was
+	 * answered before a send's sample was taken (see l7_syscall). */
+	__u32 l7_sent_seq;
 	__u8 l7_pair; /* enum l7_pair_state this end settled: NONE until then */
-	__u8 _pad[3];
+	__u8 _pad[7];
 };
 
 enum event_kind {
@@ -278,13 +282,22 @@ struct l7_event {
 	__u8 role;      /* enum role of the socket (TCP) */
 	__u8 gap;       /* samples of this socket were lost before this one */
 	__u8 hint;      /* enum l7_hint */
-	__u8 _pad;
+	/* A receive the peer answered after a send of this socket whose
+	 * sample is not yet taken: the send left the kernel before its hook
+	 * ran. Its sample follows in the ring; userspace feeds this one after
+	 * it, by seq. */
+	__u8 early;
 	__u32 pid;
 	__u32 netns; /* the socket's network namespace */
 	/* A client's: its server end on this node, which takes no samples of
 	 * its system calls, so that its requests go on that end's flow too
 	 * (bar TLS plaintext, which each end's library calls give); 0: none. */
 	__u32 peer_netns;
+	/* A system call's, on TCP: a send's write_seq after it (the end of
+	 * its bytes), a receive's snd_una (the end of what the peer had read
+	 * when it answered). 0 for the other sources. */
+	__u32 seq;
+	__u32 _pad;
 	__u64 peer_cookie;
 	__u8 data[L7_DATA_MAX];
 };

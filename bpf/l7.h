@@ -351,15 +351,18 @@ static __always_inline void l7_fill(struct l7_event *ev, __u64 cookie, const str
 	ev->role = role;
 	ev->gap = gap;
 	ev->hint = hint;
-	ev->_pad = 0;
+	ev->early = 0;
 	ev->pid = pid;
 	ev->netns = netns;
+	ev->seq = 0;
+	ev->_pad = 0;
 }
 
 /* l7_take reads n bytes of buf into a sample of st and submits it; a
- * sample not taken leaves a gap for the next one to report. */
+ * sample not taken leaves a gap for the next one to report. seq and early
+ * are the sample's order (struct l7_event). */
 static __always_inline void l7_take(struct tcp_state *st, const void *buf, __u32 len, __u64 n,
-				    int send, __u8 source)
+				    int send, __u8 source, __u32 seq, __u8 early)
 {
 	__u64 now = bpf_ktime_get_ns();
 	struct l7_event *ev;
@@ -378,6 +381,8 @@ static __always_inline void l7_take(struct tcp_state *st, const void *buf, __u32
 		bpf_get_current_pid_tgid() >> 32, st->owner.netns, now);
 	ev->peer_cookie = st->l7_peer_cookie;
 	ev->peer_netns = st->l7_peer_netns;
+	ev->seq = seq;
+	ev->early = early;
 	l7_submit(ev);
 	st->l7_gap = 0;
 }
@@ -421,17 +426,34 @@ static __always_inline const void *syscall_buf(__u32 *room)
 	return iov.iov_base;
 }
 
-/* l7_syscall samples a plaintext send or receive of ret bytes on st. */
+/* l7_syscall samples a plaintext send or receive of ret bytes on st.
+ *
+ * The send hook runs once the bytes have left: on a busy CPU the sending
+ * thread can be preempted before it, while the peer answers and another
+ * thread of the process receives the answer. The receive's sample would
+ * then come first in the ring, and a request-response parser pair the
+ * answer with the request before. Every send records how far the stream
+ * was written when its hook ran; a receive whose peer acknowledged more
+ * answered a send whose sample is still to come, and says so (early, with
+ * snd_una as its seq) for userspace to put it after that send's. */
 static __always_inline void l7_syscall(struct tcp_state *st, const struct tcp_sock *tp, int ret,
 				       int send)
 {
 	const void *buf;
-	__u32 room = 0;
+	__u32 room = 0, seq = 0;
+	__u8 early = 0;
 	__u64 n, k;
 
 	if (!l7_capture_bytes || st->l7_hint == L7_HINT_OPAQUE || st->l7_hint == L7_HINT_TLS ||
 	    st->l7_hint == L7_HINT_PEER)
 		return;
+	if (tp && send) {
+		seq = tp->write_seq;
+		st->l7_sent_seq = seq;
+	} else if (tp) {
+		seq = tp->snd_una;
+		early = (__s32)(seq - st->l7_sent_seq) > 0;
+	}
 	buf = syscall_buf(&room);
 	if (!buf) {
 		st->l7_gap = st->l7_hint != L7_HINT_NONE;
@@ -456,7 +478,7 @@ static __always_inline void l7_syscall(struct tcp_state *st, const struct tcp_so
 	}
 	if (st->l7_pair == L7_PAIR_NONE)
 		l7_pair_settle(st, tp);
-	l7_take(st, buf, ret, n, send, L7_SRC_SYSCALL);
+	l7_take(st, buf, ret, n, send, L7_SRC_SYSCALL, seq, early);
 }
 
 /* tls_nested: a TLS library call of this thread (OpenSSL) or goroutine
@@ -504,7 +526,7 @@ static __always_inline void l7_sample_tls(__u64 sk, const void *buf, __u32 len, 
 		return;
 	}
 	st->l7_hint = L7_HINT_TLS;
-	l7_take(st, buf, len, l7_cap(len), dir == L7_SEND, source);
+	l7_take(st, buf, len, l7_cap(len), dir == L7_SEND, source, 0, 0);
 }
 
 /* l7_udp samples a datagram whose payload looks like DNS, at off in skb. */

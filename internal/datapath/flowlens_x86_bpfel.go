@@ -109,10 +109,12 @@ type flowlensL7Event struct {
 	Role       uint8
 	Gap        uint8
 	Hint       uint8
-	Pad        uint8
+	Early      uint8
 	Pid        uint32
 	Netns      uint32
 	PeerNetns  uint32
+	Seq        uint32
+	Pad        uint32
 	PeerCookie uint64
 	Data       [512]uint8
 }
@@ -239,8 +241,9 @@ type flowlensTcpState struct {
 	ChargedCgroup uint64
 	L7PeerCookie  uint64
 	L7PeerNetns   uint32
+	L7SentSeq     uint32
 	L7Pair        uint8
-	Pad           [3]uint8
+	Pad           [7]uint8
 }
 
 type flowlensTlsCall struct {

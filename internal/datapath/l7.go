@@ -46,6 +46,14 @@ type L7Sample struct {
 	PeerNetns  uint32 // the server end's network namespace
 	Len        int    // bytes the call moved
 	Data       []byte // its first bytes; valid until the next ReadL7
+	// Seq places a TCP system call's sample in its stream: a send's is
+	// the end of its bytes (the socket's write sequence after it). Early
+	// marks a receive the peer answered after a send whose sample comes
+	// later in the ring (the sender was preempted before its hook); its
+	// Seq is how far the peer had read (snd_una), which that send's
+	// reaches. 0 and false for TLS plaintext and UDP.
+	Seq   uint32
+	Early bool
 }
 
 // L7On reports whether L7 capture is loaded.
@@ -119,6 +127,7 @@ func decodeL7(raw []byte, ev *flowlensL7Event) (L7Sample, error) {
 		Role: flow.Role(ev.Role), Gap: ev.Gap != 0, PID: ev.Pid, Netns: ev.Netns,
 		PeerCookie: ev.PeerCookie, PeerNetns: ev.PeerNetns,
 		Len: int(ev.Len), Data: raw[head : head+n : head+n],
+		Seq: ev.Seq, Early: ev.Early != 0,
 	}
 	if int(ev.Hint) < len(l7Hints) {
 		s.Hint = l7Hints[ev.Hint]

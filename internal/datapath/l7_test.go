@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"testing"
 	"time"
 
@@ -248,9 +249,41 @@ func TestL7SamplesALocalPairOnItsClientEnd(t *testing.T) {
 				s.Cookie, s.PeerCookie, s.PeerNetns, server[0].Cookie, server[0].Owner.Netns, s.Netns)
 		}
 	}
+	checkStreamPlaces(t, got)
 	// The counter is the node's: other pairs may have been made meanwhile.
 	if after.L7Paired <= before.L7Paired {
 		t.Errorf("pairs counted: %d before, %d after the child's connection", before.L7Paired, after.L7Paired)
+	}
+}
+
+// checkStreamPlaces checks where the samples of one keep-alive HTTP
+// client say they lie in its stream: each send ends its Len bytes after
+// the one before, and each receive says the server had read exactly to
+// the end of the request it answers, the send sampled before it or, when
+// Early, the one sampled next.
+func checkStreamPlaces(t *testing.T, got []L7Sample) {
+	t.Helper()
+	var sent uint32
+	sends := 0
+	for i, s := range got {
+		switch {
+		case s.Send:
+			if sends > 0 && s.Seq-sent != uint32(s.Len) {
+				t.Errorf("send %d ends at %d, %d after the one before, want its length %d", i, s.Seq, s.Seq-sent, s.Len)
+			}
+			sent = s.Seq
+			sends++
+		case s.Early:
+			next := slices.IndexFunc(got[i:], func(n L7Sample) bool { return n.Send })
+			if next < 0 || got[i+next].Seq != s.Seq {
+				t.Errorf("early receive %d says %d was read, want the end of the send sampled next", i, s.Seq)
+			}
+		case sends == 0 || s.Seq != sent:
+			t.Errorf("receive %d says %d was read, want %d, the end of the send before (%d sends)", i, s.Seq, sent, sends)
+		}
+	}
+	if sends != childRequests {
+		t.Errorf("%d sends, want %d", sends, childRequests)
 	}
 }
 
