@@ -72,6 +72,7 @@ func sampleOf(s *datapath.L7Sample) l7.Sample {
 	key := l7.ConnKey{Cookie: s.Cookie, Local: s.Local, Remote: s.Remote, Netns: s.Netns, Role: s.Role,
 		UDP: s.Protocol == flow.UDP, PeerCookie: s.PeerCookie, PeerNetns: s.PeerNetns}
 	return l7.Sample{Key: key, Hint: hintOf(s.Hint), TLS: s.Source.TLS(),
+		Send: s.Send, Seq: s.Seq, Early: s.Early,
 		Msg: l7.Message{Dir: dir, NS: s.NS, Len: s.Len, Data: s.Data, Gap: s.Gap}}
 }
 

@@ -91,7 +91,14 @@ type Sample struct {
 	Key  ConnKey
 	Hint Hint
 	TLS  bool // plaintext read from a TLS library
-	Msg  Message
+	Send bool // the sampled socket wrote it
+	// Seq and Early order a TCP system call's samples (datapath.L7Sample):
+	// a send's Seq is the end of its bytes in the stream; an Early
+	// receive answered bytes up to its Seq that no send sampled before it
+	// reaches. It is fed after the send that does, which follows it.
+	Seq   uint32
+	Early bool
+	Msg   Message
 }
 
 // Config bounds the tracker. Zero values take the defaults.
@@ -183,6 +190,10 @@ type Stats struct {
 	Opaque    uint64          // connections no protocol detected, or whose parser failed
 	Ignored   uint64          // samples of opaque connections, skipped
 	Gaps      uint64          // samples after a capture gap
+	// Early receives (Sample.Early) fed after the send they answered, and
+	// those fed without it: its sample was lost, or still not read at the
+	// second Take after them, or more than maxHeld waited.
+	Reordered, Unordered uint64
 }
 
 // ProtocolStats count one protocol's work.
@@ -225,7 +236,21 @@ type conn struct {
 	asleep    bool
 	forgotten bool // deleted from Tracker.conns; skipped where still listed
 	due       uint64
+	// held are receives waiting to be fed: an early one, and those that
+	// came after it, in order.
+	held []heldSample
 }
+
+// heldSample is a receive held back with its own copy of the bytes (a
+// sample's alias the ring reader's buffer) and the Take count it came at.
+type heldSample struct {
+	s    Sample
+	take uint64
+}
+
+// maxHeld bounds the receives a connection holds back; past it the oldest
+// goes on without its send.
+const maxHeld = 16
 
 // Tracker follows connections' samples: it detects each one's protocol,
 // feeds its parser and folds the requests into per-connection groups
@@ -243,6 +268,7 @@ type Tracker struct {
 	stats    Stats
 	protos   []ProtocolStats
 	done     []Request // scratch for parsers' output
+	takes    uint64    // Takes begun
 }
 
 // NewTracker returns a tracker; cfg must pass Validate.
@@ -264,7 +290,7 @@ func NewTracker(cfg Config) *Tracker {
 }
 
 // Sample takes a connection's next message; a connection's samples come
-// in order.
+// in the order the kernel took them, which Sample.Early amends.
 func (t *Tracker) Sample(s Sample) {
 	id := s.Key.id()
 	c := t.conns[id]
@@ -278,6 +304,75 @@ func (t *Tracker) Sample(s Sample) {
 		t.awake = append(t.awake, c)
 	}
 	t.wake(c)
+	switch {
+	case s.Early || len(c.held) > 0 && !s.Send:
+		t.hold(c, s)
+	case len(c.held) > 0:
+		// Receives answering bytes before this send's go first; those
+		// its bytes complete, after it.
+		t.releaseSent(c, s.Seq-uint32(s.Msg.Len))
+		t.feed(c, s)
+		t.releaseSent(c, s.Seq)
+	default:
+		t.feed(c, s)
+	}
+}
+
+// hold keeps a receive back, behind those already held.
+func (t *Tracker) hold(c *conn, s Sample) {
+	if len(c.held) == maxHeld {
+		// The oldest is early (the others wait behind one), and goes.
+		t.stats.Unordered++
+		t.unhold(c)
+		for len(c.held) > 0 && !c.held[0].s.Early {
+			t.unhold(c)
+		}
+	}
+	s.Msg.Data = append([]byte(nil), s.Msg.Data...)
+	c.held = append(c.held, heldSample{s: s, take: t.takes})
+}
+
+// releaseSent feeds the held receives in order, up to the first early one
+// that answered bytes past sent (in sequence space: sent is before them).
+func (t *Tracker) releaseSent(c *conn, sent uint32) {
+	for len(c.held) > 0 {
+		if h := &c.held[0].s; h.Early {
+			if int32(h.Seq-sent) > 0 {
+				return
+			}
+			t.stats.Reordered++
+		}
+		t.unhold(c)
+	}
+}
+
+// releaseAged feeds, at a Take, the held receives that came before the
+// previous Take (all of them when the connection is gone): the send an
+// early one waits for had its sample lost, or is later than a Take's
+// drain of the ring can wait for.
+func (t *Tracker) releaseAged(c *conn, gone bool) {
+	for len(c.held) > 0 {
+		if h := &c.held[0]; h.s.Early {
+			if !gone && h.take+1 >= t.takes {
+				return
+			}
+			t.stats.Unordered++
+		}
+		t.unhold(c)
+	}
+}
+
+// unhold feeds the oldest held receive.
+func (t *Tracker) unhold(c *conn) {
+	s := c.held[0].s
+	n := copy(c.held, c.held[1:])
+	c.held[n] = heldSample{}
+	c.held = c.held[:n]
+	t.feed(c, s)
+}
+
+// feed hands a sample, in order, to its connection's parser.
+func (t *Tracker) feed(c *conn, s Sample) {
 	c.lastNS = max(c.lastNS, s.Msg.NS)
 	// A closed connection's samples are still parsed: its end and its
 	// last samples travel in two rings, and the end is often read first.
@@ -348,7 +443,7 @@ func (t *Tracker) Closed(key ConnKey, ns uint64) {
 	if c == nil {
 		return
 	}
-	if c.parser == nil && len(c.groups.list) == 0 {
+	if c.parser == nil && len(c.groups.list) == 0 && len(c.held) == 0 {
 		t.forget(c) // nothing pending, nothing to report
 		return
 	}
@@ -365,6 +460,7 @@ func (t *Tracker) Closed(key ConnKey, ns uint64) {
 // Connections come in no particular order; each one's groups are sorted.
 func (t *Tracker) Take(nowNS uint64, fn func(ConnKey, []flow.Requests)) {
 	timeout := uint64(t.cfg.RequestTimeout.Nanoseconds())
+	t.takes++
 	awake := t.awake[:0]
 	for _, c := range t.awake {
 		if c.forgotten {
@@ -373,6 +469,7 @@ func (t *Tracker) Take(nowNS uint64, fn func(ConnKey, []flow.Requests)) {
 		idle := t.idle(c)
 		gone := c.closed && c.lingered || nowNS > idle && c.lastNS < nowNS-idle
 		c.lingered = c.closed
+		t.releaseAged(c, gone)
 		if c.parser != nil {
 			before := uint64(math.MaxUint64)
 			if !gone {
@@ -389,7 +486,7 @@ func (t *Tracker) Take(nowNS uint64, fn func(ConnKey, []flow.Requests)) {
 		switch {
 		case gone:
 			t.forget(c)
-		case !c.closed && !waiting(c.parser):
+		case !c.closed && !waiting(c.parser) && len(c.held) == 0:
 			c.asleep, c.due = true, c.lastNS+idle
 			t.sleepers.push(sleeper{c, c.due})
 		default:

@@ -516,3 +516,133 @@ func TestTrackerSleepingConversations(t *testing.T) {
 		t.Errorf("got %v with %d conversations held, want %v and none", got, tr.Stats().Conns, want)
 	}
 }
+
+// stream builds a client socket's samples as the kernel orders them: a
+// send's Seq is the end of its bytes, a receive's says how far the peer
+// had read.
+type stream struct {
+	cookie uint64
+	seq    uint32 // the client's write sequence
+	ns     uint64
+}
+
+func (s *stream) send(data string) l7.Sample {
+	s.seq += uint32(len(data))
+	s.ns += ms
+	m := sample(s.cookie, l7.FromClient, s.ns, data)
+	m.Send, m.Seq = true, s.seq
+	return m
+}
+
+// recv is an answer that arrived when the peer had read acked bytes;
+// early, as the kernel marks it, when a send's sample is still to come.
+func (s *stream) recv(data string, acked uint32, early bool) l7.Sample {
+	s.ns += ms
+	m := sample(s.cookie, l7.FromServer, s.ns, data)
+	m.Seq, m.Early = acked, early
+	return m
+}
+
+// answered returns each group's query and first answer, for a
+// connection's groups that answer with the queried name's address.
+func answered(rs []flow.Requests) map[string]string {
+	got := map[string]string{}
+	for _, r := range rs {
+		a := ""
+		if len(r.Answers) > 0 {
+			a = r.Answers[0].String()
+		}
+		got[r.Query] = a
+	}
+	return got
+}
+
+// A sender preempted between its bytes leaving and its send's hook: the
+// answer's sample comes first in the ring. Fed as it came, it would answer
+// the query before (a, answered twice) and leave b unanswered; held until
+// the send it answers, every query gets its own answer.
+func TestTrackerFeedsAnEarlyAnswerAfterItsSend(t *testing.T) {
+	tr := newTracker(t, l7.Config{})
+	s := &stream{cookie: 1, seq: 1000}
+	qa := s.send("Qa")
+	tr.Sample(qa)
+	tr.Sample(s.recv("Aa 10.0.0.1", qa.Seq, false))
+	qb := s.send("Qb") // sent first, sampled after its answer
+	ab := s.recv("Ab 10.0.0.2", qb.Seq, true)
+	qc := s.send("Qc")
+	ac := s.recv("Ac 10.0.0.3", qc.Seq, false)
+	for _, m := range []l7.Sample{ab, qb, qc, ac} {
+		tr.Sample(m)
+	}
+	got := answered(take(tr, s.ns)[1])
+	want := map[string]string{"a": "10.0.0.1", "b": "10.0.0.2", "c": "10.0.0.3"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("answers %v, want %v", got, want)
+	}
+	if st := tr.Stats(); st.Reordered != 1 || st.Unordered != 0 || st.Protocols[1].Unanswered != 0 {
+		t.Errorf("stats %+v, want 1 reordered, none unanswered", st)
+	}
+}
+
+// An early receive that answers bytes before a send goes before it: the
+// send it waited for was not sampled (a write the kernel could not read).
+func TestTrackerFeedsAnEarlyAnswerBeforeALaterSend(t *testing.T) {
+	tr := newTracker(t, l7.Config{})
+	s := &stream{cookie: 1, seq: 1000}
+	qa := s.send("Qa")
+	tr.Sample(qa)
+	unsampled := s.send("Qx")
+	ax := s.recv("Ax 10.0.0.9", unsampled.Seq, true)
+	qb := s.send("Qb")
+	ab := s.recv("Ab 10.0.0.2", qb.Seq, false)
+	for _, m := range []l7.Sample{ax, qb, ab} {
+		tr.Sample(m)
+	}
+	// Qa is answered by Ax (Qx was never seen), then Qb by Ab.
+	got := answered(take(tr, s.ns)[1])
+	want := map[string]string{"a": "10.0.0.9", "b": "10.0.0.2"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("answers %v, want %v", got, want)
+	}
+	if st := tr.Stats(); st.Reordered != 1 {
+		t.Errorf("stats %+v, want 1 reordered", st)
+	}
+}
+
+// The send an early receive waits for may never be sampled: the receive,
+// and those held behind it in order, go on at the second Take after it,
+// or at once past maxHeld; a closed connection's all go before it is
+// forgotten.
+func TestTrackerLetsAnEarlyAnswerGoWithoutItsSend(t *testing.T) {
+	tr := newTracker(t, l7.Config{})
+	s := &stream{cookie: 1, seq: 1000}
+	tr.Sample(s.send("Qa"))
+	tr.Sample(s.send("Qb"))
+	lost := s.send("Qlost")
+	tr.Sample(s.recv("Aa 10.0.0.1", lost.Seq, true))
+	tr.Sample(s.recv("Ab 10.0.0.2", lost.Seq, false))
+	if got := take(tr, s.ns); len(got) != 0 {
+		t.Errorf("first Take gave %+v, want the answers still held", got)
+	}
+	got := answered(take(tr, s.ns)[1])
+	if want := map[string]string{"a": "10.0.0.1", "b": "10.0.0.2"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("second Take: answers %v, want %v", got, want)
+	}
+
+	// Past maxHeld (16) early receives, the oldest goes at once.
+	for i := range 17 {
+		tr.Sample(s.send(fmt.Sprintf("Q%d", i)))
+	}
+	for i := range 17 {
+		tr.Sample(s.recv(fmt.Sprintf("A%d 10.0.1.%d", i, i), s.seq+1, true))
+	}
+	if st := tr.Stats(); st.Unordered != 2 || st.Reordered != 0 {
+		t.Errorf("stats %+v, want 2 unordered", st)
+	}
+	tr.Closed(l7.ConnKey{Cookie: 1}, s.ns)
+	got = answered(take(tr, s.ns)[1])
+	got2 := answered(take(tr, s.ns)[1])
+	if len(got)+len(got2) != 17 || tr.Stats().Unordered != 18 || tr.Stats().Conns != 0 {
+		t.Errorf("after the close: %d then %d answers, stats %+v; want 17, all let go, none left", len(got), len(got2), tr.Stats())
+	}
+}

@@ -13,6 +13,9 @@ var (
 	l7Lost = prometheus.NewDesc("flowlens_l7_samples_lost_total",
 		"Payload samples not taken or not read: over the per-second capture budget (flowlens samples instead of slowing the node), their ring full, or undecodable. The next sample of the connection reports a gap.",
 		[]string{"reason"}, nil)
+	l7Early = prometheus.NewDesc("flowlens_l7_samples_early_total",
+		"Receives sampled before the send they answer (the sending thread was preempted after its bytes left, before the send's hook ran), by outcome: reordered (parsed after that send's sample) or unordered (parsed without it: its sample was lost or came too late, and the request it answers may be paired wrongly).",
+		[]string{"outcome"}, nil)
 	l7Paired = prometheus.NewDesc("flowlens_l7_connections_paired_total",
 		"TCP connections whose two ends are sockets on this node, sampled on the client's end only: its samples count the requests on both ends' flows.",
 		nil, nil)
@@ -44,7 +47,7 @@ type L7Collector struct{ Agent *agent.Agent }
 
 // Describe implements prometheus.Collector.
 func (L7Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{l7Samples, l7Lost, l7Paired, l7Requests, l7Failed, l7Unparsed, l7Conns, l7ConnsLost,
+	for _, d := range []*prometheus.Desc{l7Samples, l7Lost, l7Early, l7Paired, l7Requests, l7Failed, l7Unparsed, l7Conns, l7ConnsLost,
 		tlsUnattributed, tlsFiles, tlsSkipped, dnsNames, dnsNamesEvicted} {
 		ch <- d
 	}
@@ -60,6 +63,8 @@ func (c L7Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(l7Lost, s.Kernel.L7OverBudget, "budget")
 	counter(l7Lost, s.Kernel.L7RingFull, "ring_full")
 	counter(l7Lost, s.L7DecodeErrors, "decode_error")
+	counter(l7Early, s.L7.Reordered, "reordered")
+	counter(l7Early, s.L7.Unordered, "unordered")
 	counter(l7Paired, s.Kernel.L7Paired)
 	for _, p := range s.L7.Protocols {
 		name := string(p.Protocol)
