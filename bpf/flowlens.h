@@ -89,9 +89,9 @@ struct tcp_state {
 	 * l7_pairs): the server end the client samples for, once decided. */
 	__u64 l7_peer_cookie;
 	__u32 l7_peer_netns;
-	/* tcp_sock's write_seq when a send last reached the hooks (set at the
-	 * handshake's end): a receive whose peer acknowledged more was
-	 * answered before a send's sample was taken (see l7_syscall). */
+	/* A client's: tcp_sock's write_seq when a send last reached the hooks
+	 * (set at the handshake's end): a receive whose peer acknowledged
+	 * more was answered before a send's sample was taken (l7_syscall). */
 	__u32 l7_sent_seq;
 	__u8 l7_pair; /* enum l7_pair_state this end settled: NONE until then */
 	__u8 _pad[7];
@@ -293,9 +293,9 @@ struct l7_event {
 	 * its system calls, so that its requests go on that end's flow too
 	 * (bar TLS plaintext, which each end's library calls give); 0: none. */
 	__u32 peer_netns;
-	/* A system call's, on TCP: a send's write_seq after it (the end of
-	 * its bytes), a receive's snd_una (the end of what the peer had read
-	 * when it answered). 0 for the other sources. */
+	/* A TCP client's system call's: a send's write_seq after it (the
+	 * end of its bytes), a receive's snd_una (the end of what the peer
+	 * had read when it answered). 0 for the other samples. */
 	__u32 seq;
 	__u32 _pad;
 	__u64 peer_cookie;

@@ -428,14 +428,17 @@ static __always_inline const void *syscall_buf(__u32 *room)
 
 /* l7_syscall samples a plaintext send or receive of ret bytes on st.
  *
- * The send hook runs once the bytes have left: on a busy CPU the sending
- * thread can be preempted before it, while the peer answers and another
- * thread of the process receives the answer. The receive's sample would
- * then come first in the ring, and a request-response parser pair the
- * answer with the request before. Every send records how far the stream
- * was written when its hook ran; a receive whose peer acknowledged more
- * answered a send whose sample is still to come, and says so (early, with
- * snd_una as its seq) for userspace to put it after that send's. */
+ * The send hook runs once the bytes have left: on a busy CPU a client's
+ * sending thread can be preempted before it, while the server answers and
+ * another thread of the client receives the answer. The receive's sample
+ * would then come first in the ring, and a request-response parser pair
+ * the answer with the request before. Every send of a client records how
+ * far the stream was written when its hook ran; a receive whose peer
+ * acknowledged more answered a send whose sample is still to come, and
+ * says so (early, with snd_una as its seq) for userspace to put it after
+ * that send's. A server needs none of it: it reads a request before it
+ * can answer, and a late answer's sample still pairs with the oldest
+ * request waiting. */
 static __always_inline void l7_syscall(struct tcp_state *st, const struct tcp_sock *tp, int ret,
 				       int send)
 {
@@ -447,12 +450,14 @@ static __always_inline void l7_syscall(struct tcp_state *st, const struct tcp_so
 	if (!l7_capture_bytes || st->l7_hint == L7_HINT_OPAQUE || st->l7_hint == L7_HINT_TLS ||
 	    st->l7_hint == L7_HINT_PEER)
 		return;
-	if (tp && send) {
-		seq = tp->write_seq;
-		st->l7_sent_seq = seq;
-	} else if (tp) {
-		seq = tp->snd_una;
-		early = (__s32)(seq - st->l7_sent_seq) > 0;
+	if (tp && st->role == ROLE_CLIENT) {
+		if (send) {
+			seq = tp->write_seq;
+			st->l7_sent_seq = seq;
+		} else {
+			seq = tp->snd_una;
+			early = (__s32)(seq - st->l7_sent_seq) > 0;
+		}
 	}
 	buf = syscall_buf(&room);
 	if (!buf) {

@@ -46,12 +46,13 @@ type L7Sample struct {
 	PeerNetns  uint32 // the server end's network namespace
 	Len        int    // bytes the call moved
 	Data       []byte // its first bytes; valid until the next ReadL7
-	// Seq places a TCP system call's sample in its stream: a send's is
-	// the end of its bytes (the socket's write sequence after it). Early
-	// marks a receive the peer answered after a send whose sample comes
-	// later in the ring (the sender was preempted before its hook); its
-	// Seq is how far the peer had read (snd_una), which that send's
-	// reaches. 0 and false for TLS plaintext and UDP.
+	// Seq places a TCP client's system call's sample in its stream: a
+	// send's is the end of its bytes (the socket's write sequence after
+	// it). Early marks a receive the server answered after a send whose
+	// sample comes later in the ring (the sender was preempted before its
+	// hook); its Seq is how far the server had read (snd_una), which that
+	// send's reaches. 0 and false for the other samples (a server's, TLS
+	// plaintext, UDP).
 	Seq   uint32
 	Early bool
 }

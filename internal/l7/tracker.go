@@ -92,7 +92,7 @@ type Sample struct {
 	Hint Hint
 	TLS  bool // plaintext read from a TLS library
 	Send bool // the sampled socket wrote it
-	// Seq and Early order a TCP system call's samples (datapath.L7Sample):
+	// Seq and Early order a TCP client's samples (datapath.L7Sample):
 	// a send's Seq is the end of its bytes in the stream; an Early
 	// receive answered bytes up to its Seq that no send sampled before it
 	// reaches. It is fed after the send that does, which follows it.
@@ -241,8 +241,9 @@ type conn struct {
 	held []heldSample
 }
 
-// heldSample is a receive held back with its own copy of the bytes (a
-// sample's alias the ring reader's buffer) and the Take count it came at.
+// heldSample is a receive held back, with its own copy of the bytes (a
+// sample's bytes alias the ring reader's buffer), and the Takes begun
+// before it.
 type heldSample struct {
 	s    Sample
 	take uint64
