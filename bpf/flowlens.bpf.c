@@ -435,7 +435,10 @@ static __always_inline void untrack(__u64 key, const struct tcp_state *st)
  * moment each socket is first seen (connect, accept): the later retries
  * (an established connect the agent missed, the first I/O of an untracked
  * socket) would count the same socket again. adopted marks a socket first
- * seen already established: its lifetime counters become a baseline. */
+ * seen already established: its lifetime counters become a baseline. A
+ * socket already tracked keeps its entry, which is returned: a connect()
+ * that met a SYN instead of a SYN-ACK (a simultaneous open, or a socket
+ * connected to itself) passes SYN_RECV as an accepted one does. */
 static __always_inline struct tcp_state *track(const struct sock *sk, __u8 role,
 					       const struct owner *o, __u8 source, int opened,
 					       int adopted)
@@ -477,10 +480,12 @@ static __always_inline struct tcp_state *track(const struct sock *sk, __u8 role,
 		st.established = 1;
 	}
 	if (bpf_map_update_elem(&tcp_socks, &key, &st, BPF_NOEXIST)) {
+		struct tcp_state *known = bpf_map_lookup_elem(&tcp_socks, &key);
+
 		uncharge(st.charged_cgroup);
-		if (opened)
+		if (!known && opened)
 			count(CNT_TCP_MAP_FULL);
-		return NULL;
+		return known;
 	}
 	count(CNT_TCP_TRACKED);
 	if (adopted)
@@ -692,6 +697,9 @@ int BPF_PROG(on_set_state, const struct sock *sk, const int oldstate, const int 
 				st = track(sk, ROLE_SERVER, &l->owner, OWNER_LISTENER, 1, 0);
 			else
 				st = track(sk, ROLE_SERVER, NULL, OWNER_NONE, 1, 0);
+			/* A simultaneous open's: tracked since connect(). */
+			if (st && st->role == ROLE_CLIENT && !st->established_ns)
+				st->established_ns = bpf_ktime_get_ns();
 		} else {
 			return 0;
 		}

@@ -36,6 +36,8 @@ func TestMain(m *testing.M) {
 		os.Exit(childHTTP(0, true))
 	case "dns":
 		os.Exit(childDNS())
+	case "self-connect":
+		os.Exit(childSelfConnect())
 	}
 	os.Exit(m.Run())
 }
