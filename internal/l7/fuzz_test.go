@@ -10,12 +10,17 @@ import (
 
 // FuzzTracker drives a tightly bounded tracker with HTTP and the fake
 // protocol over up to four connections (l7test's encoding; seeds recorded
-// from net/http on loopback): no input may panic or exceed a bound, and
-// every request counted in Stats is in exactly one group.
+// from net/http on loopback), early receives held back included: no input
+// may panic or exceed a bound, every request counted in Stats is in
+// exactly one group, and every early receive is fed once, in order or not.
 func FuzzTracker(f *testing.F) {
 	f.Add(l7test.Encode([]l7.Sample{
 		{Key: l7.ConnKey{Cookie: 1}, Msg: l7.Message{Dir: l7.FromClient, NS: 1000, Len: 2, Data: []byte("Qa")}},
 		{Key: l7.ConnKey{Cookie: 1}, Msg: l7.Message{Dir: l7.FromServer, NS: 2000, Len: 11, Data: []byte("Aa 10.0.0.1")}},
+	}))
+	f.Add(l7test.Encode([]l7.Sample{ // an answer sampled before its question
+		{Key: l7.ConnKey{Cookie: 1}, Early: true, Msg: l7.Message{Dir: l7.FromServer, NS: 1000, Len: 2, Data: []byte("Aa")}},
+		{Key: l7.ConnKey{Cookie: 1}, Msg: l7.Message{Dir: l7.FromClient, NS: 2000, Len: 2, Data: []byte("Qa")}},
 	}))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		const maxConns, maxGroups = 3, 4
@@ -61,8 +66,19 @@ func FuzzTracker(f *testing.F) {
 		if requests != counted {
 			t.Fatalf("stats count %d requests, groups %d", requests, counted)
 		}
-		if st := tr.Stats(); st.Conns != 0 {
+		st := tr.Stats()
+		if st.Conns != 0 {
 			t.Fatalf("%d connections left after all closed", st.Conns)
+		}
+		early := uint64(0)
+		for _, s := range samples {
+			if s.Early {
+				early++
+			}
+		}
+		// Those of a connection refused at the bound are never fed.
+		if fed := st.Reordered + st.Unordered; fed > early || st.Refused == 0 && fed != early {
+			t.Fatalf("%d early receives fed in order and %d not, of %d (%d samples refused)", st.Reordered, st.Unordered, early, st.Refused)
 		}
 	})
 }

@@ -20,13 +20,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/l7"
 )
 
 // Encode writes samples as fuzz input: per message a header (flags: bit 0
-// from the server, bit 1 gap, bits 2-3 the connection; the NS delta in
-// µs; the visible and the hidden byte counts, 16 bits each) and the
-// visible bytes. Connections are Key.Cookie 0 to 3.
+// from the server, bit 1 gap, bits 2-3 the connection, bit 4 early; the NS
+// delta in µs; the visible and the hidden byte counts, 16 bits each) and
+// the visible bytes. Connections are Key.Cookie 0 to 3, each a client's
+// socket: its sends are the client's messages, and their Seq follows from
+// their lengths (Decode).
 func Encode(samples []l7.Sample) []byte {
 	var out []byte
 	var last uint64
@@ -37,6 +40,9 @@ func Encode(samples []l7.Sample) []byte {
 		}
 		if s.Msg.Gap {
 			flags |= 2
+		}
+		if s.Early {
+			flags |= 16
 		}
 		delta := min((s.Msg.NS-min(last, s.Msg.NS))/1000, 0xffff)
 		last = s.Msg.NS
@@ -52,9 +58,13 @@ func Encode(samples []l7.Sample) []byte {
 }
 
 // Decode reads what Encode wrote, as far as it is whole; any input
-// decodes to something, so fuzzers can feed it. Data alias b.
+// decodes to something, so fuzzers can feed it. Data alias b. A send's Seq
+// is its connection's bytes sent up to its end; a receive's is those sent
+// before it, and as many again as it holds when it is early (it answers a
+// send still to come).
 func Decode(b []byte) []l7.Sample {
 	var out []l7.Sample
+	var sent [4]uint32
 	ns := uint64(1e9)
 	for len(b) >= 7 {
 		flags := b[0]
@@ -63,14 +73,22 @@ func Decode(b []byte) []l7.Sample {
 		hidden := int(binary.BigEndian.Uint16(b[5:]))
 		b = b[7:]
 		n = min(n, len(b))
-		dir := l7.FromClient
-		if flags&1 != 0 {
-			dir = l7.FromServer
+		conn := flags >> 2 & 3
+		s := l7.Sample{
+			Key:  l7.ConnKey{Cookie: uint64(conn), Role: flow.RoleClient},
+			Send: flags&1 == 0,
+			Msg:  l7.Message{Dir: l7.FromClient, NS: ns, Len: n + hidden, Data: b[:n:n], Gap: flags&2 != 0},
 		}
-		out = append(out, l7.Sample{
-			Key: l7.ConnKey{Cookie: uint64(flags>>2) & 3},
-			Msg: l7.Message{Dir: dir, NS: ns, Len: n + hidden, Data: b[:n:n], Gap: flags&2 != 0},
-		})
+		if s.Send {
+			sent[conn] += uint32(s.Msg.Len)
+			s.Seq = sent[conn]
+		} else {
+			s.Msg.Dir, s.Seq, s.Early = l7.FromServer, sent[conn], flags&16 != 0
+			if s.Early {
+				s.Seq += uint32(s.Msg.Len)
+			}
+		}
+		out = append(out, s)
 		b = b[n:]
 	}
 	return out
