@@ -174,9 +174,30 @@ func (a api) checkSides(t *testing.T, p *testutil.Pair, filter string, port uint
 		recs[side] = a.settledRequests(t, q, want.total())
 		if !checkGroups(t, side, groupsOf(recs[side]), want) {
 			a.logL7Metrics(t)
+			logRequestRecords(t, side, recs[side])
 		}
 	}
 	return recs
+}
+
+// logRequestRecords lists a side's records that carry requests, one a
+// line: which connection (its client port and start) and interval, and
+// its groups, so that a miscount shows where it sits in the connection.
+func logRequestRecords(t *testing.T, side string, recs []flow.Record) {
+	t.Helper()
+	var b strings.Builder
+	for i := range recs {
+		r := &recs[i]
+		if len(r.Requests) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "\n%s..%s port %d started %s:", r.Start.Format("15:04:05.000"), r.Time.Format("15:04:05.000"),
+			r.Source.Port, r.ConnStart.Format("15:04:05.000000"))
+		for j := range r.Requests {
+			fmt.Fprintf(&b, " [%s %d]", keyOf(&r.Requests[j]), r.Requests[j].Count)
+		}
+	}
+	t.Logf("%s side's records with requests:%s", side, b.String())
 }
 
 // checkLatencies checks every answered group's latency is a min ≤ avg ≤ max
